@@ -1,0 +1,57 @@
+// The helper protocol end to end: check the socket, the ACL and permissions,
+// make the endpoint, send exactly one byte 0x00 with one fd, and leave.
+import { fstatSync } from 'node:fs';
+import { BadFdError, PermissionError } from '../errors.js';
+import { setupBridgeTap } from '../backends/kernel/bridge-tap.js';
+import { sendHelperFd } from '../backends/transport/helper-fd.js';
+import { Rollback } from '../setup/rollback.js';
+import { CAP_NET_ADMIN, hasCapability } from '../sys/caps.js';
+import { c, SysError } from '../sys/libc.js';
+import { SOCK_STREAM, socketType } from '../sys/unix-fd.js';
+import { aclPath, checkAccess } from './acl.js';
+import type { HelperArgs } from './args.js';
+
+export interface HelperResult {
+  tapName: string;
+  bridge: string;
+  mtu: number;
+  vnetHdr: boolean;
+}
+
+/** The fd QEMU/libvirt gave us must be a connected unix stream socket. */
+export function checkHelperSocket(fd: number): void {
+  let isSocket: boolean;
+  try {
+    isSocket = fstatSync(fd).isSocket();
+  } catch {
+    throw new BadFdError(`--fd=${fd} is not an open file descriptor`, 'the helper must be run by QEMU or libvirt, which pass one end of a socketpair');
+  }
+  if (!isSocket) throw new BadFdError(`--fd=${fd} is not a socket`, 'the helper must be run by QEMU or libvirt, which pass one end of a socketpair');
+  let type: number;
+  try {
+    type = socketType(fd);
+  } catch (e) {
+    throw new BadFdError(`--fd=${fd}: cannot query the socket (${e instanceof SysError ? e.code : String(e)})`);
+  }
+  if (type !== SOCK_STREAM) throw new BadFdError(`--fd=${fd} is a socket of type ${type}, not a unix stream socket`);
+}
+
+export function runHelper(args: HelperArgs, env: NodeJS.ProcessEnv = process.env): HelperResult {
+  checkHelperSocket(args.fd);
+  const acl = aclPath(args.acl, env);
+  checkAccess(acl, args.bridge);
+  if (c.geteuid() !== 0 && !hasCapability(CAP_NET_ADMIN)) {
+    throw new PermissionError('no permission: the helper needs CAP_NET_ADMIN to create a tap and attach it to a bridge', 'run QEMU/libvirt with that capability for the helper, or run it as root');
+  }
+  const rb = new Rollback();
+  try {
+    const ep = setupBridgeTap({ bridge: args.bridge, vnetHdr: args.useVnet, ...(env.QEMU_NET_HELPER_TUN ? { tunDevice: env.QEMU_NET_HELPER_TUN } : {}) }, rb);
+    sendHelperFd(args.fd, ep.tap.fd);
+    // QEMU holds its own reference now; ours goes, and the tap lives as long as QEMU's.
+    rb.undoAllSync();
+    return { tapName: ep.tap.name, bridge: ep.bridge, mtu: ep.mtu, vnetHdr: ep.tap.vnetHdr };
+  } catch (e) {
+    rb.undoAllSync();
+    throw e;
+  }
+}

@@ -1,0 +1,67 @@
+// The only place the project calls libc. Node has no API for tun ioctls,
+// SCM_RIGHTS, mmap, eventfd or flock; koffi calls them with ~30 ns overhead and
+// ships its binary inside the npm package (no download at install). Everything
+// here takes and returns plain numbers/Buffers so callers never see pointers.
+import koffi from 'koffi';
+import { constants } from 'node:os';
+
+const lib = koffi.load('libc.so.6');
+
+// Fixed prototypes instead of variadic ones: koffi calls them faster and the
+// kernel ABI for these requests is (int, unsigned long, pointer|integer).
+export const c = {
+  open: lib.func('int open(const char *path, int flags)'),
+  close: lib.func('int close(int fd)'),
+  read: lib.func('intptr_t read(int fd, void *buf, size_t n)'),
+  write: lib.func('intptr_t write(int fd, const void *buf, size_t n)'),
+  ioctlPtr: lib.func('int ioctl(int fd, unsigned long req, void *arg)'),
+  ioctlInt: lib.func('int ioctl(int fd, unsigned long req, unsigned long arg)'),
+  socket: lib.func('int socket(int domain, int type, int protocol)'),
+  socketpair: lib.func('int socketpair(int domain, int type, int protocol, _Out_ int *sv)'),
+  sendmsg: lib.func('intptr_t sendmsg(int fd, void *msg, int flags)'),
+  recvmsg: lib.func('intptr_t recvmsg(int fd, void *msg, int flags)'),
+  getsockopt: lib.func('int getsockopt(int fd, int level, int name, void *val, _Inout_ uint32_t *len)'),
+  fcntl: lib.func('int fcntl(int fd, int cmd, int arg)'),
+  flock: lib.func('int flock(int fd, int op)'),
+  geteuid: lib.func('uint32_t geteuid()'),
+  dup3: lib.func('int dup3(int oldfd, int newfd, int flags)'),
+};
+
+export const O_RDWR = 0o2;
+export const O_NONBLOCK = 0o4000;
+export const O_CLOEXEC = 0o2000000;
+
+const errnoNames = new Map<number, string>();
+for (const [name, num] of Object.entries(constants.errno)) errnoNames.set(num, name);
+
+/** A failed system call, with the errno name kept for error mapping. */
+export class SysError extends Error {
+  readonly errno: number;
+  readonly code: string;
+  readonly syscall: string;
+  constructor(syscall: string, errno: number, detail?: string) {
+    const code = errnoNames.get(errno) ?? `E${errno}`;
+    super(`${syscall}${detail ? ` (${detail})` : ''}: ${code}`);
+    this.errno = errno;
+    this.code = code;
+    this.syscall = syscall;
+  }
+}
+
+/** Throws a SysError when a libc call returned a negative value. */
+export function check(ret: number | bigint, syscall: string, detail?: string): number {
+  const n = Number(ret);
+  if (n < 0) throw new SysError(syscall, koffi.errno(), detail);
+  return n;
+}
+
+export function closeFd(fd: number): void {
+  if (fd >= 0) c.close(fd);
+}
+
+/** Address of a Buffer's bytes, for building kernel structs that hold pointers. */
+export function addressOf(buf: Buffer | Uint8Array): bigint {
+  return koffi.address(buf) as bigint;
+}
+
+export { koffi };

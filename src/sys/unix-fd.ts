@@ -1,0 +1,106 @@
+// File descriptors over AF_UNIX sockets (SCM_RIGHTS): the helper protocol
+// QEMU and libvirt speak, and vhost-user's fd-carrying messages.
+import { addressOf, c, check, O_CLOEXEC } from './libc.js';
+
+const SOL_SOCKET = 1;
+const SCM_RIGHTS = 1;
+const SO_TYPE = 3;
+const SO_PEERCRED = 17;
+const MSG_CMSG_CLOEXEC = 0x40000000;
+const MSG_NOSIGNAL = 0x4000;
+export const AF_UNIX = 1;
+export const SOCK_STREAM = 1;
+export const SOCK_CLOEXEC = O_CLOEXEC;
+
+// sizeof(struct cmsghdr) on 64-bit Linux; CMSG_LEN(n) = 16 + n, CMSG_SPACE rounds to 8.
+const CMSG_HDR = 16;
+const MAX_FDS = 32;
+
+function msghdr(iov: Uint8Array, iovLen: number, control: Buffer | null, controlLen: number): { m: Buffer; keep: unknown[] } {
+  const io = Buffer.alloc(16);
+  io.writeBigUInt64LE(addressOf(iov), 0);
+  io.writeBigUInt64LE(BigInt(iovLen), 8);
+  const m = Buffer.alloc(56);
+  m.writeBigUInt64LE(addressOf(io), 16);
+  m.writeBigUInt64LE(1n, 24);
+  if (control) {
+    m.writeBigUInt64LE(addressOf(control), 32);
+    m.writeBigUInt64LE(BigInt(controlLen), 40);
+  }
+  // `keep` holds the buffers whose addresses are inside `m` until the call is over.
+  return { m, keep: [io, iov, control] };
+}
+
+/** Sends data with fds attached in one sendmsg. Returns bytes sent. */
+export function sendWithFds(sock: number, data: Uint8Array, fds: readonly number[]): number {
+  if (fds.length > MAX_FDS) throw new RangeError(`at most ${MAX_FDS} fds per message`);
+  let control: Buffer | null = null;
+  let controlLen = 0;
+  if (fds.length > 0) {
+    const len = CMSG_HDR + 4 * fds.length;
+    controlLen = (len + 7) & ~7;
+    control = Buffer.alloc(controlLen);
+    control.writeBigUInt64LE(BigInt(len), 0);
+    control.writeInt32LE(SOL_SOCKET, 8);
+    control.writeInt32LE(SCM_RIGHTS, 12);
+    fds.forEach((fd, i) => control!.writeInt32LE(fd, CMSG_HDR + 4 * i));
+  }
+  const { m } = msghdr(data, data.length, control, controlLen);
+  return check(c.sendmsg(sock, m, MSG_NOSIGNAL), 'sendmsg');
+}
+
+export interface Received {
+  /** Bytes read; 0 means the peer closed. */
+  n: number;
+  fds: number[];
+  /** The kernel dropped fds because the control buffer was too small (MSG_CTRUNC). */
+  truncated: boolean;
+}
+
+/**
+ * One recvmsg into buf[off, off+len). Received fds are close-on-exec. Throws
+ * SysError (EAGAIN included) so callers decide how to wait.
+ */
+export function recvWithFds(sock: number, buf: Uint8Array, off = 0, len = buf.length - off, flags = 0): Received {
+  const view = buf.subarray(off, off + len);
+  const controlLen = CMSG_HDR + 4 * MAX_FDS;
+  const control = Buffer.alloc(controlLen);
+  const { m } = msghdr(view, len, control, controlLen);
+  const n = check(c.recvmsg(sock, m, flags | MSG_CMSG_CLOEXEC), 'recvmsg');
+  const got = Number(m.readBigUInt64LE(40));
+  const msgFlags = m.readInt32LE(48);
+  const fds: number[] = [];
+  let p = 0;
+  while (p + CMSG_HDR <= got) {
+    const clen = Number(control.readBigUInt64LE(p));
+    if (clen < CMSG_HDR) break;
+    if (control.readInt32LE(p + 8) === SOL_SOCKET && control.readInt32LE(p + 12) === SCM_RIGHTS) {
+      for (let q = p + CMSG_HDR; q + 4 <= p + clen; q += 4) fds.push(control.readInt32LE(q));
+    }
+    p += (clen + 7) & ~7;
+  }
+  return { n, fds, truncated: (msgFlags & 0x8) !== 0 };
+}
+
+export function socketPair(): [number, number] {
+  const sv = [0, 0];
+  check(c.socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 'socketpair');
+  return [sv[0]!, sv[1]!];
+}
+
+/** SO_TYPE of an fd: tells a stream socket from anything else. */
+export function socketType(fd: number): number {
+  const val = Buffer.alloc(4);
+  const len = [4];
+  check(c.getsockopt(fd, SOL_SOCKET, SO_TYPE, val, len), 'getsockopt', 'SO_TYPE');
+  return val.readInt32LE(0);
+}
+
+export interface PeerCred { pid: number; uid: number; gid: number }
+
+export function peerCred(fd: number): PeerCred {
+  const val = Buffer.alloc(12);
+  const len = [12];
+  check(c.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, val, len), 'getsockopt', 'SO_PEERCRED');
+  return { pid: val.readInt32LE(0), uid: val.readUInt32LE(4), gid: val.readUInt32LE(8) };
+}
