@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs everything qemu-net-helper's demo, tests and benchmarks need on a
+# fresh Debian 12 machine (run as root), then builds. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: QEMU (helper client and test guests), the Debian kernel and
+# busybox (the tiny TCG guest), DPDK (testpmd as vhost-user peer and anchor),
+# iproute2/nftables/dnsmasq (kernel objects, NAT), util-linux (setpriv),
+# xz-utils/cpio (guest image).
+PKGS=(qemu-system-x86 qemu-utils busybox-static linux-image-amd64 iproute2 nftables dnsmasq-base
+      dpdk dpdk-dev util-linux xz-utils cpio procps)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+npm run -s build
