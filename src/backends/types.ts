@@ -1,0 +1,97 @@
+// The plug-in points. Policy (what the user wants), kernel implementation (how
+// the host wires it) and transport (how QEMU gets the packets) are independent:
+// a policy names (kernel, transport) candidates by name, the registries below
+// resolve them, and adding one touches one file plus its registry line.
+import type { Rollback } from '../setup/rollback.js';
+
+export type Mode = 'veb' | 'vepa' | 'private' | 'bridge' | 'nat' | 'route' | 'passthrough';
+export const MODES: readonly Mode[] = ['veb', 'vepa', 'private', 'bridge', 'nat', 'route', 'passthrough'];
+
+export type TransportName = 'tap' | 'macvtap' | 'socket' | 'vhost-kernel' | 'vhost-user';
+
+/** Host facts and knobs every backend may need; paths are overridable for tests and odd hosts. */
+export interface HostContext {
+  env: NodeJS.ProcessEnv;
+  /** Root of sysfs (QEMU_NET_HELPER_SYSFS), default /sys. */
+  sysfsRoot: string;
+  /** tun clone device (QEMU_NET_HELPER_TUN), default /dev/net/tun. */
+  tunDevice: string;
+  /** vhost-net device (QEMU_NET_HELPER_VHOST_NET), default /dev/vhost-net. */
+  vhostNetDevice: string;
+  /** State directory (QEMU_NET_HELPER_STATE_DIR), default /run/qemu-net-helper. */
+  stateDir: string;
+  /** Whether the caller may change the network (root or CAP_NET_ADMIN). */
+  netAdmin: boolean;
+}
+
+/** What the user asked for, after flags, profile and defaults were merged. */
+export interface EndpointRequest {
+  mode: Mode;
+  /** Uplink / parent / bridge device, depending on the kernel implementation. */
+  dev?: string;
+  /** Guest MAC (6 bytes), when given; backends that need one generate a local one otherwise. */
+  mac?: Buffer;
+  mtu?: number;
+  /** Offer a virtio-net header on the fd (QEMU's --use-vnet). */
+  vnetHdr: boolean;
+  queues: number;
+  /** Candidate VFs: PF names or PCI addresses; empty means any PF under --dev. */
+  vfPool?: string[];
+  vlan?: number;
+  spoofchk?: boolean;
+  /** NAT/route parameters. */
+  subnet?: string;
+  guestIp?: string;
+  /** Backend-specific parameters from the policy candidate. */
+  params: Record<string, unknown>;
+}
+
+/** A host object that outlives QEMU's fd and must be removed on teardown. */
+export interface OwnedObject {
+  kind: string;
+  /** Enough to undo it later, from another process (watcher, gc): plain JSON. */
+  data: Record<string, unknown>;
+}
+
+export interface KernelEndpoint {
+  kernel: string;
+  /** The host-side interface the guest's frames appear on (tap, macvtap, VF netdev, veth end). */
+  ifname: string;
+  /** Character device QEMU may open itself (macvtap: /dev/tapN), when there is one. */
+  devicePath?: string;
+  /** Open fds for the transport (tap/macvtap queue fds); closed by the caller after sending. */
+  fds: number[];
+  vnetHdr: boolean;
+  mac?: string;
+  mtu: number;
+  /** Objects to remove when the endpoint's owner goes away (watcher, down, gc). */
+  owned: OwnedObject[];
+  /** Free-form facts for `up --json` and the extended protocol. */
+  info: Record<string, unknown>;
+}
+
+export interface Availability {
+  available: boolean;
+  reason: string;
+}
+
+export interface KernelBackend {
+  readonly name: string;
+  /** Cheap capability check for `probe` and candidate selection; must not change anything. */
+  probe(req: Partial<EndpointRequest>, host: HostContext): Availability;
+  /** Makes the endpoint, registering an undo on `rb` for every object as soon as it exists. */
+  setup(req: EndpointRequest, host: HostContext, rb: Rollback): KernelEndpoint;
+  /** Removes one owned object; idempotent: already gone is success. */
+  release(obj: OwnedObject, host: HostContext): void;
+}
+
+export function hostContextFrom(env: NodeJS.ProcessEnv, netAdmin: boolean): HostContext {
+  return {
+    env,
+    sysfsRoot: env.QEMU_NET_HELPER_SYSFS || '/sys',
+    tunDevice: env.QEMU_NET_HELPER_TUN || '/dev/net/tun',
+    vhostNetDevice: env.QEMU_NET_HELPER_VHOST_NET || '/dev/vhost-net',
+    stateDir: env.QEMU_NET_HELPER_STATE_DIR || '/run/qemu-net-helper',
+    netAdmin,
+  };
+}
