@@ -13,7 +13,8 @@ const helperForm =
 
 if (helperForm) {
   const { helperMain } = require('../dist/helper.cjs');
-  process.exit(helperMain(first === 'helper' ? argv.slice(1) : argv));
+  const loadFull = () => require('../dist/helper-full.cjs');
+  process.exit(helperMain(first === 'helper' ? argv.slice(1) : argv, loadFull));
 } else {
   import('@oclif/core').then(({ execute }) => execute({ dir: __filename }));
 }

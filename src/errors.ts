@@ -61,9 +61,15 @@ export class SetupError extends HelperError {
   constructor(message: string, hint?: string) { super(ExitCode.SETUP_FAILED, message, hint); }
 }
 
+export function isHelperError(e: unknown): e is HelperError {
+  return e instanceof HelperError || (typeof e === 'object' && e !== null && typeof (e as HelperError).exitCode === 'number' && typeof (e as HelperError).line === 'function');
+}
+
 /** Exit code and line for anything thrown, including bugs. */
 export function describeError(e: unknown): { exitCode: ExitCodeValue; line: string } {
-  if (e instanceof HelperError) return { exitCode: e.exitCode, line: e.line() };
+  // Duck-typed, not instanceof: the helper's fast path and its policy path are
+  // separate bundles, each with its own copy of this class.
+  if (isHelperError(e)) return { exitCode: e.exitCode, line: e.line() };
   const msg = e instanceof Error ? e.message : String(e);
   return { exitCode: ExitCode.INTERNAL, line: `internal error: ${msg}; please report it with the command line used` };
 }

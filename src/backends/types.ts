@@ -95,3 +95,22 @@ export function hostContextFrom(env: NodeJS.ProcessEnv, netAdmin: boolean): Host
     netAdmin,
   };
 }
+
+/** What a transport hands the caller: fds for QEMU plus facts for the JSON reply. */
+export interface TransportResult {
+  transport: TransportName;
+  fds: number[];
+  vnetHdrSize: number;
+  queues: number;
+  info: Record<string, unknown>;
+}
+
+export interface Transport {
+  readonly name: TransportName;
+  /** Whether this transport can run here at all (device present, ...). */
+  probe(host: HostContext): Availability;
+  /** Whether it can carry this kernel endpoint (e.g. tap needs a tap fd). */
+  accepts(kernel: string): boolean;
+  /** Turns the kernel endpoint into fds for QEMU; undo steps go on rb. */
+  attach(ep: KernelEndpoint, req: EndpointRequest, host: HostContext, rb: Rollback): TransportResult;
+}

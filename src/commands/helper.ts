@@ -1,5 +1,6 @@
 import { Command } from '@oclif/core';
 import { HELPER_USAGE } from '../helper/args.js';
+import { createRequire } from 'node:module';
 import { helperMain } from '../helper/main.js';
 
 // The bin script dispatches `helper` before oclif loads (start-up cost); this
@@ -15,7 +16,9 @@ Nothing is ever written to stdout (it may be QEMU's monitor); errors go to stder
   static override strict = false;
 
   async run(): Promise<void> {
-    const code = helperMain(this.argv);
+    // Same bundle the bin script uses for the policy path (synchronous require).
+    const req = createRequire(import.meta.url);
+    const code = helperMain(this.argv, () => req('../../helper-full.cjs'));
     if (code !== 0) this.exit(code);
   }
 }

@@ -15,6 +15,12 @@ export class Rollback {
 
   get size(): number { return this.steps.length; }
 
+  /** Takes over another rollback's steps (a sub-setup that succeeded), after ours. */
+  adopt(other: Rollback): void {
+    this.steps.push(...other.steps);
+    other.steps = [];
+  }
+
   /** Forget the undo steps: the setup succeeded and its objects now belong to someone else. */
   commit(): void { this.steps = []; }
 

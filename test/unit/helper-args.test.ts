@@ -5,13 +5,13 @@ import { parseHelperArgs } from '../../src/helper/args.js';
 
 describe('helper argument parsing', () => {
   it("accepts QEMU's order", () => {
-    assert.deepEqual(parseHelperArgs(['--use-vnet', '--fd=9', '--br=br0']), { useVnet: true, bridge: 'br0', fd: 9, help: false });
+    assert.deepEqual(parseHelperArgs(['--use-vnet', '--fd=9', '--br=br0']), { useVnet: true, bridge: 'br0', bridgeGiven: true, fd: 9, help: false });
   });
   it("accepts libvirt's order", () => {
-    assert.deepEqual(parseHelperArgs(['--use-vnet', '--br=virbr1', '--fd=23']), { useVnet: true, bridge: 'virbr1', fd: 23, help: false });
+    assert.deepEqual(parseHelperArgs(['--use-vnet', '--br=virbr1', '--fd=23']), { useVnet: true, bridge: 'virbr1', bridgeGiven: true, fd: 23, help: false });
   });
   it('accepts separated values and our own flags anywhere', () => {
-    assert.deepEqual(parseHelperArgs(['--acl', '/x.conf', '--fd', '4', '--br', 'b', '--use-vnet']), { useVnet: true, bridge: 'b', fd: 4, acl: '/x.conf', help: false });
+    assert.deepEqual(parseHelperArgs(['--acl', '/x.conf', '--fd', '4', '--br', 'b', '--use-vnet']), { useVnet: true, bridge: 'b', bridgeGiven: true, fd: 4, acl: '/x.conf', help: false });
   });
   it('defaults the bridge to br0 like QEMU', () => {
     assert.equal(parseHelperArgs(['--fd=3']).bridge, 'br0');
@@ -44,4 +44,28 @@ describe('helper argument parsing', () => {
       assert.throws(() => parseHelperArgs(argv), (e: unknown) => e instanceof UsageError && re.test(e.message) && e.exitCode === 2);
     });
   }
+});
+
+describe('policy flags', () => {
+  it('parses policy flags and says the policy path is needed', async () => {
+    const { needsPolicy } = await import('../../src/helper/args.js');
+    const a = parseHelperArgs(['--fd=3', '--mode=vepa', '--dev=eth0', '--mac=52:54:00:00:00:01', '--mtu=9000', '--vf-pool=pf0,0000:03:00.2', '--explain']);
+    assert.equal(a.mode, 'vepa');
+    assert.equal(a.dev, 'eth0');
+    assert.equal(a.mtu, 9000);
+    assert.deepEqual(a.vfPool, ['pf0', '0000:03:00.2']);
+    assert.equal(needsPolicy(a), true);
+    assert.equal(needsPolicy(parseHelperArgs(['--use-vnet', '--fd=3', '--br=br0'])), false);
+  });
+  it('the extended protocol replaces --fd', () => {
+    const a = parseHelperArgs(['--socketpair=5', '--protocols=tap,vhost-kernel', '--br=br0']);
+    assert.equal(a.fd, -1);
+    assert.equal(a.socketpair, 5);
+    assert.deepEqual(a.protocols, ['tap', 'vhost-kernel']);
+  });
+  it('rejects out-of-range numbers and bad device names', () => {
+    assert.throws(() => parseHelperArgs(['--fd=3', '--mtu=10']), /--mtu='10' is not a number from 68 to 65535/);
+    assert.throws(() => parseHelperArgs(['--fd=3', '--queues=0']), /--queues/);
+    assert.throws(() => parseHelperArgs(['--fd=3', '--dev=a/b']), /device name 'a\/b'/);
+  });
 });

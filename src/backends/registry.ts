@@ -1,0 +1,15 @@
+// Name -> implementation. Policies refer to these names; adding a kernel
+// implementation or transport is one module plus one line here.
+import type { KernelBackend, Transport } from './types.js';
+import { bridgeBackend } from './kernel/bridge.js';
+import { tapTransport } from './transport/tap.js';
+import { vhostKernelTransport } from './transport/vhost-kernel.js';
+
+export const kernels: ReadonlyMap<string, KernelBackend> = new Map<string, KernelBackend>([
+  [bridgeBackend.name, bridgeBackend],
+]);
+
+export const transports: ReadonlyMap<string, Transport> = new Map<string, Transport>([
+  [tapTransport.name, tapTransport],
+  [vhostKernelTransport.name, vhostKernelTransport],
+]);

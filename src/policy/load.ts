@@ -1,0 +1,73 @@
+// Built-in policies (policies/*.json in the package) merged with the user's
+// (<config>/policies/*.json, a mode there replaces the built-in one) and
+// profiles (<config>/profiles/<name>.json). Every file is validated; an
+// invalid one is an error naming the file and the field, never skipped.
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ConfigError } from '../errors.js';
+import { formatIssues, PolicyFileSchema, ProfileSchema, type ModePolicy, type Profile } from './schema.js';
+
+export const DEFAULT_CONFIG_DIR = '/etc/qemu-net-helper';
+export const CONFIG_ENV = 'QEMU_NET_HELPER_CONFIG';
+
+export function configDir(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  return flag ?? (env[CONFIG_ENV] || DEFAULT_CONFIG_DIR);
+}
+
+export function builtinPolicyDir(): string {
+  // src/policy -> project root, both from src (tests) and dist/src (built).
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 4; i++) {
+    if (existsSync(join(dir, 'policies')) && existsSync(join(dir, 'package.json'))) return join(dir, 'policies');
+    dir = resolve(dir, '..');
+  }
+  throw new ConfigError('cannot find the built-in policies directory', 'reinstall qemu-net-helper');
+}
+
+function readJson(file: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError(`${file} is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+export interface LoadedPolicy extends ModePolicy { source: string }
+
+function loadDir(dir: string, into: Map<string, LoadedPolicy>): void {
+  if (!existsSync(dir)) return;
+  for (const f of readdirSync(dir).filter((n) => n.endsWith('.json')).sort()) {
+    const file = join(dir, f);
+    const r = PolicyFileSchema.safeParse(readJson(file));
+    if (!r.success) throw new ConfigError(`invalid policy file: ${formatIssues(file, r.error)}`, 'fix the file or remove it');
+    for (const [mode, p] of Object.entries(r.data.modes)) if (p) into.set(mode, { ...p, source: file });
+  }
+}
+
+export function loadPolicies(config: string, builtin = builtinPolicyDir()): Map<string, LoadedPolicy> {
+  const m = new Map<string, LoadedPolicy>();
+  loadDir(builtin, m);
+  loadDir(join(config, 'policies'), m);
+  return m;
+}
+
+export function profilePath(config: string, name: string): string {
+  return join(config, 'profiles', `${name}.json`);
+}
+
+/** The profile called `name`, or null when there is none. */
+export function loadProfile(config: string, name: string): (Profile & { source: string }) | null {
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name) || name.startsWith('.')) return null;
+  const file = profilePath(config, name);
+  if (!existsSync(file)) return null;
+  const r = ProfileSchema.safeParse(readJson(file));
+  if (!r.success) throw new ConfigError(`invalid profile: ${formatIssues(file, r.error)}`, 'fix the file or remove it');
+  return { ...r.data, source: file };
+}

@@ -1,0 +1,34 @@
+// Flags on the command line win over the profile, the profile over defaults.
+import { MODES, type EndpointRequest, type Mode } from '../backends/types.js';
+import { UsageError } from '../errors.js';
+import type { HelperArgs } from '../helper/args.js';
+import { checkGuestMac } from '../net/macaddr.js';
+import type { Profile } from './schema.js';
+
+export function buildRequest(a: HelperArgs, profile: Profile | null): { mode: Mode; req: EndpointRequest } {
+  const modeText = a.mode ?? profile?.mode ?? 'bridge';
+  if (!(MODES as readonly string[]).includes(modeText)) {
+    throw new UsageError(`unknown mode '${modeText}'`, `use one of ${MODES.join(', ')}`);
+  }
+  const mode = modeText as Mode;
+  // In bridge mode the bridge is --dev, else the profile's dev, else --br (QEMU's and libvirt's way to name it).
+  const dev = a.dev ?? profile?.dev ?? (mode === 'bridge' && !profile ? a.bridge : undefined);
+  const macText = a.mac ?? profile?.mac;
+  const req: EndpointRequest = {
+    mode,
+    vnetHdr: a.useVnet,
+    queues: a.queues ?? profile?.queues ?? 1,
+    params: {},
+  };
+  if (dev !== undefined) req.dev = dev;
+  if (macText !== undefined) req.mac = checkGuestMac(macText);
+  const mtu = a.mtu ?? profile?.mtu;
+  if (mtu !== undefined) req.mtu = mtu;
+  const pool = a.vfPool ?? profile?.vfPool;
+  if (pool) req.vfPool = pool;
+  if (profile?.vlan !== undefined) req.vlan = profile.vlan;
+  if (profile?.spoofchk !== undefined) req.spoofchk = profile.spoofchk;
+  if (profile?.subnet !== undefined) req.subnet = profile.subnet;
+  if (profile?.guestIp !== undefined) req.guestIp = profile.guestIp;
+  return { mode, req };
+}
