@@ -44,6 +44,11 @@ export interface EndpointRequest {
   guestIp?: string;
   /** Backend-specific parameters from the policy candidate. */
   params: Record<string, unknown>;
+  /**
+   * Everything must outlive this process (`up`): taps are made persistent and
+   * become owned objects, since no QEMU holds an fd on them yet.
+   */
+  persist?: boolean;
 }
 
 /** A host object that outlives QEMU's fd and must be removed on teardown. */

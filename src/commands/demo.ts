@@ -1,6 +1,6 @@
 import { Command, Flags } from '@oclif/core';
 import { runBridgeDemo } from '../demo/bridge-demo.js';
-import { describeError } from '../errors.js';
+import { fail } from '../cli/fail.js';
 
 export default class Demo extends Command {
   static override summary = 'Run the built-in demo: QEMU gets taps on a bridge from our helper, in a throwaway network namespace.';
@@ -17,9 +17,7 @@ export default class Demo extends Command {
       if (!ok) process.exitCode = 1;
       return { ok, ...report };
     } catch (e) {
-      const { exitCode, line } = describeError(e);
-      this.logToStderr(`qemu-net-helper: ${line}`);
-      this.exit(exitCode);
+      fail(this, e);
     }
   }
 }

@@ -1,7 +1,7 @@
 // The policy path of the helper: profile and policy files (zod), candidate
 // choice, every kernel implementation. Loaded only when the arguments need it,
 // because zod and the rest cost tens of milliseconds QEMU would wait for.
-import { hostContextFrom, type TransportName } from '../backends/types.js';
+import { hostContextFrom, type HostContext, type TransportName } from '../backends/types.js';
 import { kernels, transports } from '../backends/registry.js';
 import { sendHelperFd } from '../backends/transport/helper-fd.js';
 import { UsageError } from '../errors.js';
@@ -11,7 +11,14 @@ import { buildRequest } from '../policy/request.js';
 import { Rollback } from '../setup/rollback.js';
 import { CAP_NET_ADMIN, hasCapability } from '../sys/caps.js';
 import { c } from '../sys/libc.js';
-import { sendWithFds } from '../sys/unix-fd.js';
+import { peerCred, sendWithFds } from '../sys/unix-fd.js';
+import { removeEndpoint, saveEndpoint, type EndpointRecord } from '../state/endpoints.js';
+import { ownerOf, type OwnerRef } from '../state/owner.js';
+import { completeRecord, draftRecord } from '../lifecycle/record.js';
+import { spawnWatcher } from '../lifecycle/watcher.js';
+
+const F_SETFD = 2;
+const FD_CLOEXEC = 1;
 import { aclPath, checkAccess } from './acl.js';
 import type { HelperArgs } from './args.js';
 import { checkHelperSocket } from './run.js';
@@ -40,7 +47,13 @@ export function runPolicyHelper(a: HelperArgs, env: NodeJS.ProcessEnv = process.
   if (!policy) throw new UsageError(`no policy defines mode '${mode}'`);
   const allowed = (a.socketpair !== undefined ? (a.protocols ?? profile?.protocols ?? PLAIN_PROTOCOLS) : PLAIN_PROTOCOLS) as TransportName[];
   const host = hostContextFrom(env, c.geteuid() === 0 || hasCapability(CAP_NET_ADMIN));
-  const rb = new Rollback();
+  // The endpoint record is written only once something durable exists (a plain
+  // tap dies with QEMU's fd and needs none), then updated at every step.
+  const record = draftRecord(mode, peerOwner(sock));
+  const rb = new Rollback((o) => {
+    record.owned.push(o);
+    saveEndpoint(host.stateDir, record);
+  });
   try {
     const choice = realize(mode, policy, req, host, { kernels, transports }, allowed, rb);
     if (a.explain) for (const e of choice.explain) log(`explain: ${e.kernel}/${e.transport}: ${e.decision}: ${e.reason}`);
@@ -66,9 +79,33 @@ export function runPolicyHelper(a: HelperArgs, env: NodeJS.ProcessEnv = process.
     // only our own fd references go.
     for (const fd of new Set([...choice.endpoint.fds, ...choice.transport.fds])) c.close(fd);
     rb.commit();
+    if (record.owned.length > 0) finishRecord(record, choice, host, sock, env);
     return { choice, reply };
   } catch (e) {
-    rb.undoAllSync();
+    const left = rb.undoAllSync();
+    if (record.owned.length > 0 && left.length === 0) removeEndpoint(host.stateDir, record.id);
     throw e;
   }
+}
+
+/** QEMU (or libvirt) is the process at the other end of the socketpair it made. */
+function peerOwner(sock: number): OwnerRef | null {
+  try {
+    return ownerOf(peerCred(sock).pid);
+  } catch {
+    return null;
+  }
+}
+
+function finishRecord(record: EndpointRecord, choice: Choice, host: HostContext, sock: number, env: NodeJS.ProcessEnv): void {
+  completeRecord(record, choice);
+  saveEndpoint(host.stateDir, record);
+  if (!record.owner) return;
+  // QEMU's socket must not leak into the watcher (it is inherited, not close-on-exec).
+  c.fcntl(sock, F_SETFD, FD_CLOEXEC);
+  const pid = spawnWatcher(record.id, env);
+  try {
+    record.watcher = ownerOf(pid);
+    saveEndpoint(host.stateDir, record);
+  } catch { /* the watcher already finished: QEMU is gone */ }
 }

@@ -3,7 +3,7 @@
 // rest in order, undo a failed attempt completely before the next one.
 import { ExitCode, HelperError, NotFoundError, UnsupportedError, UsageError } from '../errors.js';
 import { linkShow } from '../net/ip.js';
-import { Rollback } from '../setup/rollback.js';
+import type { Rollback } from '../setup/rollback.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { EndpointRequest, HostContext, KernelBackend, KernelEndpoint, Transport, TransportName, TransportResult } from '../backends/types.js';
@@ -76,7 +76,7 @@ export function realize(mode: string, policy: ModePolicy, req: EndpointRequest, 
     const full: EndpointRequest = { ...req, params: { ...cand.params, ...req.params } };
     const kp = kernel.probe(full, host);
     if (!kp.available) { entry('skipped', `${cand.kernel}: ${kp.reason}`); continue; }
-    const sub = new Rollback();
+    const sub = rb.child();
     try {
       const endpoint = kernel.setup(full, host, sub);
       const tr = transport.attach(endpoint, full, host, sub);

@@ -3,8 +3,8 @@
 // profiles (<config>/profiles/<name>.json). Every file is validated; an
 // invalid one is an error naming the file and the field, never skipped.
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { projectRoot } from '../paths.js';
 import { ConfigError } from '../errors.js';
 import { formatIssues, PolicyFileSchema, ProfileSchema, type ModePolicy, type Profile } from './schema.js';
 
@@ -16,13 +16,7 @@ export function configDir(flag: string | undefined, env: NodeJS.ProcessEnv = pro
 }
 
 export function builtinPolicyDir(): string {
-  // src/policy -> project root, both from src (tests) and dist/src (built).
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 4; i++) {
-    if (existsSync(join(dir, 'policies')) && existsSync(join(dir, 'package.json'))) return join(dir, 'policies');
-    dir = resolve(dir, '..');
-  }
-  throw new ConfigError('cannot find the built-in policies directory', 'reinstall qemu-net-helper');
+  return join(projectRoot(), 'policies');
 }
 
 function readJson(file: string): unknown {

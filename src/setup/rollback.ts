@@ -1,16 +1,40 @@
 // Every setup step registers its undo here as soon as the thing it made
 // exists; a failure anywhere later undoes everything in reverse order, so a
-// refused or crashed setup leaves nothing behind.
+// refused or crashed setup leaves nothing behind. Steps that make something
+// outliving this process also name it (`owned`): a journal hook persists it at
+// once, so if the process is killed mid-setup, `gc` still finds and removes it.
+import type { OwnedObject } from '../backends/types.js';
+
 export interface UndoStep {
   what: string;
   undo: () => void | Promise<void>;
 }
 
+export interface OwnedStep {
+  backend: string;
+  obj: OwnedObject;
+}
+
+export type Journal = (owned: OwnedStep) => void;
+
 export class Rollback {
   private steps: UndoStep[] = [];
+  private journal: Journal | undefined;
+  // Shared with child rollbacks: fault injection counts every step of one setup.
+  private counter = { n: 0 };
 
-  add(what: string, undo: () => void | Promise<void>): void {
+  constructor(journal?: Journal) {
+    this.journal = journal;
+  }
+
+  /**
+   * Registers an undo. `owned` names a durable object the undo removes; it is
+   * journaled before this returns.
+   */
+  add(what: string, undo: () => void | Promise<void>, owned?: OwnedStep): void {
     this.steps.push({ what, undo });
+    if (owned && this.journal) this.journal(owned);
+    faultInjection(++this.counter.n);
   }
 
   get size(): number { return this.steps.length; }
@@ -19,6 +43,13 @@ export class Rollback {
   adopt(other: Rollback): void {
     this.steps.push(...other.steps);
     other.steps = [];
+  }
+
+  /** A sub-rollback whose owned objects go to the same journal. */
+  child(): Rollback {
+    const r = new Rollback(this.journal);
+    r.counter = this.counter;
+    return r;
   }
 
   /** Forget the undo steps: the setup succeeded and its objects now belong to someone else. */
@@ -38,7 +69,7 @@ export class Rollback {
     return failed;
   }
 
-  /** Synchronous variant for the helper's fast path, where every undo is synchronous. */
+  /** Synchronous variant for the helper, where every undo is synchronous. */
   undoAllSync(): string[] {
     const failed: string[] = [];
     while (this.steps.length) {
@@ -52,4 +83,12 @@ export class Rollback {
     }
     return failed;
   }
+}
+
+// Fault injection for the crash-safety tests: QEMU_NET_HELPER_FAULT_AFTER_STEP=N
+// kills this process with SIGKILL right after the Nth setup step registered
+// its undo (and journal entry): the worst moment for a real crash.
+const faultAt = Number(process.env.QEMU_NET_HELPER_FAULT_AFTER_STEP ?? 0);
+function faultInjection(step: number): void {
+  if (faultAt > 0 && step === faultAt) process.kill(process.pid, 'SIGKILL');
 }

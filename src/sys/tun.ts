@@ -6,6 +6,7 @@ const TUNSETIFF = 0x400454ca;
 const TUNGETIFF = 0x800454d2;
 const TUNGETFEATURES = 0x800454cf;
 const TUNSETVNETHDRSZ = 0x400454d8;
+const TUNSETPERSIST = 0x400454cb;
 
 export const IFF_TUN = 0x0001;
 export const IFF_TAP = 0x0002;
@@ -43,6 +44,8 @@ export interface TapRequest {
   multiQueue?: boolean;
   /** Path of the tun clone device; tests and odd hosts may point elsewhere. */
   tunDevice?: string;
+  /** Keep the tap when the fd closes (for `up`, where QEMU opens it by name later). */
+  persist?: boolean;
 }
 
 /** Opens the clone device; errors keep their errno so callers can say "no tun" vs "no permission". */
@@ -75,6 +78,7 @@ export function createTap(req: TapRequest = {}): Tap {
       sz.writeInt32LE(12, 0);
       check(c.ioctlPtr(fd, TUNSETVNETHDRSZ, sz), 'ioctl', 'TUNSETVNETHDRSZ');
     }
+    if (req.persist) check(c.ioctlInt(fd, TUNSETPERSIST, 1), 'ioctl', 'TUNSETPERSIST');
     return { fd, name: ifreqName(r), flags, vnetHdr: (flags & IFF_VNET_HDR) !== 0 };
   } catch (e) {
     closeFd(fd);

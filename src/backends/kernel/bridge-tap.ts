@@ -7,6 +7,7 @@ import { bridgeAddPort, getMac, getMtu, ifIndex, setMac, setMtu, setUp } from '.
 import { closeFd } from '../../sys/libc.js';
 import { createTap, DEFAULT_TUN_DEVICE, type Tap } from '../../sys/tun.js';
 import type { Rollback } from '../../setup/rollback.js';
+import { linkDelete } from '../../net/ip.js';
 
 export interface BridgeTapRequest {
   bridge: string;
@@ -14,6 +15,8 @@ export interface BridgeTapRequest {
   tunDevice?: string;
   /** Tap name or pattern; default tap%d like qemu-bridge-helper. */
   tapName?: string;
+  /** Persistent tap (see EndpointRequest.persist), removed by the owner of `backend`'s release. */
+  persist?: { backend: string };
 }
 
 export interface TapEndpoint {
@@ -44,12 +47,16 @@ export function setupBridgeTap(req: BridgeTapRequest, rb: Rollback): TapEndpoint
   }
   let tap: Tap;
   try {
-    tap = createTap({ vnetHdr: req.vnetHdr, tunDevice, ...(req.tapName ? { name: req.tapName } : {}) });
+    tap = createTap({ vnetHdr: req.vnetHdr, tunDevice, persist: Boolean(req.persist), ...(req.tapName ? { name: req.tapName } : {}) });
   } catch (e) {
     tunError(e, tunDevice);
   }
   // Non-persistent: closing our fd destroys the tap (QEMU's dup keeps it alive once sent).
   rb.add(`close tap ${tap.name}`, () => closeFd(tap.fd));
+  if (req.persist) {
+    const name = tap.name;
+    rb.add(`delete tap ${name}`, () => linkDelete(name), { backend: req.persist.backend, obj: { kind: 'link', data: { ifname: name } } });
+  }
   try {
     const mtu = getMtu(req.bridge);
     setMtu(tap.name, mtu);

@@ -26,13 +26,16 @@ export const bridgeBackend: KernelBackend = {
     const owned: OwnedObject[] = [];
     if (req.params.createBridge && !linkShow(bridge)) {
       ip('link', 'add', bridge, 'type', 'bridge');
-      rb.add(`delete bridge ${bridge}`, () => linkDelete(bridge));
+      const obj: OwnedObject = { kind: 'link', data: { ifname: bridge, onlyIfNoPorts: true } };
+      rb.add(`delete bridge ${bridge}`, () => linkDelete(bridge), { backend: 'bridge', obj });
       if (req.mtu) ip('link', 'set', bridge, 'mtu', String(req.mtu));
       ip('link', 'set', bridge, 'up');
-      owned.push({ kind: 'link', data: { ifname: bridge, onlyIfNoPorts: true } });
+      owned.push(obj);
     }
-    const ep = setupBridgeTap({ bridge, vnetHdr: req.vnetHdr, tunDevice: host.tunDevice }, rb);
-    return { kernel: 'bridge', ifname: ep.tap.name, fds: [ep.tap.fd], vnetHdr: ep.tap.vnetHdr, mac: formatMac(ep.mac), mtu: ep.mtu, owned, info: { bridge } };
+    const ep = setupBridgeTap({ bridge, vnetHdr: req.vnetHdr, tunDevice: host.tunDevice, ...(req.persist ? { persist: { backend: 'bridge' } } : {}) }, rb);
+    if (req.persist) owned.push({ kind: 'link', data: { ifname: ep.tap.name } });
+    // The tap's own address (fe:...) is not the guest's; the guest MAC is what was asked for, if anything.
+    return { kernel: 'bridge', ifname: ep.tap.name, fds: [ep.tap.fd], vnetHdr: ep.tap.vnetHdr, ...(req.mac ? { mac: formatMac(req.mac) } : {}), mtu: ep.mtu, owned, info: { bridge, tapMac: formatMac(ep.mac) } };
   },
   release(obj: OwnedObject): void {
     if (obj.kind !== 'link') return;

@@ -1,0 +1,46 @@
+import { Command, Flags } from '@oclif/core';
+import { fail } from '../cli/fail.js';
+import { up } from '../lifecycle/up.js';
+import { MODES } from '../backends/types.js';
+
+export default class Up extends Command {
+  static override summary = 'Set up an endpoint from policy flags and print what was made and the QEMU -netdev arguments to use.';
+  static override description = 'Everything is persistent until "qemu-net-helper down ID" (or gc). QEMU then opens the tap by name, or the macvtap device as an fd.';
+  static override enableJsonFlag = true;
+  static override examples = [
+    '<%= config.bin %> up --mode=bridge --dev=br0 --json',
+    '<%= config.bin %> up --mode=vepa --dev=eth1 --mac=52:54:00:12:34:56 --id vm1-nic0',
+  ];
+  static override flags = {
+    mode: Flags.string({ summary: 'policy mode', options: [...MODES] }),
+    dev: Flags.string({ summary: 'uplink, parent or bridge device' }),
+    mac: Flags.string({ summary: 'guest MAC (unicast)' }),
+    mtu: Flags.integer({ summary: 'MTU', min: 68, max: 65535 }),
+    profile: Flags.string({ summary: 'profile name (from CONFIG/profiles/NAME.json)' }),
+    config: Flags.string({ summary: 'configuration directory (default $QEMU_NET_HELPER_CONFIG or /etc/qemu-net-helper)' }),
+    'vf-pool': Flags.string({ summary: 'comma-separated PFs or VF PCI addresses to take a VF from' }),
+    id: Flags.string({ summary: 'endpoint id (default: generated)' }),
+    explain: Flags.boolean({ summary: 'print why each candidate was taken or skipped' }),
+  };
+
+  async run(): Promise<unknown> {
+    const { flags } = await this.parse(Up);
+    try {
+      const r = up({
+        ...(flags.mode ? { mode: flags.mode } : {}), ...(flags.dev ? { dev: flags.dev } : {}), ...(flags.mac ? { mac: flags.mac } : {}),
+        ...(flags.mtu ? { mtu: flags.mtu } : {}), ...(flags.profile ? { profile: flags.profile } : {}), ...(flags.config ? { config: flags.config } : {}),
+        ...(flags['vf-pool'] ? { vfPool: flags['vf-pool'].split(',') } : {}), ...(flags.id ? { id: flags.id } : {}),
+      });
+      if (!this.jsonEnabled()) {
+        if (flags.explain) for (const e of r.explain) this.log(`explain: ${e.kernel}/${e.transport}: ${e.decision}: ${e.reason}`);
+        this.log(`endpoint ${r.endpoint.id}: ${r.endpoint.kernel}/${r.endpoint.transport} ${r.endpoint.ifname}${r.endpoint.devicePath ? ` (${r.endpoint.devicePath})` : ''} mac ${r.endpoint.mac ?? '-'} mtu ${r.endpoint.mtu}`);
+        this.log(`QEMU: -netdev ${r.qemu.netdev} -device ${r.qemu.device}`);
+        if (r.endpoint.devicePath) this.log(`      (open the device as fd 3: ... 3<>${r.endpoint.devicePath})`);
+        this.log(`remove with: qemu-net-helper down ${r.endpoint.id}`);
+      }
+      return r;
+    } catch (e) {
+      fail(this, e);
+    }
+  }
+}

@@ -1,0 +1,14 @@
+import { Command, Flags } from '@oclif/core';
+import { watchEndpoint } from '../lifecycle/gc.js';
+
+// Started by the helper itself, detached; documented for completeness.
+export default class Watch extends Command {
+  static override summary = 'Wait for an endpoint\'s owner (QEMU) to exit, then release the endpoint (started by the helper).';
+  static override hidden = true;
+  static override flags = { id: Flags.string({ required: true }) };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(Watch);
+    await watchEndpoint(flags.id);
+  }
+}

@@ -1,0 +1,23 @@
+// An endpoint record is drafted before setup (so the journal can fill it step
+// by step) and completed from the chosen candidate once setup succeeded.
+import type { Choice } from '../policy/choose.js';
+import { ENDPOINT_VERSION, newEndpointId, type EndpointRecord } from '../state/endpoints.js';
+import { selfOwner, type OwnerRef } from '../state/owner.js';
+
+export function draftRecord(mode: string, owner: OwnerRef | null, id = newEndpointId()): EndpointRecord {
+  return {
+    version: ENDPOINT_VERSION, id, createdAt: new Date().toISOString(), owner, watcher: null,
+    mode, kernel: '', transport: '', ifname: '', mac: null, mtu: 0, devicePath: null, owned: [],
+    info: { state: 'setting-up', setupBy: selfOwner() },
+  };
+}
+
+export function completeRecord(record: EndpointRecord, choice: Choice): void {
+  record.kernel = choice.endpoint.kernel;
+  record.transport = choice.transport.transport;
+  record.ifname = choice.endpoint.ifname;
+  record.mac = choice.endpoint.mac ?? null;
+  record.mtu = choice.endpoint.mtu;
+  record.devicePath = choice.endpoint.devicePath ?? null;
+  record.info = { ...choice.endpoint.info, state: 'active' };
+}

@@ -1,0 +1,100 @@
+// Durable records of endpoints whose pieces outlive the process that made
+// them (macvtap links, routes, NAT networks, VF claims, persistent taps):
+// versioned JSON, one file per endpoint, replaced atomically. `down`, the
+// watcher and `gc` release an endpoint from its record alone.
+import { existsSync, readdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import type { OwnedObject } from '../backends/types.js';
+import { ensureDir, readFileOrNull, removeFileDurable, writeFileAtomic } from './atomic-file.js';
+import { isOwnerRef, ownerStatus, type OwnerRef } from './owner.js';
+
+export const ENDPOINT_VERSION = 1;
+
+export interface OwnedBy {
+  /** Kernel implementation that can release it. */
+  backend: string;
+  obj: OwnedObject;
+}
+
+export interface EndpointRecord {
+  version: number;
+  id: string;
+  createdAt: string;
+  /** The process whose exit ends the endpoint (QEMU); null: lives until `down`. */
+  owner: OwnerRef | null;
+  /** The watcher process that releases it when the owner exits, if one was started. */
+  watcher: OwnerRef | null;
+  mode: string;
+  kernel: string;
+  transport: string;
+  ifname: string;
+  mac: string | null;
+  mtu: number;
+  devicePath: string | null;
+  owned: OwnedBy[];
+  /** Extra facts for list/--json. */
+  info: Record<string, unknown>;
+}
+
+export function endpointDir(stateDir: string): string { return join(stateDir, 'endpoints'); }
+
+export function newEndpointId(): string {
+  return `ep-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+}
+
+const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+export function validEndpointId(id: string): boolean { return ID_RE.test(id); }
+
+function file(stateDir: string, id: string): string {
+  if (!validEndpointId(id)) throw new Error(`invalid endpoint id '${id}'`);
+  return join(endpointDir(stateDir), `${id}.json`);
+}
+
+export function saveEndpoint(stateDir: string, rec: EndpointRecord): void {
+  ensureDir(endpointDir(stateDir));
+  writeFileAtomic(file(stateDir, rec.id), JSON.stringify(rec, null, 2) + '\n');
+}
+
+export function isEndpointRecord(v: unknown): v is EndpointRecord {
+  const r = v as EndpointRecord;
+  return typeof v === 'object' && v !== null && r.version === ENDPOINT_VERSION && typeof r.id === 'string' && Array.isArray(r.owned)
+    && (r.owner === null || isOwnerRef(r.owner)) && (r.watcher === null || isOwnerRef(r.watcher));
+}
+
+export type LoadedEndpoint = { record: EndpointRecord; file: string } | { corrupt: string; file: string; id: string };
+
+export function loadEndpoint(stateDir: string, id: string): EndpointRecord | null {
+  const text = readFileOrNull(file(stateDir, id));
+  if (text === null) return null;
+  const v = JSON.parse(text) as unknown;
+  if (!isEndpointRecord(v)) throw new Error(`${file(stateDir, id)} is not an endpoint record of version ${ENDPOINT_VERSION}`);
+  return v;
+}
+
+export function listEndpoints(stateDir: string): LoadedEndpoint[] {
+  const dir = endpointDir(stateDir);
+  if (!existsSync(dir)) return [];
+  const out: LoadedEndpoint[] = [];
+  for (const f of readdirSync(dir).filter((n) => n.endsWith('.json')).sort()) {
+    const path = join(dir, f);
+    const id = f.slice(0, -5);
+    try {
+      const v = JSON.parse(readFileOrNull(path) ?? 'null') as unknown;
+      if (isEndpointRecord(v)) out.push({ record: v, file: path });
+      else out.push({ corrupt: 'not an endpoint record', file: path, id });
+    } catch (e) {
+      out.push({ corrupt: (e as Error).message, file: path, id });
+    }
+  }
+  return out;
+}
+
+export function removeEndpoint(stateDir: string, id: string): boolean {
+  return removeFileDurable(file(stateDir, id));
+}
+
+/** 'alive' | 'gone' | 'unknown' for the owner; manual endpoints (no owner) are always alive. */
+export function endpointOwnerStatus(r: EndpointRecord): 'alive' | 'gone' | 'unknown' {
+  return r.owner ? ownerStatus(r.owner) : 'alive';
+}

@@ -1,0 +1,54 @@
+// The contract between a port's control plane (main thread, one per
+// vhost-user connection) and the data path (worker threads). Everything here
+// is plain data: it crosses postMessage. fds are numbers valid process-wide;
+// the control plane owns them and closes one only after the data path has
+// acknowledged it no longer uses it (an fd number may be reused at once).
+
+export interface RegionSpec {
+  fd: number;
+  guestPhysAddr: number;
+  size: number;
+  userAddr: number;
+  mmapOffset: number;
+}
+
+export interface QueueSpec {
+  size: number;
+  /** Front-end virtual addresses (translated by the data path through userAddr). */
+  desc: number;
+  avail: number;
+  used: number;
+  lastAvail: number;
+  eventIdx: boolean;
+  indirect: boolean;
+  mrgRxbuf: boolean;
+  /** virtio-net header length: 12 (VERSION_1 or MRG_RXBUF) or 10. */
+  hdrLen: number;
+  kickFd: number;
+  callFd: number;
+  enabled: boolean;
+}
+
+/** What a port's data path does; implemented by the worker pool client. */
+export interface PortDataplane {
+  setMemory(regions: RegionSpec[]): Promise<void>;
+  startQueue(q: number, spec: QueueSpec): Promise<void>;
+  /** Stops the ring and returns the next avail index to process (GET_VRING_BASE). */
+  stopQueue(q: number): Promise<number>;
+  setCall(q: number, fd: number): Promise<void>;
+  setEnabled(q: number, enabled: boolean): Promise<void>;
+  /** Sends a frame out of the port's host side as if the guest had sent it (SEND_RARP). */
+  injectFromGuest(frame: Uint8Array): Promise<void>;
+  /** Stops every queue and forgets the memory table. */
+  reset(): Promise<void>;
+  stats(): PortStats;
+}
+
+export interface PortStats {
+  txFrames: number;
+  rxFrames: number;
+  txDropped: number;
+  rxDropped: number;
+  badChains: number;
+  brokenQueues: number;
+}
