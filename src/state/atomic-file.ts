@@ -1,0 +1,72 @@
+// Durable state files are replaced, never rewritten in place: a reader (or a
+// crash) must see either the old record or the new one, never half of each.
+// The recipe is the classic one: write a temp file in the same directory (a
+// rename is only atomic within one file system), fsync it so the data is on
+// disk before the name points at it, rename over the target, then fsync the
+// directory so the rename itself survives a power cut.
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { basename, dirname, join } from 'node:path';
+
+export function ensureDir(dir: string, mode = 0o700): void {
+  mkdirSync(dir, { recursive: true, mode });
+}
+
+function fsyncDir(dir: string): void {
+  let fd = -1;
+  try {
+    fd = openSync(dir, 'r');
+    fsyncSync(fd);
+  } catch {
+    // Some file systems (and tmpfs, where /run lives) do not need or allow
+    // it; the rename is already atomic for readers either way.
+  } finally {
+    if (fd >= 0) closeSync(fd);
+  }
+}
+
+/** Atomically replaces `path` with `data` (mode 0600 by default). */
+export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): void {
+  const dir = dirname(path);
+  // Leading dot + pid + random: never a name another writer or a reader's
+  // directory listing (which skips dot files) would use.
+  const tmp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const fd = openSync(tmp, 'wx', mode);
+  try {
+    try {
+      const buf = typeof data === 'string' ? Buffer.from(data) : data;
+      let off = 0;
+      while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (e) {
+    try { unlinkSync(tmp); } catch { /* already renamed or never made */ }
+    throw e;
+  }
+  fsyncDir(dir);
+}
+
+/** Removes a file and syncs its directory; already gone is success. */
+export function removeFileDurable(path: string): boolean {
+  try {
+    unlinkSync(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
+  }
+  fsyncDir(dirname(path));
+  return true;
+}
+
+/** File contents, or null when it does not exist. */
+export function readFileOrNull(path: string): string | null {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+}
