@@ -7,7 +7,7 @@ import { bridgeAddPort, ifIndex, setUp } from '../sys/netdev.js';
 import { closeFd } from '../sys/libc.js';
 import { createTap } from '../sys/tun.js';
 import { unwatch, watchReadable } from '../sys/poller.js';
-import { acceptUnix, connectUnix, listenUnix } from '../sys/unix-socket.js';
+import { acceptUnix, connectUnix, listenUnix, setNonBlocking } from '../sys/unix-socket.js';
 import { NotFoundError } from '../errors.js';
 import { Connection } from './device/connection.js';
 import { VhostUserNetDevice } from './device/device.js';
@@ -56,6 +56,7 @@ export class VhostUserServer {
         let peer: PeerSpec = { kind: 'none' };
         if (bridge) {
           const tap = createTap({ name: 'vhu%d' });
+          setNonBlocking(tap.fd, true);
           port.tapFd = tap.fd;
           port.tapName = tap.name;
           bridgeAddPort(bridge, tap.name);
