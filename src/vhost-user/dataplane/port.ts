@@ -17,6 +17,11 @@ export class WorkerQueue {
     const err = this.q.setRings(mem, spec.desc, spec.avail, spec.used);
     if (err) throw new Error(`ring ${index}: ${err}`);
     this.q.setBase(spec.lastAvail);
+    // After a back-end restart the front-end replays an old base, but the
+    // guest's used.idx is the truth: chains the dead back-end had taken are
+    // lost; resume from what the guest saw completed (as DPDK does).
+    const off = mem.translateUser(spec.used + 2, 2);
+    if (off >= 0 && off % 2 === 0 && Atomics.load(mem.u16[mem.lastRegion]!, off / 2) !== (spec.lastAvail & 0xffff)) this.q.resyncFromUsed();
     this.enabled = spec.enabled;
     this.callFd = spec.callFd;
   }

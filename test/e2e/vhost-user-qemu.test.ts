@@ -1,0 +1,59 @@
+// QEMU guests on our vhost-user back-end: one reaching a bridge through the
+// back-end's tap, and two pinging each other through the patched ports.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { bootGuest, guestSkipReason, startGuest, vhostUserNicArgs } from '../lib/guest.js';
+import { withNetNs } from '../lib/netns.js';
+import { Serve } from '../lib/serve.js';
+
+const skip = guestSkipReason() ?? false;
+
+describe('QEMU guests on the vhost-user back-end', { skip }, () => {
+  let dir: string;
+  before(() => { dir = mkdtempSync(join(tmpdir(), 'qnh-vuq-')); });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('--br: a guest pings an address on the bridge', async (t) => {
+    await withNetNs(async (ns) => {
+      ns.addBridge('br0', '10.0.0.1/24');
+      const sock = join(dir, 'br.sock');
+      const s = new Serve(['--socket', sock, '--br', 'br0'], ns);
+      try {
+        await s.ready([sock]);
+        const r = await bootGuest({ ns, args: vhostUserNicArgs(sock), settings: { mode: 'ping', ip: '10.0.0.2/24', peer: '10.0.0.1', count: 3 } });
+        const ok = r.markers.find((m) => m.name === 'QNH-PING-OK');
+        assert.ok(ok, `no QNH-PING-OK: ${r.markers.map((m) => m.name).join(' ')}\n${r.output.slice(-3000)}\n${r.stderr}\n${s.log()}`);
+        t.diagnostic(`spawn->PING-OK ${ok.atMs} ms`);
+      } finally {
+        const { final } = await s.stop();
+        assert.ok(final.length === 1, s.log());
+      }
+      // The back-end's tap is gone with it.
+      assert.deepEqual(ns.links().sort(), ['br0', 'lo']);
+    });
+  });
+
+  it('two guests on the two patched ports ping each other', async (t) => {
+    const a = join(dir, 'a.sock');
+    const b = join(dir, 'b.sock');
+    const s = new Serve(['--socket', a, '--socket', b]);
+    try {
+      await s.ready([a, b]);
+      const server = await startGuest({ name: 'server', args: vhostUserNicArgs(a, { mac: '52:54:00:00:00:0a' }), settings: { mode: 'serve', ip: '10.1.0.1/24', wait: 60 } });
+      try {
+        await server.waitFor('READY', 60000);
+        const r = await bootGuest({ name: 'client', args: vhostUserNicArgs(b, { mac: '52:54:00:00:00:0b' }), settings: { mode: 'ping', ip: '10.1.0.2/24', peer: '10.1.0.1', count: 3 } });
+        const ok = r.markers.find((m) => m.name === 'QNH-PING-OK');
+        assert.ok(ok, `no QNH-PING-OK: ${r.markers.map((m) => m.name).join(' ')}\n${r.output.slice(-3000)}\n${s.log()}`);
+        t.diagnostic(`client spawn->PING-OK ${ok.atMs} ms`);
+      } finally {
+        await server.kill();
+      }
+    } finally {
+      await s.stop();
+    }
+  });
+});
