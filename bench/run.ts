@@ -5,6 +5,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT } from '../test/lib/paths.js';
 import { benchHelperLatency } from './helper-latency.js';
+import { benchVhostUser } from './vhost-user.js';
 
 const which = new Set(process.argv.slice(2));
 const all = which.size === 0;
@@ -17,6 +18,16 @@ if (all || which.has('helper')) {
   console.log('| program | median ms | p10 | p90 | runs |\n|---|---|---|---|---|');
   for (const row of r.rows) console.log(`| ${row.name} | ${row.medianMs} | ${row.p10Ms} | ${row.p90Ms} | ${row.runs} |`);
   console.log(`\nqemu-net-helper / node -e 0 = ${r.ratioToNode}x (goal <= 1.25x); qemu-net-helper / qemu-bridge-helper = ${r.ratioToQbh ?? 'n/a'}x`);
+}
+
+if (all || which.has('vhost-user')) {
+  const r = await benchVhostUser(Number(process.env.BENCH_SECONDS ?? 6));
+  results.vhostUser = r;
+  console.log('\n### vhost-user back-end vs DPDK testpmd net_vhost (same generator, same run)\n');
+  console.log('| test | frame B | back-end | Mpps | Gbit/s | RSS MiB |\n|---|---|---|---|---|---|');
+  for (const row of r.rows) console.log(`| ${row.test} | ${row.frameBytes} | ${row.backend} | ${row.mpps.toFixed(2)} | ${row.gbps.toFixed(2)} | ${row.rssMiB ?? '-'} |`);
+  console.log('');
+  for (const x of r.ratios) console.log(`${x.test} ${x.frameBytes} B: qemu-net-helper / DPDK = ${x.ratio.toFixed(2)}`);
 }
 
 mkdirSync(join(ROOT, 'bench/results'), { recursive: true });

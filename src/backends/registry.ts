@@ -2,11 +2,13 @@
 // implementation or transport is one module plus one line here.
 import type { KernelBackend, Transport } from './types.js';
 import { bridgeBackend } from './kernel/bridge.js';
+import { sriovBackend } from './kernel/sriov.js';
 import { tapTransport } from './transport/tap.js';
 import { vhostKernelTransport } from './transport/vhost-kernel.js';
 
 export const kernels: ReadonlyMap<string, KernelBackend> = new Map<string, KernelBackend>([
   [bridgeBackend.name, bridgeBackend],
+  [sriovBackend.name, sriovBackend],
 ]);
 
 export const transports: ReadonlyMap<string, Transport> = new Map<string, Transport>([

@@ -54,6 +54,9 @@ export function runPolicyHelper(a: HelperArgs, env: NodeJS.ProcessEnv = process.
     record.owned.push(o);
     saveEndpoint(host.stateDir, record);
   });
+  // Claims (SR-IOV VFs) are owned by QEMU, not by this short-lived helper.
+  if (record.owner) req.params.ownerPid = record.owner.pid;
+  req.params.endpointId = record.id;
   try {
     const choice = realize(mode, policy, req, host, { kernels, transports }, allowed, rb);
     if (a.explain) for (const e of choice.explain) log(`explain: ${e.kernel}/${e.transport}: ${e.decision}: ${e.reason}`);

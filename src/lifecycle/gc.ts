@@ -1,5 +1,6 @@
 // gc and the watcher's main: both end in releaseEndpoint.
 import type { HostContext } from '../backends/types.js';
+import { gcStaleVfClaims } from '../backends/kernel/sriov.js';
 import { loadEndpoint } from '../state/endpoints.js';
 import { gcEndpoints, releaseEndpoint, type GcReport } from './release.js';
 import { hostFromEnv } from './up.js';
@@ -11,7 +12,10 @@ export interface GcAllReport {
 }
 
 export function gcAll(host: HostContext): GcAllReport {
-  return { endpoints: gcEndpoints(host), vfClaims: [] };
+  const endpoints = gcEndpoints(host);
+  // After endpoints: their release already returned their VFs; what is left is stale claims of owners that left no record.
+  const vfClaims = gcStaleVfClaims(host).map((r) => ({ pci: r.pci, action: r.result }));
+  return { endpoints, vfClaims };
 }
 
 export async function watchEndpoint(id: string, env: NodeJS.ProcessEnv = process.env): Promise<void> {

@@ -72,6 +72,10 @@ export function up(o: UpOptions, env: NodeJS.ProcessEnv = process.env): UpResult
     saveEndpoint(host.stateDir, record);
   });
   const allowed: TransportName[] = ['tap', 'macvtap'];
+  // A manual endpoint lives until `down`: its claims are owned by init (pid 1),
+  // whose identity never changes, so they are never mistaken for stale.
+  req.params.ownerPid = 1;
+  req.params.endpointId = id;
   try {
     const choice = realize(mode, policy, req, host, { kernels, transports }, allowed, rb);
     for (const fd of new Set([...choice.endpoint.fds, ...choice.transport.fds])) c.close(fd);

@@ -18,7 +18,7 @@
 // the pod's netns path instead of a process.)
 import { closeSync, constants as fsc, openSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError, ExhaustedError, PermissionError } from '../errors.js';
+import { ConfigError, ExhaustedError, PermissionError, SetupError } from '../errors.js';
 import { c, check, SysError } from '../sys/libc.js';
 import { ensureDir, readFileOrNull, removeFileDurable, writeFileAtomic } from './atomic-file.js';
 import { isOwnerRef, ownerStatus, sameOwner, type OwnerRef } from './owner.js';
@@ -259,13 +259,13 @@ export function updateClaimData(stateDir: string, pci: string, who: Claimant, da
   const res = withVfLock(stateDir, pci, DEFAULT_LOCK_WAIT_MS, () => {
     const p = parseRecord(pci, readFileOrNull(recordPath(stateDir, pci)));
     if (p.kind !== 'ok' || !sameOwner(p.record.owner, who.owner) || p.record.endpointId !== who.endpointId) {
-      throw new Error(`the claim on VF ${pci} is no longer held by ${who.endpointId}`);
+      throw new SetupError(`the claim on VF ${pci} is no longer held by ${who.endpointId}`, 'another process took it over; please report this');
     }
     const record: ClaimRecord = { ...p.record, data };
     writeFileAtomic(recordPath(stateDir, pci), `${JSON.stringify(record)}\n`);
     return record;
   });
-  if (res === BUSY) throw new Error(`VF ${pci}: claim lock busy for ${DEFAULT_LOCK_WAIT_MS} ms`);
+  if (res === BUSY) throw new SetupError(`VF ${pci}: claim lock busy for ${DEFAULT_LOCK_WAIT_MS} ms`);
   return res;
 }
 
