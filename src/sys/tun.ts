@@ -44,7 +44,10 @@ export interface TapRequest {
   multiQueue?: boolean;
   /** Path of the tun clone device; tests and odd hosts may point elsewhere. */
   tunDevice?: string;
-  /** Keep the tap when the fd closes (for `up`, where QEMU opens it by name later). */
+  /**
+   * Make it persistent at once. Callers that journal durable objects should
+   * rather journal first and then call setPersist (see there).
+   */
   persist?: boolean;
 }
 
@@ -78,12 +81,21 @@ export function createTap(req: TapRequest = {}): Tap {
       sz.writeInt32LE(12, 0);
       check(c.ioctlPtr(fd, TUNSETVNETHDRSZ, sz), 'ioctl', 'TUNSETVNETHDRSZ');
     }
-    if (req.persist) check(c.ioctlInt(fd, TUNSETPERSIST, 1), 'ioctl', 'TUNSETPERSIST');
+    if (req.persist) setPersist(fd, true);
     return { fd, name: ifreqName(r), flags, vnetHdr: (flags & IFF_VNET_HDR) !== 0 };
   } catch (e) {
     closeFd(fd);
     throw e;
   }
+}
+
+/**
+ * Keeps the tap when its last fd closes (for `up`, where QEMU opens it by name
+ * later). Separate from createTap so callers can journal the tap first: a
+ * crash before this call leaves nothing, since the fd dies with the process.
+ */
+export function setPersist(fd: number, on: boolean): void {
+  check(c.ioctlInt(fd, TUNSETPERSIST, on ? 1 : 0), 'ioctl', 'TUNSETPERSIST');
 }
 
 /** TUNGETIFF: what QEMU and libvirt call on a received fd; null when the fd is no tun/tap. */

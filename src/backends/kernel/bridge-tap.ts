@@ -5,7 +5,7 @@ import { NotFoundError, PermissionError, SetupError, UnsupportedError } from '..
 import { SysError } from '../../sys/libc.js';
 import { bridgeAddPort, getMac, getMtu, ifIndex, setMac, setMtu, setUp } from '../../sys/netdev.js';
 import { closeFd } from '../../sys/libc.js';
-import { createTap, DEFAULT_TUN_DEVICE, type Tap } from '../../sys/tun.js';
+import { createTap, DEFAULT_TUN_DEVICE, setPersist, type Tap } from '../../sys/tun.js';
 import type { Rollback } from '../../setup/rollback.js';
 import { linkDelete } from '../../net/ip.js';
 
@@ -47,7 +47,7 @@ export function setupBridgeTap(req: BridgeTapRequest, rb: Rollback): TapEndpoint
   }
   let tap: Tap;
   try {
-    tap = createTap({ vnetHdr: req.vnetHdr, tunDevice, persist: Boolean(req.persist), ...(req.tapName ? { name: req.tapName } : {}) });
+    tap = createTap({ vnetHdr: req.vnetHdr, tunDevice, ...(req.tapName ? { name: req.tapName } : {}) });
   } catch (e) {
     tunError(e, tunDevice);
   }
@@ -56,6 +56,7 @@ export function setupBridgeTap(req: BridgeTapRequest, rb: Rollback): TapEndpoint
   if (req.persist) {
     const name = tap.name;
     rb.add(`delete tap ${name}`, () => linkDelete(name), { backend: req.persist.backend, obj: { kind: 'link', data: { ifname: name } } });
+    setPersist(tap.fd, true);
   }
   try {
     const mtu = getMtu(req.bridge);
