@@ -57,3 +57,29 @@ describe('QEMU guests on the vhost-user back-end', { skip }, () => {
     }
   });
 });
+
+describe('vhost-user --client against a listening QEMU', { skip }, () => {
+  it('connects to QEMU (server=on), retrying until it appears; the guest pings the bridge', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'qnh-vuc-'));
+    try {
+      await withNetNs(async (ns) => {
+        ns.addBridge('br0', '10.0.0.1/24');
+        const sock = join(dir, 'qemu.sock');
+        // The back-end starts first and keeps retrying: QEMU is not there yet.
+        const s = new Serve(['--socket', sock, '--br', 'br0', '--client'], ns);
+        try {
+          await s.waitLog(/serving 1 port/);
+          const r = await bootGuest({ ns, args: vhostUserNicArgs(sock, { server: true }), settings: { mode: 'ping', ip: '10.0.0.2/24', peer: '10.0.0.1', count: 3 } });
+          const ok = r.markers.find((m) => m.name === 'QNH-PING-OK');
+          assert.ok(ok, `no QNH-PING-OK: ${r.markers.map((m) => m.name).join(' ')}\n${r.output.slice(-2000)}\n${r.stderr}\n${s.log()}`);
+          t.diagnostic(`spawn->PING-OK ${ok.atMs} ms`);
+          assert.match(s.log(), /front-end connected/);
+        } finally {
+          await s.stop();
+        }
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
