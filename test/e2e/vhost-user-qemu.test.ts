@@ -83,3 +83,37 @@ describe('vhost-user --client against a listening QEMU', { skip }, () => {
     }
   });
 });
+
+describe('vhost-user back-end restart', { skip }, () => {
+  it('QEMU (reconnect=1) replays the setup to a new back-end and traffic resumes', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'qnh-vur-'));
+    try {
+      await withNetNs(async (ns) => {
+        ns.addBridge('br0', '10.0.0.1/24');
+        const sock = join(dir, 'r.sock');
+        let s = new Serve(['--socket', sock, '--br', 'br0'], ns);
+        await s.ready([sock]);
+        const g = await startGuest({ ns, name: 'server', args: vhostUserNicArgs(sock, { reconnect: 1 }), settings: { mode: 'serve', ip: '10.0.0.2/24', wait: 90 } });
+        try {
+          await g.waitFor('READY', 60000);
+          const ping = (): string => ns.exec('busybox', 'ping', '-c', '3', '-i', '0.3', '-w', '15', '10.0.0.2');
+          assert.match(ping(), / [1-3] packets received/);
+          // Kill the back-end outright: no clean shutdown, rings mid-flight.
+          s.proc.kill('SIGKILL');
+          await s.exited;
+          const t0 = Date.now();
+          s = new Serve(['--socket', sock, '--br', 'br0'], ns);
+          await s.ready([sock]);
+          assert.ok(await s.waitLog(/front-end connected/, 15000), `QEMU did not reconnect: ${s.log()}`);
+          assert.match(ping(), / [1-3] packets received/);
+          t.diagnostic(`traffic back ${Date.now() - t0} ms after the new back-end started`);
+        } finally {
+          await g.kill();
+          await s.stop();
+        }
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
