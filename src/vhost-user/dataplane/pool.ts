@@ -86,9 +86,13 @@ export class DataplaneWorker {
 
   async stop(): Promise<void> {
     if (this.exited) return;
+    const exited = new Promise((r) => this.worker.once('exit', r));
     try {
       await Promise.race([this.call('shutdown'), new Promise((r) => setTimeout(r, 2000))]);
     } catch { /* already gone */ }
-    await this.worker.terminate();
+    // Let it finish on its own (it unmaps guest memory on the way out); force only if it hangs.
+    const t = setTimeout(() => void this.worker.terminate(), 1000);
+    await exited;
+    clearTimeout(t);
   }
 }
