@@ -3,15 +3,25 @@
 import type { KernelBackend, Transport } from './types.js';
 import { bridgeBackend } from './kernel/bridge.js';
 import { sriovBackend } from './kernel/sriov.js';
+import { macvtapBackend } from './kernel/macvtap.js';
+import { vethBackend } from './kernel/veth.js';
+import { routeBackend } from './kernel/route.js';
+import { natBackend } from './kernel/nat.js';
+import { macvtapTransport } from './transport/macvtap.js';
 import { tapTransport } from './transport/tap.js';
 import { vhostKernelTransport } from './transport/vhost-kernel.js';
 
 export const kernels: ReadonlyMap<string, KernelBackend> = new Map<string, KernelBackend>([
   [bridgeBackend.name, bridgeBackend],
   [sriovBackend.name, sriovBackend],
+  [macvtapBackend.name, macvtapBackend],
+  [vethBackend.name, vethBackend],
+  [routeBackend.name, routeBackend],
+  [natBackend.name, natBackend],
 ]);
 
 export const transports: ReadonlyMap<string, Transport> = new Map<string, Transport>([
   [tapTransport.name, tapTransport],
+  [macvtapTransport.name, macvtapTransport],
   [vhostKernelTransport.name, vhostKernelTransport],
 ]);

@@ -1,0 +1,72 @@
+// Small on-disk state for kernel implementations whose objects are shared
+// between endpoints (a NAT network, a proxy-ARP setting on an uplink). Every
+// read-modify-write happens under an flock, so two helpers started at the
+// same moment (QEMU hot-plugging two NICs) cannot both decide "I am first" or
+// "I am last". Lock files are never deleted: deleting a lock file while
+// someone waits on it would hand the two of them different locks.
+import { closeSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { SetupError } from '../../errors.js';
+import { c, check, SysError } from '../../sys/libc.js';
+
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+/** Longest wait for another helper's lock; QEMU waits for us with no timeout of its own. */
+export const LOCK_TIMEOUT_MS = 10_000;
+
+/**
+ * Runs fn holding an exclusive flock on `lockPath` (created if missing).
+ * Polls instead of blocking, so a stuck holder turns into an error after
+ * `timeoutMs` rather than a QEMU that hangs forever.
+ */
+export function withLock<T>(lockPath: string, fn: () => T, timeoutMs = LOCK_TIMEOUT_MS): T {
+  mkdirSync(dirname(lockPath), { recursive: true, mode: 0o755 });
+  const fd = openSync(lockPath, 'a', 0o600);
+  try {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        check(c.flock(fd, LOCK_EX | LOCK_NB), 'flock', lockPath);
+        break;
+      } catch (e) {
+        if (!(e instanceof SysError)) throw e;
+        if (e.code !== 'EWOULDBLOCK' && e.code !== 'EAGAIN') throw new SetupError(`cannot lock ${lockPath}: ${e.code}`);
+        if (Date.now() >= deadline) {
+          throw new SetupError(`another qemu-net-helper has held ${lockPath} for more than ${timeoutMs / 1000} s`, 'look for a stuck qemu-net-helper process');
+        }
+        sleepMs(5);
+      }
+    }
+    return fn();
+  } finally {
+    closeSync(fd); // releases the lock
+  }
+}
+
+export function readJson<T>(path: string): T | null {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    return null;
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    // A torn or hand-edited file is treated as absent; the callers' kernel
+    // checks decide what is really there.
+    return null;
+  }
+}
+
+/** Writes JSON whole (temporary file + rename): a crash never leaves half a file. */
+export function writeJson(path: string, value: unknown): void {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n', { mode: 0o644 });
+  renameSync(tmp, path);
+}
+
+export function sleepMs(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}

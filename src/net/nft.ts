@@ -1,0 +1,104 @@
+// nftables through the `nft` command. Each call is one transaction (`nft -f -`),
+// so a ruleset is installed whole or not at all, and a table is replaced
+// atomically with "add table; delete table; table { ... }". We only ever touch
+// tables of our own, named qemu_net_helper_*; other tables are never read or
+// changed.
+import { execFileSync } from 'node:child_process';
+import { NotFoundError, PermissionError, SetupError, UnsupportedError } from '../errors.js';
+import { findExecutable } from './bin.js';
+
+export type NftFamily = 'ip' | 'ip6' | 'inet';
+
+export class NftError extends SetupError {
+  readonly stderr: string;
+  constructor(what: string, stderr: string) {
+    super(`nft ${what} failed: ${firstErrorLine(stderr)}`);
+    this.stderr = stderr;
+  }
+}
+
+function firstErrorLine(stderr: string): string {
+  const lines = stderr.trim().split('\n');
+  return (lines.find((l) => /^Error:/.test(l)) ?? lines[0] ?? 'unknown error').replace(/^Error:\s*/, '');
+}
+
+/** `nft` path: QEMU_NET_HELPER_NFT, else the first on PATH or in the sbin directories. */
+export function nftPath(env: NodeJS.ProcessEnv = process.env): string | null {
+  return env.QEMU_NET_HELPER_NFT || findExecutable('nft', env);
+}
+
+function run(args: string[], input: string | undefined, what: string, env: NodeJS.ProcessEnv): string {
+  const nft = nftPath(env);
+  if (!nft) throw new NotFoundError("the 'nft' command is not installed", "install nftables (Debian: 'apt-get install nftables')");
+  try {
+    return execFileSync(nft, args, { encoding: 'utf8', input: input ?? '', stdio: ['pipe', 'pipe', 'pipe'] });
+  } catch (e) {
+    const err = e as { stderr?: string; message: string; code?: string };
+    if (err.code === 'ENOENT') throw new NotFoundError(`'${nft}' cannot be run (ENOENT)`, 'install nftables');
+    const stderr = err.stderr ?? err.message;
+    if (/Operation not permitted/i.test(stderr)) {
+      throw new PermissionError(`nft ${what}: operation not permitted`, 'the helper needs CAP_NET_ADMIN');
+    }
+    if (/Protocol not supported|Could not process rule: No such file or directory/i.test(stderr) && what.startsWith('apply')) {
+      throw new UnsupportedError(`nft ${what} failed: ${firstErrorLine(stderr)}`, 'the kernel lacks an nftables feature this ruleset needs (nf_tables, nft_nat/nft_masq, nft_ct)');
+    }
+    throw new NftError(what, stderr);
+  }
+}
+
+/** Table and chain names: what nft's scanner takes unquoted; anything else is refused. */
+export function isNftIdentifier(name: string): boolean {
+  return /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/.test(name);
+}
+
+/** Applies a ruleset text as one transaction. */
+export function nftApply(ruleset: string, env: NodeJS.ProcessEnv = process.env): void {
+  run(['-f', '-'], ruleset, 'apply ruleset', env);
+}
+
+/** Deletes a table; already gone is success. One transaction, so it cannot half-fail. */
+export function nftDeleteTable(family: NftFamily, name: string, env: NodeJS.ProcessEnv = process.env): void {
+  if (!isNftIdentifier(name)) throw new SetupError(`refusing to delete nft table with odd name '${name}'`);
+  run(['-f', '-'], `add table ${family} ${name}\ndelete table ${family} ${name}\n`, `delete table ${family} ${name}`, env);
+}
+
+export function nftTableExists(family: NftFamily, name: string, env: NodeJS.ProcessEnv = process.env): boolean {
+  try {
+    run(['list', 'table', family, name], undefined, `list table ${family} ${name}`, env);
+    return true;
+  } catch (e) {
+    if (e instanceof NftError && /No such file or directory/i.test(e.stderr)) return false;
+    throw e;
+  }
+}
+
+/** The objects of one table as nft's JSON gives them (table, chain, rule entries); [] when it does not exist. */
+export function nftTableObjects(family: NftFamily, name: string, env: NodeJS.ProcessEnv = process.env): Record<string, unknown>[] {
+  let out: string;
+  try {
+    out = run(['-j', 'list', 'table', family, name], undefined, `list table ${family} ${name}`, env);
+  } catch (e) {
+    if (e instanceof NftError && /No such file or directory/i.test(e.stderr)) return [];
+    throw e;
+  }
+  const doc = JSON.parse(out) as { nftables?: Record<string, unknown>[] };
+  return (doc.nftables ?? []).filter((o) => !('metainfo' in o));
+}
+
+/** Sum of the packet counters of a table's rules whose comment is `comment`. */
+export function nftCounter(family: NftFamily, table: string, comment: string, env: NodeJS.ProcessEnv = process.env): { packets: number; bytes: number } {
+  let packets = 0;
+  let bytes = 0;
+  for (const o of nftTableObjects(family, table, env)) {
+    const rule = o.rule as { comment?: string; expr?: Record<string, unknown>[] } | undefined;
+    if (!rule || rule.comment !== comment) continue;
+    for (const x of rule.expr ?? []) {
+      const c = x.counter as { packets?: number; bytes?: number } | undefined;
+      if (c) {
+        packets += c.packets ?? 0;
+        bytes += c.bytes ?? 0;
+      }
+    }
+  }
+  return { packets, bytes };
+}
