@@ -12,8 +12,14 @@ export type TransportName = 'tap' | 'macvtap' | 'socket' | 'vhost-kernel' | 'vho
 /** Host facts and knobs every backend may need; paths are overridable for tests and odd hosts. */
 export interface HostContext {
   env: NodeJS.ProcessEnv;
-  /** Root of sysfs (QEMU_NET_HELPER_SYSFS), default /sys. */
+  /** Root of sysfs for SR-IOV discovery (QEMU_NET_HELPER_SYSFS), default /sys. */
   sysfsRoot: string;
+  /**
+   * The sysfs of this network namespace, for per-link facts such as a
+   * macvtap's device number: always /sys in use; tests point it elsewhere
+   * to make a setup fail after its link exists.
+   */
+  netSysfsRoot: string;
   /** tun clone device (QEMU_NET_HELPER_TUN), default /dev/net/tun. */
   tunDevice: string;
   /** vhost-net device (QEMU_NET_HELPER_VHOST_NET), default /dev/vhost-net. */
@@ -94,6 +100,7 @@ export function hostContextFrom(env: NodeJS.ProcessEnv, netAdmin: boolean): Host
   return {
     env,
     sysfsRoot: env.QEMU_NET_HELPER_SYSFS || '/sys',
+    netSysfsRoot: '/sys',
     tunDevice: env.QEMU_NET_HELPER_TUN || '/dev/net/tun',
     vhostNetDevice: env.QEMU_NET_HELPER_VHOST_NET || '/dev/vhost-net',
     stateDir: env.QEMU_NET_HELPER_STATE_DIR || '/run/qemu-net-helper',

@@ -44,6 +44,7 @@ export function devKind(dev: string | undefined, host: HostContext): { kind: Dev
 function whenMatches(want: string | undefined, kind: DevKind): boolean {
   if (!want || want === 'any') return true;
   if (want === 'ethernet') return kind === 'ethernet' || kind === 'sriov-pf';
+  if (want === 'plain') return kind === 'ethernet';
   return want === kind;
 }
 

@@ -10,7 +10,8 @@ const cidr = z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'an IPv4 prefi
 const ipv4 = z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/, 'an IPv4 address');
 
 export const TRANSPORTS = ['tap', 'macvtap', 'socket', 'vhost-kernel', 'vhost-user'] as const;
-export const DEV_KINDS = ['bridge', 'ethernet', 'sriov-pf', 'absent', 'any'] as const;
+// ethernet: any existing non-bridge device (an SR-IOV PF too); plain: ethernet but not a PF.
+export const DEV_KINDS = ['bridge', 'ethernet', 'plain', 'sriov-pf', 'absent', 'any'] as const;
 
 export const CandidateSchema = z.object({
   kernel: z.string().min(1),

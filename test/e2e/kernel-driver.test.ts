@@ -33,6 +33,7 @@ export interface HostOverrides {
   /** Append every journaled owned object here (one JSON line each), as the lifecycle's journal does. */
   journalFile?: string;
   sysfsRoot?: string;
+  netSysfsRoot?: string;
   tunDevice?: string;
   netAdmin?: boolean;
 }
@@ -73,6 +74,7 @@ async function driverMain(): Promise<void> {
     ...hostContextFrom(process.env, op.host.netAdmin ?? true),
     stateDir: op.host.stateDir,
     ...(op.host.sysfsRoot ? { sysfsRoot: op.host.sysfsRoot } : {}),
+    ...(op.host.netSysfsRoot ? { netSysfsRoot: op.host.netSysfsRoot } : {}),
     ...(op.host.tunDevice ? { tunDevice: op.host.tunDevice } : {}),
   };
   const backend = await loadBackend(op.backend);

@@ -195,7 +195,7 @@ describe('macvtap kernel', () => {
   });
 
   it('a failure after the link exists rolls it back (sysfs of another namespace)', () => {
-    const e = setupFailsInNs(a, 'macvtap', { mode: 'vepa', dev: 'vA', vnetHdr: true, queues: 1, params: {} }, { ...host, sysfsRoot: join(dir, 'no-sysfs') });
+    const e = setupFailsInNs(a, 'macvtap', { mode: 'vepa', dev: 'vA', vnetHdr: true, queues: 1, params: {} }, { ...host, netSysfsRoot: join(dir, 'no-sysfs') });
     assert.equal(e.exitCode, ExitCode.SETUP_FAILED);
     assert.match(e.line, /does not show this network namespace.*ip netns exec/);
     assert.deepEqual(e.undoFailures, []);

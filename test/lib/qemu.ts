@@ -1,7 +1,7 @@
 // QEMU as a real helper client: `-machine none` starts in well under a second
 // and still runs -netdev helpers, both at start-up and through QMP hotplug.
 import { type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NetNs } from './netns.js';
@@ -52,3 +52,28 @@ export async function startQemu(ns: NetNs, extra: string[], env: NodeJS.ProcessE
 }
 
 export { tapsHeldBy } from '../../src/qemu/fdinfo.js';
+
+/**
+ * macvtap fds have no `iff:` in fdinfo: match the character devices QEMU has
+ * open (stat of /proc/PID/fd/N) against each macvtap's dev number in sysfs
+ * (read inside the namespace, where /sys shows its links).
+ */
+export function macvtapsHeldBy(ns: NetNs, pid: number): string[] {
+  const byDev = new Map<string, string>();
+  const out = ns.exec('sh', '-c', 'for f in /sys/class/net/*/macvtap/tap*/dev; do [ -e "$f" ] && echo "$f $(cat $f)"; done; true');
+  for (const line of out.split('\n')) {
+    const m = /^\/sys\/class\/net\/([^/]+)\/macvtap\/tap\d+\/dev (\d+):(\d+)$/.exec(line.trim());
+    if (m) byDev.set(`${m[2]}:${m[3]}`, m[1]!);
+  }
+  const held: string[] = [];
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const st = statSync(`/proc/${pid}/fd/${fd}`);
+      if (!st.isCharacterDevice()) continue;
+      const key = `${Math.floor(st.rdev / 256) & 0xfff}:${(st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00)}`;
+      const name = byDev.get(key);
+      if (name) held.push(name);
+    } catch { /* closed meanwhile */ }
+  }
+  return held;
+}

@@ -98,7 +98,7 @@ export function macvtapDevNumbers(sysfsRoot: string, name: string, ifindex: numb
   if (seen !== String(ifindex)) {
     throw new SetupError(
       `${sysfsRoot} does not show this network namespace (${name} has ifindex ${ifindex} here, ${seen ? `sysfs says ${seen}` : 'sysfs does not know it'})`,
-      "run the helper through 'ip netns exec', which remounts /sys, or point QEMU_NET_HELPER_SYSFS at a sysfs mounted in this namespace",
+      "run the helper through 'ip netns exec', which remounts /sys for the namespace",
     );
   }
   let dev: string;
@@ -299,7 +299,9 @@ export function setupMacvtap(req: EndpointRequest, host: HostContext, rb: Rollba
   }
   const actual = linkShow(name);
   if (!actual) throw new SetupError(`macvtap '${name}' vanished right after it was made`);
-  const { major, minor } = macvtapDevNumbers(host.sysfsRoot, name, ifindex);
+  // Not host.sysfsRoot: QEMU_NET_HELPER_SYSFS points SR-IOV discovery at a
+  // (possibly fake) tree and says nothing about macvtap devices.
+  const { major, minor } = macvtapDevNumbers(host.netSysfsRoot, name, ifindex);
 
   let opened: { fds: number[]; devicePath?: string };
   try {

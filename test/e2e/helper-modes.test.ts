@@ -1,0 +1,141 @@
+// Every mode through the real helper path: QEMU runs `qemu-net-helper helper
+// --mode=...`, holds the right fd, and the pieces that outlive QEMU's fd are
+// removed by the watcher after QEMU quits.
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { NetNs } from '../lib/netns.js';
+import { BIN } from '../lib/paths.js';
+import { haveQemu, macvtapsHeldBy, startQemu } from '../lib/qemu.js';
+import { createFakeSriov, type FakeSriov } from '../lib/fake-sysfs.js';
+
+const skip = haveQemu() ? false : 'qemu-system-x86_64 is not installed';
+
+async function eventually(what: string, cond: () => boolean, ms = 8000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('QEMU runs the helper in each mode', { skip }, () => {
+  let ns: NetNs;
+  let wire: NetNs;
+  let dir: string;
+  let env: NodeJS.ProcessEnv;
+  before(() => {
+    ns = NetNs.create();
+    wire = NetNs.create('qnhw');
+    ns.ip('link', 'add', 'eth1', 'type', 'veth', 'peer', 'name', 'weth1', 'netns', wire.name);
+    ns.ip('link', 'set', 'eth1', 'up');
+    wire.ip('link', 'set', 'weth1', 'up');
+    dir = mkdtempSync(join(tmpdir(), 'qnh-modes-'));
+    writeFileSync(join(dir, 'acl.conf'), 'allow all\n');
+    env = { ...process.env, QEMU_NET_HELPER_ACL: join(dir, 'acl.conf'), QEMU_NET_HELPER_STATE_DIR: join(dir, 'state'), QEMU_NET_HELPER_CONFIG: join(dir, 'config') };
+  });
+  after(() => {
+    ns.destroy();
+    wire.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const macvtaps = (): string[] => ns.links().filter((l) => l.startsWith('macvtap'));
+  const records = (): string[] => (existsSync(join(dir, 'state/endpoints')) ? readdirSync(join(dir, 'state/endpoints')) : []);
+
+  for (const [mode, kernelMode] of [['vepa', 'vepa'], ['veb', 'bridge'], ['private', 'private'], ['passthrough', 'passthru']] as const) {
+    it(`--mode=${mode} on an ethernet device: QEMU holds a macvtap in mode ${kernelMode}; gone after QEMU quits`, async () => {
+      const q = await startQemu(ns, ['-netdev', `tap,id=n0,helper=${BIN} helper --mode=${mode} --dev=eth1 --mac=52:54:00:00:01:01`], env);
+      try {
+        const held = macvtapsHeldBy(ns, q.proc.pid!);
+        assert.equal(held.length, 1, `QEMU holds ${JSON.stringify(held)}`);
+        const d = ns.linkDetails(held[0]!) as { link: string; address: string; linkinfo: { info_kind: string; info_data: { mode: string } } };
+        assert.equal(d.linkinfo.info_kind, 'macvtap');
+        assert.equal(d.linkinfo.info_data.mode, kernelMode);
+        assert.equal(d.link, 'eth1');
+        assert.equal(d.address, '52:54:00:00:01:01');
+        assert.equal(records().length, 1, 'the endpoint is recorded with its owner');
+      } finally {
+        await q.quit();
+      }
+      await eventually('the watcher removes the macvtap and the record', () => macvtaps().length === 0 && records().length === 0);
+    });
+  }
+
+  it('macvtap: frames written by QEMU\'s guest reach the peer of --dev (TCG guest pings the wire)', async (t) => {
+    const { bootGuest, guestSkipReason } = await import('../lib/guest.js');
+    if (guestSkipReason()) return t.skip(guestSkipReason()!);
+    wire.ip('addr', 'add', '10.7.0.1/24', 'dev', 'weth1');
+    try {
+      const r = await bootGuest({
+        ns,
+        args: ['-netdev', `tap,id=n0,helper=${BIN} helper --mode=vepa --dev=eth1 --mac=52:54:00:00:01:02 --acl=${join(dir, 'acl.conf')}`, '-device', 'virtio-net-pci,netdev=n0,mac=52:54:00:00:01:02'],
+        settings: { mode: 'ping', ip: '10.7.0.2/24', peer: '10.7.0.1', count: 3 },
+      });
+      const ok = r.markers.find((m) => m.name === 'QNH-PING-OK');
+      assert.ok(ok, `no QNH-PING-OK: ${r.markers.map((m) => m.name).join(' ')}\n${r.output.slice(-2000)}\n${r.stderr}`);
+    } finally {
+      wire.ip('addr', 'flush', 'dev', 'weth1');
+    }
+    await eventually('the watcher removes the macvtap', () => macvtaps().length === 0);
+  });
+
+  it('a second passthru on the same device is refused; QEMU reports our message', async () => {
+    const q = await startQemu(ns, ['-netdev', `tap,id=n0,helper=${BIN} helper --mode=passthrough --dev=eth1`], env);
+    try {
+      await assert.rejects(startQemu(ns, ['-netdev', `tap,id=n0,helper=${BIN} helper --mode=passthrough --dev=eth1`], env), /passthru/);
+    } finally {
+      await q.quit();
+    }
+    await eventually('cleanup', () => macvtaps().length === 0 && records().length === 0);
+  });
+});
+
+describe('SR-IOV through the helper (fake sysfs, VFs are veths)', { skip }, () => {
+  let sr: FakeSriov;
+  let dir: string;
+  let env: NodeJS.ProcessEnv;
+  before(() => {
+    sr = createFakeSriov({ vfs: 2 });
+    dir = mkdtempSync(join(tmpdir(), 'qnh-sriov-h-'));
+    mkdirSync(join(dir, 'state'));
+    writeFileSync(join(dir, 'acl.conf'), 'allow all\n');
+    env = { ...process.env, QEMU_NET_HELPER_ACL: join(dir, 'acl.conf'), QEMU_NET_HELPER_STATE_DIR: join(dir, 'state'), QEMU_NET_HELPER_SYSFS: sr.root };
+  });
+  after(() => {
+    sr.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('--mode=passthrough on a PF: each QEMU gets its own VF, the third is refused (exit 9), all restored after', async () => {
+    const macOf = (vf: string): string => (sr.ns.linkDetails(vf) as { address: string }).address;
+    const before0 = sr.vfs.map((v) => macOf(v.netdev!));
+    const helper = (mac: string): string[] => ['-netdev', `tap,id=n0,helper=${BIN} helper --mode=passthrough --dev=${sr.pf} --mac=${mac}`];
+    const q1 = await startQemu(sr.ns, helper('52:54:00:00:02:01'), env);
+    const q2 = await startQemu(sr.ns, helper('52:54:00:00:02:02'), env);
+    try {
+      const vfOf = (pid: number): string => {
+        const held = macvtapsHeldBy(sr.ns, pid);
+        assert.equal(held.length, 1);
+        return (sr.ns.linkDetails(held[0]!) as { link: string }).link;
+      };
+      const v1 = vfOf(q1.proc.pid!);
+      const v2 = vfOf(q2.proc.pid!);
+      assert.notEqual(v1, v2, 'two guests never share a VF');
+      assert.equal(macOf(v1), '52:54:00:00:02:01');
+      assert.equal(macOf(v2), '52:54:00:00:02:02');
+      const claims = readdirSync(join(dir, 'state/vf')).filter((f) => f.endsWith('.json'));
+      assert.equal(claims.length, 2);
+      await assert.rejects(startQemu(sr.ns, helper('52:54:00:00:02:03'), env), /bridge helper failed|no candidate worked|VF/);
+    } finally {
+      await q1.quit();
+      await q2.quit();
+    }
+    await eventually('VF claims released and MACs restored', () =>
+      readdirSync(join(dir, 'state/vf')).filter((f) => f.endsWith('.json')).length === 0 &&
+      sr.vfs.every((v, i) => macOf(v.netdev!) === before0[i]));
+    assert.deepEqual(sr.ns.links().filter((l) => l.startsWith('macvtap')), []);
+  });
+});
