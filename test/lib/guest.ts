@@ -373,6 +373,8 @@ export interface GuestOptions {
   name?: string;
   /** Called with every serial-console line as it arrives (debugging). */
   onLine?: (line: string) => void;
+  /** QEMU's environment (a helper it runs inherits it); default this process's. */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface GuestMarker {
@@ -563,7 +565,8 @@ export async function startGuest(opts: GuestOptions = {}): Promise<Guest> {
   const args = qemuArgs(image, opts);
   // `ip netns exec` execs QEMU in place, so the pid we hold is QEMU's.
   const stdio = ['ignore', 'pipe', 'pipe'] as const;
-  const proc = opts.ns ? opts.ns.spawn(qemu, args, { stdio: [...stdio] }) : spawn(qemu, args, { stdio: [...stdio] });
+  const env = opts.env ?? process.env;
+  const proc = opts.ns ? opts.ns.spawn(qemu, args, { stdio: [...stdio], env }) : spawn(qemu, args, { stdio: [...stdio], env });
   return new Guest(proc, opts);
 }
 
