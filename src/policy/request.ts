@@ -2,7 +2,7 @@
 import { MODES, type EndpointRequest, type Mode } from '../backends/types.js';
 import { UsageError } from '../errors.js';
 import type { HelperArgs } from '../helper/args.js';
-import { checkGuestMac } from '../net/macaddr.js';
+import { parseGuestMac } from '../net/mac.js';
 import type { Profile } from './schema.js';
 
 export function buildRequest(a: HelperArgs, profile: Profile | null): { mode: Mode; req: EndpointRequest } {
@@ -21,7 +21,7 @@ export function buildRequest(a: HelperArgs, profile: Profile | null): { mode: Mo
     params: {},
   };
   if (dev !== undefined) req.dev = dev;
-  if (macText !== undefined) req.mac = checkGuestMac(macText);
+  if (macText !== undefined) req.mac = parseGuestMac(macText);
   const mtu = a.mtu ?? profile?.mtu;
   if (mtu !== undefined) req.mtu = mtu;
   const pool = a.vfPool ?? profile?.vfPool;

@@ -92,13 +92,3 @@ export function bridgeAddPort(bridge: string, port: string): void {
   r.writeInt32LE(index, 16);
   ioctl(bridge, SIOCBRADDIF, r, 'SIOCBRADDIF');
 }
-
-export function formatMac(mac: Uint8Array): string {
-  return Array.from(mac.subarray(0, 6), (b) => b.toString(16).padStart(2, '0')).join(':');
-}
-
-export function parseMac(text: string): Buffer | null {
-  const m = /^([0-9a-f]{2})([:-]?)([0-9a-f]{2})\2([0-9a-f]{2})\2([0-9a-f]{2})\2([0-9a-f]{2})\2([0-9a-f]{2})$/i.exec(text.trim());
-  if (!m) return null;
-  return Buffer.from([m[1], m[3], m[4], m[5], m[6], m[7]].map((h) => parseInt(h!, 16)));
-}

@@ -124,7 +124,7 @@ describe('sriov backend on fake VFs (veths)', () => {
   it('refuses a non-unicast MAC before claiming anything', async () => {
     for (const mac of ['01:00:5e:00:00:01', 'ff:ff:ff:ff:ff:ff', '00:00:00:00:00:00']) {
       const r = await run(job({ mac }));
-      assert.equal(r.code, ExitCode.CONFIG, `${mac}: ${r.stderr}`);
+      assert.equal(r.code, ExitCode.USAGE, `${mac}: ${r.stderr}`);
       assert.match(r.res!.line, /MAC/);
       assert.deepEqual(listClaims(stateDir), []);
     }

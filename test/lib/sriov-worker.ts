@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { gcStaleVfClaims, sriovBackend } from '../../src/backends/kernel/sriov.js';
 import type { EndpointRequest, HostContext, OwnedObject } from '../../src/backends/types.js';
 import { describeError } from '../../src/errors.js';
-import { parseMac } from '../../src/sys/netdev.js';
+import { parseMac } from '../../src/net/mac.js';
 import { Rollback } from '../../src/setup/rollback.js';
 import type { NetNs } from './netns.js';
 

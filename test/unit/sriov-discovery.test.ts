@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterEach, describe, it } from 'node:test';
 import { checkGuestMac, readPf, readVf, resolvePool, sriovBackend } from '../../src/backends/kernel/sriov.js';
 import type { HostContext } from '../../src/backends/types.js';
-import { ConfigError, ExitCode, NotFoundError, UnsupportedError } from '../../src/errors.js';
+import { ConfigError, ExitCode, NotFoundError, UnsupportedError, UsageError } from '../../src/errors.js';
 import { selfOwner } from '../../src/state/owner.js';
 import { tryClaimVf } from '../../src/state/vf-claims.js';
 import { buildFakeSysfs, type FakeTree } from '../lib/fake-sysfs.js';
@@ -120,10 +120,10 @@ describe('SR-IOV discovery', () => {
 });
 
 describe('guest MAC check', () => {
-  it('accepts unicast, refuses multicast, broadcast and all-zero with a config error', () => {
+  it('accepts unicast, refuses multicast, broadcast and all-zero with a usage error', () => {
     assert.equal(checkGuestMac(Buffer.from([0x52, 0x54, 0, 1, 2, 3])), '52:54:00:01:02:03');
     for (const m of [[1, 0, 0x5e, 0, 0, 1], [0xff, 0xff, 0xff, 0xff, 0xff, 0xff], [0x33, 0x33, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0], [2, 0, 0]]) {
-      assert.throws(() => checkGuestMac(Buffer.from(m)), (e: unknown) => e instanceof ConfigError && e.exitCode === ExitCode.CONFIG, String(m));
+      assert.throws(() => checkGuestMac(Buffer.from(m)), (e: unknown) => e instanceof UsageError && e.exitCode === ExitCode.USAGE, String(m));
     }
   });
 });

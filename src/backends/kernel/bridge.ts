@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { NotFoundError } from '../../errors.js';
 import { ip, linkDelete, linkShow } from '../../net/ip.js';
 import { checkInterfaceName } from '../../net/ifname.js';
-import { formatMac } from '../../sys/netdev.js';
+import { formatMac } from '../../net/mac.js';
 import type { Availability, EndpointRequest, HostContext, KernelBackend, KernelEndpoint, OwnedObject } from '../types.js';
 import type { Rollback } from '../../setup/rollback.js';
 import { setupBridgeTap } from './bridge-tap.js';

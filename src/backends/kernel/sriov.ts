@@ -19,7 +19,8 @@ import { basename, join } from 'node:path';
 import { ConfigError, HelperError, NotFoundError, SetupError, UnsupportedError } from '../../errors.js';
 import { interfaceNameProblem } from '../../net/ifname.js';
 import { ip, linkShow } from '../../net/ip.js';
-import { formatMac, getMac, getMtu, ifIndex, parseMac, setMac, setUp } from '../../sys/netdev.js';
+import { getMac, getMtu, ifIndex, setMac, setUp } from '../../sys/netdev.js';
+import { checkGuestMac as checkMac, formatMac, parseMac } from '../../net/mac.js';
 import type { Rollback } from '../../setup/rollback.js';
 import { ownerOf, isOwnerRef, type OwnerRef } from '../../state/owner.js';
 import { claimFirstFree, isPciAddress, listClaims, readClaim, releaseVf, updateClaimData, type ClaimRecord } from '../../state/vf-claims.js';
@@ -237,13 +238,9 @@ export interface SriovOwnedData {
   endpointId: string;
 }
 
-/** Refuses multicast/broadcast and all-zero MACs: a NIC's own address must be unicast. */
+/** The guest MAC as text, refused (UsageError) unless unicast and non-zero. */
 export function checkGuestMac(mac: Buffer): string {
-  if (mac.length !== 6) throw new ConfigError(`a MAC has 6 bytes, got ${mac.length}`);
-  const text = formatMac(mac);
-  if (mac[0]! & 1) throw new ConfigError(`MAC ${text} is a multicast/broadcast address; a NIC needs a unicast one`, 'clear the lowest bit of the first byte (e.g. 52:54:00:...)');
-  if (mac.every((b) => b === 0)) throw new ConfigError('MAC 00:00:00:00:00:00 is not a usable address');
-  return text;
+  return formatMac(checkMac(mac));
 }
 
 /** The candidate VFs: `vfPool` entries (PF names or VF PCI addresses), else every VF of `dev`. */
