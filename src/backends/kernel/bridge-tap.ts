@@ -7,7 +7,6 @@ import { bridgeAddPort, getMac, getMtu, ifIndex, setMac, setMtu, setUp } from '.
 import { closeFd } from '../../sys/libc.js';
 import { createTap, DEFAULT_TUN_DEVICE, setPersist, type Tap } from '../../sys/tun.js';
 import type { Rollback } from '../../setup/rollback.js';
-import { linkDelete } from '../../net/ip.js';
 
 export interface BridgeTapRequest {
   bridge: string;
@@ -15,8 +14,12 @@ export interface BridgeTapRequest {
   tunDevice?: string;
   /** Tap name or pattern; default tap%d like qemu-bridge-helper. */
   tapName?: string;
-  /** Persistent tap (see EndpointRequest.persist), removed by the owner of `backend`'s release. */
-  persist?: { backend: string };
+  /**
+   * Persistent tap (see EndpointRequest.persist): journaled as owned by
+   * `backend`, removed with `remove` on rollback. Passed in rather than
+   * imported so the helper's fast path never loads child_process (~4 ms).
+   */
+  persist?: { backend: string; remove: (ifname: string) => void };
 }
 
 export interface TapEndpoint {
@@ -55,7 +58,8 @@ export function setupBridgeTap(req: BridgeTapRequest, rb: Rollback): TapEndpoint
   rb.add(`close tap ${tap.name}`, () => closeFd(tap.fd));
   if (req.persist) {
     const name = tap.name;
-    rb.add(`delete tap ${name}`, () => linkDelete(name), { backend: req.persist.backend, obj: { kind: 'link', data: { ifname: name } } });
+    const remove = req.persist.remove;
+    rb.add(`delete tap ${name}`, () => remove(name), { backend: req.persist.backend, obj: { kind: 'link', data: { ifname: name } } });
     setPersist(tap.fd, true);
   }
   try {

@@ -368,7 +368,7 @@ export function setupNat(req: EndpointRequest, host: HostContext, rb: Rollback):
     }
 
     // A persistent tap (`up`) is journaled by setupBridgeTap as {kind: 'link'} for this kernel.
-    const ep = setupBridgeTap({ bridge, vnetHdr: req.vnetHdr, tunDevice: host.tunDevice, ...(tapName ? { tapName } : {}), ...(req.persist ? { persist: { backend: 'nat' } } : {}) }, rb);
+    const ep = setupBridgeTap({ bridge, vnetHdr: req.vnetHdr, tunDevice: host.tunDevice, ...(tapName ? { tapName } : {}), ...(req.persist ? { persist: { backend: 'nat', remove: linkDelete } } : {}) }, rb);
     if (req.persist) owned.push({ kind: KIND_LINK, data: { ifname: ep.tap.name } });
 
     return {
