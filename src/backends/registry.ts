@@ -8,6 +8,7 @@ import { vethBackend } from './kernel/veth.js';
 import { routeBackend } from './kernel/route.js';
 import { natBackend } from './kernel/nat.js';
 import { macvtapTransport } from './transport/macvtap.js';
+import { socketTransport } from './transport/socket.js';
 import { tapTransport } from './transport/tap.js';
 import { vhostKernelTransport } from './transport/vhost-kernel.js';
 
@@ -23,5 +24,6 @@ export const kernels: ReadonlyMap<string, KernelBackend> = new Map<string, Kerne
 export const transports: ReadonlyMap<string, Transport> = new Map<string, Transport>([
   [tapTransport.name, tapTransport],
   [macvtapTransport.name, macvtapTransport],
+  [socketTransport.name, socketTransport],
   [vhostKernelTransport.name, vhostKernelTransport],
 ]);

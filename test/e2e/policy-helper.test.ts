@@ -134,3 +134,36 @@ describe('helper policy path', () => {
     });
   }
 });
+
+describe('socket transport (extended protocol)', () => {
+  it('a veth on the bridge relayed to a datagram socket: a TCG guest on -netdev socket,fd= pings the bridge', async (t) => {
+    const { bootGuest, guestSkipReason } = await import('../lib/guest.js');
+    if (guestSkipReason()) return t.skip(guestSkipReason()!);
+    const ns = NetNs.create();
+    const dir = mkdtempSync(join(tmpdir(), 'qnh-sock-'));
+    try {
+      ns.addBridge('br0', '10.0.0.1/24');
+      writeFileSync(join(dir, 'acl.conf'), 'allow br0\n');
+      const env = { ...process.env, QEMU_NET_HELPER_ACL: join(dir, 'acl.conf'), QEMU_NET_HELPER_STATE_DIR: join(dir, 'state'), QEMU_NET_HELPER_CONFIG: join(dir, 'config') };
+      const r = await runExtended(ns, ['--br=br0', '--protocols=socket', '--explain'], env);
+      try {
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(r.reply!.protocol, 'socket');
+        assert.equal(r.reply!.kernel, 'veth');
+        assert.equal(r.fds.length, 1);
+        const g = await bootGuest({
+          ns, fds: r.fds,
+          args: ['-netdev', 'socket,id=n0,fd=3', '-device', 'virtio-net-pci,netdev=n0'],
+          settings: { mode: 'ping', ip: '10.0.0.2/24', peer: '10.0.0.1', count: 3 },
+        });
+        const ok = g.markers.find((m) => m.name === 'QNH-PING-OK');
+        assert.ok(ok, `no QNH-PING-OK: ${g.markers.map((m) => m.name).join(' ')}\n${g.output.slice(-2000)}\n${g.stderr}`);
+      } finally {
+        closeAll(r.fds);
+      }
+    } finally {
+      ns.destroy();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -375,6 +375,8 @@ export interface GuestOptions {
   onLine?: (line: string) => void;
   /** QEMU's environment (a helper it runs inherits it); default this process's. */
   env?: NodeJS.ProcessEnv;
+  /** Extra fds QEMU inherits as 3, 4, ... (e.g. `-netdev socket,fd=3`). */
+  fds?: number[];
 }
 
 export interface GuestMarker {
@@ -566,7 +568,8 @@ export async function startGuest(opts: GuestOptions = {}): Promise<Guest> {
   // `ip netns exec` execs QEMU in place, so the pid we hold is QEMU's.
   const stdio = ['ignore', 'pipe', 'pipe'] as const;
   const env = opts.env ?? process.env;
-  const proc = opts.ns ? opts.ns.spawn(qemu, args, { stdio: [...stdio], env }) : spawn(qemu, args, { stdio: [...stdio], env });
+  const all = [...stdio, ...(opts.fds ?? [])];
+  const proc = opts.ns ? opts.ns.spawn(qemu, args, { stdio: all, env }) : spawn(qemu, args, { stdio: all, env });
   return new Guest(proc, opts);
 }
 

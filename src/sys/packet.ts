@@ -1,0 +1,44 @@
+// AF_PACKET sockets: the socket transport's view of a veth end. Every frame
+// arriving on the interface is read whole; a frame written is sent out of it.
+import { c, check, closeFd, koffi } from './libc.js';
+import { ifIndex } from './netdev.js';
+
+const lib = koffi.load('libc.so.6');
+const bindRaw = lib.func('int bind(int fd, const void *addr, uint32_t len)');
+const setsockoptRaw = lib.func('int setsockopt(int fd, int level, int name, const void *val, uint32_t len)');
+const AF_PACKET = 17;
+const SOCK_RAW = 3;
+const SOCK_NONBLOCK = 0o4000;
+const SOCK_CLOEXEC = 0o2000000;
+const ETH_P_ALL_BE = 0x0300; // htons(ETH_P_ALL = 3)
+const SOL_PACKET = 263;
+const PACKET_IGNORE_OUTGOING = 23;
+
+/** A non-blocking packet socket bound to `ifname`, not seeing its own transmissions. */
+export function openPacketSocket(ifname: string): number {
+  const index = ifIndex(ifname);
+  if (index === 0) throw new Error(`no interface ${ifname}`);
+  const fd = check(c.socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, ETH_P_ALL_BE), 'socket', 'AF_PACKET');
+  try {
+    const one = Buffer.alloc(4);
+    one.writeInt32LE(1);
+    // Without this we would read back every frame we send (kernel >= 4.20).
+    check(setsockoptRaw(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, one, 4), 'setsockopt', 'PACKET_IGNORE_OUTGOING');
+    const sll = Buffer.alloc(20);
+    sll.writeUInt16LE(AF_PACKET, 0);
+    sll.writeUInt16LE(ETH_P_ALL_BE, 2);
+    sll.writeInt32LE(index, 4);
+    check(bindRaw(fd, sll, 20), 'bind', ifname);
+    return fd;
+  } catch (e) {
+    closeFd(fd);
+    throw e;
+  }
+}
+
+/** AF_UNIX SOCK_DGRAM pair: one frame per datagram, what QEMU's `-netdev socket,fd=` expects of a datagram socket. */
+export function dgramPair(): [number, number] {
+  const sv = [0, 0];
+  check(c.socketpair(1, 2 | SOCK_CLOEXEC, 0, sv), 'socketpair', 'SOCK_DGRAM');
+  return [sv[0]!, sv[1]!];
+}
