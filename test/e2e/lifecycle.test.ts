@@ -81,6 +81,22 @@ describe('endpoint lifecycle (up, down, list, gc)', () => {
     assert.deepEqual(records(), []);
   });
 
+  it('probe --json: every kernel implementation and transport, with a reason', () => {
+    const r = cli(['probe', '--dev=br0', '--json'], { QEMU_NET_HELPER_VHOST_NET: join(dir, 'no-vhost-net') });
+    assert.equal(r.code, 0, r.err);
+    const rows = r.json as { kind: string; name: string; available: boolean; reason: string }[];
+    const names = rows.map((x) => `${x.kind}:${x.name}`).sort();
+    for (const k of ['kernel:bridge', 'kernel:macvtap', 'kernel:nat', 'kernel:route', 'kernel:sriov', 'kernel:veth', 'transport:macvtap', 'transport:socket', 'transport:tap', 'transport:vhost-kernel']) {
+      assert.ok(names.includes(k), `${k} missing from ${names.join(' ')}`);
+    }
+    for (const x of rows) assert.ok(x.reason.length > 0, `${x.name} gives no reason`);
+    assert.equal(rows.find((x) => x.name === 'bridge')!.available, true);
+    const vk = rows.find((x) => x.name === 'vhost-kernel')!;
+    assert.equal(vk.available, false);
+    assert.match(vk.reason, /no-vhost-net missing/);
+    assert.equal(rows.find((x) => x.name === 'sriov')!.available, false, 'br0 is no SR-IOV PF');
+  });
+
   for (const step of [1, 2, 3]) {
     it(`crash safety: killed after setup step ${step}, gc leaves nothing behind`, () => {
       const r = cli(['up', '--mode=bridge', '--dev=br0', `--id=crash${step}`], { QEMU_NET_HELPER_FAULT_AFTER_STEP: String(step) });
