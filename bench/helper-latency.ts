@@ -25,12 +25,16 @@ async function once(cmd: string[], needFd: boolean, env: NodeJS.ProcessEnv): Pro
   closeFd(theirs);
   const code = await new Promise<number | null>((res) => child.once('exit', (c) => res(c)));
   let ok = code === 0;
+  let fds: number[] = [];
   if (needFd) {
     const r = recvWithFds(ours, new Uint8Array(4), 0, 4, 0x40);
+    fds = r.fds;
     ok = ok && r.n === 1 && r.fds.length === 1 && tunGetIff(r.fds[0]!) !== null;
-    r.fds.forEach(closeFd);
   }
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  // Outside the timed part: closing the last tap fd destroys the tap, which
+  // the kernel does slowly (netdev unregistration) and QEMU never waits for.
+  fds.forEach(closeFd);
   closeFd(ours);
   if (!ok) throw new Error(`${cmd.join(' ')} failed (exit ${code})`);
   return ms;
