@@ -7,19 +7,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { NetNs } from '../lib/netns.js';
+import { eventually } from '../lib/wait.js';
 import { BIN } from '../lib/paths.js';
 import { haveQemu, macvtapsHeldBy, startQemu } from '../lib/qemu.js';
 import { createFakeSriov, type FakeSriov } from '../lib/fake-sysfs.js';
 
 const skip = haveQemu() ? false : 'qemu-system-x86_64 is not installed';
-
-async function eventually(what: string, cond: () => boolean, ms = 8000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe('QEMU runs the helper in each mode', { skip }, () => {
   let ns: NetNs;

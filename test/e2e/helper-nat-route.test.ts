@@ -9,17 +9,10 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { bootGuest, guestSkipReason } from '../lib/guest.js';
 import { NetNs } from '../lib/netns.js';
+import { eventually } from '../lib/wait.js';
 import { BIN } from '../lib/paths.js';
 
 const skip = guestSkipReason() ?? false;
-
-async function eventually(what: string, cond: () => boolean, ms = 10000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 describe('NAT and routed guests through the helper', { skip }, () => {
   let host: NetNs;
