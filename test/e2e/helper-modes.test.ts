@@ -64,6 +64,7 @@ describe('QEMU runs the helper in each mode', { skip }, () => {
     try {
       const r = await bootGuest({
         ns,
+        env,
         args: ['-netdev', `tap,id=n0,helper=${BIN} helper --mode=vepa --dev=eth1 --mac=52:54:00:00:01:02 --acl=${join(dir, 'acl.conf')}`, '-device', 'virtio-net-pci,netdev=n0,mac=52:54:00:00:01:02'],
         settings: { mode: 'ping', ip: '10.7.0.2/24', peer: '10.7.0.1', count: 3 },
       });
