@@ -62,6 +62,12 @@ export function realize(mode: string, policy: ModePolicy, req: EndpointRequest, 
   if (!req.dev && policy.candidates.every((c) => c.when && c.when.devKind !== 'absent' && c.when.devKind !== 'any')) {
     throw new UsageError(`mode ${mode} needs --dev=DEVICE (the uplink or parent interface)`, 'pass --dev or set "dev" in the profile');
   }
+  // --dev exists but is of a kind no candidate of this mode can use: say so
+  // plainly rather than listing every skipped candidate.
+  if (req.dev && dk.kind !== 'absent' && !policy.candidates.some((c) => whenMatches(c.when?.devKind, dk.kind))) {
+    const wanted = [...new Set(policy.candidates.map((c) => c.when?.devKind ?? 'any'))].join(' or ');
+    throw new NotFoundError(`${dk.detail}; mode ${mode} needs --dev of kind ${wanted}`, `pass a suitable device with --dev, or another --mode`);
+  }
   let lastError: HelperError | undefined;
   for (const cand of policy.candidates) {
     const entry = (decision: ExplainEntry['decision'], reason: string): void => { explain.push({ kernel: cand.kernel, transport: cand.transport, decision, reason }); };

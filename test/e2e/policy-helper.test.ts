@@ -43,6 +43,7 @@ describe('helper policy path', () => {
     ns = NetNs.create();
     ns.addBridge('br0', undefined, 1400);
     ns.addBridge('lanbr');
+    ns.ip('link', 'add', 'vx0', 'type', 'veth', 'peer', 'name', 'vx1');
     dir = mkdtempSync(join(tmpdir(), 'qnh-pol-e2e-'));
     mkdirSync(join(dir, 'config/profiles'), { recursive: true });
     mkdirSync(join(dir, 'config/policies'), { recursive: true });
@@ -109,6 +110,7 @@ describe('helper policy path', () => {
   const bad: { name: string; args: string[]; code: number; msg: RegExp; setup?: () => void }[] = [
     { name: 'unknown mode', args: ['--mode=teleport'], code: ExitCode.USAGE, msg: /unknown mode 'teleport'.*use one of veb, vepa/ },
     { name: 'mode that needs --dev without one', args: ['--mode=vepa'], code: ExitCode.USAGE, msg: /mode vepa needs --dev=DEVICE/ },
+    { name: '--dev of the wrong kind', args: ['--mode=bridge', '--dev=vx0'], code: ExitCode.NOT_FOUND, msg: /vx0 is a veth device; mode bridge needs --dev of kind bridge/ },
     { name: '--dev that does not exist', args: ['--mode=vepa', '--dev=nope0'], code: ExitCode.NOT_FOUND, msg: /device 'nope0' does not exist/ },
     { name: 'non-unicast MAC', args: ['--mode=bridge', '--mac=01:00:5e:00:00:01'], code: ExitCode.USAGE, msg: /multicast address/ },
     { name: 'unknown profile', args: ['--profile=ghost'], code: ExitCode.USAGE, msg: /no profile 'ghost'/ },
