@@ -5,7 +5,7 @@
 import { closeFd, SysError } from '../../sys/libc.js';
 import { unwatch, watchReadable } from '../../sys/poller.js';
 import { recvWithFds, sendWithFds } from '../../sys/unix-fd.js';
-import { decodeRequest, MessageReader, ProtocolError, reqName, requestFds, type RawMessage } from '../protocol/index.js';
+import { decodeRequest, MessageReader, ProtocolError, reqName, type RawMessage } from '../protocol/index.js';
 import { DeviceError, type VhostUserNetDevice } from './device.js';
 
 const MSG_DONTWAIT = 0x40;
@@ -86,8 +86,10 @@ export class Connection {
         if (ack) this.send(ack);
       }
     } catch (e) {
+      // The device owns a request's fds once handle() has it: it closes
+      // them itself on refusal or keeps them (closing here too could close a
+      // reused fd number).
       const msg = e instanceof Error ? e.message : String(e);
-      if (!(e instanceof DeviceError)) requestFds(req).forEach(closeFd);
       const ack = e instanceof DeviceError && !e.fatal ? this.device.ack(req, false, raw.request) : null;
       if (ack) {
         this.log(`${reqName(raw.request)} refused: ${msg}`);

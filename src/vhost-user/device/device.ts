@@ -283,9 +283,16 @@ export class VhostUserNetDevice {
       this.vrings[i]!.started = false;
     }
     const oldFds = keepOld ? dropFds : this.mem.fds();
+    // From here the new fds belong to the table (closed on reset), whatever happens.
     this.mem.regions = regions;
-    await this.dp.setMemory(regions);
-    oldFds.forEach(closeFd);
+    try {
+      await this.dp.setMemory(regions);
+    } catch (e) {
+      // e.g. an fd that cannot be mapped: the front-end is broken or hostile.
+      throw new DeviceError(`mapping the memory table failed: ${(e as Error).message}`, true);
+    } finally {
+      oldFds.forEach(closeFd);
+    }
     for (const i of running) await this.maybeStart(i, true);
     for (let i = 0; i < this.vrings.length; i++) if (!running.includes(i)) await this.maybeStart(i);
   }
