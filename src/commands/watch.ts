@@ -10,5 +10,7 @@ export default class Watch extends Command {
   async run(): Promise<void> {
     const { flags } = await this.parse(Watch);
     await watchEndpoint(flags.id);
+    // A waiter on a previous owner (e.g. libvirtd) may still be in the event loop.
+    process.exit(0);
   }
 }

@@ -19,5 +19,6 @@ export function completeRecord(record: EndpointRecord, choice: Choice): void {
   record.mac = choice.endpoint.mac ?? null;
   record.mtu = choice.endpoint.mtu;
   record.devicePath = choice.endpoint.devicePath ?? null;
-  record.info = { ...choice.endpoint.info, state: 'active' };
+  // The transport's facts (the fd QEMU holds: tap name, macvtap chardev) let the watcher find QEMU.
+  record.info = { ...choice.endpoint.info, transport: choice.transport.info, state: 'active' };
 }

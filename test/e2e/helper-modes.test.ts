@@ -2,7 +2,7 @@
 // --mode=...`, holds the right fd, and the pieces that outlive QEMU's fd are
 // removed by the watcher after QEMU quits.
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -131,5 +131,42 @@ describe('SR-IOV through the helper (fake sysfs, VFs are veths)', { skip }, () =
       readdirSync(join(dir, 'state/vf')).filter((f) => f.endsWith('.json')).length === 0 &&
       sr.vfs.every((v, i) => macOf(v.netdev!) === before0[i]));
     assert.deepEqual(sr.ns.links().filter((l) => l.startsWith('macvtap')), []);
+  });
+});
+
+describe('libvirt-style: the socketpair peer hands the fd on to QEMU', { skip }, () => {
+  it('the watcher follows the macvtap fd to QEMU and removes the macvtap when QEMU quits, though the peer lives on', async () => {
+    const { runHelperLikeLibvirt, closeAll } = await import('../lib/helper-run.js');
+    const ns = NetNs.create();
+    const wire = NetNs.create('qnhw');
+    const dir = mkdtempSync(join(tmpdir(), 'qnh-lv-'));
+    try {
+      ns.ip('link', 'add', 'eth1', 'type', 'veth', 'peer', 'name', 'weth1', 'netns', wire.name);
+      ns.ip('link', 'set', 'eth1', 'up');
+      writeFileSync(join(dir, 'acl.conf'), 'allow all\n');
+      const env = { ...process.env, QEMU_NET_HELPER_ACL: join(dir, 'acl.conf'), QEMU_NET_HELPER_STATE_DIR: join(dir, 'state'), QEMU_NET_HELPER_CONFIG: join(dir, 'config') };
+      // This test process plays libvirtd: it makes the socketpair, receives the fd...
+      const r = await runHelperLikeLibvirt(ns, ['--use-vnet', '--br=lan', '--fd={FD}', '--mode=vepa', '--dev=eth1', '--mac=52:54:00:00:04:01'], env);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.fds.length, 1);
+      // ...hands it to QEMU as fd 3 and drops its own copy.
+      const qemu = ns.spawn('/usr/bin/qemu-system-x86_64', ['-machine', 'none', '-nodefaults', '-display', 'none', '-S', '-netdev', 'tap,id=n0,fd=3'], { stdio: ['ignore', 'ignore', 'pipe', r.fds[0]!] });
+      closeAll(r.fds);
+      const exited = new Promise((res) => qemu.once('exit', res));
+      const macvtaps = (): string[] => ns.links().filter((l) => l.startsWith('macvtap'));
+      const recordOwner = (): number | undefined => {
+        const f = readdirSync(join(dir, 'state/endpoints'))[0];
+        return f ? (JSON.parse(readFileSync(join(dir, 'state/endpoints', f), 'utf8')) as { owner: { pid: number } }).owner.pid : undefined;
+      };
+      await eventually('the watcher adopts QEMU as owner', () => recordOwner() === qemu.pid, 10000);
+      assert.equal(macvtaps().length, 1, 'the macvtap lives while QEMU holds it');
+      qemu.kill('SIGTERM');
+      await exited;
+      await eventually('macvtap removed after QEMU quit', () => macvtaps().length === 0 && readdirSync(join(dir, 'state/endpoints')).length === 0, 10000);
+    } finally {
+      ns.destroy();
+      wire.destroy();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -13,7 +13,7 @@ export const macvtapTransport: Transport = {
   accepts: (kernel) => kernel === 'macvtap' || kernel === 'sriov',
   attach(ep, req, host, rb) {
     if (ep.kernel === 'macvtap') {
-      return { transport: 'macvtap', fds: ep.fds, vnetHdrSize: ep.vnetHdr ? 12 : 0, queues: ep.fds.length, info: { ifname: ep.ifname, ...(ep.devicePath ? { devicePath: ep.devicePath } : {}) } };
+      return { transport: 'macvtap', fds: ep.fds, vnetHdrSize: ep.vnetHdr ? 12 : 0, queues: ep.fds.length, info: { ifname: ep.ifname, chardev: ep.info.chardev, ...(ep.devicePath ? { devicePath: ep.devicePath } : {}) } };
     }
     const { mac: _guestMac, ...rest } = req;
     void _guestMac;
@@ -22,6 +22,6 @@ export const macvtapTransport: Transport = {
     const mv = setupMacvtap({ ...rest, dev: ep.ifname, params: { ...req.params, macvtapMode: 'passthru' } }, host, rb);
     ep.owned.push(...mv.owned);
     if (mv.devicePath) ep.devicePath = mv.devicePath;
-    return { transport: 'macvtap', fds: mv.fds, vnetHdrSize: mv.vnetHdr ? 12 : 0, queues: mv.fds.length, info: { ifname: mv.ifname, vf: ep.ifname, ...(mv.devicePath ? { devicePath: mv.devicePath } : {}) } };
+    return { transport: 'macvtap', fds: mv.fds, vnetHdrSize: mv.vnetHdr ? 12 : 0, queues: mv.fds.length, info: { ifname: mv.ifname, vf: ep.ifname, chardev: mv.info.chardev, ...(mv.devicePath ? { devicePath: mv.devicePath } : {}) } };
   },
 };
