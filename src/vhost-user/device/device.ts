@@ -27,13 +27,15 @@ interface Vring {
   addrSet: boolean;
   base: number;
   kickFd: number;
+  /** A kick (fd or NOFD) arrived since the ring was last stopped: the spec's start condition. */
+  kicked: boolean;
   callFd: number;
   errFd: number;
   started: boolean;
   enabled: boolean;
 }
 
-const newVring = (): Vring => ({ num: 0, desc: 0, used: 0, avail: 0, addrSet: false, base: 0, kickFd: -1, callFd: -1, errFd: -1, started: false, enabled: false });
+const newVring = (): Vring => ({ num: 0, desc: 0, used: 0, avail: 0, addrSet: false, base: 0, kickFd: -1, kicked: false, callFd: -1, errFd: -1, started: false, enabled: false });
 
 export interface DeviceOptions {
   queuePairs: number;
@@ -128,6 +130,8 @@ export class VhostUserNetDevice {
         if (req.num === 0 || req.num > this.maxRing || (req.num & (req.num - 1)) !== 0) throw new DeviceError(`SET_VRING_NUM ${req.num} for ring ${req.index}: must be a power of two up to ${this.maxRing}`);
         if (v.started) throw new DeviceError(`SET_VRING_NUM on running ring ${req.index}`);
         v.num = req.num;
+        // Any order: the size may be the last piece a kicked ring was missing.
+        await this.maybeStart(req.index);
         return null;
       }
       case 'SET_VRING_BASE': {
@@ -162,6 +166,7 @@ export class VhostUserNetDevice {
         // The front-end gets the kick fd back only by sending a new one.
         closeFd(v.kickFd);
         v.kickFd = -1;
+        v.kicked = false;
         return encodeVringStateReply(Req.GET_VRING_BASE, req.index, base);
       }
       case 'SET_VRING_KICK': {
@@ -172,7 +177,8 @@ export class VhostUserNetDevice {
         }
         closeFd(v.kickFd);
         v.kickFd = req.nofd ? -1 : req.fd!;
-        await this.maybeStart(req.index, true);
+        v.kicked = true;
+        await this.maybeStart(req.index);
         return null;
       }
       case 'SET_VRING_CALL': {
@@ -249,9 +255,9 @@ export class VhostUserNetDevice {
   }
 
   /** A ring starts once it has a size, addresses inside the memory table and a kick (fd or NOFD). */
-  private async maybeStart(index: number, kicked = false): Promise<void> {
+  private async maybeStart(index: number): Promise<void> {
     const v = this.vrings[index]!;
-    if (v.started || !(kicked || v.kickFd >= 0) || !v.addrSet || v.num === 0 || this.mem.regions.length === 0) return;
+    if (v.started || !v.kicked || !v.addrSet || v.num === 0 || this.mem.regions.length === 0) return;
     const n = v.num;
     if (!this.mem.containsUser(v.desc, 16 * n) || !this.mem.containsUser(v.avail, 6 + 2 * n) || !this.mem.containsUser(v.used, 6 + 8 * n)) {
       throw new DeviceError(`ring ${index}: ring addresses are outside the memory table`);
@@ -264,7 +270,7 @@ export class VhostUserNetDevice {
     const v = this.vrings[index]!;
     v.base = await this.dp.stopQueue(index);
     v.started = false;
-    await this.maybeStart(index, true);
+    await this.maybeStart(index);
   }
 
   /** Features changed: running rings pick up the new layout. */
@@ -293,7 +299,7 @@ export class VhostUserNetDevice {
     } finally {
       oldFds.forEach(closeFd);
     }
-    for (const i of running) await this.maybeStart(i, true);
+    for (const i of running) await this.maybeStart(i);
     for (let i = 0; i < this.vrings.length; i++) if (!running.includes(i)) await this.maybeStart(i);
   }
 
