@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { c, check, koffi } from './libc.js';
 
 const lib = koffi.load('libc.so.6');
@@ -8,6 +9,15 @@ const EFD_CLOEXEC = 0o2000000;
 const one = Buffer.alloc(8);
 one.writeBigUInt64LE(1n);
 const sink = Buffer.alloc(8);
+
+/** Whether fd is an eventfd (the kernel lists its counter in fdinfo). */
+export function isEventFd(fd: number): boolean {
+  try {
+    return /^eventfd-count:/m.test(readFileSync(`/proc/self/fdinfo/${fd}`, 'latin1'));
+  } catch {
+    return false;
+  }
+}
 
 export function eventfd(): number {
   return check(eventfdRaw(0, EFD_NONBLOCK | EFD_CLOEXEC), 'eventfd');

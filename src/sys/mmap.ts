@@ -24,9 +24,9 @@ export function fileSize(fd: number): number {
   return fstatSync(fd).size;
 }
 
-/** Maps `length` bytes of fd from offset 0, shared, read/write. */
-export function mapShared(fd: number, length: number): Mapping {
-  const ptr = mmapRaw(null, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+/** Maps `length` bytes of fd from `offset` (page-aligned), shared, read/write. */
+export function mapShared(fd: number, length: number, offset = 0): Mapping {
+  const ptr = mmapRaw(null, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset);
   if (ptr === null || koffi.address(ptr) === MAP_FAILED) {
     check(-1, 'mmap', `${length} bytes`);
   }

@@ -2,7 +2,7 @@
 // it works on any fd (eventfds, our own sockets) in any thread, but it aborts
 // the whole process on an invalid fd or on a second handle for one fd. This
 // module is the only user of it and enforces both rules.
-import { fstatSync } from 'node:fs';
+import { fstatSync, readFileSync } from 'node:fs';
 import { koffi } from './libc.js';
 
 type Events = { readable: boolean; writable: boolean; disconnect: boolean };
@@ -10,8 +10,23 @@ type Handle = { start(opts: object, cb: (...a: unknown[]) => void): void; stop()
 
 const handles = new Map<number, Handle>();
 
-function isOpen(fd: number): boolean {
-  try { fstatSync(fd); return true; } catch { return false; }
+/**
+ * Whether uv_poll can watch fd without aborting the process: open, and not a
+ * regular file, directory or block device (epoll refuses those), and a
+ * character device only if it is a tun/tap (ours), never e.g. /dev/null.
+ */
+function pollable(fd: number): boolean {
+  let st;
+  try { st = fstatSync(fd); } catch { return false; }
+  if (st.isFile() || st.isDirectory() || st.isBlockDevice()) return false;
+  if (st.isCharacterDevice()) {
+    try {
+      return /^iff:/m.test(readFileSync(`/proc/self/fdinfo/${fd}`, 'latin1'));
+    } catch {
+      return false;
+    }
+  }
+  return true;
 }
 
 /**
@@ -19,7 +34,7 @@ function isOpen(fd: number): boolean {
  * without EPOLLET). Returns false, without watching, if fd is not open.
  */
 export function watchReadable(fd: number, onReadable: (disconnect: boolean) => void): boolean {
-  if (!Number.isInteger(fd) || fd < 0 || !isOpen(fd)) return false;
+  if (!Number.isInteger(fd) || fd < 0 || !pollable(fd)) return false;
   unwatch(fd);
   // The callback really receives (status, events) despite the typings.
   const cb = (...args: unknown[]): void => {

@@ -26,11 +26,16 @@ function notify(wq: WorkerQueue, published: number): void {
 export class RingToRing implements Pipe {
   private readonly f: Forwarder;
   readonly readFd = -1;
+  // When the receiver's ring breaks (or is disabled) after this pipe was built,
+  // frames are dropped like for an absent peer, never left to stall the sender.
+  private readonly drop: RingToDrop;
   constructor(private readonly from: WorkerPort, private readonly tx: WorkerQueue, private readonly to: WorkerPort, private readonly rx: WorkerQueue) {
     this.f = new Forwarder(tx.q, rx.q, { txHdrLen: tx.spec.hdrLen, rxHdrLen: rx.spec.hdrLen, rxMrgRxbuf: rx.spec.mrgRxbuf });
+    this.drop = new RingToDrop(from, tx, false);
   }
   get stalled(): boolean { return this.f.rxStalled; }
   run(): number {
+    if (this.rx.q.broken || !this.rx.enabled) return this.drop.run();
     const f = this.f;
     const before = f.txMalformed + f.rxTooBig;
     const n = f.forward(BATCH);

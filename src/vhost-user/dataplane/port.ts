@@ -8,6 +8,10 @@ import { GuestMemory, SplitQueue, type MemoryRegion } from '../virtq/index.js';
 import type { PortStats, QueueSpec, RegionSpec } from './api.js';
 import type { PeerSpec } from './pool.js';
 
+// 2 GiB: a multiple of every page size (4 KiB, 2 MiB, 1 GiB huge pages) and,
+// with the in-page skew, always under the 4 GiB a view may span.
+const CHUNK = 2 ** 31;
+
 export class WorkerQueue {
   readonly q: SplitQueue;
   enabled: boolean;
@@ -33,6 +37,8 @@ export class WorkerPort {
   mem: GuestMemory | null = null;
   private mappings: Mapping[] = [];
   readonly queues: (WorkerQueue | null)[];
+  /** Bad chains of queues since stopped (a restart must not erase the evidence). */
+  private pastBadChains = 0;
   readonly stats: PortStats = { txFrames: 0, rxFrames: 0, txDropped: 0, rxDropped: 0, badChains: 0, brokenQueues: 0 };
 
   constructor(readonly id: number, readonly queuePairs: number, readonly peer: PeerSpec) {
@@ -41,17 +47,35 @@ export class WorkerPort {
 
   setMemory(regions: RegionSpec[]): void {
     // The control plane stops every running ring before a new table arrives.
+    for (const q of this.queues) if (q) this.pastBadChains += q.q.badChains;
     this.queues.fill(null);
     this.unmapAll();
     const mapped: MemoryRegion[] = [];
     try {
       for (const r of regions) {
+        const st = fstatSync(r.fd);
+        // Only files (memfd, shm, hugetlbfs) back guest RAM. Every byte of the
+        // region must exist in the file: touching a mapping past EOF is a
+        // SIGBUS, which would kill the process, not just this connection.
+        if (!st.isFile()) throw new Error(`memory region fd ${r.fd} is not a file (memfd, shm or hugetlbfs)`);
+        if (r.mmapOffset + r.size > st.size) throw new Error(`memory region [${r.mmapOffset}, +${r.size}) extends past the end of its file (${st.size} bytes)`);
         // hugetlbfs only maps whole huge pages; st_blksize is the page size there.
-        const page = Math.max(4096, fstatSync(r.fd).blksize || 4096);
-        const len = Math.ceil((r.mmapOffset + r.size) / page) * page;
-        const m = mapShared(r.fd, len);
-        this.mappings.push(m);
-        mapped.push({ guestPhysAddr: r.guestPhysAddr, size: r.size, userAddr: r.userAddr, bytes: new Uint8Array(m.buffer, r.mmapOffset, r.size) });
+        const page = Math.max(4096, st.blksize || 4096);
+        // koffi (and Node 20 typed arrays) cannot view more than 4 GiB at once:
+        // a big region becomes adjacent views of at most CHUNK bytes, each its
+        // own mapping from its own file offset (a high region at mmap_offset
+        // 2 GiB never turns into one 6 GiB mapping). Buffers crossing a view
+        // boundary are split by the chain walker.
+        for (let done = 0; done < r.size;) {
+          const size = Math.min(CHUNK, r.size - done);
+          const fileOff = r.mmapOffset + done;
+          const start = Math.floor(fileOff / page) * page;
+          const skew = fileOff - start;
+          const m = mapShared(r.fd, Math.ceil((skew + size) / page) * page, start);
+          this.mappings.push(m);
+          mapped.push({ guestPhysAddr: r.guestPhysAddr + done, size, userAddr: r.userAddr + done, bytes: new Uint8Array(m.buffer, skew, size) });
+          done += size;
+        }
       }
       this.mem = mapped.length ? new GuestMemory(mapped) : null;
     } catch (e) {
@@ -72,6 +96,7 @@ export class WorkerPort {
     const wq = this.queues[index];
     if (!wq) return 0;
     wq.q.flushUsed();
+    this.pastBadChains += wq.q.badChains;
     this.queues[index] = null;
     return wq.q.getBase();
   }
@@ -87,7 +112,7 @@ export class WorkerPort {
   }
 
   collectStats(): PortStats {
-    let bad = 0;
+    let bad = this.pastBadChains;
     let broken = 0;
     for (const q of this.queues) {
       if (!q) continue;
@@ -106,6 +131,7 @@ export class WorkerPort {
   }
 
   reset(): void {
+    for (const q of this.queues) if (q) this.pastBadChains += q.q.badChains;
     this.queues.fill(null);
     this.unmapAll();
   }

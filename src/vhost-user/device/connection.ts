@@ -9,6 +9,10 @@ import { decodeRequest, MessageReader, ProtocolError, reqName, type RawMessage }
 import { DeviceError, type VhostUserNetDevice } from './device.js';
 
 const MSG_DONTWAIT = 0x40;
+// Messages read ahead of the one being handled. Past this we stop reading the
+// socket until the backlog is handled: a flooding front-end must not make us
+// hold thousands of its fds, and its kernel socket buffer then fills instead.
+const MAX_QUEUED = 32;
 
 export class Connection {
   private readonly reader = new MessageReader();
@@ -16,6 +20,7 @@ export class Connection {
   private readonly queue: RawMessage[] = [];
   private busy = false;
   private closed = false;
+  private paused = false;
   readonly done: Promise<string>;
   private finish!: (why: string) => void;
 
@@ -30,6 +35,11 @@ export class Connection {
   private onReadable(): void {
     if (this.closed) return;
     for (;;) {
+      if (this.queue.length >= MAX_QUEUED) {
+        unwatch(this.fd);
+        this.paused = true;
+        break;
+      }
       let n: number;
       let fds: number[];
       try {
@@ -63,6 +73,10 @@ export class Connection {
       while (!this.closed && this.queue.length) {
         const raw = this.queue.shift()!;
         await this.handleOne(raw);
+        if (this.paused && !this.closed && this.queue.length < MAX_QUEUED / 2) {
+          this.paused = false;
+          this.start();
+        }
       }
     } finally {
       this.busy = false;

@@ -5,6 +5,8 @@
 // Every handler either replies or throws DeviceError; the connection turns a
 // DeviceError into an error reply (REPLY_ACK) or a closed connection.
 import { closeFd } from '../../sys/libc.js';
+import { isEventFd } from '../../sys/eventfd.js';
+import { setNonBlocking } from '../../sys/unix-socket.js';
 import { Feature, hasFeature, ProtoFeature, Req, encodeAck, encodeU64Reply, encodeVringStateReply, encodeConfigErrorReply, requestFds, type Request } from '../protocol/index.js';
 import type { PortDataplane, QueueSpec } from '../dataplane/api.js';
 import { offeredFeatures, offeredProtocolFeatures } from './features.js';
@@ -171,6 +173,7 @@ export class VhostUserNetDevice {
       }
       case 'SET_VRING_KICK': {
         const v = this.ring(req.index, req.fd);
+        checkNotifyFd(req);
         if (v.started) {
           v.base = await this.dp.stopQueue(req.index);
           v.started = false;
@@ -183,6 +186,7 @@ export class VhostUserNetDevice {
       }
       case 'SET_VRING_CALL': {
         const v = this.ring(req.index, req.fd);
+        checkNotifyFd(req);
         const old = v.callFd;
         v.callFd = req.nofd ? -1 : req.fd!;
         if (v.started) await this.dp.setCall(req.index, v.callFd);
@@ -191,6 +195,7 @@ export class VhostUserNetDevice {
       }
       case 'SET_VRING_ERR': {
         const v = this.ring(req.index, req.fd);
+        checkNotifyFd(req);
         closeFd(v.errFd);
         v.errFd = req.nofd ? -1 : req.fd!;
         return null;
@@ -332,6 +337,21 @@ export class VhostUserNetDevice {
       status: this.status,
     };
   }
+}
+
+/**
+ * Kick/call/err fds must be eventfds (anything else could block or abort the
+ * poller) and are made non-blocking: a call write on a full counter must drop
+ * the notification, not freeze the worker every port shares. QEMU and DPDK
+ * create theirs non-blocking anyway, so this changes nothing for them.
+ */
+function checkNotifyFd(req: { kind: string; index: number; nofd: boolean; fd?: number }): void {
+  if (req.nofd || req.fd === undefined) return;
+  if (!isEventFd(req.fd)) {
+    closeFd(req.fd);
+    throw new DeviceError(`${req.kind} for ring ${req.index}: the fd is not an eventfd`);
+  }
+  setNonBlocking(req.fd, true);
 }
 
 /** RARP announce from the guest's MAC, so switches learn where it moved (SEND_RARP). */

@@ -71,7 +71,12 @@ export function walkChain(
       } else {
         tDv = mem.dv[r]!; tOff = off;
       }
-      tLen = budget = len >>> 4;
+      tLen = len >>> 4;
+      // Spec 2.7.5.3.1: no chain longer than the queue size, indirect
+      // descriptors included. A table's len/16 is the guest's choice (up to a
+      // whole region): bounding by it alone would let one chain of zero-length
+      // descriptors cost millions of steps in the worker every port shares.
+      budget = tLen < size ? tLen : size;
       indirect = true;
       idx = 0;
       continue;
