@@ -16,19 +16,29 @@ export const SOCK_CLOEXEC = O_CLOEXEC;
 const CMSG_HDR = 16;
 const MAX_FDS = 32;
 
-function msghdr(iov: Uint8Array, iovLen: number, control: Buffer | null, controlLen: number): { m: Buffer; keep: unknown[] } {
-  const io = Buffer.alloc(16);
-  io.writeBigUInt64LE(addressOf(iov), 0);
-  io.writeBigUInt64LE(BigInt(iovLen), 8);
-  const m = Buffer.alloc(56);
-  m.writeBigUInt64LE(addressOf(io), 16);
-  m.writeBigUInt64LE(1n, 24);
+// The kernel reads msghdr -> iovec -> data by address, so every buffer whose
+// address is written into another must stay alive until the syscall returns.
+// These are module-level (allocated once, never collected, never moved); the
+// caller's data buffer is pinned in `pin` for the duration of the call.
+const IOV = Buffer.alloc(16);
+const MSG = Buffer.alloc(56);
+const SEND_CONTROL = Buffer.alloc(CMSG_HDR + 4 * MAX_FDS);
+const RECV_CONTROL = Buffer.alloc(CMSG_HDR + 4 * MAX_FDS);
+const IOV_ADDR = addressOf(IOV);
+const pin: { buf: Uint8Array | null } = { buf: null };
+
+function msghdr(iov: Uint8Array, iovLen: number, control: Buffer | null, controlLen: number): Buffer {
+  pin.buf = iov;
+  IOV.writeBigUInt64LE(addressOf(iov), 0);
+  IOV.writeBigUInt64LE(BigInt(iovLen), 8);
+  MSG.fill(0);
+  MSG.writeBigUInt64LE(IOV_ADDR, 16);
+  MSG.writeBigUInt64LE(1n, 24);
   if (control) {
-    m.writeBigUInt64LE(addressOf(control), 32);
-    m.writeBigUInt64LE(BigInt(controlLen), 40);
+    MSG.writeBigUInt64LE(addressOf(control), 32);
+    MSG.writeBigUInt64LE(BigInt(controlLen), 40);
   }
-  // `keep` holds the buffers whose addresses are inside `m` until the call is over.
-  return { m, keep: [io, iov, control] };
+  return MSG;
 }
 
 /** Sends data with fds attached in one sendmsg. Returns bytes sent. */
@@ -39,14 +49,19 @@ export function sendWithFds(sock: number, data: Uint8Array, fds: readonly number
   if (fds.length > 0) {
     const len = CMSG_HDR + 4 * fds.length;
     controlLen = (len + 7) & ~7;
-    control = Buffer.alloc(controlLen);
+    control = SEND_CONTROL;
+    control.fill(0, 0, controlLen);
     control.writeBigUInt64LE(BigInt(len), 0);
     control.writeInt32LE(SOL_SOCKET, 8);
     control.writeInt32LE(SCM_RIGHTS, 12);
     fds.forEach((fd, i) => control!.writeInt32LE(fd, CMSG_HDR + 4 * i));
   }
-  const { m } = msghdr(data, data.length, control, controlLen);
-  return check(c.sendmsg(sock, m, MSG_NOSIGNAL), 'sendmsg');
+  const m = msghdr(data, data.length, control, controlLen);
+  try {
+    return check(c.sendmsg(sock, m, MSG_NOSIGNAL), 'sendmsg');
+  } finally {
+    pin.buf = null;
+  }
 }
 
 export interface Received {
@@ -64,9 +79,15 @@ export interface Received {
 export function recvWithFds(sock: number, buf: Uint8Array, off = 0, len = buf.length - off, flags = 0): Received {
   const view = buf.subarray(off, off + len);
   const controlLen = CMSG_HDR + 4 * MAX_FDS;
-  const control = Buffer.alloc(controlLen);
-  const { m } = msghdr(view, len, control, controlLen);
-  const n = check(c.recvmsg(sock, m, flags | MSG_CMSG_CLOEXEC), 'recvmsg');
+  const control = RECV_CONTROL;
+  control.fill(0);
+  const m = msghdr(view, len, control, controlLen);
+  let n: number;
+  try {
+    n = check(c.recvmsg(sock, m, flags | MSG_CMSG_CLOEXEC), 'recvmsg');
+  } finally {
+    pin.buf = null;
+  }
   const got = Number(m.readBigUInt64LE(40));
   const msgFlags = m.readInt32LE(48);
   const fds: number[] = [];
