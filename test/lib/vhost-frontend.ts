@@ -77,13 +77,12 @@ export function eventfdAdd(fd: number, value: bigint): void {
 
 // ---- sendmsg/recvmsg that keep their buffers alive ------------------------
 //
-// Not src/sys/unix-fd.ts's sendWithFds/recvWithFds: their msghdr() returns the
-// iovec and control Buffers only in a `keep` array that the callers drop, so
-// the iovec can be garbage-collected (and its memory reused) before the
-// syscall reads it: under GC pressure (large external ArrayBuffers such as our
-// guest memory mappings) sends fail with EFAULT or send garbage, and receives
-// land in the wrong place. Reported as a back-end bug; the test driver must
-// not suffer from it, so it uses one long-lived scratch block instead.
+// Deliberately not src/sys/unix-fd.ts's sendWithFds/recvWithFds: the driver
+// must not share the transport code under test. (Those once let the iovec be
+// garbage-collected before the syscall read it, fixed in dc405cb; sends then
+// failed with EFAULT or sent garbage under GC pressure from large mappings
+// such as our guest memory.) One long-lived scratch block holds msghdr,
+// iovec and control, and the data buffer is used after the call.
 
 const SCM_RIGHTS = 1;
 const SOL_SOCKET = 1;
@@ -318,6 +317,12 @@ export class GuestRing {
   }
 
   kick(): void { eventfdSignal(this.kickFd); }
+  /** Kicks the back-end has not consumed yet (peeks: read, then write back). */
+  kickPending(): number {
+    const n = eventfdDrain(this.kickFd);
+    if (n) eventfdAdd(this.kickFd, BigInt(n));
+    return n;
+  }
   /** Calls (interrupts) the back-end signalled since the last look. */
   calls(): number { return eventfdDrain(this.callFd); }
 
@@ -373,19 +378,35 @@ export class GuestRing {
     return this.takeUsed().length;
   }
 
+  /** A frame spread over several buffers (MRG_RXBUF) whose later buffers are still to come. */
+  private partial: { parts: Uint8Array[]; left: number } | null = null;
+
   /**
    * RX: frames delivered since the last call (net header stripped). A used
    * entry with len 0 is a buffer the back-end rejected: returned as null.
+   * With MRG_RXBUF a frame larger than one buffer spans `num_buffers` used
+   * entries (only the first has the header); they are joined.
    */
   takeRx(): (Uint8Array | null)[] {
     const out: (Uint8Array | null)[] = [];
     for (const u of this.takeUsed()) {
-      if (u.len === 0) { out.push(null); continue; }
-      if (u.id >= this.size || u.len < NET_HDR || u.len > BUF_SIZE) throw new Error(`ring ${this.index}: used entry ${JSON.stringify(u)} is impossible for the buffers posted`);
+      if (u.len === 0 && !this.partial) { out.push(null); continue; }
+      if (u.id >= this.size || u.len > BUF_SIZE) throw new Error(`ring ${this.index}: used entry ${JSON.stringify(u)} is impossible for the buffers posted`);
       const gpa = this.bufGpa(u.id);
+      if (this.partial) {
+        this.partial.parts.push(this.g.read(gpa, u.len));
+        if (--this.partial.left === 0) {
+          out.push(Buffer.concat(this.partial.parts));
+          this.partial = null;
+        }
+        continue;
+      }
+      if (u.len < NET_HDR) throw new Error(`ring ${this.index}: used entry ${JSON.stringify(u)} shorter than the net header`);
       const numBuffers = this.g.dv.getUint16(this.g.host(gpa + 10, 2), true);
-      if (numBuffers !== 1) throw new Error(`ring ${this.index}: num_buffers ${numBuffers} for a frame that fits one buffer`);
-      out.push(this.g.read(gpa + NET_HDR, u.len - NET_HDR));
+      if (numBuffers === 0) throw new Error(`ring ${this.index}: num_buffers 0`);
+      const first = this.g.read(gpa + NET_HDR, u.len - NET_HDR);
+      if (numBuffers === 1) out.push(first);
+      else this.partial = { parts: [first], left: numBuffers - 1 };
     }
     return out;
   }
@@ -770,7 +791,7 @@ export class VhostFrontend {
       sent += tx.sendFrames(frames.slice(sent, sent + 64));
       tx.reclaim();
       return sent === frames.length && tx.outstanding.size === 0;
-    }, timeoutMs, () => `TX ring ${index} to take ${frames.length} frames (sent ${sent}, ${tx.outstanding.size} still in the ring)`);
+    }, timeoutMs, () => `TX ring ${index} to take ${frames.length} frames (sent ${sent}, ${tx.outstanding.size} still in the ring; avail.idx ${tx.q.availIdx}, used.idx ${tx.usedIdx()}, used flags ${tx.q.usedFlags()}, avail_event ${tx.q.availEvent()}, kicks pending ${tx.kickPending()})`);
   }
 
   /** Closes the socket, the rings' eventfds and the guest memory. */

@@ -623,9 +623,11 @@ describe('vhost-user device: the socket layer under GC pressure', () => {
     console.log('20000 messages intact');
   `;
 
-  it('sendWithFds/recvWithFds keep their buffers alive across the syscall', {
-    todo: 'back-end bug: src/sys/unix-fd.ts msghdr() returns the iovec/control Buffers only in `keep`, which sendWithFds/recvWithFds drop before calling sendmsg/recvmsg; a GC in between frees them, so sendmsg fails with EFAULT or sends garbage, and recvmsg writes into freed memory (heap corruption, glibc abort)',
-  }, () => {
+  // Regression (fixed in dc405cb): msghdr() returned the iovec/control
+  // Buffers only in a `keep` array the callers dropped before the syscall; a
+  // GC in between freed them, so sendmsg failed with EFAULT or sent garbage
+  // and recvmsg wrote into freed memory (glibc then aborted).
+  it('sendWithFds/recvWithFds keep their buffers alive across the syscall', () => {
     const r = spawnSync(process.execPath, ['--input-type=module', '-e', probe], { encoding: 'utf8', timeout: 30000 });
     assert.equal(r.status, 0, `${r.stdout}${r.stderr.slice(0, 500)} (signal ${r.signal})`);
   });
