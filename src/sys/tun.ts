@@ -20,7 +20,7 @@ export const IFNAMSIZ = 16;
 function ifreq(name: string, flags: number): Buffer {
   const r = Buffer.alloc(40);
   r.write(name, 0, IFNAMSIZ - 1, 'latin1');
-  r.writeInt16LE(flags, 16);
+  r.writeUInt16LE(flags, 16);
   return r;
 }
 
@@ -72,21 +72,32 @@ export function createTap(req: TapRequest = {}): Tap {
     let flags = IFF_TAP | IFF_NO_PI;
     if (req.vnetHdr && (tunFeatures(fd) & IFF_VNET_HDR)) flags |= IFF_VNET_HDR;
     if (req.multiQueue) flags |= IFF_MULTI_QUEUE;
-    const r = ifreq(req.name ?? 'tap%d', flags);
-    check(c.ioctlPtr(fd, TUNSETIFF, r), 'ioctl', 'TUNSETIFF');
-    if (flags & IFF_VNET_HDR) {
-      // QEMU negotiates the header size itself; 12 bytes matches virtio 1.0
-      // and mergeable buffers, which is what our own data path uses too.
-      const sz = Buffer.alloc(4);
-      sz.writeInt32LE(12, 0);
-      check(c.ioctlPtr(fd, TUNSETVNETHDRSZ, sz), 'ioctl', 'TUNSETVNETHDRSZ');
-    }
+    const name = tunSetIff(fd, req.name ?? 'tap%d', flags);
+    // QEMU negotiates the header size itself; 12 bytes matches virtio 1.0
+    // and mergeable buffers, which is what our own data path uses too.
+    if (flags & IFF_VNET_HDR) setVnetHdrSize(fd, VNET_HDR_LEN);
     if (req.persist) setPersist(fd, true);
-    return { fd, name: ifreqName(r), flags, vnetHdr: (flags & IFF_VNET_HDR) !== 0 };
+    return { fd, name, flags, vnetHdr: (flags & IFF_VNET_HDR) !== 0 };
   } catch (e) {
     closeFd(fd);
     throw e;
   }
+}
+
+/** virtio-net header with num_buffers (virtio 1.0 / mergeable RX buffers). */
+export const VNET_HDR_LEN = 12;
+
+/** TUNSETIFF: sets a tun/tap/macvtap fd's flags; returns the interface name the kernel chose. */
+export function tunSetIff(fd: number, name: string, flags: number): string {
+  const r = ifreq(name, flags);
+  check(c.ioctlPtr(fd, TUNSETIFF, r), 'ioctl', 'TUNSETIFF');
+  return ifreqName(r);
+}
+
+export function setVnetHdrSize(fd: number, size: number): void {
+  const sz = Buffer.alloc(4);
+  sz.writeInt32LE(size, 0);
+  check(c.ioctlPtr(fd, TUNSETVNETHDRSZ, sz), 'ioctl', 'TUNSETVNETHDRSZ');
 }
 
 /**

@@ -24,16 +24,12 @@ import { checkGuestMac, formatMac, generateMac } from '../../net/mac.js';
 import type { Rollback } from '../../setup/rollback.js';
 import { c, check, closeFd, O_CLOEXEC, O_RDWR, SysError } from '../../sys/libc.js';
 import { ifIndex, setUp } from '../../sys/netdev.js';
-import { IFF_MULTI_QUEUE, IFF_VNET_HDR, tunFeatures, tunGetIff } from '../../sys/tun.js';
+import { IFF_MULTI_QUEUE, IFF_VNET_HDR, setVnetHdrSize, tunFeatures, tunGetIff, tunSetIff, VNET_HDR_LEN } from '../../sys/tun.js';
 import type { Availability, EndpointRequest, HostContext, KernelBackend, KernelEndpoint, OwnedObject } from '../types.js';
 import { dataNumber, dataString, ipReason, kernelFailure, stringParam } from './kerrors.js';
 import { FEATURES, kernelHas } from './kprobe.js';
 
-// Same values as in sys/tun.ts (not exported there).
-const TUNSETIFF = 0x400454ca;
-const TUNSETVNETHDRSZ = 0x400454d8;
-/** virtio-net header with num_buffers (virtio 1.0 / mergeable rx buffers), as createTap uses. */
-export const VNET_HDR_LEN = 12;
+export { VNET_HDR_LEN };
 
 export const MACVTAP_MODES = ['vepa', 'bridge', 'private', 'passthru'] as const;
 export type MacvtapMode = (typeof MACVTAP_MODES)[number];
@@ -168,13 +164,6 @@ export function openMacvtapDevice(ifindex: number, major: number, minor: number,
   }
 }
 
-function ifreq(name: string, flags: number): Buffer {
-  const r = Buffer.alloc(40);
-  r.write(name, 0, 15, 'latin1');
-  r.writeUInt16LE(flags, 16);
-  return r;
-}
-
 /**
  * What libvirt does on a macvtap fd (virNetDevMacVLanTapSetup): read the
  * flags with TUNGETIFF, set or clear IFF_VNET_HDR (a macvtap queue starts
@@ -189,13 +178,9 @@ export function configureMacvtapFd(fd: number, vnetHdr: boolean, multiQueue: boo
   else flags &= ~IFF_VNET_HDR;
   if (multiQueue) flags |= IFF_MULTI_QUEUE;
   else flags &= ~IFF_MULTI_QUEUE;
-  if (flags !== iff.flags) check(c.ioctlPtr(fd, TUNSETIFF, ifreq(iff.name, flags)), 'ioctl', 'TUNSETIFF');
+  if (flags !== iff.flags) tunSetIff(fd, iff.name, flags);
   const on = (flags & IFF_VNET_HDR) !== 0;
-  if (on) {
-    const sz = Buffer.alloc(4);
-    sz.writeInt32LE(VNET_HDR_LEN, 0);
-    check(c.ioctlPtr(fd, TUNSETVNETHDRSZ, sz), 'ioctl', 'TUNSETVNETHDRSZ');
-  }
+  if (on) setVnetHdrSize(fd, VNET_HDR_LEN);
   return on;
 }
 
