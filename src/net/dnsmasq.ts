@@ -6,10 +6,12 @@
 // after checking that the pid still is *our* dnsmasq: a stale pid file must
 // never make us kill an unrelated process that reused the number.
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { NotFoundError, SetupError } from '../errors.js';
 import { findExecutable } from './bin.js';
+import { sleepMs } from '../sys/flock.js';
+import { writeFileAtomic } from '../state/atomic-file.js';
 
 export interface DnsmasqPaths {
   pidFile: string;
@@ -137,9 +139,6 @@ export function dnsmasqPid(pidFile: string): number | null {
   return pid;
 }
 
-function sleepMs(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
 
 /**
  * Stops our dnsmasq (SIGTERM, then SIGKILL after `timeoutMs`) and removes the
@@ -180,10 +179,9 @@ export function writeDhcpHost(dir: string, mac: string, ip: string): string {
   mkdirSync(p.hostsDir, { recursive: true });
   const base = mac.replace(/:/g, '');
   const file = join(p.hostsDir, base);
-  // Written whole then renamed; dhcpHosts() skips dot files.
-  const tmp = join(p.hostsDir, `.${base}.tmp`);
-  writeFileSync(tmp, `${mac},${ip}\n`, { mode: 0o644 });
-  renameSync(tmp, file);
+  // Written whole then renamed (its temporary name starts with a dot, which
+  // dhcpHosts() and dnsmasq's --dhcp-hostsdir skip); 0644 for dnsmasq as nobody.
+  writeFileAtomic(file, `${mac},${ip}\n`, 0o644);
   return file;
 }
 

@@ -19,14 +19,10 @@
 import { closeSync, constants as fsc, openSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, ExhaustedError, PermissionError, SetupError } from '../errors.js';
-import { c, check, SysError } from '../sys/libc.js';
+import { flockExclusive } from '../sys/flock.js';
 import { ensureDir, readFileOrNull, removeFileDurable, writeFileAtomic } from './atomic-file.js';
 import { isOwnerRef, ownerStatus, sameOwner, type OwnerRef } from './owner.js';
 
-const LOCK_EX = 2;
-const LOCK_NB = 4;
-const EWOULDBLOCK = 11;
-const EINTR = 4;
 
 export const CLAIM_VERSION = 1;
 /** How long a claimant waits for a VF whose lock someone else holds right now. */
@@ -93,28 +89,6 @@ export function claimDir(stateDir: string): string { return join(stateDir, 'vf')
 const lockPath = (stateDir: string, pci: string): string => join(claimDir(stateDir), `${pci}.lock`);
 const recordPath = (stateDir: string, pci: string): string => join(claimDir(stateDir), `${pci}.json`);
 
-const sleepCell = new Int32Array(new SharedArrayBuffer(4));
-function sleepMs(ms: number): void { Atomics.wait(sleepCell, 0, 0, ms); }
-
-/** flock(LOCK_EX|LOCK_NB), retried for up to waitMs; false when still busy. */
-function lockExclusive(fd: number, waitMs: number): boolean {
-  const deadline = Date.now() + waitMs;
-  for (;;) {
-    try {
-      check(c.flock(fd, LOCK_EX | LOCK_NB), 'flock');
-      return true;
-    } catch (e) {
-      if (!(e instanceof SysError)) throw e;
-      if (e.errno === EINTR) continue;
-      if (e.errno !== EWOULDBLOCK) throw e;
-    }
-    const left = deadline - Date.now();
-    if (left <= 0) return false;
-    // Jitter keeps waiting claimants from retrying in lockstep.
-    sleepMs(Math.min(left, 1 + Math.floor(Math.random() * 4)));
-  }
-}
-
 const BUSY = Symbol('busy');
 
 /** Runs fn holding the VF's flock; BUSY when it could not be taken within waitMs. */
@@ -132,7 +106,7 @@ function withVfLock<T>(stateDir: string, pci: string, waitMs: number, fn: () => 
     throw e;
   }
   try {
-    if (!lockExclusive(fd, waitMs)) return BUSY;
+    if (!flockExclusive(fd, waitMs)) return BUSY;
     return fn();
   } finally {
     closeSync(fd); // drops the flock

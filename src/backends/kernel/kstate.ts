@@ -4,13 +4,13 @@
 // same moment (QEMU hot-plugging two NICs) cannot both decide "I am first" or
 // "I am last". Lock files are never deleted: deleting a lock file while
 // someone waits on it would hand the two of them different locks.
-import { closeSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { SetupError } from '../../errors.js';
-import { c, check, SysError } from '../../sys/libc.js';
+import { SysError } from '../../sys/libc.js';
+import { flockExclusive, sleepMs } from '../../sys/flock.js';
+import { writeFileAtomic } from '../../state/atomic-file.js';
 
-const LOCK_EX = 2;
-const LOCK_NB = 4;
 /** Longest wait for another helper's lock; QEMU waits for us with no timeout of its own. */
 export const LOCK_TIMEOUT_MS = 10_000;
 
@@ -23,20 +23,14 @@ export function withLock<T>(lockPath: string, fn: () => T, timeoutMs = LOCK_TIME
   mkdirSync(dirname(lockPath), { recursive: true, mode: 0o755 });
   const fd = openSync(lockPath, 'a', 0o600);
   try {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      try {
-        check(c.flock(fd, LOCK_EX | LOCK_NB), 'flock', lockPath);
-        break;
-      } catch (e) {
-        if (!(e instanceof SysError)) throw e;
-        if (e.code !== 'EWOULDBLOCK' && e.code !== 'EAGAIN') throw new SetupError(`cannot lock ${lockPath}: ${e.code}`);
-        if (Date.now() >= deadline) {
-          throw new SetupError(`another qemu-net-helper has held ${lockPath} for more than ${timeoutMs / 1000} s`, 'look for a stuck qemu-net-helper process');
-        }
-        sleepMs(5);
-      }
+    let locked: boolean;
+    try {
+      locked = flockExclusive(fd, timeoutMs);
+    } catch (e) {
+      if (e instanceof SysError) throw new SetupError(`cannot lock ${lockPath}: ${e.code}`);
+      throw e;
     }
+    if (!locked) throw new SetupError(`another qemu-net-helper has held ${lockPath} for more than ${timeoutMs / 1000} s`, 'look for a stuck qemu-net-helper process');
     return fn();
   } finally {
     closeSync(fd); // releases the lock
@@ -59,14 +53,11 @@ export function readJson<T>(path: string): T | null {
   }
 }
 
-/** Writes JSON whole (temporary file + rename): a crash never leaves half a file. */
+/** Writes JSON whole (state/atomic-file.ts): a crash never leaves half a file. */
 export function writeJson(path: string, value: unknown): void {
   mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n', { mode: 0o644 });
-  renameSync(tmp, path);
+  // 0644: dnsmasq reads some of these files after dropping to user nobody.
+  writeFileAtomic(path, JSON.stringify(value, null, 2) + '\n', 0o644);
 }
 
-export function sleepMs(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
+export { sleepMs };
