@@ -1,27 +1,26 @@
 // The policy path of the helper: profile and policy files (zod), candidate
 // choice, every kernel implementation. Loaded only when the arguments need it,
 // because zod and the rest cost tens of milliseconds QEMU would wait for.
-import { hostContextFrom, type HostContext, type TransportName } from '../backends/types.js';
+import type { HostContext, TransportName } from '../backends/types.js';
 import { kernels, transports } from '../backends/registry.js';
 import { sendHelperFd } from '../backends/transport/helper-fd.js';
 import { UsageError } from '../errors.js';
-import { realize, type Choice } from '../policy/choose.js';
-import { configDir, loadPolicies, loadProfile } from '../policy/load.js';
+import { closeChoiceFds, realize, type Choice } from '../policy/choose.js';
+import { configDir, loadProfile, policyFor } from '../policy/load.js';
 import { buildRequest } from '../policy/request.js';
-import { Rollback } from '../setup/rollback.js';
-import { CAP_NET_ADMIN, hasCapability } from '../sys/caps.js';
 import { c } from '../sys/libc.js';
 import { peerCred, sendWithFds } from '../sys/unix-fd.js';
 import { removeEndpoint, saveEndpoint, type EndpointRecord } from '../state/endpoints.js';
 import { ownerOf, type OwnerRef } from '../state/owner.js';
-import { completeRecord, draftRecord } from '../lifecycle/record.js';
+import { completeRecord, draftRecord, journalingRollback } from '../lifecycle/record.js';
+import { hostFromEnv } from '../lifecycle/up.js';
 import { spawnWatcher } from '../lifecycle/watcher.js';
-
-const F_SETFD = 2;
-const FD_CLOEXEC = 1;
 import { aclPath, checkAccess } from './acl.js';
 import type { HelperArgs } from './args.js';
 import { checkHelperSocket } from './run.js';
+
+const F_SETFD = 2;
+const FD_CLOEXEC = 1;
 
 const PLAIN_PROTOCOLS: TransportName[] = ['tap', 'macvtap'];
 
@@ -42,18 +41,13 @@ export function runPolicyHelper(a: HelperArgs, env: NodeJS.ProcessEnv = process.
   const acl = aclPath(a.acl, env);
   if (a.bridgeGiven || mode === 'bridge') checkAccess(acl, a.bridgeGiven ? a.bridge : req.dev ?? a.bridge);
   if (a.dev && a.dev !== a.bridge) checkAccess(acl, a.dev);
-  const policies = loadPolicies(config);
-  const policy = policies.get(mode);
-  if (!policy) throw new UsageError(`no policy defines mode '${mode}'`);
+  const policy = policyFor(config, mode);
   const allowed = (a.socketpair !== undefined ? (a.protocols ?? profile?.protocols ?? PLAIN_PROTOCOLS) : PLAIN_PROTOCOLS) as TransportName[];
-  const host = hostContextFrom(env, c.geteuid() === 0 || hasCapability(CAP_NET_ADMIN));
+  const host = hostFromEnv(env);
   // The endpoint record is written only once something durable exists (a plain
   // tap dies with QEMU's fd and needs none), then updated at every step.
   const record = draftRecord(mode, peerOwner(sock));
-  const rb = new Rollback((o) => {
-    record.owned.push(o);
-    saveEndpoint(host.stateDir, record);
-  });
+  const rb = journalingRollback(record, host.stateDir);
   // Claims (SR-IOV VFs) are owned by QEMU, not by this short-lived helper.
   if (record.owner) req.params.ownerPid = record.owner.pid;
   req.params.endpointId = record.id;
@@ -80,7 +74,7 @@ export function runPolicyHelper(a: HelperArgs, env: NodeJS.ProcessEnv = process.
     }
     // Objects that outlive QEMU's fd (macvtap, routes, NAT, VF claims) stay;
     // only our own fd references go.
-    for (const fd of new Set([...choice.endpoint.fds, ...choice.transport.fds])) c.close(fd);
+    closeChoiceFds(choice);
     rb.commit();
     if (record.owned.length > 0) finishRecord(record, choice, host, sock, env);
     return { choice, reply };

@@ -1,7 +1,8 @@
 // An endpoint record is drafted before setup (so the journal can fill it step
 // by step) and completed from the chosen candidate once setup succeeded.
 import type { Choice } from '../policy/choose.js';
-import { ENDPOINT_VERSION, newEndpointId, type EndpointRecord } from '../state/endpoints.js';
+import { Rollback } from '../setup/rollback.js';
+import { ENDPOINT_VERSION, newEndpointId, saveEndpoint, type EndpointRecord } from '../state/endpoints.js';
 import { selfOwner, type OwnerRef } from '../state/owner.js';
 
 export function draftRecord(mode: string, owner: OwnerRef | null, id = newEndpointId()): EndpointRecord {
@@ -10,6 +11,17 @@ export function draftRecord(mode: string, owner: OwnerRef | null, id = newEndpoi
     mode, kernel: '', transport: '', ifname: '', mac: null, mtu: 0, devicePath: null, owned: [],
     info: { state: 'setting-up', setupBy: selfOwner() },
   };
+}
+
+/**
+ * A rollback whose owned steps are appended to `record` and saved at once:
+ * what outlives this process is on disk before the step that made it returns.
+ */
+export function journalingRollback(record: EndpointRecord, stateDir: string): Rollback {
+  return new Rollback((owned) => {
+    record.owned.push(owned);
+    saveEndpoint(stateDir, record);
+  });
 }
 
 export function completeRecord(record: EndpointRecord, choice: Choice): void {

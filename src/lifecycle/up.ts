@@ -5,14 +5,13 @@ import { kernels, transports } from '../backends/registry.js';
 import { hostContextFrom, type HostContext, type TransportName } from '../backends/types.js';
 import { UsageError } from '../errors.js';
 import type { HelperArgs } from '../helper/args.js';
-import { realize, type ExplainEntry } from '../policy/choose.js';
-import { configDir, loadPolicies, loadProfile } from '../policy/load.js';
+import { closeChoiceFds, realize, type ExplainEntry } from '../policy/choose.js';
+import { configDir, loadProfile, policyFor } from '../policy/load.js';
 import { buildRequest } from '../policy/request.js';
-import { Rollback } from '../setup/rollback.js';
 import { CAP_NET_ADMIN, hasCapability } from '../sys/caps.js';
 import { c } from '../sys/libc.js';
 import { loadEndpoint, newEndpointId, removeEndpoint, saveEndpoint, validEndpointId, type EndpointRecord } from '../state/endpoints.js';
-import { completeRecord, draftRecord } from './record.js';
+import { completeRecord, draftRecord, journalingRollback } from './record.js';
 
 export interface UpOptions {
   mode?: string;
@@ -60,17 +59,13 @@ export function up(o: UpOptions, env: NodeJS.ProcessEnv = process.env): UpResult
   if (o.vfPool) args.vfPool = o.vfPool;
   const { mode, req } = buildRequest(args, profile);
   req.persist = true;
-  const policy = loadPolicies(config).get(mode);
-  if (!policy) throw new UsageError(`no policy defines mode '${mode}'`);
+  const policy = policyFor(config, mode);
   const id = o.id ?? newEndpointId();
   if (!validEndpointId(id)) throw new UsageError(`endpoint id '${id}' is not valid`, 'use letters, digits, . _ - (at most 64)');
   if (loadEndpoint(host.stateDir, id)) throw new UsageError(`endpoint '${id}' already exists`, `take it down first: qemu-net-helper down ${id}`);
   const record = draftRecord(mode, null, id);
   saveEndpoint(host.stateDir, record);
-  const rb = new Rollback((owned) => {
-    record.owned.push(owned);
-    saveEndpoint(host.stateDir, record);
-  });
+  const rb = journalingRollback(record, host.stateDir);
   const allowed: TransportName[] = ['tap', 'macvtap'];
   // A manual endpoint lives until `down`: its claims are owned by init (pid 1),
   // whose identity never changes, so they are never mistaken for stale.
@@ -78,7 +73,7 @@ export function up(o: UpOptions, env: NodeJS.ProcessEnv = process.env): UpResult
   req.params.endpointId = id;
   try {
     const choice = realize(mode, policy, req, host, { kernels, transports }, allowed, rb);
-    for (const fd of new Set([...choice.endpoint.fds, ...choice.transport.fds])) c.close(fd);
+    closeChoiceFds(choice);
     rb.commit();
     completeRecord(record, choice);
     saveEndpoint(host.stateDir, record);

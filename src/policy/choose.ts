@@ -3,6 +3,7 @@
 // rest in order, undo a failed attempt completely before the next one.
 import { ExitCode, HelperError, NotFoundError, UnsupportedError, UsageError } from '../errors.js';
 import { linkShow } from '../net/ip.js';
+import { closeFd } from '../sys/libc.js';
 import type { Rollback } from '../setup/rollback.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -23,6 +24,11 @@ export interface Choice {
   endpoint: KernelEndpoint;
   transport: TransportResult;
   explain: ExplainEntry[];
+}
+
+/** Closes our references to the chosen endpoint's fds (once each: transports may pass the kernel's on). */
+export function closeChoiceFds(choice: Choice): void {
+  for (const fd of new Set([...choice.endpoint.fds, ...choice.transport.fds])) closeFd(fd);
 }
 
 export interface Registries {

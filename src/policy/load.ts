@@ -5,7 +5,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { projectRoot } from '../paths.js';
-import { ConfigError } from '../errors.js';
+import { ConfigError, UsageError } from '../errors.js';
 import { formatIssues, PolicyFileSchema, ProfileSchema, type ModePolicy, type Profile } from './schema.js';
 
 export const DEFAULT_CONFIG_DIR = '/etc/qemu-net-helper';
@@ -50,6 +50,13 @@ export function loadPolicies(config: string, builtin = builtinPolicyDir()): Map<
   loadDir(builtin, m);
   loadDir(join(config, 'policies'), m);
   return m;
+}
+
+/** The policy of one mode (user files over built-ins); a usage error when none defines it. */
+export function policyFor(config: string, mode: string): LoadedPolicy {
+  const policy = loadPolicies(config).get(mode);
+  if (!policy) throw new UsageError(`no policy defines mode '${mode}'`);
+  return policy;
 }
 
 export function profilePath(config: string, name: string): string {
