@@ -19,13 +19,14 @@ import { readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, ExhaustedError, NotFoundError, PermissionError, SetupError, UsageError } from '../../errors.js';
 import { checkInterfaceName, interfaceNameProblem } from '../../net/ifname.js';
-import { ip, IpError, ipJson, linkDelete, linkKind, linkShow, type LinkInfo } from '../../net/ip.js';
+import { ip, IpError, ipJson, linkKind, linkShow, type LinkInfo } from '../../net/ip.js';
 import { checkGuestMac, formatMac, generateMac } from '../../net/mac.js';
 import type { Rollback } from '../../setup/rollback.js';
 import { c, check, closeFd, O_CLOEXEC, O_RDWR, SysError } from '../../sys/libc.js';
 import { ifIndex, setUp } from '../../sys/netdev.js';
 import { IFF_MULTI_QUEUE, IFF_VNET_HDR, setVnetHdrSize, tunFeatures, tunGetIff, tunSetIff, VNET_HDR_LEN } from '../../sys/tun.js';
 import type { Availability, EndpointRequest, HostContext, KernelBackend, KernelEndpoint, OwnedObject } from '../types.js';
+import { releaseLink } from './klink.js';
 import { dataNumber, dataString, ipReason, kernelFailure, stringParam } from './kerrors.js';
 import { FEATURES, kernelHas } from './kprobe.js';
 
@@ -372,20 +373,8 @@ export function releaseMacvtap(obj: OwnedObject): void {
     return;
   }
   if (obj.kind !== OWNED_KIND) throw new SetupError(`the macvtap kernel cannot release objects of kind '${obj.kind}'`);
-  const name = dataString(obj.data, 'ifname', obj.kind);
-  const ifindex = dataNumber(obj.data, 'ifindex', obj.kind);
-  let l: LinkInfo | null;
-  try {
-    l = linkShow(name);
-  } catch (e) {
-    kernelFailure(e, `looking up macvtap '${name}'`);
-  }
-  if (!l || linkKind(l) !== 'macvtap' || l.ifindex !== ifindex) return;
-  try {
-    linkDelete(name);
-  } catch (e) {
-    kernelFailure(e, `deleting macvtap '${name}'`);
-  }
+  dataNumber(obj.data, 'ifindex', obj.kind); // recorded at setup: required for the identity check
+  releaseLink(obj, ['macvtap']);
 }
 
 export function probeMacvtap(req: Partial<EndpointRequest>, host: HostContext): Availability {

@@ -11,12 +11,13 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { ConfigError, NotFoundError, SetupError, UsageError } from '../../errors.js';
 import { checkInterfaceName, interfaceNameProblem } from '../../net/ifname.js';
-import { ip, IpError, linkDelete, linkKind, linkShow, type LinkInfo } from '../../net/ip.js';
+import { ip, IpError, linkKind, linkShow, type LinkInfo } from '../../net/ip.js';
 import { checkGuestMac, formatMac } from '../../net/mac.js';
 import type { Rollback } from '../../setup/rollback.js';
 import { getMac, ifIndex, setMac } from '../../sys/netdev.js';
 import type { Availability, EndpointRequest, HostContext, KernelBackend, KernelEndpoint, OwnedObject } from '../types.js';
-import { dataNumber, dataString, ipReason, kernelFailure, stringParam } from './kerrors.js';
+import { releaseLink } from './klink.js';
+import { dataNumber, ipReason, kernelFailure, stringParam } from './kerrors.js';
 import { FEATURES, kernelHas } from './kprobe.js';
 
 export const OWNED_KIND = 'veth';
@@ -122,15 +123,8 @@ export function setupVeth(req: EndpointRequest, _host: HostContext, rb: Rollback
  */
 export function releaseVeth(obj: OwnedObject): void {
   if (obj.kind !== OWNED_KIND) throw new SetupError(`the veth kernel cannot release objects of kind '${obj.kind}'`);
-  const name = dataString(obj.data, 'ifname', obj.kind);
-  const ifindex = dataNumber(obj.data, 'ifindex', obj.kind);
-  const l = linkOrNull(name, 'veth');
-  if (!l || linkKind(l) !== 'veth' || l.ifindex !== ifindex) return;
-  try {
-    linkDelete(name);
-  } catch (e) {
-    kernelFailure(e, `deleting veth '${name}'`);
-  }
+  dataNumber(obj.data, 'ifindex', obj.kind); // recorded at setup: required for the identity check
+  releaseLink(obj, ['veth']);
 }
 
 export function probeVeth(req: Partial<EndpointRequest>, host: HostContext): Availability {
