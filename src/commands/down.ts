@@ -2,7 +2,7 @@ import { Args, Command } from '@oclif/core';
 import { ExitCode } from '../errors.js';
 import { fail } from '../cli/fail.js';
 import { releaseEndpoint } from '../lifecycle/release.js';
-import { hostFromEnv } from '../lifecycle/up.js';
+import { processHost } from '../host/context.js';
 import { loadEndpoint } from '../state/endpoints.js';
 
 export default class Down extends Command {
@@ -13,7 +13,7 @@ export default class Down extends Command {
   async run(): Promise<unknown> {
     const { args } = await this.parse(Down);
     try {
-      const host = hostFromEnv();
+      const host = processHost();
       const rec = loadEndpoint(host.stateDir, args.id);
       if (!rec) {
         if (!this.jsonEnabled()) this.log(`endpoint ${args.id}: already gone`);

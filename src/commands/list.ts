@@ -1,5 +1,5 @@
 import { Command } from '@oclif/core';
-import { hostFromEnv } from '../lifecycle/up.js';
+import { processHost } from '../host/context.js';
 import { endpointOwnerStatus, listEndpoints } from '../state/endpoints.js';
 import { listClaims } from '../state/vf-claims.js';
 
@@ -9,7 +9,7 @@ export default class List extends Command {
 
   async run(): Promise<unknown> {
     await this.parse(List);
-    const host = hostFromEnv();
+    const host = processHost();
     const endpoints = listEndpoints(host.stateDir).map((e) => ('corrupt' in e
       ? { id: e.id, corrupt: e.corrupt, file: e.file }
       : { ...e.record, ownerStatus: endpointOwnerStatus(e.record) }));
