@@ -5,7 +5,7 @@
 // exit code and the one line to print. Only node:net and node:fs: no native
 // code, no oclif, so this path costs little more than Node's own start-up.
 import { connect } from 'node:net';
-import { describeError, ExitCode, PermissionError, SetupError } from '../errors.js';
+import { describeError, ExitCode, HelperError, PermissionError, SetupError, type ExitCodeValue } from '../errors.js';
 import { DEFAULT_PATHS, ENV, hasNetAdmin } from '../host/context.js';
 import { HELPER_USAGE, parseHelperArgs } from '../helper/args.js';
 import { decodeReply, encodeRequest, type BrokerReply, type BrokerRequest } from './protocol.js';
@@ -88,4 +88,11 @@ export async function helperClientMain(argv: readonly string[], env: NodeJS.Proc
     process.stderr.write(`qemu-net-helper: ${line}\n`);
     return exitCode;
   }
+}
+
+/** up/down/list/gc for an unprivileged user: the broker's result, or its refusal as the same error class and exit code. */
+export async function viaBroker<T>(req: BrokerRequest, env: NodeJS.ProcessEnv = process.env): Promise<T> {
+  const reply = await askBroker(req, brokerPath(env));
+  if (!reply.ok) throw new HelperError(reply.exit as ExitCodeValue, reply.error);
+  return reply.result as T;
 }

@@ -9,12 +9,12 @@ import { serveHelper } from '../helper/full.js';
 import type { HostContext } from '../host/context.js';
 import { gcAll } from '../lifecycle/gc.js';
 import { releaseEndpoint } from '../lifecycle/release.js';
+import { listFor, visibleTo } from '../lifecycle/list.js';
 import { up } from '../lifecycle/up.js';
 import { closeFd, SysError } from '../sys/libc.js';
 import { pidfdGetfd } from '../sys/pidfd.js';
 import { peerCred } from '../sys/unix-fd.js';
-import { endpointOwnerStatus, listEndpoints, loadEndpoint, type EndpointRecord } from '../state/endpoints.js';
-import { listClaims } from '../state/vf-claims.js';
+import { loadEndpoint } from '../state/endpoints.js';
 import type { BrokerReply, BrokerRequest } from './protocol.js';
 
 export interface BrokerConfig {
@@ -30,11 +30,6 @@ export interface Handled {
   verdict: string;
   /** An endpoint the broker must now watch (its owner's exit ends it). */
   watch?: string;
-}
-
-/** Records a caller may see: its own; root sees all (records from before uids were kept are root's). */
-export function visibleTo(caller: Caller, rec: EndpointRecord): boolean {
-  return caller.isRoot || (rec.uid ?? 0) === caller.uid;
 }
 
 /** Root may point a request at other files; anyone else gets the broker's. */
@@ -97,15 +92,8 @@ export function handle(req: BrokerRequest, caller: Caller, pidfd: number, cfg: B
         return { reply, what: `down ${req.id}`, verdict: exit ? 'failed' : 'released' };
       }
       case 'list': {
-        const endpoints: { id: string }[] = [];
-        for (const e of listEndpoints(cfg.host.stateDir)) {
-          if ('record' in e) {
-            if (visibleTo(caller, e.record)) endpoints.push({ ...e.record, ownerStatus: endpointOwnerStatus(e.record) } as { id: string });
-          } else if (caller.isRoot) endpoints.push({ id: e.id, corrupt: e.corrupt, file: e.file } as { id: string });
-        }
-        const mine = new Set(endpoints.map((e) => e.id));
-        const vfClaims = listClaims(cfg.host.stateDir).filter((c) => caller.isRoot || (c.record !== undefined && mine.has(c.record.endpointId)));
-        return { reply: { v: 1, ok: true, exit: 0, result: { endpoints, vfClaims } }, what: 'list', verdict: `${endpoints.length} endpoints` };
+        const result = listFor(cfg.host.stateDir, caller);
+        return { reply: { v: 1, ok: true, exit: 0, result }, what: 'list', verdict: `${result.endpoints.length} endpoints` };
       }
       case 'gc': {
         const r = gcAll(cfg.host, caller.isRoot ? undefined : (rec) => visibleTo(caller, rec));

@@ -1,7 +1,8 @@
 import { Args, Command } from '@oclif/core';
 import { ExitCode } from '../errors.js';
 import { fail } from '../cli/fail.js';
-import { releaseEndpoint } from '../lifecycle/release.js';
+import { releaseEndpoint, type ReleaseReport } from '../lifecycle/release.js';
+import { needsBroker, viaBroker } from '../broker/client.js';
 import { processHost } from '../host/context.js';
 import { loadEndpoint } from '../state/endpoints.js';
 
@@ -13,6 +14,14 @@ export default class Down extends Command {
   async run(): Promise<unknown> {
     const { args } = await this.parse(Down);
     try {
+      if (needsBroker()) {
+        const r = await viaBroker<ReleaseReport & { alreadyGone: boolean }>({ v: 1, op: 'down', id: args.id });
+        if (!this.jsonEnabled()) {
+          if (r.alreadyGone) this.log(`endpoint ${args.id}: already gone`);
+          for (const x of r.released) this.log(`released ${x}`);
+        }
+        return r;
+      }
       const host = processHost();
       const rec = loadEndpoint(host.stateDir, args.id);
       if (!rec) {

@@ -1,6 +1,7 @@
 import { Command, Flags } from '@oclif/core';
 import { fail } from '../cli/fail.js';
-import { up } from '../lifecycle/up.js';
+import { up, type UpResult } from '../lifecycle/up.js';
+import { needsBroker, viaBroker } from '../broker/client.js';
 import { processCaller } from '../access/caller.js';
 import { callerIsRoot, configPaths, processHost } from '../host/context.js';
 import { MODES } from '../backends/types.js';
@@ -28,11 +29,14 @@ export default class Up extends Command {
   async run(): Promise<unknown> {
     const { flags } = await this.parse(Up);
     try {
-      const r = up({
+      const options = {
         ...(flags.mode ? { mode: flags.mode } : {}), ...(flags.dev ? { dev: flags.dev } : {}), ...(flags.mac ? { mac: flags.mac } : {}),
         ...(flags.mtu ? { mtu: flags.mtu } : {}), ...(flags.profile ? { profile: flags.profile } : {}),
         ...(flags['vf-pool'] ? { vfPool: flags['vf-pool'].split(',') } : {}), ...(flags.id ? { id: flags.id } : {}),
-      }, { host: processHost(), config: configPaths({ config: flags.config }, process.env, callerIsRoot()).config, acl: null, caller: processCaller() });
+      };
+      const r = needsBroker()
+        ? await viaBroker<UpResult>({ v: 1, op: 'up', options })
+        : up(options, { host: processHost(), config: configPaths({ config: flags.config }, process.env, callerIsRoot()).config, acl: null, caller: processCaller() });
       if (!this.jsonEnabled()) {
         if (flags.explain) for (const e of r.explain) this.log(`explain: ${e.kernel}/${e.transport}: ${e.decision}: ${e.reason}`);
         this.log(`endpoint ${r.endpoint.id}: ${r.endpoint.kernel}/${r.endpoint.transport} ${r.endpoint.ifname}${r.endpoint.devicePath ? ` (${r.endpoint.devicePath})` : ''} mac ${r.endpoint.mac ?? '-'} mtu ${r.endpoint.mtu}`);
