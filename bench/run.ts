@@ -1,9 +1,10 @@
 // `npm run bench`: every benchmark, each against its real alternative in the
 // same run. Prints Markdown tables (pasted into README) and writes JSON to
-// bench/results/latest.json. Select with arguments: helper, vhost-user.
+// bench/results/latest.json. Select with arguments: helper, broker, vhost-user.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT } from '../test/lib/paths.js';
+import { benchBrokerLatency } from './broker-latency.js';
 import { benchHelperLatency } from './helper-latency.js';
 import { benchVhostUser } from './vhost-user.js';
 
@@ -18,6 +19,15 @@ if (all || which.has('helper')) {
   console.log('| program | median ms | p10 | p90 | runs |\n|---|---|---|---|---|');
   for (const row of r.rows) console.log(`| ${row.name} | ${row.medianMs} | ${row.p10Ms} | ${row.p90Ms} | ${row.runs} |`);
   console.log(`\nqemu-net-helper / node -e 0 = ${r.ratioToNode}x (goal <= 1.25x); qemu-net-helper / qemu-bridge-helper = ${r.ratioToQbh ?? 'n/a'}x`);
+}
+
+if (all || which.has('broker')) {
+  const r = await benchBrokerLatency(Number(process.env.BENCH_ROUNDS ?? 40));
+  results.brokerLatency = r;
+  console.log('\n### Unprivileged helper exec-to-exit (uid 65534; fd received and checked with TUNGETIFF)\n');
+  console.log('| program | median ms | p10 | p90 | runs |\n|---|---|---|---|---|');
+  for (const row of r.rows) console.log(`| ${row.name} | ${row.medianMs} | ${row.p10Ms} | ${row.p90Ms} | ${row.runs} |`);
+  console.log(`\nbroker client / node -e 0 = ${r.ratioToNode}x (goal <= 1.25x, aim 1.1x); broker client / setuid qemu-bridge-helper = ${r.ratioToQbh ?? 'n/a'}x`);
 }
 
 if (all || which.has('vhost-user')) {

@@ -1,6 +1,6 @@
 // AF_PACKET sockets: the socket transport's view of a veth end. Every frame
 // arriving on the interface is read whole; a frame written is sent out of it.
-import { c, check, closeFd, koffi } from './libc.js';
+import { c, check, closeFd, koffi, O_CLOEXEC as SOCK_CLOEXEC } from './libc.js';
 import { ifIndex } from './netdev.js';
 
 const lib = koffi.load('libc.so.6');
@@ -9,7 +9,6 @@ const setsockoptRaw = lib.func('int setsockopt(int fd, int level, int name, cons
 const AF_PACKET = 17;
 const SOCK_RAW = 3;
 const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
 const ETH_P_ALL_BE = 0x0300; // htons(ETH_P_ALL = 3)
 const SOL_PACKET = 263;
 const PACKET_IGNORE_OUTGOING = 23;

@@ -118,8 +118,9 @@ export function qemuArgs(image: GuestImage, opts: GuestOptions): string[] {
     ...(shared ? ['-object', `memory-backend-memfd,id=qnhmem,size=${mem}M,share=on`] : []),
     '-kernel', image.kernel, '-initrd', image.initrd,
     // quiet keeps kernel chatter off the console the markers share;
-    // panic=-1 turns a guest panic into a reboot, i.e. a QEMU exit.
-    '-append', ['console=ttyS0', 'quiet', 'panic=-1', ...settings, ...(opts.append ?? [])].join(' '),
+    // panic=-1 turns a guest panic into a reboot, i.e. a QEMU exit;
+    // no_timer_check: on a loaded host TCG misses the IO-APIC timer probe and the guest panics.
+    '-append', ['console=ttyS0', 'quiet', 'panic=-1', 'no_timer_check', ...settings, ...(opts.append ?? [])].join(' '),
     ...extra,
   ];
 }
