@@ -74,6 +74,7 @@ export async function benchBrokerLatency(rounds = 40): Promise<LatencyResult> {
   }
 }
 
-if (process.argv[2] === '--inner') {
+// Only when run as the inner process itself (the other bench modules import this one).
+if (process.argv[2] === '--inner' && process.argv[1] === fileURLToPath(import.meta.url)) {
   inner(process.argv[3]!, process.argv[4]!, Number(process.argv[5])).then((r) => process.stdout.write(JSON.stringify(r)));
 }
