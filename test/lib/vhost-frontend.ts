@@ -10,11 +10,11 @@ import { mapShared, unmap, type Mapping } from '../../src/sys/mmap.js';
 import { eventfdDrain, eventfdSignal } from '../../src/sys/eventfd.js';
 import { unwatch, watchReadable } from '../../src/sys/poller.js';
 import { connectUnix, setNonBlocking } from '../../src/sys/unix-socket.js';
-import * as F from '../../src/vhost-user/protocol/frontend.js';
+import * as F from './frontend-codec.js';
 import {
   Feature, featureBit, hasFeature, MessageReader, ProtoFeature, Req, reqName, type MemRegion,
 } from '../../src/vhost-user/protocol/index.js';
-import { MockVirtq, VIRTQ_DESC_F_WRITE, type MockGuest } from '../../src/vhost-user/virtq/mock-driver.js';
+import { MockVirtq, VIRTQ_DESC_F_WRITE, type MockGuest } from './mock-driver.js';
 
 // ---- libc bits the project does not bind ---------------------------------
 

@@ -13,7 +13,7 @@ import { socketPair } from '../../src/sys/unix-fd.js';
 import type { PortDataplane, PortStats, QueueSpec, RegionSpec } from '../../src/vhost-user/dataplane/api.js';
 import { Connection } from '../../src/vhost-user/device/connection.js';
 import { VhostUserNetDevice } from '../../src/vhost-user/device/device.js';
-import * as F from '../../src/vhost-user/protocol/frontend.js';
+import * as F from '../lib/frontend-codec.js';
 import { Feature, featureBit, hasFeature, ProtoFeature, Req } from '../../src/vhost-user/protocol/index.js';
 import {
   DEFAULT_PROTOCOL_FEATURES, fdCount, fdList, fdOpen, GuestRing, makeEventfd, memfdCreate, pipe, VhostFrontend,

@@ -1,5 +1,5 @@
-// Public surface of the virtqueue layer (mock-driver.ts is test support and
-// deliberately not re-exported).
+// Public surface of the virtqueue layer (its test driver lives in test/lib/mock-driver.ts,
+// outside src).
 export * from './memory.js';
 export * from './chain.js';
 export * from './split.js';
