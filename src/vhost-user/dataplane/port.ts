@@ -6,7 +6,6 @@ import { fstatSync } from 'node:fs';
 import { mapShared, unmap, type Mapping } from '../../sys/mmap.js';
 import { GuestMemory, SplitQueue, type MemoryRegion } from '../virtq/index.js';
 import type { PortStats, QueueSpec, RegionSpec } from './api.js';
-import type { PeerSpec } from './pool.js';
 
 // 2 GiB: a multiple of every page size (4 KiB, 2 MiB, 1 GiB huge pages) and,
 // with the in-page skew, always under the 4 GiB a view may span.
@@ -16,6 +15,8 @@ export class WorkerQueue {
   readonly q: SplitQueue;
   enabled: boolean;
   callFd: number;
+  /** RX ring written in the current batch, not yet published (SwitchCore.flush). */
+  dirty = false;
   constructor(readonly index: number, readonly spec: QueueSpec, mem: GuestMemory) {
     this.q = new SplitQueue(spec.size, { eventIdx: spec.eventIdx, indirectDesc: spec.indirect });
     const err = this.q.setRings(mem, spec.desc, spec.avail, spec.used);
@@ -41,7 +42,7 @@ export class WorkerPort {
   private pastBadChains = 0;
   readonly stats: PortStats = { txFrames: 0, rxFrames: 0, txDropped: 0, rxDropped: 0, badChains: 0, brokenQueues: 0 };
 
-  constructor(readonly id: number, readonly queuePairs: number, readonly peer: PeerSpec) {
+  constructor(readonly id: number, readonly queuePairs: number) {
     this.queues = new Array<WorkerQueue | null>(queuePairs * 2).fill(null);
   }
 

@@ -4,7 +4,9 @@
 // the memory table; DPDK sends it last), and hands the data path plain specs.
 // Every handler either replies or throws DeviceError; the connection turns a
 // DeviceError into an error reply (REPLY_ACK) or a closed connection.
+import { fstatSync } from 'node:fs';
 import { closeFd } from '../../sys/libc.js';
+import { ensureShrinkSeal } from '../../sys/seals.js';
 import { isEventFd } from '../../sys/eventfd.js';
 import { setNonBlocking } from '../../sys/unix-socket.js';
 import { Feature, hasFeature, ProtoFeature, Req, encodeAck, encodeU64Reply, encodeVringStateReply, encodeConfigErrorReply, requestFds, type Request } from '../protocol/index.js';
@@ -43,6 +45,29 @@ export interface DeviceOptions {
   queuePairs: number;
   /** Largest ring size accepted (virtio allows 32768). */
   maxRingSize?: number;
+  /**
+   * Accept guest memory nobody can seal against shrinking (default false).
+   * Such a front-end can truncate the file and make the data path's next
+   * access a SIGBUS that kills every port; only for trusted front-ends that
+   * cannot seal (DPDK --no-huge, files on hugetlbfs).
+   */
+  allowUnsealedMemory?: boolean;
+}
+
+/**
+ * Seals each region file against shrinking (or finds it sealed). Non-files
+ * are left to the data path, which refuses them with its own reason.
+ */
+function sealRegions(fds: number[], allowUnsealed: boolean): void {
+  for (const fd of fds) {
+    let file = false;
+    try { file = fstatSync(fd).isFile(); } catch { /* not ours to judge here */ }
+    if (!file) continue;
+    if (ensureShrinkSeal(fd) === 'unsealable' && !allowUnsealed) {
+      throw new Error('a memory region file is not sealed against shrinking (F_SEAL_SHRINK) and cannot be sealed: truncating it would kill every port with SIGBUS '
+        + '(QEMU\'s memory-backend-memfd seals by default; for a trusted front-end that cannot seal, run serve with --allow-unsealed-memory)');
+    }
+  }
 }
 
 export class VhostUserNetDevice {
@@ -93,6 +118,7 @@ export class VhostUserNetDevice {
         try {
           specs = req.regions.map((r) => regionSpec(r, r.fd));
           MemoryTable.check(specs);
+          sealRegions(specs.map((r) => r.fd), this.opts.allowUnsealedMemory ?? false);
         } catch (e) {
           requestFds(req).forEach(closeFd);
           throw new DeviceError(`SET_MEM_TABLE: ${(e as Error).message}`);
@@ -105,6 +131,7 @@ export class VhostUserNetDevice {
         try {
           spec = regionSpec(req.region, req.fd);
           MemoryTable.check([...this.mem.regions, spec]);
+          sealRegions([spec.fd], this.opts.allowUnsealedMemory ?? false);
         } catch (e) {
           closeFd(req.fd);
           throw new DeviceError(`ADD_MEM_REG: ${(e as Error).message}`);
