@@ -13,6 +13,9 @@ import { withNetNs } from '../lib/netns.js';
 import { PacketPeer } from '../lib/packet-peer.js';
 import { Serve, type EventLine } from '../lib/serve.js';
 import { ethFrame, tagOf, TestGuest } from '../lib/switch-guests.js';
+import { VhostFrontend } from '../lib/vhost-frontend.js';
+import { acceptUnix, listenUnix } from '../../src/sys/unix-socket.js';
+import { closeFd } from '../../src/sys/libc.js';
 
 process.setMaxListeners(40);
 const MAC = { a: '52:54:00:00:00:0a', b: '52:54:00:00:00:0b', c: '52:54:00:00:00:0c', d: '52:54:00:00:00:0d', h: '02:00:00:00:00:99' };
@@ -110,6 +113,35 @@ describe('vhost-user switch with our test front-end', () => {
       assert.equal(code, 0, s.log());
     }
     assert.ok(![a, b, c, ctl].some((p) => existsSync(p)), 'sockets removed on exit');
+  });
+
+  it('--client: connected, ready, disconnected and reconnected events in order', async () => {
+    const path = join(dir, 'listening-fe.sock');
+    const lfd = listenUnix(path);
+    const s = new Serve(['--socket', path, '--client', '--events']);
+    const accept = async (): Promise<VhostFrontend> => {
+      let fd = -1;
+      await VhostFrontend.until(() => (fd = acceptUnix(lfd)) >= 0, 10000, () => 'the back-end to connect');
+      return new VhostFrontend(fd);
+    };
+    try {
+      const fe = await accept();
+      await fe.handshake({ memory: { name: 'qnh-client-1' } });
+      await s.waitEvent((e) => e.event === 'ready');
+      fe.close();
+      await s.waitEvent((e) => e.event === 'disconnected');
+      // The back-end retries; the second connection goes through setup again.
+      const fe2 = await accept();
+      await fe2.handshake({ memory: { name: 'qnh-client-2' } });
+      await s.waitEvent((e) => e.event === 'ready' && s.events.filter((x) => x.event === 'ready').length === 2);
+      assert.deepEqual(namesOf(s.events, 0), ['port-added', 'connected', 'ready', 'disconnected', 'connected', 'ready']);
+      assert.ok(s.events.every((e) => e.socket === path));
+      fe2.close();
+    } finally {
+      await s.stop();
+      closeFd(lfd);
+      rmSync(path, { force: true });
+    }
   });
 
   it('never removes a path that is not its own stale socket', async () => {
