@@ -708,7 +708,7 @@ const CASES: [string, Outcome | Outcome[], (c: Ctx) => Promise<Outcome>][] = [
     }
     return last;
   }],
-  ['SET_LOG_BASE with a pipe', 'accepted', (c) => outcome(c.fe, withAck(Req.SET_LOG_BASE, F.logBase(4096n, 0n)), [c.own(pipe()[1])])],
+  ['SET_LOG_BASE with a pipe', 'refused', (c) => outcome(c.fe, withAck(Req.SET_LOG_BASE, F.logBase(4096n, 0n)), [c.own(pipe()[1])])],
   // Rings.
   ['used ring outside memory', ['refused'], async (c) => {
     await ringReady(c);

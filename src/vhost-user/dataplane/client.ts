@@ -3,7 +3,7 @@
 // data path to stop using an fd before it closes it. Commands are the typed
 // union of commands.ts: call('stopQueue', ...) is known to return a number.
 import { Worker } from 'node:worker_threads';
-import type { PortDataplane, PortStats, QueueSpec, RegionSpec } from './api.js';
+import type { LogSpec, PortDataplane, PortStats, QueueSpec, RegionSpec } from './api.js';
 import type { CommandOf, CommandResults, MacEntry, Op, PollMode, WorkerMessage } from './commands.js';
 import type { PortModeName } from '../switch/forwarding.js';
 
@@ -89,6 +89,7 @@ export class DataplaneWorker {
   portDataplane(port: number): PortDataplane {
     return {
       setMemory: (regions: RegionSpec[]) => this.call('setMemory', { port, regions }).then(() => undefined),
+      setLog: (log: LogSpec) => this.call('setLog', { port, log }).then(() => undefined),
       startQueue: (q: number, spec: QueueSpec) => this.call('startQueue', { port, q, spec }).then(() => undefined),
       stopQueue: (q: number) => this.call('stopQueue', { port, q }),
       setCall: (q: number, fd: number) => this.call('setCall', { port, q, fd }).then(() => undefined),

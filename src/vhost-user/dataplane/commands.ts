@@ -1,7 +1,7 @@
 // The messages between the main thread and the data-path worker, as typed
 // unions: every command names its fields, every result type is known to the
 // caller (no `op: string` and casts). All plain data: it crosses postMessage.
-import type { PortStats, QueueSpec, RegionSpec } from './api.js';
+import type { LogSpec, PortStats, QueueSpec, RegionSpec } from './api.js';
 import type { PortModeName } from '../switch/forwarding.js';
 
 export type PollMode = 'event' | 'busy';
@@ -15,6 +15,7 @@ export interface CommandResults {
   setMode: null;
   setUplink: null;
   setMemory: null;
+  setLog: null;
   startQueue: null;
   stopQueue: number;
   setCall: null;
@@ -33,6 +34,7 @@ export type WorkerCommand =
   /** The uplink's fd (a tap or an AF_PACKET socket), or -1 for none. */
   | { op: 'setUplink'; fd: number }
   | { op: 'setMemory'; port: number; regions: RegionSpec[] }
+  | { op: 'setLog'; port: number; log: LogSpec }
   | { op: 'startQueue'; port: number; q: number; spec: QueueSpec }
   | { op: 'stopQueue'; port: number; q: number }
   | { op: 'setCall'; port: number; q: number; fd: number }

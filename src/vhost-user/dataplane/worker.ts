@@ -171,6 +171,10 @@ const handlers: Handlers = {
     rebuild();
     return null;
   },
+  setLog: (cmd) => {
+    need(cmd.port).setLog(cmd.log);
+    return null;
+  },
   startQueue: (cmd) => {
     need(cmd.port).startQueue(cmd.q, cmd.spec);
     rebuild();

@@ -28,6 +28,8 @@ interface Vring {
   desc: number;
   used: number;
   avail: number;
+  /** Guest-physical address of the used ring for dirty logging (VRING_F_LOG), or -1. */
+  logUsed: number;
   addrSet: boolean;
   base: number;
   kickFd: number;
@@ -39,7 +41,7 @@ interface Vring {
   enabled: boolean;
 }
 
-const newVring = (): Vring => ({ num: 0, desc: 0, used: 0, avail: 0, addrSet: false, base: 0, kickFd: -1, kicked: false, callFd: -1, errFd: -1, started: false, enabled: false });
+const newVring = (): Vring => ({ num: 0, desc: 0, used: 0, avail: 0, logUsed: -1, addrSet: false, base: 0, kickFd: -1, kicked: false, callFd: -1, errFd: -1, started: false, enabled: false });
 
 export interface DeviceOptions {
   queuePairs: number;
@@ -148,11 +150,23 @@ export class VhostUserNetDevice {
         await this.replaceMemory(keep, true, gone.map((r) => r.fd));
         return null;
       }
-      case 'SET_LOG_BASE':
-        // LOG_ALL is never offered, so no dirty log is ever written; the
-        // region is acknowledged (the spec always expects a reply) and released.
-        closeFd(req.fd);
+      case 'SET_LOG_BASE': {
+        // Live migration: the data path maps the log and marks every page it
+        // writes while LOG_ALL is on. The fd is ours to close once mapped.
+        try {
+          const size = Number(req.mmapSize);
+          const offset = Number(req.mmapOffset);
+          // A log covers 8 pages per byte: 1 GiB of log is 32 TiB of guest memory.
+          if (size > 2 ** 30 || !Number.isSafeInteger(offset)) throw new Error(`log of ${req.mmapSize} bytes at ${req.mmapOffset} is out of range`);
+          sealRegions([req.fd], this.opts.allowUnsealedMemory ?? false);
+          await this.dp.setLog({ fd: req.fd, size, offset });
+        } catch (e) {
+          throw new DeviceError(`SET_LOG_BASE: ${(e as Error).message}`);
+        } finally {
+          closeFd(req.fd);
+        }
         return encodeU64Reply(Req.SET_LOG_BASE, 0n);
+      }
       case 'SET_LOG_FD': closeFd(req.fd); return null;
       case 'SET_VRING_NUM': {
         const v = this.ring(req.index);
@@ -179,6 +193,7 @@ export class VhostUserNetDevice {
         v.desc = n(req.desc, 'desc');
         v.used = n(req.used, 'used');
         v.avail = n(req.avail, 'avail');
+        v.logUsed = req.flags & 1 ? n(req.log, 'log') : -1;
         v.addrSet = true;
         if (v.started) await this.restartQueue(req.index);
         else await this.maybeStart(req.index);
@@ -283,6 +298,8 @@ export class VhostUserNetDevice {
       hdrLen: v1 || mrg ? 12 : 10,
       kickFd: v.kickFd, callFd: v.callFd,
       enabled: v.enabled || !hasFeature(this.features, Feature.PROTOCOL_FEATURES),
+      logAll: hasFeature(this.features, Feature.LOG_ALL),
+      logUsedGpa: v.logUsed,
     };
   }
 

@@ -7,3 +7,4 @@ export * from './net.js';
 export * from './forward.js';
 export { copyBytes, SMALL_COPY_MAX } from './copy.js';
 export * from './walk.js';
+export * from './dirty-log.js';
