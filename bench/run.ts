@@ -1,11 +1,12 @@
 // `npm run bench`: every benchmark, each against its real alternative in the
 // same run. Prints Markdown tables (pasted into README) and writes JSON to
-// bench/results/latest.json. Select with arguments: helper, broker, vhost-user.
+// bench/results/latest.json. Select with arguments: helper, broker, vhost-user, uplink.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT } from '../test/lib/paths.js';
 import { benchBrokerLatency } from './broker-latency.js';
 import { benchHelperLatency } from './helper-latency.js';
+import { benchUplink } from './uplink.js';
 import { benchVhostUser } from './vhost-user.js';
 
 const which = new Set(process.argv.slice(2));
@@ -38,6 +39,14 @@ if (all || which.has('vhost-user')) {
   for (const row of r.rows) console.log(`| ${row.test} | ${row.frameBytes} | ${row.backend} | ${row.mpps.toFixed(2)} | ${row.gbps.toFixed(2)} | ${row.rssMiB ?? '-'} |`);
   console.log('');
   for (const x of r.ratios) console.log(`${x.test} ${x.frameBytes} B: qemu-net-helper / DPDK = ${x.ratio.toFixed(2)}`);
+}
+
+if (all || which.has('uplink')) {
+  const r = await benchUplink(Number(process.env.BENCH_SECONDS ?? 5));
+  results.uplink = r;
+  console.log('\n### Switch uplink: AF_PACKET on a veth (--uplink) vs a tap on a bridge (--br), guest -> uplink\n');
+  console.log('| uplink | frame B | Mpps taken from the guest | share written (rest: EAGAIN drops) |\n|---|---|---|---|');
+  for (const row of r) console.log(`| ${row.kind} | ${row.frameBytes} | ${row.mpps.toFixed(2)} | ${(row.writtenShare * 100).toFixed(1)}% |`);
 }
 
 mkdirSync(join(ROOT, 'bench/results'), { recursive: true });

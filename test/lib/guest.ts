@@ -32,6 +32,8 @@ export interface GuestSettings {
   wait?: number;
   /** Seconds to wait for carrier before going on anyway (10). */
   carrier?: number;
+  /** serve mode: addresses (comma-separated) to ping about once a second, printing QNH-REACH-UP/DOWN ADDR on every change. */
+  watch?: string;
 }
 
 export interface GuestOptions {
@@ -164,6 +166,16 @@ export class Guest {
   stderr(): string { return this.err; }
 
   has(name: string): boolean { return this.markers.some((m) => m.name === normalise(name)); }
+
+  /** The last QNH-REACH-UP/DOWN state seen for `addr` (qnh.watch), or null. */
+  reach(addr: string): 'up' | 'down' | null {
+    for (let i = this.markers.length - 1; i >= 0; i--) {
+      const m = this.markers[i]!;
+      if (m.text === addr && m.name === 'QNH-REACH-UP') return 'up';
+      if (m.text === addr && m.name === 'QNH-REACH-DOWN') return 'down';
+    }
+    return null;
+  }
   marker(name: string): GuestMarker | undefined { return this.markers.find((m) => m.name === normalise(name)); }
 
   /**
