@@ -1,0 +1,126 @@
+// Real libvirt session mode (a non-root user's `virsh -c qemu:///session`)
+// with our helper as bridge_helper: the helper libvirtd runs has no
+// CAP_NET_ADMIN, so it asks our broker; a TCG guest gets a tap on br0 and
+// pings the bridge; a denied bridge shows our message in libvirt's error.
+import assert from 'node:assert/strict';
+import { chownSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { startTestBroker, type BrokerRun } from '../lib/broker.js';
+import { ensureGuestImage, guestSkipReason, type GuestImage } from '../lib/guest.js';
+import { libvirtSkipReason, startLibvirtSession, type LibvirtSession } from '../lib/libvirt.js';
+import { NetNs } from '../lib/netns.js';
+import { BIN } from '../lib/paths.js';
+import { tapsHeldBy } from '../lib/qemu.js';
+import { eventually } from '../lib/wait.js';
+
+const skip = guestSkipReason() ?? libvirtSkipReason() ?? false;
+const GUEST_MS = 180_000; // TCG boot is ~5-15 s; a loaded 2-core machine can be much slower
+
+const xmlEscape = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/'/g, '&apos;');
+
+function domainXml(name: string, image: GuestImage, bridge: string, serial: string, cmdline: string): string {
+  return `<domain type='qemu'>
+  <name>${name}</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>${xmlEscape(image.kernel)}</kernel>
+    <initrd>${xmlEscape(image.initrd)}</initrd>
+    <cmdline>${xmlEscape(cmdline)}</cmdline>
+  </os>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <interface type='bridge'>
+      <source bridge='${bridge}'/>
+      <model type='virtio'/>
+    </interface>
+    <serial type='file'><source path='${xmlEscape(serial)}'/><target port='0'/></serial>
+    <controller type='usb' model='none'/>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+`;
+}
+
+describe('libvirt session mode: bridge_helper through the broker', { skip }, () => {
+  let ns: NetNs;
+  let broker: BrokerRun;
+  let lv: LibvirtSession;
+  let image: GuestImage;
+  const started = Date.now();
+
+  before(async () => {
+    image = await ensureGuestImage();
+    ns = NetNs.create('qnh-blv');
+    ns.addBridge('br0', '10.97.0.1/24');
+    ns.addBridge('brdeny');
+    broker = await startTestBroker(ns, { acl: 'allow br0\ndeny brdeny\n' });
+    lv = await startLibvirtSession(ns, { bridgeHelper: BIN, env: { QEMU_NET_HELPER_BROKER: broker.socket } });
+  });
+  after(async () => {
+    await lv?.close();
+    await broker?.stop();
+    ns?.destroy();
+    process.stderr.write(`# broker-libvirt: ${Date.now() - started} ms in all\n`);
+  });
+
+  it('virsh create starts a TCG guest on br0 whose QEMU holds our tap; the guest pings the bridge', async () => {
+    const t0 = Date.now();
+    const serial = join(lv.home, 'guest1.serial');
+    const xml = join(lv.home, 'guest1.xml');
+    writeFileSync(xml, domainXml('guest1', image, 'br0', serial, 'console=ttyS0 quiet panic=-1 qnh.ip=10.97.0.2/24 qnh.peer=10.97.0.1 qnh.count=20 qnh.interval=0.2'));
+    chownSync(xml, lv.uid, lv.gid);
+    const r = lv.virsh('create', xml);
+    assert.equal(r.code, 0, `virsh create failed: ${r.stderr}\n--- libvirtd ---\n${lv.log()}\n--- broker ---\n${broker.lines().join('\n')}`);
+    const serialText = (): string => (existsSync(serial) ? readFileSync(serial, 'utf8').replace(/\r/g, '') : '');
+    const waitFor = async (re: RegExp): Promise<string> => {
+      const deadline = Date.now() + GUEST_MS;
+      for (;;) {
+        const m = re.exec(serialText());
+        if (m) return m[0];
+        if (Date.now() > deadline) assert.fail(`no ${re} on the guest's console within ${GUEST_MS} ms:\n${serialText().split('\n').slice(-30).join('\n')}`);
+        await new Promise((res) => setTimeout(res, 200));
+      }
+    };
+    await waitFor(/QNH-READY .*/);
+    // While the guest pings: QEMU (the user's, in the namespace) holds a tap on br0.
+    const pid = lv.qemuPid('guest1');
+    assert.ok(pid, 'libvirt wrote the QEMU pid file');
+    assert.equal(statSync(`/proc/${pid}`).uid, lv.uid, 'QEMU runs as the session user');
+    const taps = tapsHeldBy(pid!);
+    assert.equal(taps.length, 1, `QEMU holds one tap, holds ${JSON.stringify(taps)}`);
+    const d = ns.linkDetails(taps[0]!) as { master?: string; linkinfo: { info_kind: string; info_data: { type: string } } };
+    assert.equal(d.master, 'br0');
+    assert.equal(d.linkinfo.info_data.type, 'tap');
+    const ok = await waitFor(/QNH-PING-(OK|FAIL) .*/);
+    assert.match(ok, /^QNH-PING-OK 10\.97\.0\.1 (\d+)\/20/, serialText());
+    await waitFor(/QNH-DONE/);
+    // The guest reboots; on_reboot=destroy ends the domain, and the tap dies with QEMU.
+    await eventually('libvirt ends the domain after the guest rebooted', () => lv.virsh('list', '--name').stdout.trim() === '', 60_000, 500);
+    await eventually('the tap is gone with QEMU', () => !ns.links().includes(taps[0]!), 10_000);
+    const decision = broker.decisions().find((l) => /--br=br0/.test(l));
+    assert.ok(decision, broker.lines().join('\n'));
+    assert.match(decision!, new RegExp(`^broker: uid=${lv.uid} pid=\\d+ comm=\\S+: helper --use-vnet --br=br0 --fd=\\d+: allowed: bridge bridge/tap ${taps[0]}$`));
+    process.stderr.write(`# libvirt guest ping: ${Date.now() - t0} ms\n`);
+  });
+
+  it('a denied bridge: virsh create fails with our message naming bridge, file and rule', async () => {
+    const t0 = Date.now();
+    const xml = join(lv.home, 'guest2.xml');
+    writeFileSync(xml, domainXml('guest2', image, 'brdeny', join(lv.home, 'guest2.serial'), 'console=ttyS0 quiet panic=-1'));
+    chownSync(xml, lv.uid, lv.gid);
+    const r = lv.virsh('create', xml);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /failed to communicate with bridge helper: stderr=qemu-net-helper: access denied: bridge 'brdeny' is refused by rule 'deny brdeny' at .*bridge\.conf:2/, r.stderr);
+    assert.equal(lv.virsh('list', '--name').stdout.trim(), '', 'no domain left running');
+    assert.ok(!ns.links().some((l) => l.startsWith('tap')), 'no tap left');
+    // virsh ran synchronously: the broker's line may still sit in the pipe.
+    await broker.waitForLine(new RegExp(`^broker: uid=${lv.uid} pid=\\d+ comm=\\S+: helper --use-vnet --br=brdeny --fd=\\d+: refused \\(exit 3\\): access denied`));
+    process.stderr.write(`# libvirt denied: ${Date.now() - t0} ms\n`);
+  });
+});
