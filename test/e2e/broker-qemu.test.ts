@@ -16,6 +16,8 @@ const skip = haveQemu() ? false : 'qemu-system-x86_64 is not installed';
 // nobody: no capabilities, no groups; nothing of it is ours to clean up.
 const NOBODY: RunAs = { uid: 65534, gid: 65534 };
 const MAC = '52:54:00:7b:01:02';
+// A supplementary group no account has: only a QEMU given it may use brgrp.
+const GROUP = 64123;
 
 const ACL = [
   '# broker test ACL',
@@ -25,6 +27,7 @@ const ACL = [
   'allow profile:lan',
   'allow mode:vepa',
   'allow dev:veth0',
+  `allow brgrp group=${GROUP}`,
   '',
 ].join('\n');
 
@@ -39,6 +42,7 @@ describe('unprivileged QEMU through the broker', { skip }, () => {
     ns.addBridge('br0', '10.98.0.1/24', 1400);
     ns.addBridge('brx');
     ns.addBridge('brdeny');
+    ns.addBridge('brgrp');
     ns.ip('link', 'add', 'veth0', 'type', 'veth', 'peer', 'name', 'veth1');
     ns.ip('link', 'set', 'veth0', 'up');
     ns.ip('link', 'set', 'veth1', 'up');
@@ -148,6 +152,19 @@ describe('unprivileged QEMU through the broker', { skip }, () => {
     requests++;
   });
 
+  it('a group rule: allowed with the supplementary group (SO_PEERGROUPS), refused without it', async () => {
+    const q = await startQemu(ns, ['-netdev', `bridge,id=n0,br=brgrp,helper=${BIN}`], env(), { ...NOBODY, groups: [GROUP] });
+    requests++;
+    try {
+      assert.match(readFileSync(`/proc/${q.proc.pid}/status`, 'utf8'), new RegExp(`^Groups:\\s+${GROUP}\\s*$`, 'm'));
+      assertTapOnBridge(q, 'brgrp', 1500);
+    } finally {
+      await q.quit();
+    }
+    await assert.rejects(startQemu(ns, ['-netdev', `bridge,id=n0,br=brgrp,helper=${BIN}`], env(), NOBODY), /access denied: bridge 'brgrp' is not allowed by /);
+    requests++;
+  });
+
   it('no broker: the helper exits 4 with a line saying how to start one; QEMU shows it', async () => {
     const missing = join(broker.dir, 'nobroker.sock');
     const noEnv = { ...process.env, QEMU_NET_HELPER_BROKER: missing };
@@ -164,7 +181,7 @@ describe('unprivileged QEMU through the broker', { skip }, () => {
     const d = broker.decisions();
     assert.equal(d.length, requests, `one line per request:\n${broker.lines().join('\n')}`);
     for (const l of d) assert.match(l, /^broker: uid=65534 pid=[1-9]\d* comm=\S+: helper .*--br=\S+.*: (allowed: |refused \(exit \d+\): )/);
-    assert.equal(d.filter((l) => /: allowed: /.test(l)).length, 3);
+    assert.equal(d.filter((l) => /: allowed: /.test(l)).length, 4);
     assert.ok(d.some((l) => /--br=brdeny.*refused \(exit 3\): access denied: bridge 'brdeny'/.test(l)), d.join('\n'));
     assert.ok(d.some((l) => /--br=lan.*allowed: vepa macvtap\/macvtap/.test(l)), d.join('\n'));
   });

@@ -10,7 +10,7 @@
 // user deleted, the directories removed.
 import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NetNs } from './netns.js';
@@ -71,7 +71,6 @@ export async function startLibvirtSession(ns: NetNs, opts: SessionOptions): Prom
   const home = join(dir, 'home');
   const runtimeDir = join(home, 'run');
   let uid = -1;
-  let createdLogDir = false;
   let libvirtd: ChildProcess | undefined;
 
   // Synchronous so that it also runs from the exit handler.
@@ -84,7 +83,6 @@ export async function startLibvirtSession(ns: NetNs, opts: SessionOptions): Prom
       spawnSync('userdel', [user], { stdio: 'ignore' });
     }
     rmSync(dir, { recursive: true, force: true });
-    if (createdLogDir) { try { execFileSync('rmdir', ['/var/log/libvirt'], { stdio: 'ignore' }); } catch { /* in use by now */ } }
   };
   cleanups.add(cleanup);
 
@@ -98,8 +96,6 @@ export async function startLibvirtSession(ns: NetNs, opts: SessionOptions): Prom
     // stdio_handler=file: no session virtlogd to start (and kill) too.
     writeFileSync(join(home, '.config', 'libvirt', 'qemu.conf'), `bridge_helper = "${opts.bridgeHelper}"\nstdio_handler = "file"\n`);
     execFileSync('chown', ['-R', `${uid}:${gid}`, home]);
-    // libvirtd refuses to start without it, even in session mode.
-    if (!existsSync('/var/log/libvirt')) { mkdirSync('/var/log/libvirt', { mode: 0o755 }); createdLogDir = true; }
 
     const userEnv: NodeJS.ProcessEnv = {
       PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOME: home, USER: user, LOGNAME: user,
@@ -149,7 +145,3 @@ export async function startLibvirtSession(ns: NetNs, opts: SessionOptions): Prom
   }
 }
 
-/** Makes path (under the session's dir) the user's, for files its QEMU writes (serial log). */
-export function giveToUser(s: LibvirtSession, path: string): void {
-  chownSync(path, s.uid, s.gid);
-}
