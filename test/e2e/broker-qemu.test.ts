@@ -16,6 +16,7 @@ const skip = haveQemu() ? false : 'qemu-system-x86_64 is not installed';
 // nobody: no capabilities, no groups; nothing of it is ours to clean up.
 const NOBODY: RunAs = { uid: 65534, gid: 65534 };
 const MAC = '52:54:00:7b:01:02';
+const MAC2 = '52:54:00:7b:01:03';
 // A supplementary group no account has: only a QEMU given it may use brgrp.
 const GROUP = 64123;
 
@@ -28,6 +29,7 @@ const ACL = [
   'allow mode:vepa',
   'allow dev:veth0',
   `allow brgrp group=${GROUP}`,
+  'allow profile:lan2',
   '',
 ].join('\n');
 
@@ -36,6 +38,7 @@ describe('unprivileged QEMU through the broker', { skip }, () => {
   let broker: BrokerRun;
   const started = Date.now();
   let requests = 0;
+  let allowed = 0;
 
   before(async () => {
     ns = NetNs.create('qnh-bq');
@@ -48,7 +51,7 @@ describe('unprivileged QEMU through the broker', { skip }, () => {
     ns.ip('link', 'set', 'veth1', 'up');
     broker = await startTestBroker(ns, {
       acl: ACL,
-      profiles: { lan: { mode: 'vepa', dev: 'veth0', mac: MAC } },
+      profiles: { lan: { mode: 'vepa', dev: 'veth0', mac: MAC }, lan2: { mode: 'vepa', dev: 'veth0', mac: MAC2 } },
     });
   });
   after(async () => {
@@ -58,6 +61,11 @@ describe('unprivileged QEMU through the broker', { skip }, () => {
   });
 
   const env = (): NodeJS.ProcessEnv => broker.clientEnv();
+  const macvtaps = (): string[] => ns.links().filter((l) => l.startsWith('macvtap'));
+  const records = (): string[] => {
+    const d = join(broker.stateDir, 'endpoints');
+    return existsSync(d) ? readdirSync(d).filter((f) => f.endsWith('.json')) : [];
+  };
 
   function assertTapOnBridge(q: QemuRun, bridge: string, mtu: number): string {
     const taps = tapsHeldBy(q.proc.pid!);
@@ -85,7 +93,7 @@ describe('unprivileged QEMU through the broker', { skip }, () => {
   it('exec form: -netdev tap,helper=PATH puts a tap on br0; the tap dies with QEMU', async () => {
     const t0 = Date.now();
     const q = await startQemu(ns, ['-netdev', `tap,id=n0,helper=${BIN}`], env(), NOBODY);
-    requests++;
+    requests++; allowed++;
     const tap = assertTapOnBridge(q, 'br0', 1400);
     await q.quit();
     assert.ok(!ns.links().includes(tap), `${tap} should die with QEMU`);
@@ -95,7 +103,7 @@ describe('unprivileged QEMU through the broker', { skip }, () => {
   it('sh -c form: -netdev bridge,br=brx,helper="PATH helper" puts a tap on brx', async () => {
     const t0 = Date.now();
     const q = await startQemu(ns, ['-netdev', `bridge,id=n0,br=brx,helper=${BIN} helper`], env(), NOBODY);
-    requests++;
+    requests++; allowed++;
     const tap = assertTapOnBridge(q, 'brx', 1500);
     await q.quit();
     assert.ok(!ns.links().includes(tap));
@@ -104,13 +112,8 @@ describe('unprivileged QEMU through the broker', { skip }, () => {
 
   it('a profile named like the bridge gives a macvtap in VEPA mode on veth0; the broker removes it after QEMU quits', async () => {
     const t0 = Date.now();
-    const macvtaps = (): string[] => ns.links().filter((l) => l.startsWith('macvtap'));
-    const records = (): string[] => {
-      const d = join(broker.stateDir, 'endpoints');
-      return existsSync(d) ? readdirSync(d).filter((f) => f.endsWith('.json')) : [];
-    };
     const q = await startQemu(ns, ['-netdev', `bridge,id=n0,br=lan,helper=${BIN}`], env(), NOBODY);
-    requests++;
+    requests++; allowed++;
     let quit = false;
     try {
       const held = macvtapsHeldBy(ns, q.proc.pid!);
@@ -130,6 +133,42 @@ describe('unprivileged QEMU through the broker', { skip }, () => {
       if (!quit) await q.quit();
     }
     process.stderr.write(`# macvtap profile: ${Date.now() - t0} ms (incl. release)\n`);
+  });
+
+  it('broker SIGKILLed and restarted: it re-attaches to a live QEMU, and releases the macvtap of one that quit meanwhile', async () => {
+    const t0 = Date.now();
+    const a = await startQemu(ns, ['-netdev', `bridge,id=n0,br=lan,helper=${BIN}`], env(), NOBODY);
+    requests++; allowed++;
+    let b: QemuRun | undefined;
+    try {
+      const [tapA] = macvtapsHeldBy(ns, a.proc.pid!);
+      assert.ok(tapA, 'A holds a macvtap');
+      b = await startQemu(ns, ['-netdev', `bridge,id=n0,br=lan2,helper=${BIN}`], env(), NOBODY);
+      requests++; allowed++;
+      const [tapB] = macvtapsHeldBy(ns, b.proc.pid!);
+      assert.ok(tapB, 'B holds a macvtap');
+      assert.equal(records().length, 2);
+
+      await broker.crash();
+      await b.quit();
+      b = undefined;
+      // Nobody else cleans up after B: the macvtap outlives its QEMU while no broker runs.
+      await new Promise((r) => setTimeout(r, 500));
+      assert.ok(ns.links().includes(tapB), 'without a broker the macvtap of a dead QEMU stays');
+
+      const from = broker.lines().length;
+      await broker.restart();
+      await eventually('the restarted broker releases the dead QEMU\'s macvtap', () => !ns.links().includes(tapB) && records().length === 1, 20_000);
+      await broker.waitForLine(/^broker: released endpoint \S+ \(its owner is gone\)$/, 5000, from);
+      assert.ok(ns.links().includes(tapA), 'A\'s macvtap stays while A runs');
+
+      await a.quit();
+      await eventually('the restarted broker releases A\'s macvtap after A quits', () => macvtaps().length === 0 && records().length === 0, 20_000);
+    } finally {
+      await b?.quit();
+      await a.quit();
+    }
+    process.stderr.write(`# broker crash and restart: ${Date.now() - t0} ms\n`);
   });
 
   it('a denied bridge fails QEMU with our message naming bridge, file and rule', async () => {
@@ -154,7 +193,7 @@ describe('unprivileged QEMU through the broker', { skip }, () => {
 
   it('a group rule: allowed with the supplementary group (SO_PEERGROUPS), refused without it', async () => {
     const q = await startQemu(ns, ['-netdev', `bridge,id=n0,br=brgrp,helper=${BIN}`], env(), { ...NOBODY, groups: [GROUP] });
-    requests++;
+    requests++; allowed++;
     try {
       assert.match(readFileSync(`/proc/${q.proc.pid}/status`, 'utf8'), new RegExp(`^Groups:\\s+${GROUP}\\s*$`, 'm'));
       assertTapOnBridge(q, 'brgrp', 1500);
@@ -181,7 +220,7 @@ describe('unprivileged QEMU through the broker', { skip }, () => {
     const d = broker.decisions();
     assert.equal(d.length, requests, `one line per request:\n${broker.lines().join('\n')}`);
     for (const l of d) assert.match(l, /^broker: uid=65534 pid=[1-9]\d* comm=\S+: helper .*--br=\S+.*: (allowed: |refused \(exit \d+\): )/);
-    assert.equal(d.filter((l) => /: allowed: /.test(l)).length, 4);
+    assert.equal(d.filter((l) => /: allowed: /.test(l)).length, allowed);
     assert.ok(d.some((l) => /--br=brdeny.*refused \(exit 3\): access denied: bridge 'brdeny'/.test(l)), d.join('\n'));
     assert.ok(d.some((l) => /--br=lan.*allowed: vepa macvtap\/macvtap/.test(l)), d.join('\n'));
   });

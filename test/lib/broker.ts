@@ -21,25 +21,29 @@ export interface BrokerOptions {
 }
 
 export interface BrokerRun {
-  proc: ChildProcess;
-  pid: number;
-  /** Temp directory (mode 0755, root's): acl, config/, state/, broker.sock. */
+  /** The current broker process (a new one after restart()). */
+  readonly proc: ChildProcess;
+  readonly pid: number;
+  /** Temp directory (mode 0755, root's): bridge.conf, config/, state/, broker.sock. */
   dir: string;
   socket: string;
   aclFile: string;
   configDir: string;
   stateDir: string;
-  /** Log lines so far (stderr, one per decision). */
+  /** Log lines so far, of every broker process started here (stderr, one per decision). */
   lines: () => string[];
   /** Lines that are decisions about requests (uid=... pid=...: what: verdict). */
   decisions: () => string[];
-  /** Resolves with the first line (seen already or later) matching re. */
-  waitForLine: (re: RegExp, timeoutMs?: number) => Promise<string>;
+  /** Resolves with the first line (seen already or later, from line index `from`) matching re. */
+  waitForLine: (re: RegExp, timeoutMs?: number, from?: number) => Promise<string>;
   /** Environment for a client: QEMU_NET_HELPER_BROKER pointing at this broker. */
   clientEnv: (base?: NodeJS.ProcessEnv) => NodeJS.ProcessEnv;
+  /** SIGKILLs the broker (a crash) and waits until it is gone. */
+  crash: () => Promise<void>;
+  /** Starts a new broker on the same socket, ACL, config and state directory (after crash()). */
+  restart: () => Promise<void>;
   /** SIGTERM, SIGKILL after 5 s; removes the temp directory (and a socket elsewhere). Idempotent. */
   stop: () => Promise<void>;
-  exited: Promise<number | null>;
 }
 
 const live = new Set<ChildProcess>();
@@ -64,39 +68,48 @@ export async function startTestBroker(ns: NetNs, opts: BrokerOptions): Promise<B
   mkdirSync(stateDir, { mode: 0o700 });
   const socket = opts.socket ?? join(dir, 'broker.sock');
 
-  const proc = ns.spawn(process.execPath, [BIN, 'daemon', '--socket', socket, '--acl', aclFile, '--config', configDir], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env, QEMU_NET_HELPER_STATE_DIR: stateDir },
-  });
-  live.add(proc);
   const log: string[] = [];
   const waiters = new Set<() => void>();
-  let partial = '';
-  proc.stderr!.setEncoding('utf8').on('data', (d: string) => {
-    partial += d;
-    let i: number;
-    while ((i = partial.indexOf('\n')) >= 0) {
-      log.push(partial.slice(0, i));
-      partial = partial.slice(i + 1);
-    }
-    for (const w of [...waiters]) w();
-  });
-  let gone = false;
-  const exited = new Promise<number | null>((res) => proc.once('exit', (code) => {
-    gone = true;
-    live.delete(proc);
-    for (const w of [...waiters]) w();
-    res(code);
-  }));
+  let proc!: ChildProcess;
+  let exited!: Promise<unknown>;
+  let gone = true;
+  const notify = (): void => { for (const w of [...waiters]) w(); };
 
-  const waitForLine = (re: RegExp, timeoutMs = 15_000): Promise<string> => new Promise((resolve, reject) => {
+  const launch = (): void => {
+    const p = ns.spawn(process.execPath, [BIN, 'daemon', '--socket', socket, '--acl', aclFile, '--config', configDir], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, QEMU_NET_HELPER_STATE_DIR: stateDir },
+    });
+    live.add(p);
+    proc = p;
+    gone = false;
+    let partial = '';
+    p.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      partial += d;
+      let i: number;
+      while ((i = partial.indexOf('\n')) >= 0) {
+        log.push(partial.slice(0, i));
+        partial = partial.slice(i + 1);
+      }
+      notify();
+    });
+    exited = new Promise((res) => p.once('close', () => {
+      if (partial) log.push(partial);
+      live.delete(p);
+      if (proc === p) gone = true;
+      notify();
+      res(undefined);
+    }));
+  };
+
+  const waitForLine = (re: RegExp, timeoutMs = 15_000, from = 0): Promise<string> => new Promise((resolve, reject) => {
     let timer: NodeJS.Timeout | undefined;
     const check = (): void => {
-      const hit = log.find((l) => re.test(l));
+      const hit = log.slice(from).find((l) => re.test(l));
       const fail = (why: string): void => {
         waiters.delete(check);
         clearTimeout(timer);
-        reject(new Error(`broker: ${why} waiting for ${re}; log:\n${log.join('\n')}${partial}`));
+        reject(new Error(`broker: ${why} waiting for ${re}; log:\n${log.join('\n')}`));
       };
       if (hit !== undefined) {
         waiters.delete(check);
@@ -109,15 +122,19 @@ export async function startTestBroker(ns: NetNs, opts: BrokerOptions): Promise<B
     check();
   });
 
+  const kill = async (first: NodeJS.Signals): Promise<void> => {
+    if (gone) return;
+    const p = proc;
+    p.kill(first);
+    const t = setTimeout(() => p.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(t);
+  };
+
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
-      if (!gone) {
-        proc.kill('SIGTERM');
-        const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
-        await exited;
-        clearTimeout(t);
-      }
+      await kill('SIGTERM');
       if (opts.socket) rmSync(opts.socket, { force: true });
       rmSync(dir, { recursive: true, force: true });
       dirs.delete(dir);
@@ -125,14 +142,27 @@ export async function startTestBroker(ns: NetNs, opts: BrokerOptions): Promise<B
     return stopping;
   };
 
-  try {
-    await waitForLine(/^broker: listening on /, opts.startTimeoutMs ?? 30_000);
-  } catch (e) {
-    await stop();
-    throw e;
-  }
+  const started = async (): Promise<void> => {
+    const from = log.length;
+    launch();
+    try {
+      await waitForLine(/^broker: listening on /, opts.startTimeoutMs ?? 30_000, from);
+    } catch (e) {
+      await stop();
+      throw e;
+    }
+  };
+  await started();
+
   return {
-    proc, pid: proc.pid!, dir, socket, aclFile, configDir, stateDir, exited, waitForLine, stop,
+    get proc() { return proc; },
+    get pid() { return proc.pid!; },
+    dir, socket, aclFile, configDir, stateDir, waitForLine, stop,
+    crash: () => kill('SIGKILL'),
+    restart: async () => {
+      if (!gone) throw new Error('broker: restart() while it still runs; crash() it first');
+      await started();
+    },
     lines: () => [...log],
     decisions: () => log.filter((l) => /^broker: uid=\d+ pid=\d+ /.test(l)),
     clientEnv: (base = process.env) => ({ ...base, QEMU_NET_HELPER_BROKER: socket }),
