@@ -20,7 +20,7 @@ const GUEST_MS = 180_000; // TCG boot is ~5-15 s; a loaded 2-core machine can be
 
 const xmlEscape = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/'/g, '&apos;');
 
-function domainXml(name: string, image: GuestImage, bridge: string, serial: string, cmdline: string, mac?: string): string {
+function domainXml(name: string, image: GuestImage, bridge: string, serial: string, cmdline: string, mac?: string, onReboot: 'destroy' | 'restart' = 'destroy'): string {
   return `<domain type='qemu'>
   <name>${name}</name>
   <memory unit='MiB'>256</memory>
@@ -31,8 +31,9 @@ function domainXml(name: string, image: GuestImage, bridge: string, serial: stri
     <initrd>${xmlEscape(image.initrd)}</initrd>
     <cmdline>${xmlEscape(cmdline)}</cmdline>
   </os>
+  <features><acpi/></features>
   <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
+  <on_reboot>${onReboot}</on_reboot>
   <on_crash>destroy</on_crash>
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
@@ -93,11 +94,11 @@ describe('libvirt session mode: bridge_helper through the broker', { skip }, () 
     process.stderr.write(`# broker-libvirt: ${Date.now() - started} ms in all\n`);
   });
 
-  it('virsh create starts a TCG guest on br0 whose QEMU holds our tap; the guest pings the bridge', async () => {
+  it('virsh create starts a TCG guest on br0 whose QEMU holds our tap; the guest pings the bridge; virsh attach-interface hotplugs a second', async () => {
     const t0 = Date.now();
     const serial = join(lv.home, 'guest1.serial');
     const xml = join(lv.home, 'guest1.xml');
-    writeFileSync(xml, domainXml('guest1', image, 'br0', serial, 'console=ttyS0 quiet panic=-1 qnh.ip=10.97.0.2/24 qnh.peer=10.97.0.1 qnh.count=10 qnh.interval=0.2'));
+    writeFileSync(xml, domainXml('guest1', image, 'br0', serial, 'console=ttyS0 quiet panic=-1 qnh.ip=10.97.0.2/24 qnh.peer=10.97.0.1 qnh.count=10 qnh.interval=0.2', undefined, 'restart'));
     chownSync(xml, lv.uid, lv.gid);
     const r = lv.virsh('create', xml);
     assert.equal(r.code, 0, `virsh create failed: ${r.stderr}\n--- libvirtd ---\n${lv.log()}\n--- broker ---\n${broker.lines().join('\n')}`);
@@ -116,15 +117,25 @@ describe('libvirt session mode: bridge_helper through the broker', { skip }, () 
     assert.equal(d.linkinfo.info_data.type, 'tap');
     const ok = await waitFor(/QNH-PING-(OK|FAIL) .*/);
     assert.match(ok, /^QNH-PING-OK 10\.97\.0\.1 (\d+)\/10/, serialText());
-    // Not waiting for the guest's own reboot (seconds under TCG): it may just
-    // have ended the domain (on_reboot=destroy), so virsh destroy may fail.
-    lv.virsh('destroy', 'guest1');
+    // on_reboot=restart keeps the domain (the same QEMU) after the guest's reboot: hotplug a second NIC.
+    const ar = lv.virsh('attach-interface', 'guest1', 'bridge', 'br0', '--model', 'virtio');
+    assert.equal(ar.code, 0, `virsh attach-interface failed: ${ar.stderr}\n--- broker ---\n${broker.lines().join('\n')}`);
+    const both = tapsHeldBy(pid!);
+    assert.equal(both.length, 2, `after hotplug QEMU holds two taps, holds ${JSON.stringify(both)}`);
+    for (const t of both) assert.equal((ns.linkDetails(t) as { master?: string }).master, 'br0');
+    const dr = lv.virsh('destroy', 'guest1');
+    assert.equal(dr.code, 0, dr.stderr);
     await eventually('the domain is gone', () => lv.virsh('list', '--name').stdout.trim() === '', 60_000, 300);
-    await eventually('the tap is gone with QEMU', () => !ns.links().includes(taps[0]!), 10_000);
+    await eventually('the taps are gone with QEMU', () => !both.some((t) => ns.links().includes(t)), 10_000);
     const tEnd = Date.now();
-    const decision = broker.decisions().find((l) => /--br=br0/.test(l));
-    assert.ok(decision, broker.lines().join('\n'));
-    assert.match(decision!, new RegExp(`^broker: uid=${lv.uid} pid=\\d+ comm=\\S+: helper --use-vnet --br=br0 --fd=\\d+: allowed: bridge bridge/tap ${taps[0]}$`));
+    // virsh ran synchronously: the broker's lines may still sit in the pipe.
+    const br0Decisions = (): string[] => broker.decisions().filter((l) => /--br=br0/.test(l));
+    await eventually(`two decisions for br0 in the broker's log:\n${broker.lines().join('\n')}`, () => br0Decisions().length >= 2, 10_000);
+    const decisions = br0Decisions();
+    assert.equal(decisions.length, 2, broker.lines().join('\n'));
+    for (const [i, t] of [taps[0]!, both.find((x) => x !== taps[0])!].entries()) {
+      assert.match(decisions[i]!, new RegExp(`^broker: uid=${lv.uid} pid=\\d+ comm=\\S+: helper --use-vnet --br=br0 --fd=\\d+: allowed: bridge bridge/tap ${t}$`));
+    }
     process.stderr.write(`# libvirt guest ping: ${Date.now() - t0} ms (virsh create ${tCreated - t0}, to READY ${tReady - tCreated}, to domain end ${tEnd - tReady})\n`);
   });
 

@@ -110,6 +110,19 @@ describe('unprivileged QEMU through the broker', { skip }, () => {
     process.stderr.write(`# sh -c form: ${Date.now() - t0} ms\n`);
   });
 
+  it('QMP netdev_add hotplug: the helper QEMU runs then also goes through the broker', async () => {
+    const q = await startQemu(ns, [], env(), NOBODY);
+    try {
+      assert.deepEqual(tapsHeldBy(q.proc.pid!), []);
+      const r = await q.qmp.cmd('netdev_add', { type: 'tap', id: 'h1', helper: BIN });
+      requests++; allowed++;
+      assert.ok('return' in r, JSON.stringify(r));
+      assertTapOnBridge(q, 'br0', 1400);
+    } finally {
+      await q.quit();
+    }
+  });
+
   it('a profile named like the bridge gives a macvtap in VEPA mode on veth0; the broker removes it after QEMU quits', async () => {
     const t0 = Date.now();
     const q = await startQemu(ns, ['-netdev', `bridge,id=n0,br=lan,helper=${BIN}`], env(), NOBODY);
@@ -217,6 +230,7 @@ describe('unprivileged QEMU through the broker', { skip }, () => {
   });
 
   it('the broker logged one line per decision: uid, pid and verdict', async () => {
+    await eventually('every decision logged', () => broker.decisions().length >= requests, 10_000);
     const d = broker.decisions();
     assert.equal(d.length, requests, `one line per request:\n${broker.lines().join('\n')}`);
     for (const l of d) assert.match(l, /^broker: uid=65534 pid=[1-9]\d* comm=\S+: helper .*--br=\S+.*: (allowed: |refused \(exit \d+\): )/);
