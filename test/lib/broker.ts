@@ -40,8 +40,8 @@ export interface BrokerRun {
   clientEnv: (base?: NodeJS.ProcessEnv) => NodeJS.ProcessEnv;
   /** SIGKILLs the broker (a crash) and waits until it is gone. */
   crash: () => Promise<void>;
-  /** Starts a new broker on the same socket, ACL, config and state directory (after crash()). */
-  restart: () => Promise<void>;
+  /** Starts a new broker on the same socket, ACL, config and state directory (after crash()), with extra environment if given. */
+  restart: (env?: NodeJS.ProcessEnv) => Promise<void>;
   /** SIGTERM, SIGKILL after 5 s; removes the temp directory (and a socket elsewhere). Idempotent. */
   stop: () => Promise<void>;
 }
@@ -75,10 +75,10 @@ export async function startTestBroker(ns: NetNs, opts: BrokerOptions): Promise<B
   let gone = true;
   const notify = (): void => { for (const w of [...waiters]) w(); };
 
-  const launch = (): void => {
+  const launch = (extra: NodeJS.ProcessEnv): void => {
     const p = ns.spawn(process.execPath, [BIN, 'daemon', '--socket', socket, '--acl', aclFile, '--config', configDir], {
       stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, QEMU_NET_HELPER_STATE_DIR: stateDir },
+      env: { ...process.env, QEMU_NET_HELPER_STATE_DIR: stateDir, ...extra },
     });
     live.add(p);
     proc = p;
@@ -142,9 +142,9 @@ export async function startTestBroker(ns: NetNs, opts: BrokerOptions): Promise<B
     return stopping;
   };
 
-  const started = async (): Promise<void> => {
+  const started = async (extra: NodeJS.ProcessEnv = {}): Promise<void> => {
     const from = log.length;
-    launch();
+    launch(extra);
     try {
       await waitForLine(/^broker: listening on /, opts.startTimeoutMs ?? 30_000, from);
     } catch (e) {
@@ -159,9 +159,9 @@ export async function startTestBroker(ns: NetNs, opts: BrokerOptions): Promise<B
     get pid() { return proc.pid!; },
     dir, socket, aclFile, configDir, stateDir, waitForLine, stop,
     crash: () => kill('SIGKILL'),
-    restart: async () => {
+    restart: async (env?: NodeJS.ProcessEnv) => {
       if (!gone) throw new Error('broker: restart() while it still runs; crash() it first');
-      await started();
+      await started(env);
     },
     lines: () => [...log],
     decisions: () => log.filter((l) => /^broker: uid=\d+ pid=\d+ /.test(l)),
