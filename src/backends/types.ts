@@ -39,12 +39,8 @@ export interface EndpointRequest {
   persist?: boolean;
 }
 
-/** A host object that outlives QEMU's fd and must be removed on teardown. */
-export interface OwnedObject {
-  kind: string;
-  /** Enough to undo it later, from another process (watcher, gc): plain JSON. */
-  data: Record<string, unknown>;
-}
+export type { OwnedObject } from '../state/owned.js';
+import type { OwnedObject } from '../state/owned.js';
 
 export interface KernelEndpoint {
   kernel: string;

@@ -3,7 +3,7 @@
 // refused or crashed setup leaves nothing behind. Steps that make something
 // outliving this process also name it (`owned`): a journal hook persists it at
 // once, so if the process is killed mid-setup, `gc` still finds and removes it.
-import type { OwnedObject } from '../backends/types.js';
+import type { OwnedBy } from '../state/owned.js';
 import { callerIsRoot, ENV } from '../host/context.js';
 
 export interface UndoStep {
@@ -11,10 +11,8 @@ export interface UndoStep {
   undo: () => void | Promise<void>;
 }
 
-export interface OwnedStep {
-  backend: string;
-  obj: OwnedObject;
-}
+/** A step's durable object and the kernel implementation that can release it. */
+export type OwnedStep = OwnedBy;
 
 export type Journal = (owned: OwnedStep) => void;
 

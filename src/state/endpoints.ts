@@ -5,17 +5,13 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import type { OwnedObject } from '../backends/types.js';
+import type { OwnedBy } from './owned.js';
 import { ensureDir, readFileOrNull, removeFileDurable, writeFileAtomic } from './atomic-file.js';
 import { isOwnerRef, ownerStatus, type OwnerRef } from './owner.js';
 
 export const ENDPOINT_VERSION = 1;
 
-export interface OwnedBy {
-  /** Kernel implementation that can release it. */
-  backend: string;
-  obj: OwnedObject;
-}
+export type { OwnedBy } from './owned.js';
 
 export interface EndpointRecord {
   version: number;
