@@ -6,12 +6,12 @@
 // after checking that the pid still is *our* dnsmasq: a stale pid file must
 // never make us kill an unrelated process that reused the number.
 import { execFileSync } from 'node:child_process';
-import { closeSync, constants as fsc, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, constants as fsc, existsSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { NotFoundError, SetupError } from '../errors.js';
 import { SAFE_PATH } from '../host/context.js';
 import { sleepMs } from '../sys/flock.js';
-import { writeFileAtomic } from '../state/atomic-file.js';
+import { ensureDir, writeFileAtomic } from '../state/atomic-file.js';
 
 export interface DnsmasqPaths {
   pidFile: string;
@@ -77,7 +77,7 @@ export function dnsmasqArgs(cfg: DnsmasqConfig, hosts: ReadonlyMap<string, strin
 export function startDnsmasq(cfg: DnsmasqConfig, bin: string | null): number {
   if (!bin) throw new NotFoundError("the 'dnsmasq' command is not installed", "install dnsmasq (Debian: 'apt-get install dnsmasq-base')");
   const p = dnsmasqPaths(cfg.dir);
-  mkdirSync(p.hostsDir, { recursive: true });
+  ensureDir(p.hostsDir, 0o755);
   // stderr goes to a file, not a pipe: the daemon inherits it and a pipe
   // would stay open for as long as the daemon lives (and execFileSync waits
   // for the pipe). The file holds dnsmasq's start-up error when it fails.
@@ -171,7 +171,7 @@ function isAlive(pid: number): boolean {
  */
 export function writeDhcpHost(dir: string, mac: string, ip: string): string {
   const p = dnsmasqPaths(dir);
-  mkdirSync(p.hostsDir, { recursive: true });
+  ensureDir(p.hostsDir, 0o755);
   const base = mac.replace(/:/g, '');
   const file = join(p.hostsDir, base);
   // Written whole then renamed (its temporary name starts with a dot, which

@@ -27,33 +27,36 @@
 // (req.guestIp + req.mac) is an owned object of its own ('nat-reservation').
 // The lease file is kept when the network goes, so guests get their old
 // addresses back when it is re-created.
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, SetupError, UsageError } from '../../errors.js';
 import {
   dhcpHosts, dnsmasqPaths, dnsmasqPid, removeDhcpHost, restartDnsmasq, startDnsmasq, stopDnsmasq, writeDhcpHost, type DnsmasqConfig,
 } from '../../net/dnsmasq.js';
 import { checkInterfaceName } from '../../net/ifname.js';
-import { ip, ipJson, linkDelete, linkKind, linkShow, type LinkInfo } from '../../net/ip.js';
+import { ip, ipJson, linkDelete, linkShow, type LinkInfo } from '../../net/ip.js';
 import {
   broadcastOf, contains, firstHost, ipToNumber, netmaskOf, numberToIp, overlaps, parseSubnet, subnetToString, type Subnet,
 } from '../../net/ipv4.js';
 import { checkGuestMac, formatMac } from '../../net/mac.js';
-import { isNftIdentifier, nftApply, nftDeleteTable, nftTableExists } from '../../net/nft.js';
+import { isNftIdentifier, nftApply, nftDeleteTable, nftTableComment, nftTableExists } from '../../net/nft.js';
 import { IP_FORWARD, readSysctl, writeSysctl } from '../../net/sysctl.js';
 import type { Rollback } from '../../setup/rollback.js';
 import { ifIndex } from '../../sys/netdev.js';
 import type { Availability, EndpointRequest, HostContext, KernelBackend, KernelEndpoint, OwnedObject } from '../types.js';
 import { setupBridgeTap } from './bridge-tap.js';
 import { booleanParam, dataString, kernelFailure, stringParam } from './kerrors.js';
-import { KIND_LINK, releaseLink } from './klink.js';
+import { identityMismatch, KIND_LINK, linkMarker, markLink, markNewLink, MARKER_PREFIX, releaseLink, type LinkIdentity } from './klink.js';
 import { FEATURES, kernelHas, type FeatureAnswer } from './kprobe.js';
+import { ensureDir } from '../../state/atomic-file.js';
 import { readJson, withLock, writeJson } from './kstate.js';
 
 export const DEFAULT_NAT_BRIDGE = 'qnhnat0';
 /** Where a NAT network without a configured subnet takes its /24 from. */
 export const AUTO_NAT_RANGE = '10.213.0.0/16';
 export const NAT_TABLE_PREFIX = 'qemu_net_helper_';
+/** ifalias of every NAT bridge we create: the network is shared, so it names no endpoint. */
+export const NAT_BRIDGE_MARKER = `${MARKER_PREFIX}nat-network`;
 export const KIND_NAT = 'nat-network';
 export const KIND_RESERVATION = 'nat-reservation';
 /** Smallest NAT network: /30 = gateway + one guest. */
@@ -75,7 +78,11 @@ export interface NatRecord {
 }
 
 export function natBridgeName(req: Pick<EndpointRequest, 'dev' | 'params'>): string {
-  const name = stringParam(req.params, 'bridge') ?? req.dev ?? DEFAULT_NAT_BRIDGE;
+  return checkNatBridgeName(stringParam(req.params, 'bridge') ?? req.dev ?? DEFAULT_NAT_BRIDGE);
+}
+
+/** A NAT bridge name: an interface name that is also safe in an nft table name and as a state directory name. */
+export function checkNatBridgeName(name: string): string {
   checkInterfaceName(name, 'NAT bridge');
   // The name goes into an nft table name and a quoted nft string: keep it to what both take.
   if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(name)) {
@@ -91,6 +98,11 @@ export function natTableName(bridge: string): string {
 }
 
 /** The nft ruleset of one NAT network: one table, replaced atomically when it exists. */
+/** The comment our ruleset gives its table; a table without it is not ours, whatever its name. */
+export function natTableComment(bridge: string): string {
+  return `qemu-net-helper NAT network on bridge ${bridge}`;
+}
+
 export function natRuleset(table: string, bridge: string, subnet: Subnet): string {
   const net = subnetToString(subnet);
   const br = `"${bridge}"`;
@@ -99,7 +111,7 @@ export function natRuleset(table: string, bridge: string, subnet: Subnet): strin
     `add table ip ${table}`,
     `delete table ip ${table}`,
     `table ip ${table} {`,
-    `  comment "qemu-net-helper NAT network on bridge ${bridge}"`,
+    `  comment "${natTableComment(bridge)}"`,
     '  chain postrouting {',
     '    type nat hook postrouting priority srcnat; policy accept;',
     // Link-local multicast and broadcast stay as they are (as libvirt does).
@@ -191,24 +203,54 @@ function recordPath(dir: string): string {
   return join(dir, 'network.json');
 }
 
+/** The identity our NAT bridge must have (klink.ts), from its record. */
+function bridgeIdentity(bridge: string, rec: NatRecord | null): LinkIdentity | null {
+  return rec && typeof rec.bridgeIndex === 'number' ? { ifname: bridge, ifindex: rec.bridgeIndex, marker: NAT_BRIDGE_MARKER } : null;
+}
+
+/**
+ * Deletes the network's nft table when it is ours: named after this bridge
+ * (so with our prefix), whatever table the record names, and carrying our
+ * comment. Returns why it was left alone, if it was.
+ */
+function deleteNatTable(host: HostContext, bridge: string, recorded: unknown): string | undefined {
+  const table = natTableName(bridge);
+  if (recorded !== undefined && recorded !== table) return `left alone: nft table ${JSON.stringify(recorded)} is not the table of NAT network '${bridge}' (${table})`;
+  if (!table.startsWith(NAT_TABLE_PREFIX)) return `left alone: nft table '${table}' has no ${NAT_TABLE_PREFIX} prefix`;
+  const comment = nftTableComment('ip', table, host.bin.nft);
+  if (comment === undefined) return undefined; // gone already
+  if (comment !== natTableComment(bridge)) return `left alone: nft table 'ip ${table}' does not carry our comment (${comment === null ? 'none' : JSON.stringify(comment)})`;
+  nftDeleteTable('ip', table, host.bin.nft);
+  return undefined;
+}
+
 /**
  * Removes what is left of a NAT network, in the order that keeps a crash in
- * between harmless: daemon, rules, bridge (only if it is ours), record last.
+ * between harmless: daemon, rules, bridge, record last. Each piece only when
+ * it is ours (dnsmasq: by its command line; table: name and comment; bridge:
+ * ifindex and marker); returns why pieces were left alone.
  */
-export function teardownNetwork(host: HostContext, bridge: string): void {
+export function teardownNetwork(host: HostContext, bridge: string): string[] {
+  checkNatBridgeName(bridge);
+  const notes: string[] = [];
   const dir = natDir(host, bridge);
   const rec = readJson<NatRecord>(recordPath(dir));
   const p = dnsmasqPaths(dir);
   stopDnsmasq(p.pidFile);
-  nftDeleteTable('ip', rec?.table ?? natTableName(bridge), host.bin.nft);
-  if (rec) {
-    const l = linkShow(bridge);
-    if (l && linkKind(l) === 'bridge' && (rec.bridgeIndex === undefined || rec.bridgeIndex === l.ifindex)) linkDelete(bridge);
+  const t = deleteNatTable(host, bridge, rec?.table);
+  if (t) notes.push(t);
+  const l = linkShow(bridge);
+  if (l) {
+    const id = bridgeIdentity(bridge, rec);
+    const bad = id ? identityMismatch(l, id, ['bridge']) : `no record of a bridge '${bridge}' we made`;
+    if (bad) notes.push(`left alone: ${bad}`);
+    else linkDelete(bridge);
   }
   rmSync(p.hostsDir, { recursive: true, force: true });
   rmSync(p.logFile, { force: true });
   rmSync(join(dir, 'dnsmasq.start.err'), { force: true });
   rmSync(recordPath(dir), { force: true });
+  return notes;
 }
 
 function ensureIpForward(): boolean {
@@ -229,8 +271,10 @@ function ensureNetwork(host: HostContext, o: NatOptions, journal: () => void): {
     if (!rec) {
       throw new ConfigError(`'${o.bridge}' exists and is not a NAT network made by qemu-net-helper`, 'pass another bridge name for the NAT network (params.bridge or --dev)');
     }
-    if (linkKind(link) !== 'bridge' || (rec.bridgeIndex !== undefined && rec.bridgeIndex !== link.ifindex)) {
-      throw new ConfigError(`'${o.bridge}' was re-created by someone else since qemu-net-helper made its NAT network`, `remove it or choose another NAT bridge name; stale state is in ${o.dir}`);
+    const id = bridgeIdentity(o.bridge, rec);
+    const bad = id ? identityMismatch(link, id, ['bridge']) : 'no ifindex recorded';
+    if (bad) {
+      throw new ConfigError(`'${o.bridge}' is not the bridge qemu-net-helper made for its NAT network (${bad})`, `remove it or choose another NAT bridge name; stale state is in ${o.dir}`);
     }
     const subnet = parseSubnet(rec.subnet);
     if (o.subnet && subnetToString(o.subnet) !== rec.subnet) {
@@ -259,10 +303,12 @@ function ensureNetwork(host: HostContext, o: NatOptions, journal: () => void): {
   const gateway = numberToIp(firstHost(subnet));
   const table = natTableName(o.bridge);
   const newRec: NatRecord = { bridge: o.bridge, subnet: subnetToString(subnet), gateway, table, dnsmasq: dnsmasqConfig(o, subnet) };
-  mkdirSync(o.dir, { recursive: true, mode: 0o755 });
+  ensureDir(o.dir, 0o755);
   writeJson(recordPath(o.dir), newRec);
   try {
     ip('link', 'add', o.bridge, 'type', 'bridge');
+    // Marked before its ifindex is recorded: teardown deletes only a marked bridge.
+    markNewLink(o.bridge, NAT_BRIDGE_MARKER);
     newRec.bridgeIndex = ifIndex(o.bridge);
     writeJson(recordPath(o.dir), newRec);
     ip('addr', 'add', `${gateway}/${subnet.prefix}`, 'dev', o.bridge);
@@ -292,11 +338,12 @@ function bridgePorts(bridge: string): LinkInfo[] {
  * that is still running keeps its tap and so the network, and a port someone
  * else plugged in counts too.
  */
-export function leaveNetwork(host: HostContext, bridge: string): void {
-  withLock(natLock(host), () => {
-    if (!readJson<NatRecord>(recordPath(natDir(host, bridge)))) return; // torn down already
-    if (bridgePorts(bridge).length > 0) return;
-    teardownNetwork(host, bridge);
+export function leaveNetwork(host: HostContext, bridge: string): string | undefined {
+  return withLock(natLock(host), () => {
+    if (!readJson<NatRecord>(recordPath(natDir(host, bridge)))) return undefined; // torn down already
+    if (bridgePorts(bridge).length > 0) return undefined;
+    const notes = teardownNetwork(host, bridge);
+    return notes.length ? notes.join('; ') : undefined;
   });
 }
 
@@ -348,7 +395,7 @@ export function setupNat(req: EndpointRequest, host: HostContext, rb: Rollback):
     const network: OwnedObject = { kind: KIND_NAT, data: { bridge } };
     const { rec, created } = ensureNetwork(host, o, () => {
       // Undo = leaving: the network goes again if nobody else is on it.
-      rb.add(`leave NAT network ${bridge}`, () => leaveNetwork(host, bridge), { backend: 'nat', obj: network });
+      rb.add(`leave NAT network ${bridge}`, () => { leaveNetwork(host, bridge); }, { backend: 'nat', obj: network });
       owned.push(network);
     });
     const net = parseSubnet(rec.subnet);
@@ -370,8 +417,9 @@ export function setupNat(req: EndpointRequest, host: HostContext, rb: Rollback):
     }
 
     // A persistent tap (`up`) is journaled by setupBridgeTap as {kind: 'link'} for this kernel.
-    const ep = setupBridgeTap({ bridge, vnetHdr: req.vnetHdr, tunDevice: host.tunDevice, ...(tapName ? { tapName } : {}), ...(req.persist ? { persist: { backend: 'nat', remove: linkDelete } } : {}) }, rb);
-    if (req.persist) owned.push({ kind: KIND_LINK, data: { ifname: ep.tap.name } });
+    const persist = req.persist ? { persist: { backend: 'nat', marker: linkMarker(req.params, 'nat'), mark: markLink, release: (x: OwnedObject) => releaseLink(x, ['tun']) } } : {};
+    const ep = setupBridgeTap({ bridge, vnetHdr: req.vnetHdr, tunDevice: host.tunDevice, ...(tapName ? { tapName } : {}), ...persist }, rb);
+    if (ep.owned) owned.push(ep.owned);
 
     return {
       kernel: 'nat',
@@ -394,17 +442,32 @@ export function setupNat(req: EndpointRequest, host: HostContext, rb: Rollback):
   });
 }
 
-export function releaseNat(obj: OwnedObject, host: HostContext): void {
+/** The bridge an owned object names, or why it names nothing of ours (a path or table name could hide in it). */
+function recordedBridge(obj: OwnedObject): string | { note: string } {
+  const bridge = dataString(obj.data, 'bridge', obj.kind);
+  try {
+    return checkNatBridgeName(bridge);
+  } catch (e) {
+    return { note: `left alone: ${(e as Error).message}` };
+  }
+}
+
+export function releaseNat(obj: OwnedObject, host: HostContext): string | undefined {
   switch (obj.kind) {
-    case KIND_NAT:
-      leaveNetwork(host, dataString(obj.data, 'bridge', obj.kind));
-      return;
-    case KIND_RESERVATION:
-      dropReservation(host, dataString(obj.data, 'bridge', obj.kind), dataString(obj.data, 'mac', obj.kind));
-      return;
+    case KIND_NAT: {
+      const bridge = recordedBridge(obj);
+      return typeof bridge === 'string' ? leaveNetwork(host, bridge) : bridge.note;
+    }
+    case KIND_RESERVATION: {
+      const bridge = recordedBridge(obj);
+      if (typeof bridge !== 'string') return bridge.note;
+      const mac = dataString(obj.data, 'mac', obj.kind);
+      if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(mac)) return `left alone: ${JSON.stringify(mac)} is not a MAC we reserve under`;
+      dropReservation(host, bridge, mac);
+      return undefined;
+    }
     case KIND_LINK:
-      releaseLink(obj, ['tun']);
-      return;
+      return releaseLink(obj, ['tun']);
     default:
       throw new SetupError(`the nat kernel cannot release objects of kind '${obj.kind}'`);
   }
