@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { NotFoundError, SetupError } from '../errors.js';
 import { SAFE_PATH } from '../host/context.js';
 import { sleepMs } from '../sys/flock.js';
-import { ensureDir, writeFileAtomic } from '../state/atomic-file.js';
+import { ensureDir, readFileOrNull, writeFileAtomic } from '../state/atomic-file.js';
 
 export interface DnsmasqPaths {
   pidFile: string;
@@ -112,12 +112,14 @@ function procState(pid: number): string | null {
 
 /**
  * The pid of the dnsmasq that owns `pidFile`, when it is alive: the process
- * must be named dnsmasq and have been started with exactly this pid file.
+ * must be named dnsmasq and have been started the way startDnsmasq starts it
+ * (our empty configuration and exactly this pid file). A pid file may be stale
+ * or forged; whatever pid it names, nothing else is ever signalled.
  */
 export function dnsmasqPid(pidFile: string): number | null {
   let pid: number;
   try {
-    pid = Number(readFileSync(pidFile, 'latin1').trim());
+    pid = Number((readFileOrNull(pidFile) ?? '').trim()); // never through a symbolic link
   } catch {
     return null;
   }
@@ -127,7 +129,7 @@ export function dnsmasqPid(pidFile: string): number | null {
   try {
     const comm = readFileSync(`/proc/${pid}/comm`, 'latin1').trim();
     const argv = readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
-    if (comm !== 'dnsmasq' || !argv.includes(`--pid-file=${pidFile}`)) return null;
+    if (comm !== 'dnsmasq' || !argv.includes(`--pid-file=${pidFile}`) || !argv.includes('--conf-file=/dev/null')) return null;
   } catch {
     return null;
   }
