@@ -70,8 +70,12 @@ export interface KernelBackend {
   probe(req: Partial<EndpointRequest>, host: HostContext): Availability;
   /** Makes the endpoint, registering an undo on `rb` for every object as soon as it exists. */
   setup(req: EndpointRequest, host: HostContext, rb: Rollback): KernelEndpoint;
-  /** Removes one owned object; idempotent: already gone is success. */
-  release(obj: OwnedObject, host: HostContext): void;
+  /**
+   * Removes one owned object; idempotent: already gone is success. Checks the
+   * object still is the one we made (kind, ifindex, marker) first: one that is
+   * not is left alone, and a string saying why is returned instead.
+   */
+  release(obj: OwnedObject, host: HostContext): void | string;
 }
 
 /** What a transport hands the caller: fds for QEMU plus facts for the JSON reply. */

@@ -26,11 +26,12 @@ export default class Down extends Command {
       const rec = loadEndpoint(host.stateDir, args.id);
       if (!rec) {
         if (!this.jsonEnabled()) this.log(`endpoint ${args.id}: already gone`);
-        return { id: args.id, released: [], failed: [], alreadyGone: true };
+        return { id: args.id, released: [], skipped: [], failed: [], alreadyGone: true };
       }
       const r = releaseEndpoint(rec, host);
       if (!this.jsonEnabled()) {
         for (const x of r.released) this.log(`released ${x}`);
+        for (const x of r.skipped) this.log(x);
         for (const x of r.failed) this.logToStderr(`qemu-net-helper: could not release ${x}`);
       }
       if (r.failed.length) process.exitCode = ExitCode.SETUP_FAILED;

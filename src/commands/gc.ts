@@ -14,7 +14,7 @@ export default class Gc extends Command {
     try {
       const r = needsBroker() ? await viaBroker<GcAllReport>({ v: 1, op: 'gc' }) : gcAll(processHost());
       if (!this.jsonEnabled()) {
-        for (const e of r.endpoints.released) this.log(`endpoint ${e.id}: released ${e.released.join(', ') || 'nothing left'}${e.failed.length ? `; FAILED: ${e.failed.join('; ')}` : ''}`);
+        for (const e of r.endpoints.released) this.log(`endpoint ${e.id}: released ${e.released.join(', ') || 'nothing left'}${e.skipped.length ? `; ${e.skipped.join('; ')}` : ''}${e.failed.length ? `; FAILED: ${e.failed.join('; ')}` : ''}`);
         for (const e of r.endpoints.kept) this.log(`endpoint ${e.id}: kept (${e.why})`);
         for (const e of r.endpoints.corrupt) this.logToStderr(`qemu-net-helper: unreadable record ${e.file}: ${e.why}`);
         for (const v of r.vfClaims) this.log(`VF ${v.pci}: ${v.action}`);

@@ -5,6 +5,7 @@ import type { HostContext } from '../host/context.js';
 import { gcStaleVfClaims } from '../backends/kernel/sriov.js';
 import { endpointOwnerStatus, lifetimeOf, listEndpoints, type EndpointRecord } from '../state/endpoints.js';
 import { ownerStatus, type OwnerRef } from '../state/owner.js';
+import { checkStateDir } from '../state/state-dir.js';
 import { fdTargetOf, holdersOf } from './holders.js';
 import { releaseEndpoint, type ReleaseReport } from './release.js';
 
@@ -35,6 +36,8 @@ export function deadBecause(rec: EndpointRecord): string | null {
 
 /** Releases every dead endpoint (of those `mine` selects). Endpoints with a live or unknown owner stay. */
 export function gcEndpoints(host: HostContext, mine: (r: EndpointRecord) => boolean = () => true): GcReport {
+  // Records in a directory others can write could be anyone's: refuse to act on them.
+  checkStateDir(host.stateDir);
   const report: GcReport = { released: [], kept: [], corrupt: [] };
   for (const e of listEndpoints(host.stateDir)) {
     if ('corrupt' in e) {

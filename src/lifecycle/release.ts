@@ -2,13 +2,17 @@
 // and `gc` all come here. Every release step is idempotent (already gone =
 // success) and checks the object is still the one we made, so running it
 // twice, after a crash half-way, or on a forged record, is safe.
+import { MARKER_PREFIX } from '../backends/kernel/klink.js';
 import { kernels } from '../backends/registry.js';
 import type { HostContext } from '../host/context.js';
 import { removeEndpoint, type EndpointRecord } from '../state/endpoints.js';
+import { checkStateDir } from '../state/state-dir.js';
 
 export interface ReleaseReport {
   id: string;
   released: string[];
+  /** Objects left alone because they are not (or no longer) ours: the record named something else. */
+  skipped: string[];
   failed: string[];
 }
 
@@ -17,8 +21,22 @@ export function describeOwned(kind: string, data: Record<string, unknown>): stri
   return `${kind}${name ? ` ${String(name)}` : ''}`;
 }
 
+/**
+ * Objects of an endpoint carry the marker of that endpoint (klink.ts): one
+ * naming another endpoint's marker belongs to that endpoint, whatever this
+ * record says, and is not this record's to release.
+ */
+function foreignMarker(rec: EndpointRecord, data: Record<string, unknown>): string | null {
+  const m = data.marker;
+  if (m === undefined || m === `${MARKER_PREFIX}${rec.id}`) return null;
+  return `left alone: it carries marker ${JSON.stringify(m)}, not endpoint ${rec.id}'s`;
+}
+
 export function releaseEndpoint(rec: EndpointRecord, host: HostContext): ReleaseReport {
+  // The records are only as trustworthy as the directory they are in.
+  checkStateDir(host.stateDir);
   const released: string[] = [];
+  const skipped: string[] = [];
   const failed: string[] = [];
   for (const { backend, obj } of [...rec.owned].reverse()) {
     const what = `${backend}: ${describeOwned(obj.kind, obj.data)}`;
@@ -27,14 +45,21 @@ export function releaseEndpoint(rec: EndpointRecord, host: HostContext): Release
       failed.push(`${what}: no kernel implementation '${backend}' in this build`);
       continue;
     }
+    const foreign = foreignMarker(rec, obj.data);
+    if (foreign) {
+      skipped.push(`${what}: ${foreign}`);
+      continue;
+    }
     try {
-      impl.release(obj, host);
-      released.push(what);
+      const note = impl.release(obj, host);
+      if (typeof note === 'string') skipped.push(`${what}: ${note}`);
+      else released.push(what);
     } catch (e) {
       failed.push(`${what}: ${(e as Error).message}`);
     }
   }
   // A record stays while anything could not be released, so gc can retry.
+  // Skipped objects do not keep it: what is not ours never becomes ours.
   if (failed.length === 0) removeEndpoint(host.stateDir, rec.id);
-  return { id: rec.id, released, failed };
+  return { id: rec.id, released, skipped, failed };
 }

@@ -6,12 +6,12 @@
 // after checking that the pid still is *our* dnsmasq: a stale pid file must
 // never make us kill an unrelated process that reused the number.
 import { execFileSync } from 'node:child_process';
-import { closeSync, constants as fsc, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, constants as fsc, existsSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { NotFoundError, SetupError } from '../errors.js';
 import { SAFE_PATH } from '../host/context.js';
 import { sleepMs } from '../sys/flock.js';
-import { writeFileAtomic } from '../state/atomic-file.js';
+import { ensureDir, readFileOrNull, writeFileAtomic } from '../state/atomic-file.js';
 
 export interface DnsmasqPaths {
   pidFile: string;
@@ -77,7 +77,7 @@ export function dnsmasqArgs(cfg: DnsmasqConfig, hosts: ReadonlyMap<string, strin
 export function startDnsmasq(cfg: DnsmasqConfig, bin: string | null): number {
   if (!bin) throw new NotFoundError("the 'dnsmasq' command is not installed", "install dnsmasq (Debian: 'apt-get install dnsmasq-base')");
   const p = dnsmasqPaths(cfg.dir);
-  mkdirSync(p.hostsDir, { recursive: true });
+  ensureDir(p.hostsDir, 0o755);
   // stderr goes to a file, not a pipe: the daemon inherits it and a pipe
   // would stay open for as long as the daemon lives (and execFileSync waits
   // for the pipe). The file holds dnsmasq's start-up error when it fails.
@@ -112,12 +112,14 @@ function procState(pid: number): string | null {
 
 /**
  * The pid of the dnsmasq that owns `pidFile`, when it is alive: the process
- * must be named dnsmasq and have been started with exactly this pid file.
+ * must be named dnsmasq and have been started the way startDnsmasq starts it
+ * (our empty configuration and exactly this pid file). A pid file may be stale
+ * or forged; whatever pid it names, nothing else is ever signalled.
  */
 export function dnsmasqPid(pidFile: string): number | null {
   let pid: number;
   try {
-    pid = Number(readFileSync(pidFile, 'latin1').trim());
+    pid = Number((readFileOrNull(pidFile) ?? '').trim()); // never through a symbolic link
   } catch {
     return null;
   }
@@ -127,7 +129,7 @@ export function dnsmasqPid(pidFile: string): number | null {
   try {
     const comm = readFileSync(`/proc/${pid}/comm`, 'latin1').trim();
     const argv = readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
-    if (comm !== 'dnsmasq' || !argv.includes(`--pid-file=${pidFile}`)) return null;
+    if (comm !== 'dnsmasq' || !argv.includes(`--pid-file=${pidFile}`) || !argv.includes('--conf-file=/dev/null')) return null;
   } catch {
     return null;
   }
@@ -171,7 +173,7 @@ function isAlive(pid: number): boolean {
  */
 export function writeDhcpHost(dir: string, mac: string, ip: string): string {
   const p = dnsmasqPaths(dir);
-  mkdirSync(p.hostsDir, { recursive: true });
+  ensureDir(p.hostsDir, 0o755);
   const base = mac.replace(/:/g, '');
   const file = join(p.hostsDir, base);
   // Written whole then renamed (its temporary name starts with a dot, which

@@ -44,6 +44,8 @@ export interface LinkInfo {
   mtu: number;
   address?: string;
   master?: string;
+  /** The link's alias (`ip link set dev X alias A`); ours carry klink.ts's marker. */
+  ifalias?: string;
   operstate?: string;
   flags?: string[];
   linkinfo?: { info_kind?: string; info_data?: Record<string, unknown>; info_slave_kind?: string };

@@ -1,8 +1,8 @@
 // nftables through the `nft` command. Each call is one transaction (`nft -f -`),
 // so a ruleset is installed whole or not at all, and a table is replaced
 // atomically with "add table; delete table; table { ... }". We only ever touch
-// tables of our own, named qemu_net_helper_*; other tables are never read or
-// changed.
+// tables of our own, named qemu_net_helper_* and carrying our comment (the
+// callers check both before deleting); other tables are never changed.
 import { execFileSync } from 'node:child_process';
 import { NotFoundError, PermissionError, SetupError, UnsupportedError } from '../errors.js';
 import { SAFE_PATH } from '../host/context.js';
@@ -55,6 +55,25 @@ export function nftApply(ruleset: string, nft: string | null): void {
 export function nftDeleteTable(family: NftFamily, name: string, nft: string | null): void {
   if (!isNftIdentifier(name)) throw new SetupError(`refusing to delete nft table with odd name '${name}'`);
   run(['-f', '-'], `add table ${family} ${name}\ndelete table ${family} ${name}\n`, `delete table ${family} ${name}`, nft);
+}
+
+/**
+ * The comment of a table (`comment "..."` in its declaration): null when it
+ * has none, undefined when the table does not exist. Read from the terse text
+ * listing, because nft 1.0.6's JSON does not include table comments.
+ */
+export function nftTableComment(family: NftFamily, name: string, nft: string | null): string | null | undefined {
+  if (!isNftIdentifier(name)) return undefined;
+  let out: string;
+  try {
+    out = run(['-t', 'list', 'table', family, name], undefined, `list table ${family} ${name}`, nft);
+  } catch (e) {
+    if (e instanceof NftError && /No such file or directory/i.test(e.stderr)) return undefined;
+    throw e;
+  }
+  // "table ip NAME {" then, when there is one, "\tcomment \"...\"" as the next line.
+  const m = /^\s*comment "([^"\n]*)"\s*$/.exec(out.split('\n')[1] ?? '');
+  return m ? m[1]! : null;
 }
 
 export function nftTableExists(family: NftFamily, name: string, nft: string | null): boolean {

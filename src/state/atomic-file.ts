@@ -4,12 +4,21 @@
 // rename is only atomic within one file system), fsync it so the data is on
 // disk before the name points at it, rename over the target, then fsync the
 // directory so the rename itself survives a power cut.
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants as fsc, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
+import { checkOwnDir } from './state-dir.js';
 
+/**
+ * Makes a state subdirectory (and missing parents) and checks it and its
+ * parent: a symbolic link planted at either would send our records and
+ * locks wherever it points. Every state subdirectory is made through here,
+ * so the whole chain below the state directory gets checked.
+ */
 export function ensureDir(dir: string, mode = 0o700): void {
   mkdirSync(dir, { recursive: true, mode });
+  checkOwnDir(dirname(dir), 'state directory');
+  checkOwnDir(dir, 'state directory');
 }
 
 function fsyncDir(dir: string): void {
@@ -61,12 +70,21 @@ export function removeFileDurable(path: string): boolean {
   return true;
 }
 
-/** File contents, or null when it does not exist. */
+/**
+ * File contents, or null when it does not exist. A symbolic link is never
+ * followed (ELOOP): a record is a file we wrote, not whatever a link points at.
+ */
 export function readFileOrNull(path: string): string | null {
+  let fd: number;
   try {
-    return readFileSync(path, 'utf8');
+    fd = openSync(path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw e;
+  }
+  try {
+    return readFileSync(fd, 'utf8');
+  } finally {
+    closeSync(fd);
   }
 }

@@ -7,6 +7,7 @@ import { bridgeAddPort, getMac, getMtu, ifIndex, setMac, setMtu, setUp } from '.
 import { closeFd } from '../../sys/libc.js';
 import { createTap, DEFAULT_TUN_DEVICE, setPersist, type Tap } from '../../sys/tun.js';
 import type { Rollback } from '../../setup/rollback.js';
+import type { OwnedObject } from '../types.js';
 
 export interface BridgeTapRequest {
   bridge: string;
@@ -15,11 +16,17 @@ export interface BridgeTapRequest {
   /** Tap name or pattern; default tap%d like qemu-bridge-helper. */
   tapName?: string;
   /**
-   * Persistent tap (see EndpointRequest.persist): journaled as owned by
-   * `backend`, removed with `remove` on rollback. Passed in rather than
-   * imported so the helper's fast path never loads child_process (~4 ms).
+   * Persistent tap (see EndpointRequest.persist): marked with `marker`,
+   * journaled as owned by `backend`, released with `release` on rollback.
+   * klink.ts's markLink and releaseLink are passed in rather than imported so
+   * the helper's fast path (non-persistent taps) never loads child_process (~4 ms).
    */
-  persist?: { backend: string; remove: (ifname: string) => void };
+  persist?: {
+    backend: string;
+    marker: string;
+    mark: (ifname: string, marker: string) => void;
+    release: (obj: OwnedObject) => unknown;
+  };
 }
 
 export interface TapEndpoint {
@@ -27,6 +34,8 @@ export interface TapEndpoint {
   bridge: string;
   mtu: number;
   mac: Buffer;
+  /** The persistent tap as journaled ({kind: 'link', data: {ifname, ifindex, marker}}). */
+  owned?: OwnedObject;
 }
 
 /** Maps a failed tun open/ioctl to what the user must fix. */
@@ -56,10 +65,16 @@ export function setupBridgeTap(req: BridgeTapRequest, rb: Rollback): TapEndpoint
   }
   // Non-persistent: closing our fd destroys the tap (QEMU's dup keeps it alive once sent).
   rb.add(`close tap ${tap.name}`, () => closeFd(tap.fd));
+  let owned: OwnedObject | undefined;
   if (req.persist) {
-    const name = tap.name;
-    const remove = req.persist.remove;
-    rb.add(`delete tap ${name}`, () => remove(name), { backend: req.persist.backend, obj: { kind: 'link', data: { ifname: name } } });
+    // Marked and journaled while the tap still dies with our fd, made
+    // persistent last: a crash anywhere in between leaks nothing, and what
+    // the journal names carries our marker.
+    const p = req.persist;
+    p.mark(tap.name, p.marker);
+    const obj: OwnedObject = { kind: 'link', data: { ifname: tap.name, ifindex: ifIndex(tap.name), marker: p.marker } };
+    rb.add(`delete tap ${tap.name}`, () => { p.release(obj); }, { backend: p.backend, obj });
+    owned = obj;
     setPersist(tap.fd, true);
   }
   try {
@@ -79,7 +94,7 @@ export function setupBridgeTap(req: BridgeTapRequest, rb: Rollback): TapEndpoint
       throw e;
     }
     setUp(tap.name);
-    return { tap, bridge: req.bridge, mtu, mac };
+    return { tap, bridge: req.bridge, mtu, mac, ...(owned ? { owned } : {}) };
   } catch (e) {
     if (e instanceof SysError) {
       if (e.code === 'EPERM') throw new PermissionError(`no permission: ${e.message}`, 'the helper needs CAP_NET_ADMIN');

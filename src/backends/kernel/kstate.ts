@@ -4,12 +4,12 @@
 // same moment (QEMU hot-plugging two NICs) cannot both decide "I am first" or
 // "I am last". Lock files are never deleted: deleting a lock file while
 // someone waits on it would hand the two of them different locks.
-import { closeSync, constants as fsc, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, constants as fsc, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { SetupError } from '../../errors.js';
 import { SysError } from '../../sys/libc.js';
 import { flockExclusive, sleepMs } from '../../sys/flock.js';
-import { writeFileAtomic } from '../../state/atomic-file.js';
+import { ensureDir, readFileOrNull, writeFileAtomic } from '../../state/atomic-file.js';
 
 /** Longest wait for another helper's lock; QEMU waits for us with no timeout of its own. */
 export const LOCK_TIMEOUT_MS = 10_000;
@@ -20,7 +20,7 @@ export const LOCK_TIMEOUT_MS = 10_000;
  * `timeoutMs` rather than a QEMU that hangs forever.
  */
 export function withLock<T>(lockPath: string, fn: () => T, timeoutMs = LOCK_TIMEOUT_MS): T {
-  mkdirSync(dirname(lockPath), { recursive: true, mode: 0o755 });
+  ensureDir(dirname(lockPath), 0o755);
   // O_NOFOLLOW: a symbolic link planted at the lock path is an error, never followed.
   const fd = openSync(lockPath, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_APPEND | fsc.O_NOFOLLOW, 0o600);
   try {
@@ -39,12 +39,13 @@ export function withLock<T>(lockPath: string, fn: () => T, timeoutMs = LOCK_TIME
 }
 
 export function readJson<T>(path: string): T | null {
-  let text: string;
+  let text: string | null;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readFileOrNull(path); // never through a symbolic link
   } catch {
     return null;
   }
+  if (text === null) return null;
   try {
     return JSON.parse(text) as T;
   } catch {
@@ -56,7 +57,7 @@ export function readJson<T>(path: string): T | null {
 
 /** Writes JSON whole (state/atomic-file.ts): a crash never leaves half a file. */
 export function writeJson(path: string, value: unknown): void {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+  ensureDir(dirname(path), 0o755);
   // 0644: dnsmasq reads some of these files after dropping to user nobody.
   writeFileAtomic(path, JSON.stringify(value, null, 2) + '\n', 0o644);
 }

@@ -16,7 +16,7 @@
 import { execFileSync } from 'node:child_process';
 import { SAFE_PATH } from '../../host/context.js';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, rmSync, statSync } from 'node:fs';
+import { lstatSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, ExhaustedError, NotFoundError, PermissionError, SetupError, UsageError } from '../../errors.js';
 import { checkInterfaceName, interfaceNameProblem } from '../../net/ifname.js';
@@ -27,7 +27,7 @@ import { c, check, closeFd, O_CLOEXEC, O_RDWR, SysError } from '../../sys/libc.j
 import { ifIndex, setUp } from '../../sys/netdev.js';
 import { IFF_MULTI_QUEUE, IFF_VNET_HDR, setVnetHdrSize, tunFeatures, tunGetIff, tunSetIff, VNET_HDR_LEN } from '../../sys/tun.js';
 import type { Availability, EndpointRequest, HostContext, KernelBackend, KernelEndpoint, OwnedObject } from '../types.js';
-import { releaseLink } from './klink.js';
+import { linkMarker, markNewLink, releaseLink } from './klink.js';
 import { dataNumber, dataString, ipReason, kernelFailure, stringParam } from './kerrors.js';
 import { FEATURES, kernelHas } from './kprobe.js';
 
@@ -269,10 +269,13 @@ export function setupMacvtap(req: EndpointRequest, host: HostContext, rb: Rollba
       kernelFailure(e, `creating macvtap '${name}' on '${parent}'`);
     }
   }
+  // Marked first (release deletes only links carrying it), then journaled at
+  // once: a helper killed from here on leaves a record that gc can release.
+  const marker = linkMarker(req.params, 'macvtap');
+  markNewLink(name, marker);
   const ifindex = ifIndex(name);
-  // Journaled at once: a helper killed from here on leaves a record that gc can release.
-  const owned: OwnedObject = { kind: OWNED_KIND, data: { ifname: name, ifindex, parent, mode } };
-  rb.add(`delete macvtap ${name}`, () => releaseMacvtap(owned), { backend: 'macvtap', obj: owned });
+  const owned: OwnedObject = { kind: OWNED_KIND, data: { ifname: name, ifindex, marker, parent, mode } };
+  rb.add(`delete macvtap ${name}`, () => { releaseMacvtap(owned); }, { backend: 'macvtap', obj: owned });
 
   try {
     if (mac && mode === 'passthru') ip('link', 'set', 'dev', name, 'address', formatMac(mac));
@@ -314,7 +317,7 @@ export function setupMacvtap(req: EndpointRequest, host: HostContext, rb: Rollba
   if (req.persist && !devicePath) {
     // `up`: QEMU will open the device by path itself, so a path must exist.
     const node = persistentDeviceNode(ifindex, major, minor);
-    rb.add(`remove ${node.data.path}`, () => releaseDeviceNode(node), { backend: 'macvtap', obj: node });
+    rb.add(`remove ${node.data.path}`, () => { releaseDeviceNode(node); }, { backend: 'macvtap', obj: node });
     ownedAll.push(node);
     devicePath = String(node.data.path);
   }
@@ -356,29 +359,29 @@ export function persistentDeviceNode(ifindex: number, major: number, minor: numb
   return { kind: KIND_DEVNODE, data: { path, major, minor } };
 }
 
-/** Removes a device node we made, if it still is that device. */
-export function releaseDeviceNode(obj: OwnedObject): void {
+/** Removes a device node we made, if it still is that device; else says why it was left alone. */
+export function releaseDeviceNode(obj: OwnedObject): string | undefined {
   const path = dataString(obj.data, 'path', obj.kind);
-  if (!/^\/dev\/tap\d+$/.test(path)) throw new SetupError(`refusing to remove '${path}': not a /dev/tapN path`);
+  if (!/^\/dev\/tap\d+$/.test(path)) return `left alone: '${path}' is not a /dev/tapN path`;
   const major = dataNumber(obj.data, 'major', obj.kind);
   const minor = dataNumber(obj.data, 'minor', obj.kind);
-  const st = statSync(path, { bigint: true, throwIfNoEntry: false });
-  if (!st || !st.isCharacterDevice() || devMajor(st.rdev) !== major || devMinor(st.rdev) !== minor) return;
+  // lstat: a symbolic link at that path is not the node we made.
+  const st = lstatSync(path, { bigint: true, throwIfNoEntry: false });
+  if (!st) return undefined;
+  if (!st.isCharacterDevice() || devMajor(st.rdev) !== major || devMinor(st.rdev) !== minor) return `left alone: ${path} is not the device ${major}:${minor} we made`;
   rmSync(path, { force: true });
+  return undefined;
 }
 
 /**
- * Deletes the macvtap if it still is the one we made (same name, kind and
- * ifindex): a name reused since by someone else's link is left alone.
+ * Deletes the macvtap if it still is the one we made (same name, kind,
+ * ifindex and marker: klink.ts): a name reused since by someone else's link
+ * is left alone, and the returned note says why.
  */
-export function releaseMacvtap(obj: OwnedObject): void {
-  if (obj.kind === KIND_DEVNODE) {
-    releaseDeviceNode(obj);
-    return;
-  }
+export function releaseMacvtap(obj: OwnedObject): string | undefined {
+  if (obj.kind === KIND_DEVNODE) return releaseDeviceNode(obj);
   if (obj.kind !== OWNED_KIND) throw new SetupError(`the macvtap kernel cannot release objects of kind '${obj.kind}'`);
-  dataNumber(obj.data, 'ifindex', obj.kind); // recorded at setup: required for the identity check
-  releaseLink(obj, ['macvtap']);
+  return releaseLink(obj, ['macvtap']);
 }
 
 export function probeMacvtap(req: Partial<EndpointRequest>, host: HostContext): Availability {

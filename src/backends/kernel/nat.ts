@@ -27,38 +27,40 @@
 // (req.guestIp + req.mac) is an owned object of its own ('nat-reservation').
 // The lease file is kept when the network goes, so guests get their old
 // addresses back when it is re-created.
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, SetupError, UsageError } from '../../errors.js';
 import {
   dhcpHosts, dnsmasqPaths, dnsmasqPid, removeDhcpHost, restartDnsmasq, startDnsmasq, stopDnsmasq, writeDhcpHost, type DnsmasqConfig,
 } from '../../net/dnsmasq.js';
 import { checkInterfaceName } from '../../net/ifname.js';
-import { ip, ipJson, linkDelete, linkKind, linkShow, type LinkInfo } from '../../net/ip.js';
+import { ip, ipJson, linkDelete, linkShow, type LinkInfo } from '../../net/ip.js';
 import {
   broadcastOf, contains, firstHost, ipToNumber, netmaskOf, numberToIp, overlaps, parseSubnet, subnetToString, type Subnet,
 } from '../../net/ipv4.js';
 import { checkGuestMac, formatMac } from '../../net/mac.js';
-import { isNftIdentifier, nftApply, nftDeleteTable, nftTableExists } from '../../net/nft.js';
+import { nftApply, nftDeleteTable, nftTableComment, nftTableExists } from '../../net/nft.js';
 import { IP_FORWARD, readSysctl, writeSysctl } from '../../net/sysctl.js';
 import type { Rollback } from '../../setup/rollback.js';
 import { ifIndex } from '../../sys/netdev.js';
 import type { Availability, EndpointRequest, HostContext, KernelBackend, KernelEndpoint, OwnedObject } from '../types.js';
 import { setupBridgeTap } from './bridge-tap.js';
 import { booleanParam, dataString, kernelFailure, stringParam } from './kerrors.js';
-import { KIND_LINK, releaseLink } from './klink.js';
+import { identityMismatch, KIND_LINK, linkMarker, markLink, markNewLink, releaseLink, type LinkIdentity } from './klink.js';
 import { FEATURES, kernelHas, type FeatureAnswer } from './kprobe.js';
+import { ensureDir } from '../../state/atomic-file.js';
 import { readJson, withLock, writeJson } from './kstate.js';
+import {
+  NAT_TABLE_PREFIX, NAT_BRIDGE_MARKER, MAX_NAT_PREFIX, MIN_NAT_PREFIX, natBridgeName, checkNatBridgeName, natTableName, natTableComment, natRuleset, subnetsInUse, pickDefaultSubnet, dhcpRange,
+} from './nat-plan.js';
 
-export const DEFAULT_NAT_BRIDGE = 'qnhnat0';
-/** Where a NAT network without a configured subnet takes its /24 from. */
-export const AUTO_NAT_RANGE = '10.213.0.0/16';
-export const NAT_TABLE_PREFIX = 'qemu_net_helper_';
+// Re-exported: callers and tests know these as the NAT kernel's.
+export {
+  DEFAULT_NAT_BRIDGE, AUTO_NAT_RANGE, NAT_TABLE_PREFIX, NAT_BRIDGE_MARKER, MAX_NAT_PREFIX, MIN_NAT_PREFIX, natBridgeName, checkNatBridgeName, natTableName, natTableComment, natRuleset, subnetsInUse, pickDefaultSubnet, dhcpRange,
+} from './nat-plan.js';
+
 export const KIND_NAT = 'nat-network';
 export const KIND_RESERVATION = 'nat-reservation';
-/** Smallest NAT network: /30 = gateway + one guest. */
-export const MAX_NAT_PREFIX = 30;
-export const MIN_NAT_PREFIX = 8;
 
 /** What we know about a NAT network we made; <stateDir>/nat/<bridge>/network.json. */
 export interface NatRecord {
@@ -72,90 +74,6 @@ export interface NatRecord {
   enabledIpForward?: boolean;
   /** The daemon's configuration, so any later helper can restart it the same way. */
   dnsmasq: DnsmasqConfig;
-}
-
-export function natBridgeName(req: Pick<EndpointRequest, 'dev' | 'params'>): string {
-  const name = stringParam(req.params, 'bridge') ?? req.dev ?? DEFAULT_NAT_BRIDGE;
-  checkInterfaceName(name, 'NAT bridge');
-  // The name goes into an nft table name and a quoted nft string: keep it to what both take.
-  if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(name)) {
-    throw new UsageError(`NAT bridge name '${name}' has characters a NAT network cannot use`, 'use letters, digits, -, _ and . only');
-  }
-  return name;
-}
-
-export function natTableName(bridge: string): string {
-  const t = `${NAT_TABLE_PREFIX}${bridge}`;
-  if (!isNftIdentifier(t)) throw new UsageError(`cannot name an nft table after bridge '${bridge}'`);
-  return t;
-}
-
-/** The nft ruleset of one NAT network: one table, replaced atomically when it exists. */
-export function natRuleset(table: string, bridge: string, subnet: Subnet): string {
-  const net = subnetToString(subnet);
-  const br = `"${bridge}"`;
-  return [
-    // add+delete first makes the whole file a replace, whether the table exists or not.
-    `add table ip ${table}`,
-    `delete table ip ${table}`,
-    `table ip ${table} {`,
-    `  comment "qemu-net-helper NAT network on bridge ${bridge}"`,
-    '  chain postrouting {',
-    '    type nat hook postrouting priority srcnat; policy accept;',
-    // Link-local multicast and broadcast stay as they are (as libvirt does).
-    `    ip saddr ${net} ip daddr 224.0.0.0/24 return`,
-    `    ip saddr ${net} ip daddr 255.255.255.255 return`,
-    `    ip saddr ${net} ip daddr != ${net} oifname != ${br} counter masquerade comment "masquerade"`,
-    '  }',
-    '  chain forward {',
-    '    type filter hook forward priority filter; policy accept;',
-    `    iifname ${br} oifname ${br} counter accept comment "guest-to-guest"`,
-    `    iifname ${br} ip saddr ${net} counter accept comment "outbound"`,
-    `    oifname ${br} ip daddr ${net} ct state established,related counter accept comment "replies"`,
-    `    iifname ${br} counter reject comment "spoofed-source"`,
-    `    oifname ${br} counter reject comment "unsolicited-inbound"`,
-    '  }',
-    '}',
-    '',
-  ].join('\n');
-}
-
-/** IPv4 subnets in use in this namespace: interface addresses and main-table routes (default route excluded). */
-export function subnetsInUse(): { subnet: Subnet; what: string }[] {
-  const used: { subnet: Subnet; what: string }[] = [];
-  const addrs = ipJson<{ ifname: string; addr_info?: { family: string; local: string; prefixlen: number }[] }>('-4', 'addr', 'show');
-  for (const a of addrs) {
-    for (const x of a.addr_info ?? []) {
-      if (x.family !== 'inet') continue;
-      const n = ipToNumber(x.local);
-      const mask = x.prefixlen === 0 ? 0 : (0xffffffff << (32 - x.prefixlen)) >>> 0;
-      used.push({ subnet: { network: (n & mask) >>> 0, prefix: x.prefixlen }, what: `${x.local}/${x.prefixlen} on ${a.ifname}` });
-    }
-  }
-  for (const r of ipJson<{ dst: string; dev?: string }>('-4', 'route', 'show')) {
-    if (!r.dst || r.dst === 'default') continue;
-    const [addr, p] = r.dst.split('/');
-    try {
-      const prefix = p === undefined ? 32 : Number(p);
-      const n = ipToNumber(addr!);
-      const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-      used.push({ subnet: { network: (n & mask) >>> 0, prefix }, what: `route ${r.dst}${r.dev ? ` dev ${r.dev}` : ''}` });
-    } catch { /* not an address we understand: ignore */ }
-  }
-  return used;
-}
-
-/** 10.213.X.0/24 with the lowest X that overlaps nothing in use. */
-export function pickDefaultSubnet(used: Subnet[]): Subnet {
-  for (let x = 0; x < 256; x++) {
-    const s = { network: ipToNumber(`10.213.${x}.0`), prefix: 24 };
-    if (!used.some((u) => overlaps(u, s))) return s;
-  }
-  throw new ConfigError('every 10.213.X.0/24 overlaps an address or route of this host', 'set "subnet" in the profile');
-}
-
-export function dhcpRange(subnet: Subnet): { start: string; end: string } {
-  return { start: numberToIp(firstHost(subnet) + 1), end: numberToIp(broadcastOf(subnet) - 1) };
 }
 
 interface NatOptions {
@@ -181,6 +99,15 @@ function dnsmasqConfig(o: NatOptions, subnet: Subnet): DnsmasqConfig {
   };
 }
 
+/**
+ * The recorded dnsmasq configuration, pinned to this network's own directory
+ * and bridge: a record must not choose where a root dnsmasq writes its pid,
+ * lease and log files, nor which interface it serves.
+ */
+function recordedDnsmasq(rec: NatRecord, dir: string, bridge: string): DnsmasqConfig | undefined {
+  return rec.dnsmasq ? { ...rec.dnsmasq, dir, iface: bridge } : undefined;
+}
+
 function natDir(host: HostContext, bridge: string): string {
   return join(host.stateDir, 'nat', bridge);
 }
@@ -191,24 +118,54 @@ function recordPath(dir: string): string {
   return join(dir, 'network.json');
 }
 
+/** The identity our NAT bridge must have (klink.ts), from its record. */
+function bridgeIdentity(bridge: string, rec: NatRecord | null): LinkIdentity | null {
+  return rec && typeof rec.bridgeIndex === 'number' ? { ifname: bridge, ifindex: rec.bridgeIndex, marker: NAT_BRIDGE_MARKER } : null;
+}
+
+/**
+ * Deletes the network's nft table when it is ours: named after this bridge
+ * (so with our prefix), whatever table the record names, and carrying our
+ * comment. Returns why it was left alone, if it was.
+ */
+function deleteNatTable(host: HostContext, bridge: string, recorded: unknown): string | undefined {
+  const table = natTableName(bridge);
+  if (recorded !== undefined && recorded !== table) return `left alone: nft table ${JSON.stringify(recorded)} is not the table of NAT network '${bridge}' (${table})`;
+  if (!table.startsWith(NAT_TABLE_PREFIX)) return `left alone: nft table '${table}' has no ${NAT_TABLE_PREFIX} prefix`;
+  const comment = nftTableComment('ip', table, host.bin.nft);
+  if (comment === undefined) return undefined; // gone already
+  if (comment !== natTableComment(bridge)) return `left alone: nft table 'ip ${table}' does not carry our comment (${comment === null ? 'none' : JSON.stringify(comment)})`;
+  nftDeleteTable('ip', table, host.bin.nft);
+  return undefined;
+}
+
 /**
  * Removes what is left of a NAT network, in the order that keeps a crash in
- * between harmless: daemon, rules, bridge (only if it is ours), record last.
+ * between harmless: daemon, rules, bridge, record last. Each piece only when
+ * it is ours (dnsmasq: by its command line; table: name and comment; bridge:
+ * ifindex and marker); returns why pieces were left alone.
  */
-export function teardownNetwork(host: HostContext, bridge: string): void {
+export function teardownNetwork(host: HostContext, bridge: string): string[] {
+  checkNatBridgeName(bridge);
+  const notes: string[] = [];
   const dir = natDir(host, bridge);
   const rec = readJson<NatRecord>(recordPath(dir));
   const p = dnsmasqPaths(dir);
   stopDnsmasq(p.pidFile);
-  nftDeleteTable('ip', rec?.table ?? natTableName(bridge), host.bin.nft);
-  if (rec) {
-    const l = linkShow(bridge);
-    if (l && linkKind(l) === 'bridge' && (rec.bridgeIndex === undefined || rec.bridgeIndex === l.ifindex)) linkDelete(bridge);
+  const t = deleteNatTable(host, bridge, rec?.table);
+  if (t) notes.push(t);
+  const l = linkShow(bridge);
+  if (l) {
+    const id = bridgeIdentity(bridge, rec);
+    const bad = id ? identityMismatch(l, id, ['bridge']) : `no record of a bridge '${bridge}' we made`;
+    if (bad) notes.push(`left alone: ${bad}`);
+    else linkDelete(bridge);
   }
   rmSync(p.hostsDir, { recursive: true, force: true });
   rmSync(p.logFile, { force: true });
   rmSync(join(dir, 'dnsmasq.start.err'), { force: true });
   rmSync(recordPath(dir), { force: true });
+  return notes;
 }
 
 function ensureIpForward(): boolean {
@@ -229,8 +186,10 @@ function ensureNetwork(host: HostContext, o: NatOptions, journal: () => void): {
     if (!rec) {
       throw new ConfigError(`'${o.bridge}' exists and is not a NAT network made by qemu-net-helper`, 'pass another bridge name for the NAT network (params.bridge or --dev)');
     }
-    if (linkKind(link) !== 'bridge' || (rec.bridgeIndex !== undefined && rec.bridgeIndex !== link.ifindex)) {
-      throw new ConfigError(`'${o.bridge}' was re-created by someone else since qemu-net-helper made its NAT network`, `remove it or choose another NAT bridge name; stale state is in ${o.dir}`);
+    const id = bridgeIdentity(o.bridge, rec);
+    const bad = id ? identityMismatch(link, id, ['bridge']) : 'no ifindex recorded';
+    if (bad) {
+      throw new ConfigError(`'${o.bridge}' is not the bridge qemu-net-helper made for its NAT network (${bad})`, `remove it or choose another NAT bridge name; stale state is in ${o.dir}`);
     }
     const subnet = parseSubnet(rec.subnet);
     if (o.subnet && subnetToString(o.subnet) !== rec.subnet) {
@@ -240,7 +199,7 @@ function ensureNetwork(host: HostContext, o: NatOptions, journal: () => void): {
     // Heal what a crash or an admin may have removed; never touch a healthy part.
     ensureIpForward();
     if (!nftTableExists('ip', rec.table, host.bin.nft)) nftApply(natRuleset(rec.table, o.bridge, subnet), host.bin.nft);
-    if (dnsmasqPid(dnsmasqPaths(o.dir).pidFile) === null) startDnsmasq(rec.dnsmasq ?? dnsmasqConfig(o, subnet), host.bin.dnsmasq);
+    if (dnsmasqPid(dnsmasqPaths(o.dir).pidFile) === null) startDnsmasq(recordedDnsmasq(rec, o.dir, o.bridge) ?? dnsmasqConfig(o, subnet), host.bin.dnsmasq);
     return { rec, created: false };
   }
 
@@ -259,10 +218,12 @@ function ensureNetwork(host: HostContext, o: NatOptions, journal: () => void): {
   const gateway = numberToIp(firstHost(subnet));
   const table = natTableName(o.bridge);
   const newRec: NatRecord = { bridge: o.bridge, subnet: subnetToString(subnet), gateway, table, dnsmasq: dnsmasqConfig(o, subnet) };
-  mkdirSync(o.dir, { recursive: true, mode: 0o755 });
+  ensureDir(o.dir, 0o755);
   writeJson(recordPath(o.dir), newRec);
   try {
     ip('link', 'add', o.bridge, 'type', 'bridge');
+    // Marked before its ifindex is recorded: teardown deletes only a marked bridge.
+    markNewLink(o.bridge, NAT_BRIDGE_MARKER);
     newRec.bridgeIndex = ifIndex(o.bridge);
     writeJson(recordPath(o.dir), newRec);
     ip('addr', 'add', `${gateway}/${subnet.prefix}`, 'dev', o.bridge);
@@ -292,11 +253,12 @@ function bridgePorts(bridge: string): LinkInfo[] {
  * that is still running keeps its tap and so the network, and a port someone
  * else plugged in counts too.
  */
-export function leaveNetwork(host: HostContext, bridge: string): void {
-  withLock(natLock(host), () => {
-    if (!readJson<NatRecord>(recordPath(natDir(host, bridge)))) return; // torn down already
-    if (bridgePorts(bridge).length > 0) return;
-    teardownNetwork(host, bridge);
+export function leaveNetwork(host: HostContext, bridge: string): string | undefined {
+  return withLock(natLock(host), () => {
+    if (!readJson<NatRecord>(recordPath(natDir(host, bridge)))) return undefined; // torn down already
+    if (bridgePorts(bridge).length > 0) return undefined;
+    const notes = teardownNetwork(host, bridge);
+    return notes.length ? notes.join('; ') : undefined;
   });
 }
 
@@ -307,7 +269,8 @@ export function dropReservation(host: HostContext, bridge: string, mac: string):
     if (!dhcpHosts(dir).has(mac)) return;
     removeDhcpHost(dir, mac);
     const rec = readJson<NatRecord>(recordPath(dir));
-    if (rec?.dnsmasq && dnsmasqPid(dnsmasqPaths(dir).pidFile) !== null) restartDnsmasq(rec.dnsmasq, host.bin.dnsmasq);
+    const cfg = rec ? recordedDnsmasq(rec, dir, bridge) : undefined;
+    if (cfg && dnsmasqPid(dnsmasqPaths(dir).pidFile) !== null) restartDnsmasq(cfg, host.bin.dnsmasq);
   });
 }
 
@@ -348,7 +311,7 @@ export function setupNat(req: EndpointRequest, host: HostContext, rb: Rollback):
     const network: OwnedObject = { kind: KIND_NAT, data: { bridge } };
     const { rec, created } = ensureNetwork(host, o, () => {
       // Undo = leaving: the network goes again if nobody else is on it.
-      rb.add(`leave NAT network ${bridge}`, () => leaveNetwork(host, bridge), { backend: 'nat', obj: network });
+      rb.add(`leave NAT network ${bridge}`, () => { leaveNetwork(host, bridge); }, { backend: 'nat', obj: network });
       owned.push(network);
     });
     const net = parseSubnet(rec.subnet);
@@ -366,12 +329,13 @@ export function setupNat(req: EndpointRequest, host: HostContext, rb: Rollback):
       owned.push(reservation);
       writeDhcpHost(o.dir, fixedMac, req.guestIp);
       // dnsmasq learns fixed addresses only when it starts: restart it (leases are kept in its lease file).
-      restartDnsmasq(rec.dnsmasq ?? dnsmasqConfig(o, net), host.bin.dnsmasq);
+      restartDnsmasq(recordedDnsmasq(rec, o.dir, bridge) ?? dnsmasqConfig(o, net), host.bin.dnsmasq);
     }
 
     // A persistent tap (`up`) is journaled by setupBridgeTap as {kind: 'link'} for this kernel.
-    const ep = setupBridgeTap({ bridge, vnetHdr: req.vnetHdr, tunDevice: host.tunDevice, ...(tapName ? { tapName } : {}), ...(req.persist ? { persist: { backend: 'nat', remove: linkDelete } } : {}) }, rb);
-    if (req.persist) owned.push({ kind: KIND_LINK, data: { ifname: ep.tap.name } });
+    const persist = req.persist ? { persist: { backend: 'nat', marker: linkMarker(req.params, 'nat'), mark: markLink, release: (x: OwnedObject) => releaseLink(x, ['tun']) } } : {};
+    const ep = setupBridgeTap({ bridge, vnetHdr: req.vnetHdr, tunDevice: host.tunDevice, ...(tapName ? { tapName } : {}), ...persist }, rb);
+    if (ep.owned) owned.push(ep.owned);
 
     return {
       kernel: 'nat',
@@ -394,17 +358,32 @@ export function setupNat(req: EndpointRequest, host: HostContext, rb: Rollback):
   });
 }
 
-export function releaseNat(obj: OwnedObject, host: HostContext): void {
+/** The bridge an owned object names, or why it names nothing of ours (a path or table name could hide in it). */
+function recordedBridge(obj: OwnedObject): string | { note: string } {
+  const bridge = dataString(obj.data, 'bridge', obj.kind);
+  try {
+    return checkNatBridgeName(bridge);
+  } catch (e) {
+    return { note: `left alone: ${(e as Error).message}` };
+  }
+}
+
+export function releaseNat(obj: OwnedObject, host: HostContext): string | undefined {
   switch (obj.kind) {
-    case KIND_NAT:
-      leaveNetwork(host, dataString(obj.data, 'bridge', obj.kind));
-      return;
-    case KIND_RESERVATION:
-      dropReservation(host, dataString(obj.data, 'bridge', obj.kind), dataString(obj.data, 'mac', obj.kind));
-      return;
+    case KIND_NAT: {
+      const bridge = recordedBridge(obj);
+      return typeof bridge === 'string' ? leaveNetwork(host, bridge) : bridge.note;
+    }
+    case KIND_RESERVATION: {
+      const bridge = recordedBridge(obj);
+      if (typeof bridge !== 'string') return bridge.note;
+      const mac = dataString(obj.data, 'mac', obj.kind);
+      if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(mac)) return `left alone: ${JSON.stringify(mac)} is not a MAC we reserve under`;
+      dropReservation(host, bridge, mac);
+      return undefined;
+    }
     case KIND_LINK:
-      releaseLink(obj, ['tun']);
-      return;
+      return releaseLink(obj, ['tun']);
     default:
       throw new SetupError(`the nat kernel cannot release objects of kind '${obj.kind}'`);
   }

@@ -35,8 +35,8 @@ import { getMac, ifIndex, setMac, setMtu, setUp } from '../../sys/netdev.js';
 import { createTap, setPersist, type Tap } from '../../sys/tun.js';
 import type { Availability, EndpointRequest, HostContext, KernelBackend, KernelEndpoint, OwnedObject } from '../types.js';
 import { tunError } from './bridge-tap.js';
-import { dataNumber, dataString, ipReason, kernelFailure, stringParam } from './kerrors.js';
-import { KIND_LINK, releaseLink } from './klink.js';
+import { dataString, ipReason, kernelFailure, stringParam } from './kerrors.js';
+import { identityMismatch, KIND_LINK, linkMarker, linkOrNull, markLink, recordedIdentity, releaseLink } from './klink.js';
 import { FEATURES, kernelHas } from './kprobe.js';
 import { readJson, withLock, writeJson } from './kstate.js';
 
@@ -159,13 +159,18 @@ export function setupRoute(req: EndpointRequest, host: HostContext, rb: Rollback
     tunError(e, host.tunDevice);
   }
   rb.add(`close tap ${tap.name}`, () => closeFd(tap.fd));
+  // Every routed tap carries our marker, persistent or not: releasing its
+  // route checks the tap still is ours (klink.ts). Until it is persistent the
+  // tap dies with our fd, so a failure here leaks nothing.
+  const marker = linkMarker(req.params, 'route');
+  markLink(tap.name, marker);
   const tapIndex = ifIndex(tap.name);
   const owned: OwnedObject[] = [];
   if (req.persist) {
     // `up`: no QEMU holds the tap yet, so it must outlive our fd. Journaled
     // first, made persistent second: a crash in between leaks nothing.
-    const link: OwnedObject = { kind: KIND_LINK, data: { ifname: tap.name, ifindex: tapIndex } };
-    rb.add(`delete tap ${tap.name}`, () => releaseLink(link, ['tun']), { backend: 'route', obj: link });
+    const link: OwnedObject = { kind: KIND_LINK, data: { ifname: tap.name, ifindex: tapIndex, marker } };
+    rb.add(`delete tap ${tap.name}`, () => { releaseLink(link, ['tun']); }, { backend: 'route', obj: link });
     owned.push(link);
     try {
       setPersist(tap.fd, true);
@@ -201,15 +206,15 @@ export function setupRoute(req: EndpointRequest, host: HostContext, rb: Rollback
     }
     kernelFailure(e, `adding route ${dst} dev ${tap.name}`);
   }
-  const route: OwnedObject = { kind: KIND_ROUTE, data: { dst, dev: tap.name, ifindex: tapIndex } };
-  rb.add(`delete route ${dst}`, () => releaseRoute(route, host), { backend: 'route', obj: route });
+  const route: OwnedObject = { kind: KIND_ROUTE, data: { dst, dev: tap.name, ifindex: tapIndex, marker } };
+  rb.add(`delete route ${dst}`, () => { releaseRoute(route, host); }, { backend: 'route', obj: route });
   owned.push(route);
 
   // Journaled *before* the change: releasing a user that was never recorded
   // is harmless, while a change made without a record could never be undone.
   const user = { tap: tap.name, tapIndex, guestIp };
-  const proxy: OwnedObject = { kind: KIND_UPLINK, data: { uplink, tap: tap.name, tapIndex } };
-  rb.add(`proxy ARP on ${uplink}`, () => releaseRoute(proxy, host), { backend: 'route', obj: proxy });
+  const proxy: OwnedObject = { kind: KIND_UPLINK, data: { uplink, tap: tap.name, tapIndex, marker } };
+  rb.add(`proxy ARP on ${uplink}`, () => { releaseRoute(proxy, host); }, { backend: 'route', obj: proxy });
   owned.push(proxy);
   uplinkAcquire(host, uplink, user);
 
@@ -226,26 +231,38 @@ export function setupRoute(req: EndpointRequest, host: HostContext, rb: Rollback
   };
 }
 
-export function releaseRoute(obj: OwnedObject, host: HostContext): void {
-  if (obj.kind === KIND_ROUTE) {
-    const dst = dataString(obj.data, 'dst', obj.kind);
-    const dev = dataString(obj.data, 'dev', obj.kind);
-    const ifindex = dataNumber(obj.data, 'ifindex', obj.kind);
-    // A tap of that name with another ifindex is someone else's: our route died with ours.
-    if (ifIndex(dev) !== ifindex) return;
-    routeDel(dst, dev);
-    return;
-  }
-  if (obj.kind === KIND_LINK) {
-    releaseLink(obj, ['tun']);
-    return;
-  }
+/** Deletes our route to the guest when the tap it goes through still is ours; else says why not. */
+function releaseGuestRoute(obj: OwnedObject): string | undefined {
+  const dst = dataString(obj.data, 'dst', obj.kind);
+  if (!/^\d{1,3}(\.\d{1,3}){3}\/32$/.test(dst) || !isIPv4(dst.slice(0, -3))) return `left alone: '${dst}' is not a guest route of ours`;
+  const id = recordedIdentity({ ifname: obj.data.dev, ifindex: obj.data.ifindex, marker: obj.data.marker });
+  if (typeof id === 'string') return `left alone: ${id}`;
+  const l = linkOrNull(id.ifname);
+  if (!l) return undefined; // the route died with the tap
+  // A tap of that name that is not ours is someone else's: our route died with ours.
+  const bad = identityMismatch(l, id, ['tun']);
+  if (bad) return `left alone: ${bad}`;
+  routeDel(dst, id.ifname);
+  return undefined;
+}
+
+export function releaseRoute(obj: OwnedObject, host: HostContext): string | undefined {
+  if (obj.kind === KIND_ROUTE) return releaseGuestRoute(obj);
+  if (obj.kind === KIND_LINK) return releaseLink(obj, ['tun']);
   if (obj.kind === KIND_UPLINK) {
-    uplinkRelease(host, dataString(obj.data, 'uplink', obj.kind), {
-      tap: dataString(obj.data, 'tap', obj.kind),
-      tapIndex: dataNumber(obj.data, 'tapIndex', obj.kind),
-    });
-    return;
+    const uplink = dataString(obj.data, 'uplink', obj.kind);
+    // The name becomes a state file and a /proc/sys path: nothing but an interface name.
+    const badName = interfaceNameProblem(uplink);
+    if (badName) return `left alone: uplink name ${JSON.stringify(uplink)} ${badName}`;
+    const id = recordedIdentity({ ifname: obj.data.tap, ifindex: obj.data.tapIndex, marker: obj.data.marker });
+    if (typeof id === 'string') return `left alone: ${id}`;
+    // While the tap lives, only the endpoint whose marker it carries may leave:
+    // another record naming it must not end a live guest's proxy ARP.
+    const l = linkOrNull(id.ifname);
+    const bad = l && l.ifindex === id.ifindex ? identityMismatch(l, id, ['tun']) : null;
+    if (bad) return `left alone: ${bad}`;
+    uplinkRelease(host, uplink, { tap: id.ifname, tapIndex: id.ifindex });
+    return undefined;
   }
   throw new SetupError(`the route kernel cannot release objects of kind '${obj.kind}'`);
 }

@@ -22,7 +22,7 @@ import { ip, linkShow } from '../../net/ip.js';
 import { getMac, getMtu, ifIndex, setMac, setUp } from '../../sys/netdev.js';
 import { checkGuestMac as checkMac, formatMac, parseMac } from '../../net/mac.js';
 import type { Rollback } from '../../setup/rollback.js';
-import { ownerOf, isOwnerRef, type OwnerRef } from '../../state/owner.js';
+import { ownerOf, isOwnerRef, sameOwner, type OwnerRef } from '../../state/owner.js';
 import { claimFirstFree, isPciAddress, listClaims, readClaim, releaseVf, updateClaimData, type ClaimRecord } from '../../state/vf-claims.js';
 import type { Availability, EndpointRequest, HostContext, KernelBackend, KernelEndpoint, OwnedObject } from '../types.js';
 
@@ -282,20 +282,39 @@ function ownedData(v: unknown): SriovOwnedData | null {
   return d;
 }
 
-/** Puts a VF back as recorded; the netdev is looked up again (it may have been renamed). */
-function restoreRecorded(d: SriovOwnedData, sysfsRoot: string): void {
-  const vf: VfInfo = { pf: d.pf, index: d.vfIndex, pci: d.pci };
-  let nets: string[] = [];
-  try { nets = readdirSync(join(sysfsRoot, 'bus/pci/devices', d.pci, 'net')).sort(); } catch { /* VF gone */ }
-  const netdev = nets[0] ?? d.ifname;
-  if (netdev) vf.netdev = netdev;
+/**
+ * Puts a VF back as recorded, but only a VF that sysfs shows as the record
+ * says: `pf` an SR-IOV PF whose virtfn<vfIndex> is `pci`. The netdev is the
+ * one sysfs lists for that VF now (it may have been renamed), never a name
+ * from the record: a record must not be able to change another link's MAC.
+ * Returns why nothing was restored, if so.
+ */
+function restoreRecorded(d: SriovOwnedData, sysfsRoot: string): string | undefined {
+  let vf: VfInfo | undefined;
+  try {
+    vf = readPf(sysfsRoot, d.pf).vfs.find((v) => v.index === d.vfIndex);
+  } catch (e) {
+    if (e instanceof HelperError) return `left alone: ${e.message}`;
+    throw e;
+  }
+  if (!vf || vf.pci !== d.pci) return `left alone: sysfs shows no VF ${d.vfIndex} of '${d.pf}' at ${d.pci}`;
   const applied = typeof d.applied === 'object' && d.applied !== null ? d.applied : undefined;
   (d.control === 'pf-admin' ? pfAdminControl : netdevControl).restore(vf, d.saved, applied);
+  return undefined;
 }
 
-function restoreStale(rec: ClaimRecord, sysfsRoot: string): void {
+/**
+ * Restores from a claim record (read under the VF's flock): its saved data,
+ * written by setup before anything changed, must name the same VF, endpoint
+ * and owner as the claim itself.
+ */
+function restoreClaimed(rec: ClaimRecord, sysfsRoot: string): string | undefined {
+  if (rec.data === undefined) return undefined; // the claimant changed nothing yet
   const d = ownedData(rec.data);
-  if (d) restoreRecorded(d, sysfsRoot); // no data: the dead owner changed nothing yet
+  if (!d || d.pci !== rec.pci || d.endpointId !== rec.endpointId || !sameOwner(d.owner, rec.owner)) {
+    return `left alone: the saved settings in the claim on VF ${rec.pci} do not belong to that claim`;
+  }
+  return restoreRecorded(d, sysfsRoot);
 }
 
 export const sriovBackend: KernelBackend = {
@@ -337,7 +356,7 @@ export const sriovBackend: KernelBackend = {
     });
     if (!vfs.length) throw refusal;
     const who = claimant(req);
-    const got = claimFirstFree(host.stateDir, vfs.map((v) => v.pci), who, { onStale: (r) => restoreStale(r, host.sysfsRoot) });
+    const got = claimFirstFree(host.stateDir, vfs.map((v) => v.pci), who, { onStale: (r) => { restoreClaimed(r, host.sysfsRoot); } });
     const pci = got.record.pci;
     if (!got.again) rb.add(`release the claim on VF ${pci}`, () => { releaseVf(host.stateDir, pci, who); });
     const vf = vfs.find((v) => v.pci === pci)!;
@@ -366,13 +385,17 @@ export const sriovBackend: KernelBackend = {
     };
   },
 
-  release(obj: OwnedObject, host: HostContext): void {
+  release(obj: OwnedObject, host: HostContext): string | undefined {
     const d = ownedData(obj.data);
     if (obj.kind !== SRIOV_OWNED_KIND || !d) throw new ConfigError(`not an sriov owned object: ${JSON.stringify(obj).slice(0, 200)}`);
     // Under the VF's flock, and only while the claim is still this endpoint's:
-    // once someone else holds the VF, its settings are theirs.
-    const r = releaseVf(host.stateDir, d.pci, { owner: d.owner, endpointId: d.endpointId }, () => restoreRecorded(d, host.sysfsRoot));
+    // once someone else holds the VF, its settings are theirs. What is put
+    // back comes from the claim, checked against sysfs, not from this record.
+    let note: string | undefined;
+    const r = releaseVf(host.stateDir, d.pci, { owner: d.owner, endpointId: d.endpointId }, (claim) => { note = restoreClaimed(claim, host.sysfsRoot); });
     if (r === 'busy') throw new SetupError(`VF ${d.pci}: its claim lock stayed busy; try again`);
+    if (r === 'not-owner') return `left alone: the claim on VF ${d.pci} is not endpoint ${d.endpointId}'s`;
+    return note;
   },
 };
 
@@ -385,7 +408,9 @@ export function gcStaleVfClaims(host: HostContext): { pci: string; result: strin
   // listing (even over a corrupt record) is live and stays.
   return listClaims(host.stateDir).filter((c) => c.state === 'stale' || c.state === 'corrupt').map((c) => {
     try {
-      return { pci: c.pci, result: releaseVf(host.stateDir, c.pci, { onlyStale: true }, (r) => restoreStale(r, host.sysfsRoot)) };
+      let note: string | undefined;
+      const result = releaseVf(host.stateDir, c.pci, { onlyStale: true }, (r) => { note = restoreClaimed(r, host.sysfsRoot); });
+      return { pci: c.pci, result: note ? `${result}; settings ${note}` : result };
     } catch (e) {
       return { pci: c.pci, result: `failed: ${e instanceof Error ? e.message : String(e)}` };
     }

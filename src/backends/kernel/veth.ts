@@ -16,8 +16,8 @@ import { checkGuestMac, formatMac } from '../../net/mac.js';
 import type { Rollback } from '../../setup/rollback.js';
 import { getMac, ifIndex, setMac } from '../../sys/netdev.js';
 import type { Availability, EndpointRequest, HostContext, KernelBackend, KernelEndpoint, OwnedObject } from '../types.js';
-import { releaseLink } from './klink.js';
-import { dataNumber, ipReason, kernelFailure, stringParam } from './kerrors.js';
+import { linkMarker, markNewLink, releaseLink } from './klink.js';
+import { ipReason, kernelFailure, stringParam } from './kerrors.js';
 import { FEATURES, kernelHas } from './kprobe.js';
 
 export const OWNED_KIND = 'veth';
@@ -73,11 +73,14 @@ export function setupVeth(req: EndpointRequest, _host: HostContext, rb: Rollback
     }
     kernelFailure(e, `creating veth pair ${ifname}/${hostEnd}`);
   }
+  // Marked first (release deletes only links carrying it), then journaled at
+  // once, so a helper killed from here on leaves a record gc can release.
+  const marker = linkMarker(req.params, 'veth');
+  markNewLink(ifname, marker);
   const ifindex = ifIndex(ifname);
   // Deleting the endpoint end deletes the pair, wherever the host end went.
-  // Journaled at once, so a helper killed from here on leaves a record gc can release.
-  const owned: OwnedObject = { kind: OWNED_KIND, data: { ifname, ifindex, hostIfname: hostEnd } };
-  rb.add(`delete veth ${ifname}`, () => releaseVeth(owned), { backend: 'veth', obj: owned });
+  const owned: OwnedObject = { kind: OWNED_KIND, data: { ifname, ifindex, marker, hostIfname: hostEnd } };
+  rb.add(`delete veth ${ifname}`, () => { releaseVeth(owned); }, { backend: 'veth', obj: owned });
 
   let hostEndName = hostEnd;
   try {
@@ -118,13 +121,13 @@ export function setupVeth(req: EndpointRequest, _host: HostContext, rb: Rollback
 
 /**
  * Deletes the pair when the endpoint end still is ours (name, kind veth,
- * ifindex). If that end is gone, the pair is gone with it: veth ends only
- * exist in pairs, so nothing is left to find in the other namespace.
+ * ifindex, marker: klink.ts). If that end is gone, the pair is gone with it:
+ * veth ends only exist in pairs, so nothing is left to find in the other
+ * namespace. Returns why it was left alone, if it was.
  */
-export function releaseVeth(obj: OwnedObject): void {
+export function releaseVeth(obj: OwnedObject): string | undefined {
   if (obj.kind !== OWNED_KIND) throw new SetupError(`the veth kernel cannot release objects of kind '${obj.kind}'`);
-  dataNumber(obj.data, 'ifindex', obj.kind); // recorded at setup: required for the identity check
-  releaseLink(obj, ['veth']);
+  return releaseLink(obj, ['veth']);
 }
 
 export function probeVeth(req: Partial<EndpointRequest>, host: HostContext): Availability {
