@@ -10,13 +10,12 @@ import { serveBridgeTap } from '../helper/run.js';
 import { serveHelper } from '../helper/full.js';
 import type { HostContext } from '../host/context.js';
 import { gcAll } from '../lifecycle/gc.js';
-import { releaseEndpoint } from '../lifecycle/release.js';
+import { takeDown } from '../lifecycle/release.js';
 import { listFor, visibleTo } from '../lifecycle/list.js';
 import { up } from '../lifecycle/up.js';
 import { closeFd, SysError } from '../sys/libc.js';
 import { pidfdGetfd } from '../sys/pidfd.js';
 import { peerCred } from '../sys/unix-fd.js';
-import { loadEndpoint } from '../state/endpoints.js';
 import type { BrokerReply, BrokerRequest } from './protocol.js';
 
 export interface BrokerConfig {
@@ -89,15 +88,12 @@ export function handle(req: BrokerRequest, caller: Caller, pidfd: number, cfg: B
         return { reply: { v: 1, ok: true, exit: 0, result: r }, what: `up ${JSON.stringify(o)}`, verdict: `allowed: endpoint ${r.endpoint.id} ${r.endpoint.ifname}` };
       }
       case 'down': {
-        const rec = loadEndpoint(cfg.host.stateDir, req.id);
-        if (!rec) return { reply: { v: 1, ok: true, exit: 0, result: { id: req.id, released: [], failed: [], alreadyGone: true } }, what: `down ${req.id}`, verdict: 'already gone' };
-        if (!visibleTo(caller, rec)) throw new AccessDeniedError(`access denied: endpoint ${req.id} belongs to another user`, 'a user can take down only the endpoints it made');
-        const r = releaseEndpoint(rec, cfg.host);
+        const r = takeDown(req.id, cfg.host, caller);
         const exit = r.failed.length ? ExitCode.SETUP_FAILED : 0;
         const reply: BrokerReply = exit === 0
-          ? { v: 1, ok: true, exit: 0, result: { ...r, alreadyGone: false } }
+          ? { v: 1, ok: true, exit: 0, result: r }
           : { v: 1, ok: false, exit, error: `could not release ${r.failed.join('; ')}` };
-        return { reply, what: `down ${req.id}`, verdict: exit ? 'failed' : 'released' };
+        return { reply, what: `down ${req.id}`, verdict: r.alreadyGone ? 'already gone' : exit ? 'failed' : 'released' };
       }
       case 'list': {
         const result = listFor(cfg.host.stateDir, caller);

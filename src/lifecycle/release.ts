@@ -2,10 +2,13 @@
 // and `gc` all come here. Every release step is idempotent (already gone =
 // success) and checks the object is still the one we made, so running it
 // twice, after a crash half-way, or on a forged record, is safe.
+import type { Caller } from '../access/caller.js';
+import { AccessDeniedError } from '../errors.js';
+import { visibleTo } from './list.js';
 import { MARKER_PREFIX } from '../backends/kernel/klink.js';
 import { kernels } from '../backends/registry.js';
 import type { HostContext } from '../host/context.js';
-import { removeEndpoint, type EndpointRecord } from '../state/endpoints.js';
+import { loadEndpoint, removeEndpoint, type EndpointRecord } from '../state/endpoints.js';
 import { checkStateDir } from '../state/state-dir.js';
 
 export interface ReleaseReport {
@@ -62,4 +65,14 @@ export function releaseEndpoint(rec: EndpointRecord, host: HostContext): Release
   // Skipped objects do not keep it: what is not ours never becomes ours.
   if (failed.length === 0) removeEndpoint(host.stateDir, rec.id);
   return { id: rec.id, released, skipped, failed };
+}
+
+export interface DownReport extends ReleaseReport { alreadyGone: boolean }
+
+/** `down ID` for a caller: idempotent (already gone = success); only the caller's own endpoints (root: any). */
+export function takeDown(id: string, host: HostContext, caller: Caller): DownReport {
+  const rec = loadEndpoint(host.stateDir, id);
+  if (!rec) return { id, released: [], skipped: [], failed: [], alreadyGone: true };
+  if (!visibleTo(caller, rec)) throw new AccessDeniedError(`access denied: endpoint ${id} belongs to another user`, 'a user can take down only the endpoints it made');
+  return { ...releaseEndpoint(rec, host), alreadyGone: false };
 }
