@@ -5,6 +5,13 @@
 // CommonJS file (dist/helper.cjs, built by `npm run build`) and never oclif;
 // CommonJS and a single file halve the module-loading time measured for the
 // unbundled ES modules. Everything else is the oclif CLI.
+// A container runtime runs us as a CNI plugin (type "qemu-net-helper" in
+// CNI_PATH): the environment says so. One env lookup, nothing loaded, for
+// QEMU's path.
+if (process.env.CNI_COMMAND !== undefined) {
+  require('../dist/cni.cjs').cniMain();
+  return;
+}
 const argv = process.argv.slice(2);
 const first = argv[0];
 const helperForm =

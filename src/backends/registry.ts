@@ -7,6 +7,7 @@ import { macvtapBackend } from './kernel/macvtap.js';
 import { vethBackend } from './kernel/veth.js';
 import { routeBackend } from './kernel/route.js';
 import { natBackend } from './kernel/nat.js';
+import { cniSandboxBackend } from '../cni/sandbox-backend.js';
 import { macvtapTransport } from './transport/macvtap.js';
 import { socketTransport } from './transport/socket.js';
 import { tapTransport } from './transport/tap.js';
@@ -19,6 +20,7 @@ export const kernels: ReadonlyMap<string, KernelBackend> = new Map<string, Kerne
   [vethBackend.name, vethBackend],
   [routeBackend.name, routeBackend],
   [natBackend.name, natBackend],
+  [cniSandboxBackend.name, cniSandboxBackend],
 ]);
 
 export const transports: ReadonlyMap<string, Transport> = new Map<string, Transport>([

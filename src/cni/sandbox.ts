@@ -1,0 +1,50 @@
+// Operations inside the sandbox (the container's network namespace, given as
+// a path by CNI_NETNS): iproute2 run there through nsenter, so this process
+// never changes namespace itself (Node's threads would not all follow a setns).
+import { execFileSync } from 'node:child_process';
+import { statSync } from 'node:fs';
+import { IpError, type LinkInfo } from '../net/ip.js';
+import { SetupError } from '../errors.js';
+import { CniCode, CniError } from './errors.js';
+
+/** Throws the spec's code 3 when the namespace path is not there. */
+export function requireNetns(path: string): void {
+  if (!path.startsWith('/') || !netnsExists(path)) {
+    throw new CniError(CniCode.UNKNOWN_CONTAINER, `network namespace '${path}' does not exist`, 'CNI_NETNS must be the path of the sandbox\'s network namespace, e.g. /run/netns/NAME');
+  }
+}
+
+export function netnsExists(path: string): boolean {
+  try { statSync(path); return true; } catch { return false; }
+}
+
+/** `ip ARGS` inside the sandbox. */
+export function sip(netns: string, ...args: string[]): string {
+  try {
+    return execFileSync('nsenter', [`--net=${netns}`, 'ip', ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    const err = e as { stderr?: string; message: string; code?: string };
+    if (err.code === 'ENOENT') throw new SetupError("the 'nsenter' command (util-linux) is not installed", 'install util-linux');
+    throw new IpError(args, err.stderr ?? err.message);
+  }
+}
+
+/** A link in the sandbox, or null. */
+export function sLink(netns: string, name: string): LinkInfo | null {
+  try {
+    return (JSON.parse(sip(netns, '-json', '-d', 'link', 'show', 'dev', name) || '[]') as LinkInfo[])[0] ?? null;
+  } catch (e) {
+    if (e instanceof IpError && /does not exist|Cannot find device/i.test(e.stderr)) return null;
+    throw e;
+  }
+}
+
+export interface AddrInfo { family: string; local: string; prefixlen: number }
+
+export function sAddrs(netns: string, name: string): AddrInfo[] {
+  const j = JSON.parse(sip(netns, '-json', 'addr', 'show', 'dev', name) || '[]') as { addr_info?: AddrInfo[] }[];
+  return j[0]?.addr_info ?? [];
+}
+
+/** This process's own network namespace, as a path another process can open. */
+export function ownNetns(): string { return `/proc/${process.pid}/ns/net`; }
