@@ -35,7 +35,10 @@ export async function runCni(env: NodeJS.ProcessEnv, stdin: string): Promise<Cni
     if (e.command === 'VERSION') {
       return { status: 0, stdout: JSON.stringify({ cniVersion: replyVersion, supportedVersions: SUPPORTED_VERSIONS }) };
     }
-    if (asked === undefined) throw new CniError(CniCode.DECODE_FAILURE, 'the network configuration on stdin has no cniVersion');
+    if (asked === undefined) {
+      parseConfig(stdin); // names what is wrong: not JSON, not an object...
+      throw new CniError(CniCode.DECODE_FAILURE, 'the network configuration on stdin has no cniVersion');
+    }
     requireSupported(asked);
     requireCommandIn(e.command, asked);
     const conf = parseConfig(stdin);
