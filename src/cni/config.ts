@@ -29,6 +29,12 @@ export const NetConfSchema = z.object({
   /** tap transport: owner and group of the tap, so an unprivileged QEMU in the pod may open it. */
   owner: z.number().int().min(0).max(0xfffffffe).optional(),
   group: z.number().int().min(0).max(0xfffffffe).optional(),
+  /**
+   * The helper's state directory (endpoint records, VF claims) when it is not
+   * the default: runtimes do not promise to pass their environment on (podman's
+   * cleanup process, which runs DEL, does not), so it can live in the config.
+   */
+  stateDir: z.string().regex(/^\/[^\0]*$/, 'an absolute path').optional(),
   ipam: z.object({ type: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'a plugin file name') }).passthrough().optional(),
   dns: z.object({
     nameservers: z.array(z.string()).optional(),
@@ -89,7 +95,7 @@ export function parseConfig(text: string): NetConf {
   if (unknown) {
     const keys = (unknown as { keys: string[] }).keys;
     throw new CniError(CniCode.UNSUPPORTED_FIELD, `unsupported field '${keys.join("', '")}' in network configuration`,
-      "fields of type 'qemu-net-helper': mode, transport, dev, mac, mtu, vlan, vfPool, owner, group, ipam, dns, args");
+      "fields of type 'qemu-net-helper': mode, transport, dev, mac, mtu, vlan, vfPool, owner, group, stateDir, ipam, dns, args");
   }
   const first = r.error.issues[0]!;
   const field = fieldOf(first.path);

@@ -43,7 +43,7 @@ export async function runCni(env: NodeJS.ProcessEnv, stdin: string): Promise<Cni
     requireCommandIn(e.command, asked);
     const conf = parseConfig(stdin);
     const raw = JSON.parse(stdin) as Record<string, unknown>;
-    const host = hostContextFrom(env, hasCapability(CAP_NET_ADMIN));
+    const host = hostContextFrom(conf.stateDir ? { ...env, QEMU_NET_HELPER_STATE_DIR: conf.stateDir } : env, hasCapability(CAP_NET_ADMIN));
     switch (e.command) {
       case 'ADD': {
         const r = await cmdAdd(conf, raw, e, host);
