@@ -19,7 +19,8 @@ export const NetConfSchema = z.object({
   cniVersion: z.string().regex(/^\d+\.\d+\.\d+$/, 'a version like 1.1.0'),
   name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'a network name (alphanumerics, _ . -)'),
   type: z.literal('qemu-net-helper'),
-  mode: z.enum(MODES).default('bridge'),
+  /** Default: passthrough for transport vf, bridge otherwise. */
+  mode: z.enum(MODES).optional(),
   transport: z.enum(TRANSPORTS).default('veth'),
   dev: ifname.optional(),
   mac: mac.optional(),
@@ -48,7 +49,7 @@ export const NetConfSchema = z.object({
   prevResult: z.record(z.string(), z.unknown()).optional(),
   ipMasq: z.literal(false).optional(),
   'cni.dev/valid-attachments': z.array(Attachment).optional(),
-}).strict().superRefine((c, ctx) => {
+}).strict().transform((c) => ({ ...c, mode: c.mode ?? (c.transport === 'vf' ? 'passthrough' : 'bridge') as CniMode })).superRefine((c, ctx) => {
   const bad = (path: string, message: string): void => { ctx.addIssue({ code: 'custom', path: [path], message }); };
   const macvlanModes = ['veb', 'vepa', 'private', 'passthrough', 'bridge'];
   switch (c.transport) {
