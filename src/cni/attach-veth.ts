@@ -13,7 +13,7 @@ import { ifIndex } from '../sys/netdev.js';
 import type { EndpointRequest } from '../backends/types.js';
 import type { AddContext, Attached } from './attach-types.js';
 import { configureInSandbox, moveIntoSandbox } from './move.js';
-import { CNI_SANDBOX, KIND_SANDBOX_LINK, releaseSandboxObject } from './sandbox-backend.js';
+import { CNI_SANDBOX, KIND_HOST_LINK, KIND_SANDBOX_LINK, releaseSandboxObject } from './sandbox-backend.js';
 
 export function request(ctx: AddContext): EndpointRequest {
   const r: EndpointRequest = { mode: ctx.conf.mode, vnetHdr: false, queues: 1, params: {} };
@@ -54,7 +54,8 @@ export function macvlanInto(ctx: AddContext, kind: 'macvlan' | 'macvtap'): Attac
   if (ctx.conf.mtu !== undefined) args.push('mtu', String(ctx.conf.mtu));
   args.push('type', kind, 'mode', mode);
   try { ip(...args); } catch (e) { kernelFailure(e, `creating a ${kind} in mode ${mode} on '${dev}'`); }
-  ctx.rb.add(`delete ${kind} ${tmp}`, () => linkDelete(tmp));
+  const made = { kind: KIND_HOST_LINK, data: { ifname: tmp, ifindex: ifIndex(tmp) } };
+  ctx.rb.add(`delete ${kind} ${tmp}`, () => releaseSandboxObject(made), { backend: CNI_SANDBOX, obj: made });
   moveIntoSandbox(tmp, ctx.env.netns, ctx.env.ifname);
   const m = configureInSandbox(ctx.env.netns, ctx.env.ifname, ctx.mac);
   // Journaled once it lives in the sandbox: DEL and gc delete it there.

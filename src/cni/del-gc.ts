@@ -3,6 +3,8 @@
 // after a half-failed ADD, succeeds), then give the addresses back to IPAM.
 import type { HostContext } from '../backends/types.js';
 import { releaseEndpoint } from '../lifecycle/release.js';
+import { sriovBackend, SRIOV_OWNED_KIND, type SriovOwnedData } from '../backends/kernel/sriov.js';
+import { listClaims, releaseVf } from '../state/vf-claims.js';
 import type { EndpointRecord } from '../state/endpoints.js';
 import { ownerStatus, type OwnerRef } from '../state/owner.js';
 import type { NetConf } from './config.js';
@@ -11,9 +13,31 @@ import { CniCode, CniError } from './errors.js';
 import { Ipam } from './ipam.js';
 import { attachmentsOf, cniInfo, loadAttachment } from './store.js';
 
+/**
+ * A VF claim taken by an ADD that died before it journaled the VF: the claim
+ * names this attachment, and its owner (pid 1) never goes, so nobody else
+ * would ever drop it.
+ */
+function releaseOrphanClaims(rec: EndpointRecord, host: HostContext): string[] {
+  const failed: string[] = [];
+  for (const c of listClaims(host.stateDir)) {
+    if (c.record?.endpointId !== rec.id) continue;
+    try {
+      const data = c.record.data as SriovOwnedData | undefined;
+      if (data?.saved) sriovBackend.release({ kind: SRIOV_OWNED_KIND, data }, host);
+      else releaseVf(host.stateDir, c.pci, { endpointId: rec.id });
+    } catch (e) {
+      failed.push(`VF ${c.pci}: ${(e as Error).message}`);
+    }
+  }
+  return failed;
+}
+
 function release(rec: EndpointRecord, host: HostContext): void {
+  // After the record's own objects: a journaled VF is first moved back and restored there.
   const r = releaseEndpoint(rec, host);
-  if (r.failed.length) throw new CniError(CniCode.HELPER_BASE + 10, `releasing attachment ${rec.id} failed`, r.failed.join('; '));
+  const failed = [...r.failed, ...releaseOrphanClaims(rec, host)];
+  if (failed.length) throw new CniError(CniCode.HELPER_BASE + 10, `releasing attachment ${rec.id} failed`, failed.join('; '));
 }
 
 export function cmdDel(conf: NetConf, raw: Record<string, unknown>, env: CniEnv, host: HostContext): void {

@@ -6,6 +6,7 @@ import { SetupError } from '../errors.js';
 import type { Availability, KernelBackend, KernelEndpoint, OwnedObject } from '../backends/types.js';
 import { dataNumber, dataString } from '../backends/kernel/kerrors.js';
 import { IpError } from '../net/ip.js';
+import { releaseLink } from '../backends/kernel/klink.js';
 import { netnsExists, ownNetns, sip, sLink } from './sandbox.js';
 
 export const CNI_SANDBOX = 'cni-sandbox';
@@ -13,6 +14,8 @@ export const CNI_SANDBOX = 'cni-sandbox';
 export const KIND_SANDBOX_LINK = 'sandbox-link';
 /** A device lent to the sandbox (a VF): moved back here under its host name. */
 export const KIND_RETURN_LINK = 'return-link';
+/** A link made on the host on its way into the sandbox (a macvlan under a temporary name). */
+export const KIND_HOST_LINK = 'host-link';
 
 function ours(netns: string, name: string, ifindex: number): boolean {
   if (!netnsExists(netns)) return false; // the sandbox is gone, and its virtual links with it
@@ -21,6 +24,11 @@ function ours(netns: string, name: string, ifindex: number): boolean {
 }
 
 export function releaseSandboxObject(obj: OwnedObject): void {
+  if (obj.kind === KIND_HOST_LINK) {
+    dataNumber(obj.data, 'ifindex', obj.kind); // identity: only the link we made
+    releaseLink(obj, ['macvlan', 'macvtap']);
+    return;
+  }
   const netns = dataString(obj.data, 'netns', obj.kind);
   const name = dataString(obj.data, 'ifname', obj.kind);
   const ifindex = dataNumber(obj.data, 'ifindex', obj.kind);

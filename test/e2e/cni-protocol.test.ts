@@ -229,4 +229,25 @@ describe('CNI plugin protocol', { skip }, () => {
     assert.equal(cni(h, call('DEL', s, 'vm2', 'net1'), m).status, 0);
     assert.deepEqual(s.links(), ['lo']);
   });
+  it('crash safety: ADD SIGKILLed after each setup step, then the runtime\'s DEL, leaves nothing (macvlan; tap, which includes the bridge veth)', () => {
+    const confs: [string, Record<string, unknown>][] = [
+      ['macvlan', conf({ mode: 'private', dev: 'up0', ipam: { type: 'host-local', subnet: '10.98.0.0/24', rangeStart: '10.98.0.10', dataDir: ipamDir } })],
+      ['tap', conf({ transport: 'tap' })],
+    ];
+    for (const [what, c] of confs) {
+      for (let step = 1; ; step++) {
+        assert.ok(step < 12, `${what}: ADD should finish within 11 steps`);
+        const s = sandbox();
+        const add = cni(h, { ...call('ADD', s, `crash${step}`), extraEnv: { ...env(), QEMU_NET_HELPER_FAULT_AFTER_STEP: String(step) } }, c);
+        const finished = add.status === 0;
+        assert.ok(finished || add.status === null, `${what} step ${step}: killed or done, got ${add.status} ${add.stdout}`);
+        const del = cni(h, call('DEL', s, `crash${step}`), c);
+        assert.equal(del.status, 0, `${what} step ${step}: DEL ${del.stdout}`);
+        assert.deepEqual(s.links(), ['lo'], `${what} step ${step}: sandbox empty after DEL`);
+        assert.deepEqual(h.links().sort(), baseline, `${what} step ${step}: host links as before`);
+        s.destroy();
+        if (finished) break;
+      }
+    }
+  });
 });

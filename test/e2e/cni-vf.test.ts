@@ -91,4 +91,20 @@ describe('CNI vf transport on a fake SR-IOV PF', () => {
     }
     assert.deepEqual(s1.links(), ['lo']);
   });
+  it('crash safety: ADD SIGKILLed after each setup step, then DEL: the VF is back, restored and unclaimed', () => {
+    for (let step = 1; ; step++) {
+      assert.ok(step < 10, 'ADD should finish within 9 steps');
+      const s = NetNs.create('qnhcV');
+      sandboxes.push(s);
+      const c = { ...call('ADD', s, `crash${step}`), extraEnv: { ...env(), QEMU_NET_HELPER_FAULT_AFTER_STEP: String(step) } };
+      const add = cni(f.ns, c, conf);
+      assert.ok(add.status === 0 || add.status === null, `step ${step}: ${add.status} ${add.stdout}`);
+      const del = cni(f.ns, call('DEL', s, `crash${step}`), conf);
+      assert.equal(del.status, 0, `step ${step}: DEL ${del.stdout}`);
+      assert.deepEqual(listClaims(stateDir), [], `step ${step}: no claim left`);
+      assert.deepEqual(looks(), baseline, `step ${step}: VFs as before`);
+      s.destroy();
+      if (add.status === 0) break;
+    }
+  });
 });
