@@ -2,9 +2,11 @@
 'use strict';
 // QEMU execs this with `--use-vnet --fd=N --br=BR` and no subcommand, and
 // waits for it once per NIC: that form (and `helper ...`) loads one bundled
-// CommonJS file (dist/helper.cjs, built by `npm run build`) and never oclif;
-// CommonJS and a single file halve the module-loading time measured for the
-// unbundled ES modules. Everything else is the oclif CLI.
+// CommonJS file and never oclif; CommonJS and a single file halve the
+// module-loading time measured for the unbundled ES modules. Without
+// CAP_NET_ADMIN (an unprivileged QEMU or libvirt) the helper is the broker's
+// client: dist/broker-client.cjs, which loads no native code at all.
+// Everything else is the oclif CLI.
 // A container runtime runs us as a CNI plugin (type "qemu-net-helper" in
 // CNI_PATH): the environment says so. One env lookup, nothing loaded, for
 // QEMU's path.
@@ -19,9 +21,15 @@ const helperForm =
   (first !== undefined && first.startsWith('--') && first !== '--help' && first !== '--version');
 
 if (helperForm) {
-  const { helperMain } = require('../dist/helper.cjs');
-  const loadFull = () => require('../dist/helper-full.cjs');
-  process.exit(helperMain(first === 'helper' ? argv.slice(1) : argv, loadFull));
+  const args = first === 'helper' ? argv.slice(1) : argv;
+  const client = require('../dist/broker-client.cjs');
+  if (client.needsBroker()) {
+    client.helperClientMain(args).then((code) => process.exit(code));
+  } else {
+    const { helperMain } = require('../dist/helper.cjs');
+    const loadFull = () => require('../dist/helper-full.cjs');
+    process.exit(helperMain(args, loadFull));
+  }
 } else {
   import('@oclif/core').then(({ execute }) => execute({ dir: __filename }));
 }

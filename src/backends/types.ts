@@ -9,26 +9,8 @@ export const MODES: readonly Mode[] = ['veb', 'vepa', 'private', 'bridge', 'nat'
 
 export type TransportName = 'tap' | 'macvtap' | 'socket' | 'vhost-kernel' | 'vhost-user';
 
-/** Host facts and knobs every backend may need; paths are overridable for tests and odd hosts. */
-export interface HostContext {
-  env: NodeJS.ProcessEnv;
-  /** Root of sysfs for SR-IOV discovery (QEMU_NET_HELPER_SYSFS), default /sys. */
-  sysfsRoot: string;
-  /**
-   * The sysfs of this network namespace, for per-link facts such as a
-   * macvtap's device number: always /sys in use; tests point it elsewhere
-   * to make a setup fail after its link exists.
-   */
-  netSysfsRoot: string;
-  /** tun clone device (QEMU_NET_HELPER_TUN), default /dev/net/tun. */
-  tunDevice: string;
-  /** vhost-net device (QEMU_NET_HELPER_VHOST_NET), default /dev/vhost-net. */
-  vhostNetDevice: string;
-  /** State directory (QEMU_NET_HELPER_STATE_DIR), default /run/qemu-net-helper. */
-  stateDir: string;
-  /** Whether the caller may change the network (root or CAP_NET_ADMIN). */
-  netAdmin: boolean;
-}
+export type { HostContext } from '../host/context.js';
+import type { HostContext } from '../host/context.js';
 
 /** What the user asked for, after flags, profile and defaults were merged. */
 export interface EndpointRequest {
@@ -94,18 +76,6 @@ export interface KernelBackend {
   setup(req: EndpointRequest, host: HostContext, rb: Rollback): KernelEndpoint;
   /** Removes one owned object; idempotent: already gone is success. */
   release(obj: OwnedObject, host: HostContext): void;
-}
-
-export function hostContextFrom(env: NodeJS.ProcessEnv, netAdmin: boolean): HostContext {
-  return {
-    env,
-    sysfsRoot: env.QEMU_NET_HELPER_SYSFS || '/sys',
-    netSysfsRoot: '/sys',
-    tunDevice: env.QEMU_NET_HELPER_TUN || '/dev/net/tun',
-    vhostNetDevice: env.QEMU_NET_HELPER_VHOST_NET || '/dev/vhost-net',
-    stateDir: env.QEMU_NET_HELPER_STATE_DIR || '/run/qemu-net-helper',
-    netAdmin,
-  };
 }
 
 /** What a transport hands the caller: fds for QEMU plus facts for the JSON reply. */

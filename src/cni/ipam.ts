@@ -5,6 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import { accessSync, constants as fsc } from 'node:fs';
 import { join } from 'node:path';
+import { SAFE_PATH } from '../host/context.js';
 import type { NetConf } from './config.js';
 import type { CniCommand, CniEnv } from './env.js';
 import { CniCode, CniError } from './errors.js';
@@ -50,8 +51,11 @@ export class Ipam {
     this.bin = findPlugin(conf.ipam!.type, env.path);
   }
 
+  /** The runtime's CNI_* variables on a clean environment (no NODE_OPTIONS, LD_PRELOAD... of ours). */
   private childEnv(command: CniCommand, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-    return { ...this.env.raw, CNI_COMMAND: command, ...extra };
+    const env: NodeJS.ProcessEnv = { PATH: SAFE_PATH, LC_ALL: 'C' };
+    for (const [k, v] of Object.entries(this.env.raw)) if (k.startsWith('CNI_') && v !== undefined) env[k] = v;
+    return { ...env, CNI_COMMAND: command, ...extra };
   }
 
   /** The version to speak with the delegate, asked once. */

@@ -3,8 +3,7 @@
 // prints the result (ADD, VERSION) or the spec's error JSON on stdout; logs
 // go to stderr. Exit status 0 on success, 1 on any error (the code is in the JSON).
 import { readFileSync } from 'node:fs';
-import { hostContextFrom } from '../backends/types.js';
-import { CAP_NET_ADMIN, hasCapability } from '../sys/caps.js';
+import { processHost, type HostContext } from '../host/context.js';
 import { cmdAdd } from './add.js';
 import { cmdCheck } from './check.js';
 import { parseConfig, peekVersion } from './config.js';
@@ -25,6 +24,18 @@ function readStdin(): string {
   }
 }
 
+/**
+ * The host context: paths from the environment or the config only when a
+ * real root runs us (runtimes do), as for the helper; anyone else gets the
+ * fixed defaults.
+ */
+function hostFor(stateDir: string | undefined, env: NodeJS.ProcessEnv): HostContext {
+  const host = processHost(env);
+  if (!stateDir || stateDir === host.stateDir) return host;
+  if (!host.trusted) throw new CniError(CniCode.INVALID_CONFIG, `stateDir '${stateDir}' may only be chosen by a root caller`, 'drop stateDir from the network configuration');
+  return { ...host, stateDir };
+}
+
 export interface CniOutcome { status: number; stdout: string }
 
 export async function runCni(env: NodeJS.ProcessEnv, stdin: string): Promise<CniOutcome> {
@@ -43,7 +54,7 @@ export async function runCni(env: NodeJS.ProcessEnv, stdin: string): Promise<Cni
     requireCommandIn(e.command, asked);
     const conf = parseConfig(stdin);
     const raw = JSON.parse(stdin) as Record<string, unknown>;
-    const host = hostContextFrom(conf.stateDir ? { ...env, QEMU_NET_HELPER_STATE_DIR: conf.stateDir } : env, hasCapability(CAP_NET_ADMIN));
+    const host = hostFor(conf.stateDir, env);
     switch (e.command) {
       case 'ADD': {
         const r = await cmdAdd(conf, raw, e, host);

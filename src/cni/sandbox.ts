@@ -5,6 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { IpError, type LinkInfo } from '../net/ip.js';
 import { SetupError } from '../errors.js';
+import { SAFE_PATH, systemBinary } from '../host/context.js';
 import { CniCode, CniError } from './errors.js';
 
 /** Throws the spec's code 3 when the namespace path is not there. */
@@ -18,13 +19,19 @@ export function netnsExists(path: string): boolean {
   try { statSync(path); return true; } catch { return false; }
 }
 
-/** `ip ARGS` inside the sandbox. */
+let nsenter: string | null | undefined;
+let ipBin: string | null | undefined;
+
+/** `ip ARGS` inside the sandbox (both programs from the system directories only). */
 export function sip(netns: string, ...args: string[]): string {
   try {
-    return execFileSync('nsenter', [`--net=${netns}`, 'ip', ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    nsenter ??= systemBinary('nsenter');
+    ipBin ??= systemBinary('ip');
+    if (!nsenter || !ipBin) throw new SetupError("'nsenter' (util-linux) or 'ip' (iproute2) is not installed in the system directories", 'install util-linux and iproute2');
+    return execFileSync(nsenter, [`--net=${netns}`, ipBin, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: SAFE_PATH, LC_ALL: 'C' } });
   } catch (e) {
-    const err = e as { stderr?: string; message: string; code?: string };
-    if (err.code === 'ENOENT') throw new SetupError("the 'nsenter' command (util-linux) is not installed", 'install util-linux');
+    if (e instanceof SetupError) throw e;
+    const err = e as { stderr?: string; message: string };
     throw new IpError(args, err.stderr ?? err.message);
   }
 }

@@ -1,8 +1,9 @@
 import { Args, Command } from '@oclif/core';
 import { ExitCode } from '../errors.js';
 import { fail } from '../cli/fail.js';
-import { releaseEndpoint } from '../lifecycle/release.js';
-import { hostFromEnv } from '../lifecycle/up.js';
+import { releaseEndpoint, type ReleaseReport } from '../lifecycle/release.js';
+import { needsBroker, viaBroker } from '../broker/client.js';
+import { processHost } from '../host/context.js';
 import { loadEndpoint } from '../state/endpoints.js';
 
 export default class Down extends Command {
@@ -13,7 +14,15 @@ export default class Down extends Command {
   async run(): Promise<unknown> {
     const { args } = await this.parse(Down);
     try {
-      const host = hostFromEnv();
+      if (needsBroker()) {
+        const r = await viaBroker<ReleaseReport & { alreadyGone: boolean }>({ v: 1, op: 'down', id: args.id });
+        if (!this.jsonEnabled()) {
+          if (r.alreadyGone) this.log(`endpoint ${args.id}: already gone`);
+          for (const x of r.released) this.log(`released ${x}`);
+        }
+        return r;
+      }
+      const host = processHost();
       const rec = loadEndpoint(host.stateDir, args.id);
       if (!rec) {
         if (!this.jsonEnabled()) this.log(`endpoint ${args.id}: already gone`);

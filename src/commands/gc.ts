@@ -1,8 +1,9 @@
 import { Command } from '@oclif/core';
 import { ExitCode } from '../errors.js';
 import { fail } from '../cli/fail.js';
-import { gcAll } from '../lifecycle/gc.js';
-import { hostFromEnv } from '../lifecycle/up.js';
+import { gcAll, type GcAllReport } from '../lifecycle/gc.js';
+import { needsBroker, viaBroker } from '../broker/client.js';
+import { processHost } from '../host/context.js';
 
 export default class Gc extends Command {
   static override summary = 'Remove endpoints and VF claims whose owners are gone (the safety net when a watcher died).';
@@ -11,7 +12,7 @@ export default class Gc extends Command {
   async run(): Promise<unknown> {
     await this.parse(Gc);
     try {
-      const r = gcAll(hostFromEnv());
+      const r = needsBroker() ? await viaBroker<GcAllReport>({ v: 1, op: 'gc' }) : gcAll(processHost());
       if (!this.jsonEnabled()) {
         for (const e of r.endpoints.released) this.log(`endpoint ${e.id}: released ${e.released.join(', ') || 'nothing left'}${e.failed.length ? `; FAILED: ${e.failed.join('; ')}` : ''}`);
         for (const e of r.endpoints.kept) this.log(`endpoint ${e.id}: kept (${e.why})`);

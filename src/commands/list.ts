@@ -1,28 +1,30 @@
 import { Command } from '@oclif/core';
-import { hostFromEnv } from '../lifecycle/up.js';
-import { endpointOwnerStatus, listEndpoints } from '../state/endpoints.js';
-import { listClaims } from '../state/vf-claims.js';
+import { processCaller } from '../access/caller.js';
+import { needsBroker, viaBroker } from '../broker/client.js';
+import { fail } from '../cli/fail.js';
+import { processHost } from '../host/context.js';
+import { listFor, type Listing } from '../lifecycle/list.js';
 
 export default class List extends Command {
-  static override summary = 'List endpoints and SR-IOV VF claims with their owners and state.';
+  static override summary = 'List endpoints and SR-IOV VF claims with their owners and state (an unprivileged user: its own, through the broker).';
   static override enableJsonFlag = true;
 
   async run(): Promise<unknown> {
     await this.parse(List);
-    const host = hostFromEnv();
-    const endpoints = listEndpoints(host.stateDir).map((e) => ('corrupt' in e
-      ? { id: e.id, corrupt: e.corrupt, file: e.file }
-      : { ...e.record, ownerStatus: endpointOwnerStatus(e.record) }));
-    const claims = listClaims(host.stateDir);
-    if (!this.jsonEnabled()) {
-      if (!endpoints.length && !claims.length) this.log('no endpoints, no VF claims');
-      for (const e of endpoints) {
-        if ('corrupt' in e) { this.log(`${e.id}  UNREADABLE: ${e.corrupt}`); continue; }
-        const owner = e.owner ? `pid ${e.owner.pid} (${e.ownerStatus})` : 'manual';
-        this.log(`${e.id}  ${e.mode}  ${e.kernel}/${e.transport}  ${e.ifname}  owner ${owner}  ${String(e.info.state ?? '')}  owns: ${e.owned.map((o) => o.obj.kind).join(', ') || '-'}`);
+    try {
+      const r = needsBroker() ? await viaBroker<Listing>({ v: 1, op: 'list' }) : listFor(processHost().stateDir, processCaller());
+      if (!this.jsonEnabled()) {
+        if (!r.endpoints.length && !r.vfClaims.length) this.log('no endpoints, no VF claims');
+        for (const e of r.endpoints) {
+          if ('corrupt' in e) { this.log(`${e.id}  UNREADABLE: ${e.corrupt}`); continue; }
+          const owner = e.owner ? `pid ${e.owner.pid} (${e.ownerStatus})` : e.lifetime === 'fd' ? 'fd holder' : 'manual';
+          this.log(`${e.id}  ${e.mode}  ${e.kernel}/${e.transport}  ${e.ifname}  uid ${e.uid ?? 0}  owner ${owner}  ${String(e.info.state ?? '')}  owns: ${e.owned.map((o) => o.obj.kind).join(', ') || '-'}`);
+        }
+        for (const c of r.vfClaims) this.log(`VF ${JSON.stringify(c)}`);
       }
-      for (const c of claims) this.log(`VF ${JSON.stringify(c)}`);
+      return r;
+    } catch (e) {
+      fail(this, e);
     }
-    return { endpoints, vfClaims: claims };
   }
 }

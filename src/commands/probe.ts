@@ -1,6 +1,6 @@
 import { Command, Flags } from '@oclif/core';
 import { probeHost } from '../lifecycle/probe.js';
-import { hostFromEnv } from '../lifecycle/up.js';
+import { processHost } from '../host/context.js';
 
 export default class Probe extends Command {
   static override summary = 'Show which kernel implementations and transports work on this host, and why not when they do not.';
@@ -11,7 +11,7 @@ export default class Probe extends Command {
 
   async run(): Promise<unknown> {
     const { flags } = await this.parse(Probe);
-    const rows = probeHost(hostFromEnv(), flags.dev ? { dev: flags.dev } : {});
+    const rows = probeHost(processHost(), flags.dev ? { dev: flags.dev } : {});
     if (!this.jsonEnabled()) {
       for (const r of rows) this.log(`${r.kind.padEnd(9)} ${r.name.padEnd(12)} ${r.available ? 'yes' : 'no '}  ${r.reason}`);
     }

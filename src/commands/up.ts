@@ -1,6 +1,9 @@
 import { Command, Flags } from '@oclif/core';
 import { fail } from '../cli/fail.js';
-import { up } from '../lifecycle/up.js';
+import { up, type UpResult } from '../lifecycle/up.js';
+import { needsBroker, viaBroker } from '../broker/client.js';
+import { processCaller } from '../access/caller.js';
+import { callerIsRoot, configPaths, processHost } from '../host/context.js';
 import { MODES } from '../backends/types.js';
 
 export default class Up extends Command {
@@ -17,7 +20,7 @@ export default class Up extends Command {
     mac: Flags.string({ summary: 'guest MAC (unicast)' }),
     mtu: Flags.integer({ summary: 'MTU', min: 68, max: 65535 }),
     profile: Flags.string({ summary: 'profile name (from CONFIG/profiles/NAME.json)' }),
-    config: Flags.string({ summary: 'configuration directory (default $QEMU_NET_HELPER_CONFIG or /etc/qemu-net-helper)' }),
+    config: Flags.string({ summary: 'configuration directory (root only; default $QEMU_NET_HELPER_CONFIG or /etc/qemu-net-helper)' }),
     'vf-pool': Flags.string({ summary: 'comma-separated PFs or VF PCI addresses to take a VF from' }),
     id: Flags.string({ summary: 'endpoint id (default: generated)' }),
     explain: Flags.boolean({ summary: 'print why each candidate was taken or skipped' }),
@@ -26,11 +29,14 @@ export default class Up extends Command {
   async run(): Promise<unknown> {
     const { flags } = await this.parse(Up);
     try {
-      const r = up({
+      const options = {
         ...(flags.mode ? { mode: flags.mode } : {}), ...(flags.dev ? { dev: flags.dev } : {}), ...(flags.mac ? { mac: flags.mac } : {}),
-        ...(flags.mtu ? { mtu: flags.mtu } : {}), ...(flags.profile ? { profile: flags.profile } : {}), ...(flags.config ? { config: flags.config } : {}),
+        ...(flags.mtu ? { mtu: flags.mtu } : {}), ...(flags.profile ? { profile: flags.profile } : {}),
         ...(flags['vf-pool'] ? { vfPool: flags['vf-pool'].split(',') } : {}), ...(flags.id ? { id: flags.id } : {}),
-      });
+      };
+      const r = needsBroker()
+        ? await viaBroker<UpResult>({ v: 1, op: 'up', options })
+        : up(options, { host: processHost(), config: configPaths({ config: flags.config }, process.env, callerIsRoot()).config, acl: null, caller: processCaller() });
       if (!this.jsonEnabled()) {
         if (flags.explain) for (const e of r.explain) this.log(`explain: ${e.kernel}/${e.transport}: ${e.decision}: ${e.reason}`);
         this.log(`endpoint ${r.endpoint.id}: ${r.endpoint.kernel}/${r.endpoint.transport} ${r.endpoint.ifname}${r.endpoint.devicePath ? ` (${r.endpoint.devicePath})` : ''} mac ${r.endpoint.mac ?? '-'} mtu ${r.endpoint.mtu}`);

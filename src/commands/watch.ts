@@ -1,5 +1,6 @@
 import { Command, Flags } from '@oclif/core';
-import { watchEndpoint } from '../lifecycle/gc.js';
+import { processHost } from '../host/context.js';
+import { watchEndpoint } from '../lifecycle/watcher.js';
 
 // Started by the helper itself, detached; documented for completeness.
 export default class Watch extends Command {
@@ -9,7 +10,7 @@ export default class Watch extends Command {
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Watch);
-    await watchEndpoint(flags.id);
+    await watchEndpoint(flags.id, processHost());
     // A waiter on a previous owner (e.g. libvirtd) may still be in the event loop.
     process.exit(0);
   }

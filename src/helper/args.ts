@@ -5,25 +5,16 @@
 // path, where loading oclif would cost ~150 ms per NIC.
 import { UsageError } from '../errors.js';
 import { checkInterfaceName } from '../net/ifname.js';
+import type { RequestFlags } from '../policy/request.js';
 
-export interface HelperArgs {
-  useVnet: boolean;
-  bridge: string;
-  /** Whether --br was given (QEMU always passes it; a person may not). */
-  bridgeGiven?: boolean;
+export interface HelperArgs extends RequestFlags {
   /** Socket for the plain helper protocol; -1 with the extended protocol. */
   fd: number;
   acl?: string;
   help: boolean;
-  // Policy flags: any of these (or a profile named like --br) selects the policy path.
-  mode?: string;
-  dev?: string;
-  mac?: string;
-  mtu?: number;
-  queues?: number;
+  // Policy flags beyond RequestFlags: any of these (or a profile named like --br) selects the policy path.
   profile?: string;
   config?: string;
-  vfPool?: string[];
   explain?: boolean;
   /** Extended protocol: socket for the JSON reply plus fds, and the transports the caller accepts. */
   socketpair?: number;

@@ -1,21 +1,19 @@
 // The policy path of the helper: profile and policy files (zod), candidate
 // choice, every kernel implementation. Loaded only when the arguments need it,
-// because zod and the rest cost tens of milliseconds QEMU would wait for.
-import type { HostContext, TransportName } from '../backends/types.js';
-import { kernels, transports } from '../backends/registry.js';
+// because zod and the rest cost tens of milliseconds QEMU would wait for. The
+// broker runs the same function for its clients, with QEMU's socket taken
+// from the client and the broker's own host context.
+import type { TransportName } from '../backends/types.js';
 import { sendHelperFd } from '../backends/transport/helper-fd.js';
-import { UsageError } from '../errors.js';
-import { closeChoiceFds, realize, type Choice } from '../policy/choose.js';
-import { configDir, loadProfile, policyFor } from '../policy/load.js';
-import { buildRequest } from '../policy/request.js';
+import { processCaller, type Caller } from '../access/caller.js';
+import { callerIsRoot, childEnv, configPaths, processHost, type HostContext } from '../host/context.js';
+import type { Choice } from '../policy/choose.js';
+import { setupEndpoint, type SetupResult } from '../setup/endpoint.js';
 import { c } from '../sys/libc.js';
 import { peerCred, sendWithFds } from '../sys/unix-fd.js';
-import { removeEndpoint, saveEndpoint, type EndpointRecord } from '../state/endpoints.js';
+import { saveEndpoint, type EndpointRecord } from '../state/endpoints.js';
 import { ownerOf, type OwnerRef } from '../state/owner.js';
-import { completeRecord, draftRecord, journalingRollback } from '../lifecycle/record.js';
-import { hostFromEnv } from '../lifecycle/up.js';
 import { spawnWatcher } from '../lifecycle/watcher.js';
-import { aclPath, checkAccess } from './acl.js';
 import type { HelperArgs } from './args.js';
 import { checkHelperSocket } from './run.js';
 
@@ -24,37 +22,30 @@ const FD_CLOEXEC = 1;
 
 const PLAIN_PROTOCOLS: TransportName[] = ['tap', 'macvtap'];
 
-export interface PolicyOutcome {
-  choice: Choice;
+export interface PolicyOutcome extends SetupResult {
   reply: Record<string, unknown>;
 }
 
-export function runPolicyHelper(a: HelperArgs, env: NodeJS.ProcessEnv = process.env, log: (line: string) => void = (l) => process.stderr.write(l + '\n')): PolicyOutcome {
-  const sock = a.socketpair ?? a.fd;
+/** Everything a helper request is served with: the direct helper's own, or the broker's for a client. */
+export interface ServeContext {
+  host: HostContext;
+  acl: string;
+  config: string;
+  caller: Caller;
+  /** Owner of claims when QEMU cannot be identified (the broker: itself). */
+  fallbackOwnerPid?: number;
+  log: (line: string) => void;
+}
+
+/** Serves one helper request on QEMU's socket `sock`: set up, send the fd (or the JSON reply and fds), commit. */
+export function serveHelper(a: HelperArgs, sock: number, ctx: ServeContext): PolicyOutcome {
   checkHelperSocket(sock);
-  const config = configDir(a.config, env);
-  const profileName = a.profile ?? (a.bridgeGiven ? a.bridge : undefined);
-  const profile = profileName ? loadProfile(config, profileName) : null;
-  if (a.profile && !profile) throw new UsageError(`no profile '${a.profile}' in ${config}/profiles`, 'create it or drop --profile');
-  const { mode, req } = buildRequest(a, profile);
-  // The ACL guards the names the caller chose: --br (bridge or profile name) and --dev.
-  const acl = aclPath(a.acl, env);
-  if (a.bridgeGiven || mode === 'bridge') checkAccess(acl, a.bridgeGiven ? a.bridge : req.dev ?? a.bridge);
-  if (a.dev && a.dev !== a.bridge) checkAccess(acl, a.dev);
-  const policy = policyFor(config, mode);
-  const allowed = (a.socketpair !== undefined ? (a.protocols ?? profile?.protocols ?? PLAIN_PROTOCOLS) : PLAIN_PROTOCOLS) as TransportName[];
-  const host = hostFromEnv(env);
-  // The endpoint record is written only once something durable exists (a plain
-  // tap dies with QEMU's fd and needs none), then updated at every step.
-  const record = draftRecord(mode, peerOwner(sock));
-  const rb = journalingRollback(record, host.stateDir);
-  // Claims (SR-IOV VFs) are owned by QEMU, not by this short-lived helper.
-  if (record.owner) req.params.ownerPid = record.owner.pid;
-  req.params.endpointId = record.id;
-  try {
-    const choice = realize(mode, policy, req, host, { kernels, transports }, allowed, rb);
-    if (a.explain) for (const e of choice.explain) log(`explain: ${e.kernel}/${e.transport}: ${e.decision}: ${e.reason}`);
-    const reply = {
+  const extended = a.socketpair !== undefined;
+  const protocols = (extended ? (a.protocols ?? PLAIN_PROTOCOLS) : PLAIN_PROTOCOLS) as TransportName[];
+  let reply: Record<string, unknown> = {};
+  const deliver = (choice: Choice, mode: string): void => {
+    if (a.explain) for (const e of choice.explain) ctx.log(`explain: ${e.kernel}/${e.transport}: ${e.decision}: ${e.reason}`);
+    reply = {
       version: 1,
       mode,
       kernel: choice.endpoint.kernel,
@@ -67,40 +58,41 @@ export function runPolicyHelper(a: HelperArgs, env: NodeJS.ProcessEnv = process.
       fds: choice.transport.fds.length,
       info: { ...choice.endpoint.info, ...choice.transport.info },
     };
-    if (a.socketpair !== undefined) {
-      sendWithFds(sock, Buffer.from(JSON.stringify(reply) + '\n'), choice.transport.fds);
-    } else {
-      sendHelperFd(sock, choice.transport.fds[0]!);
-    }
-    // Objects that outlive QEMU's fd (macvtap, routes, NAT, VF claims) stay;
-    // only our own fd references go.
-    closeChoiceFds(choice);
-    rb.commit();
-    if (record.owned.length > 0) finishRecord(record, choice, host, sock, env);
-    return { choice, reply };
-  } catch (e) {
-    const left = rb.undoAllSync();
-    if (record.owned.length > 0 && left.length === 0) removeEndpoint(host.stateDir, record.id);
-    throw e;
-  }
+    if (extended) sendWithFds(sock, Buffer.from(JSON.stringify(reply) + '\n'), choice.transport.fds);
+    else sendHelperFd(sock, choice.transport.fds[0]!);
+  };
+  const r = setupEndpoint(a, {
+    host: ctx.host, acl: ctx.acl, config: ctx.config, caller: ctx.caller, protocols,
+    owner: peerOwner(sock), ...(ctx.fallbackOwnerPid !== undefined ? { fallbackOwnerPid: ctx.fallbackOwnerPid } : {}), deliver,
+  });
+  return { ...r, reply };
+}
+
+/** The helper run directly (root, or holding CAP_NET_ADMIN): serves QEMU and leaves a watcher for what outlives us. */
+export function runPolicyHelper(a: HelperArgs, env: NodeJS.ProcessEnv = process.env, log: (line: string) => void = (l) => process.stderr.write(l + '\n')): PolicyOutcome {
+  const trusted = callerIsRoot();
+  const sock = a.socketpair ?? a.fd;
+  const host = processHost(env);
+  const r = serveHelper(a, sock, { host, ...configPaths(a, env, trusted), caller: processCaller(), log });
+  if (r.durable) startWatcher(r.record, host, sock);
+  return r;
 }
 
 /** QEMU (or libvirt) is the process at the other end of the socketpair it made. */
-function peerOwner(sock: number): OwnerRef | null {
+export function peerOwner(sock: number): OwnerRef | null {
   try {
-    return ownerOf(peerCred(sock).pid);
+    const pid = peerCred(sock).pid;
+    // pid 0: the peer lives in a pid namespace we cannot see into.
+    return pid > 0 ? ownerOf(pid) : null;
   } catch {
     return null;
   }
 }
 
-function finishRecord(record: EndpointRecord, choice: Choice, host: HostContext, sock: number, env: NodeJS.ProcessEnv): void {
-  completeRecord(record, choice);
-  saveEndpoint(host.stateDir, record);
-  if (!record.owner) return;
+function startWatcher(record: EndpointRecord, host: HostContext, sock: number): void {
   // QEMU's socket must not leak into the watcher (it is inherited, not close-on-exec).
   c.fcntl(sock, F_SETFD, FD_CLOEXEC);
-  const pid = spawnWatcher(record.id, env);
+  const pid = spawnWatcher(record.id, childEnv(host));
   try {
     record.watcher = ownerOf(pid);
     saveEndpoint(host.stateDir, record);

@@ -7,17 +7,16 @@ import { existsSync } from 'node:fs';
 import { describeError, ExitCode } from '../errors.js';
 import { HELPER_USAGE, needsPolicy, parseHelperArgs, type HelperArgs } from './args.js';
 import { runHelper } from './run.js';
+import { callerIsRoot, configPaths } from '../host/context.js';
 
 export type FullHelper = { runPolicyHelper: (a: HelperArgs, env?: NodeJS.ProcessEnv) => unknown };
 export type LoadFull = () => FullHelper;
 
-const CONFIG_DEFAULT = '/etc/qemu-net-helper';
-
 /** A profile file named after --br makes even QEMU's plain call a policy call (libvirt passes only --br). */
-function profileExists(a: HelperArgs, env: NodeJS.ProcessEnv): boolean {
+export function profileExists(a: HelperArgs, env: NodeJS.ProcessEnv): boolean {
   if (!a.bridgeGiven) return false;
-  const dir = a.config ?? (env.QEMU_NET_HELPER_CONFIG || CONFIG_DEFAULT);
-  return existsSync(`${dir}/profiles/${a.bridge}.json`);
+  const { config } = configPaths(a, env, callerIsRoot());
+  return existsSync(`${config}/profiles/${a.bridge}.json`);
 }
 
 export function helperMain(argv: readonly string[], loadFull: LoadFull, env: NodeJS.ProcessEnv = process.env): number {

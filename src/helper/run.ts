@@ -4,11 +4,12 @@ import { fstatSync } from 'node:fs';
 import { BadFdError, PermissionError } from '../errors.js';
 import { setupBridgeTap } from '../backends/kernel/bridge-tap.js';
 import { sendHelperFd } from '../backends/transport/helper-fd.js';
+import { processCaller } from '../access/caller.js';
+import { checkAccess } from '../access/acl.js';
+import { callerIsRoot, configPaths, hasNetAdmin, processHost } from '../host/context.js';
 import { Rollback } from '../setup/rollback.js';
-import { CAP_NET_ADMIN, hasCapability } from '../sys/caps.js';
-import { c, SysError } from '../sys/libc.js';
+import { SysError } from '../sys/libc.js';
 import { SOCK_STREAM, socketType } from '../sys/unix-fd.js';
-import { aclPath, checkAccess } from './acl.js';
 import type { HelperArgs } from './args.js';
 
 export interface HelperResult {
@@ -38,14 +39,15 @@ export function checkHelperSocket(fd: number): void {
 
 export function runHelper(args: HelperArgs, env: NodeJS.ProcessEnv = process.env): HelperResult {
   checkHelperSocket(args.fd);
-  const acl = aclPath(args.acl, env);
-  checkAccess(acl, args.bridge);
-  if (c.geteuid() !== 0 && !hasCapability(CAP_NET_ADMIN)) {
+  const { acl } = configPaths(args, env, callerIsRoot());
+  checkAccess(acl, args.bridge, processCaller());
+  if (!hasNetAdmin()) {
     throw new PermissionError('no permission: the helper needs CAP_NET_ADMIN to create a tap and attach it to a bridge', 'run QEMU/libvirt with that capability for the helper, or run it as root');
   }
+  const host = processHost(env);
   const rb = new Rollback();
   try {
-    const ep = setupBridgeTap({ bridge: args.bridge, vnetHdr: args.useVnet, ...(env.QEMU_NET_HELPER_TUN ? { tunDevice: env.QEMU_NET_HELPER_TUN } : {}) }, rb);
+    const ep = setupBridgeTap({ bridge: args.bridge, vnetHdr: args.useVnet, tunDevice: host.tunDevice }, rb);
     sendHelperFd(args.fd, ep.tap.fd);
     // QEMU holds its own reference now; ours goes, and the tap lives as long as QEMU's.
     rb.undoAllSync();

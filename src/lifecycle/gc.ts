@@ -1,71 +1,58 @@
-// gc and the watcher's main: both end in releaseEndpoint.
-import type { HostContext } from '../backends/types.js';
+// gc: the safety net when a watcher (or the broker) was killed. Releases every
+// endpoint nobody can use any more — its owner exited, its setup died half-way,
+// or (owner unknown) nobody holds its fd — then VF claims of vanished owners.
+import type { HostContext } from '../host/context.js';
 import { gcStaleVfClaims } from '../backends/kernel/sriov.js';
-import { loadEndpoint, saveEndpoint } from '../state/endpoints.js';
-import { ownerOf, type OwnerRef } from '../state/owner.js';
-import { fdTargetOf, holdersOf, holds } from './holders.js';
-import { gcEndpoints, releaseEndpoint, type GcReport } from './release.js';
-import { hostFromEnv } from './up.js';
-import { waitForExit } from './watcher.js';
+import { endpointOwnerStatus, lifetimeOf, listEndpoints, type EndpointRecord } from '../state/endpoints.js';
+import { ownerStatus, type OwnerRef } from '../state/owner.js';
+import { fdTargetOf, holdersOf } from './holders.js';
+import { releaseEndpoint, type ReleaseReport } from './release.js';
+
+export interface GcReport {
+  released: ReleaseReport[];
+  kept: { id: string; why: string }[];
+  corrupt: { file: string; why: string }[];
+}
 
 export interface GcAllReport {
   endpoints: GcReport;
   vfClaims: { pci: string; action: string }[];
 }
 
-export function gcAll(host: HostContext): GcAllReport {
-  const endpoints = gcEndpoints(host);
+/** Why an endpoint is dead, or null while someone may still use it. */
+export function deadBecause(rec: EndpointRecord): string | null {
+  // A setup whose process died before it finished: nobody will ever use it.
+  const setupBy = rec.info.setupBy as OwnerRef | undefined;
+  if (rec.info.state === 'setting-up' && setupBy !== undefined && ownerStatus(setupBy) === 'gone') return 'its setup was interrupted';
+  const life = lifetimeOf(rec);
+  if (life === 'owner' && endpointOwnerStatus(rec) === 'gone') return `owner pid ${rec.owner!.pid} is gone`;
+  if (life === 'fd') {
+    const target = fdTargetOf(rec);
+    if (!target || holdersOf(target, [process.pid], rec.info.netns as string | undefined).length === 0) return 'nobody holds its fd';
+  }
+  return null;
+}
+
+/** Releases every dead endpoint (of those `mine` selects). Endpoints with a live or unknown owner stay. */
+export function gcEndpoints(host: HostContext, mine: (r: EndpointRecord) => boolean = () => true): GcReport {
+  const report: GcReport = { released: [], kept: [], corrupt: [] };
+  for (const e of listEndpoints(host.stateDir)) {
+    if ('corrupt' in e) {
+      report.corrupt.push({ file: e.file, why: e.corrupt });
+      continue;
+    }
+    if (!mine(e.record)) continue;
+    if (deadBecause(e.record) !== null) report.released.push(releaseEndpoint(e.record, host));
+    else report.kept.push({ id: e.record.id, why: lifetimeOf(e.record) === 'manual' ? 'manual endpoint (use down)' : `owner ${e.record.owner ? `pid ${e.record.owner.pid}` : '(fd holder)'} is ${endpointOwnerStatus(e.record)}` });
+  }
+  return report;
+}
+
+/** gc for everyone (root), or for one user's endpoints only (a broker client: no VF claim sweep). */
+export function gcAll(host: HostContext, mine?: (r: EndpointRecord) => boolean): GcAllReport {
+  const endpoints = gcEndpoints(host, mine);
+  if (mine) return { endpoints, vfClaims: [] };
   // After endpoints: their release already returned their VFs; what is left is stale claims of owners that left no record.
   const vfClaims = gcStaleVfClaims(host).map((r) => ({ pci: r.pci, action: r.result }));
   return { endpoints, vfClaims };
-}
-
-/**
- * The watcher's main: wait for the owner to exit, then release. The owner is
- * whoever holds the endpoint's fd: if the socketpair peer (libvirtd) hands it
- * on to QEMU, the watcher adopts QEMU as owner (records it) once the peer
- * itself no longer holds the fd; when the owner exits and nobody else holds
- * it, the endpoint goes.
- */
-export async function watchEndpoint(id: string, env: NodeJS.ProcessEnv = process.env, pollMs = 1000): Promise<void> {
-  const host = hostFromEnv(env);
-  let rec = loadEndpoint(host.stateDir, id);
-  if (!rec?.owner) return;
-  const target = fdTargetOf(rec);
-  let orphaned = 0;
-  let owner: OwnerRef = rec.owner;
-  // One exit waiter per owner (a pidfd in the event loop), reused across polls.
-  let ownerExit = waitForExit(owner).then(() => true);
-  for (;;) {
-    // Wake on the owner's exit, or every pollMs to see whether the fd moved on.
-    const exited = await Promise.race([ownerExit, new Promise<boolean>((r) => setTimeout(() => r(false), pollMs))]);
-    const now = loadEndpoint(host.stateDir, id);
-    if (!now) return; // `down` released it meanwhile
-    rec = now;
-    if (!target) {
-      if (exited) break;
-      continue;
-    }
-    if (!exited && holds(owner.pid, target)) {
-      orphaned = 0;
-      continue;
-    }
-    const next = holdersOf(target, [process.pid]).find((pid) => pid !== owner.pid);
-    if (next !== undefined) {
-      try {
-        rec.owner = ownerOf(next);
-        saveEndpoint(host.stateDir, rec);
-        owner = rec.owner;
-        ownerExit = waitForExit(owner).then(() => true);
-        orphaned = 0;
-        continue;
-      } catch { /* it just exited */ }
-    }
-    // Nobody holds it: the owner exited, or handed the fd to a process that
-    // is already gone (or dropped it). Seen twice in a row, so an fd still in
-    // flight in the socket (sent, not yet received) is not taken for dead.
-    if (exited || ++orphaned >= 2) break;
-  }
-  const last = loadEndpoint(host.stateDir, id);
-  if (last) releaseEndpoint(last, host);
 }

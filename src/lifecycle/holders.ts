@@ -3,7 +3,7 @@
 // it starts afterwards: the peer is then libvirtd, which outlives every guest.
 // The watcher therefore follows the fd: the processes that have the tap (fdinfo
 // `iff:`) or the macvtap character device (its dev number) open.
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import type { EndpointRecord } from '../state/endpoints.js';
 
 export type FdTarget = { kind: 'tun'; ifname: string } | { kind: 'chardev'; major: number; minor: number };
@@ -46,13 +46,29 @@ export function holds(pid: number, t: FdTarget): boolean {
   return false;
 }
 
-/** Every process (other than `except`) holding the target. Scans /proc: for the watcher, not hot paths. */
-export function holdersOf(t: FdTarget, except: number[] = []): number[] {
+/** This process's network namespace, as /proc names it ("net:[4026531840]"). */
+export function ownNetns(): string | undefined {
+  try { return readlinkSync('/proc/self/ns/net'); } catch { return undefined; }
+}
+
+function netnsOf(pid: number): string | undefined {
+  try { return readlinkSync(`/proc/${pid}/ns/net`); } catch { return undefined; }
+}
+
+/**
+ * Every process (other than `except`) holding the target. A tap is known by
+ * name only, and names repeat across network namespaces: with `netns` given,
+ * processes of another namespace are never counted. Scans /proc: for the
+ * watcher, not hot paths.
+ */
+export function holdersOf(t: FdTarget, except: number[] = [], netns?: string): number[] {
   const out: number[] = [];
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     const pid = Number(name);
-    if (!except.includes(pid) && holds(pid, t)) out.push(pid);
+    if (except.includes(pid)) continue;
+    if (netns !== undefined && netnsOf(pid) !== netns) continue;
+    if (holds(pid, t)) out.push(pid);
   }
   return out;
 }

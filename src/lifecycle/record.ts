@@ -4,12 +4,15 @@ import type { Choice } from '../policy/choose.js';
 import { Rollback } from '../setup/rollback.js';
 import { ENDPOINT_VERSION, newEndpointId, saveEndpoint, type EndpointRecord } from '../state/endpoints.js';
 import { selfOwner, type OwnerRef } from '../state/owner.js';
+import { ownNetns } from './holders.js';
 
 export function draftRecord(mode: string, owner: OwnerRef | null, id = newEndpointId()): EndpointRecord {
   return {
     version: ENDPOINT_VERSION, id, createdAt: new Date().toISOString(), owner, watcher: null,
     mode, kernel: '', transport: '', ifname: '', mac: null, mtu: 0, devicePath: null, owned: [],
-    info: { state: 'setting-up', setupBy: selfOwner() },
+    // netns: where the endpoint's interfaces live, so the watcher never takes a
+    // process of another namespace holding a tap of the same name for its user.
+    info: { state: 'setting-up', setupBy: selfOwner(), netns: ownNetns() },
   };
 }
 
@@ -32,5 +35,5 @@ export function completeRecord(record: EndpointRecord, choice: Choice): void {
   record.mtu = choice.endpoint.mtu;
   record.devicePath = choice.endpoint.devicePath ?? null;
   // The transport's facts (the fd QEMU holds: tap name, macvtap chardev) let the watcher find QEMU.
-  record.info = { ...choice.endpoint.info, transport: choice.transport.info, state: 'active' };
+  record.info = { ...choice.endpoint.info, transport: choice.transport.info, state: 'active', netns: record.info.netns };
 }

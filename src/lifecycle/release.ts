@@ -1,10 +1,10 @@
-// Tearing endpoints down from their records: `down`, the watcher and `gc`
-// all come here. Every release step is idempotent (already gone = success), so
-// running it twice, or after a crash half-way, is safe.
+// Tearing an endpoint down from its record: `down`, the watcher, the broker
+// and `gc` all come here. Every release step is idempotent (already gone =
+// success) and checks the object is still the one we made, so running it
+// twice, after a crash half-way, or on a forged record, is safe.
 import { kernels } from '../backends/registry.js';
-import type { HostContext } from '../backends/types.js';
-import { ownerStatus, type OwnerRef } from '../state/owner.js';
-import { endpointOwnerStatus, listEndpoints, removeEndpoint, type EndpointRecord } from '../state/endpoints.js';
+import type { HostContext } from '../host/context.js';
+import { removeEndpoint, type EndpointRecord } from '../state/endpoints.js';
 
 export interface ReleaseReport {
   id: string;
@@ -37,28 +37,4 @@ export function releaseEndpoint(rec: EndpointRecord, host: HostContext): Release
   // A record stays while anything could not be released, so gc can retry.
   if (failed.length === 0) removeEndpoint(host.stateDir, rec.id);
   return { id: rec.id, released, failed };
-}
-
-export interface GcReport {
-  released: ReleaseReport[];
-  kept: { id: string; why: string }[];
-  corrupt: { file: string; why: string }[];
-}
-
-/** Releases every endpoint whose owner is gone. Endpoints with a live or unknown owner stay. */
-export function gcEndpoints(host: HostContext): GcReport {
-  const report: GcReport = { released: [], kept: [], corrupt: [] };
-  for (const e of listEndpoints(host.stateDir)) {
-    if ('corrupt' in e) {
-      report.corrupt.push({ file: e.file, why: e.corrupt });
-      continue;
-    }
-    const st = endpointOwnerStatus(e.record);
-    // A setup whose process died before it finished: nobody will ever use it.
-    const setupBy = e.record.info.setupBy as OwnerRef | undefined;
-    const abandoned = e.record.info.state === 'setting-up' && setupBy !== undefined && ownerStatus(setupBy) === 'gone';
-    if (st === 'gone' || abandoned) report.released.push(releaseEndpoint(e.record, host));
-    else report.kept.push({ id: e.record.id, why: e.record.owner ? `owner pid ${e.record.owner.pid} is ${st}` : 'manual endpoint (use down)' });
-  }
-  return report;
 }

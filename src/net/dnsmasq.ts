@@ -6,10 +6,10 @@
 // after checking that the pid still is *our* dnsmasq: a stale pid file must
 // never make us kill an unrelated process that reused the number.
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, constants as fsc, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { NotFoundError, SetupError } from '../errors.js';
-import { findExecutable } from './bin.js';
+import { SAFE_PATH } from '../host/context.js';
 import { sleepMs } from '../sys/flock.js';
 import { writeFileAtomic } from '../state/atomic-file.js';
 
@@ -73,13 +73,8 @@ export function dnsmasqArgs(cfg: DnsmasqConfig, hosts: ReadonlyMap<string, strin
   return args;
 }
 
-export function dnsmasqBinary(env: NodeJS.ProcessEnv = process.env): string | null {
-  return env.QEMU_NET_HELPER_DNSMASQ || findExecutable('dnsmasq', env);
-}
-
 /** Starts the daemon and returns its pid; throws SetupError with dnsmasq's own message when it refuses. */
-export function startDnsmasq(cfg: DnsmasqConfig, env: NodeJS.ProcessEnv = process.env): number {
-  const bin = dnsmasqBinary(env);
+export function startDnsmasq(cfg: DnsmasqConfig, bin: string | null): number {
   if (!bin) throw new NotFoundError("the 'dnsmasq' command is not installed", "install dnsmasq (Debian: 'apt-get install dnsmasq-base')");
   const p = dnsmasqPaths(cfg.dir);
   mkdirSync(p.hostsDir, { recursive: true });
@@ -87,9 +82,9 @@ export function startDnsmasq(cfg: DnsmasqConfig, env: NodeJS.ProcessEnv = proces
   // would stay open for as long as the daemon lives (and execFileSync waits
   // for the pipe). The file holds dnsmasq's start-up error when it fails.
   const errFile = join(cfg.dir, 'dnsmasq.start.err');
-  const errFd = openSync(errFile, 'w', 0o600);
+  const errFd = openSync(errFile, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o600);
   try {
-    execFileSync(bin, dnsmasqArgs(cfg, dhcpHosts(cfg.dir)), { stdio: ['ignore', 'ignore', errFd], env: { PATH: env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' } });
+    execFileSync(bin, dnsmasqArgs(cfg, dhcpHosts(cfg.dir)), { stdio: ['ignore', 'ignore', errFd], env: { PATH: SAFE_PATH, LC_ALL: 'C' } });
   } catch (e) {
     const err = e as { code?: string; status?: number | null; message: string };
     let detail = '';
@@ -203,9 +198,9 @@ export function dhcpHosts(dir: string): Map<string, string> {
 }
 
 /** Stop and start again with the same configuration and the current fixed addresses. */
-export function restartDnsmasq(cfg: DnsmasqConfig, env: NodeJS.ProcessEnv = process.env): number {
+export function restartDnsmasq(cfg: DnsmasqConfig, bin: string | null): number {
   stopDnsmasq(dnsmasqPaths(cfg.dir).pidFile);
-  return startDnsmasq(cfg, env);
+  return startDnsmasq(cfg, bin);
 }
 
 export function dnsmasqLeases(dir: string): { expires: number; mac: string; ip: string; hostname: string }[] {

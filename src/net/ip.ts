@@ -6,6 +6,7 @@
 // hand-encoded nested attributes for exactly these link kinds.)
 import { execFileSync } from 'node:child_process';
 import { SetupError } from '../errors.js';
+import { SAFE_PATH, systemBinary } from '../host/context.js';
 
 export class IpError extends SetupError {
   readonly stderr: string;
@@ -17,9 +18,14 @@ export class IpError extends SetupError {
   }
 }
 
+let ipBinary: string | null | undefined;
+
+/** Runs iproute2's `ip` from the system directories (never the caller's PATH) with a clean environment. */
 export function ip(...args: string[]): string {
+  ipBinary ??= systemBinary('ip');
+  if (!ipBinary) throw new SetupError("the 'ip' command (iproute2) is not installed", 'install iproute2');
   try {
-    return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    return execFileSync(ipBinary, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: SAFE_PATH, LC_ALL: 'C' } });
   } catch (e) {
     const err = e as { stderr?: string; message: string; code?: string };
     if (err.code === 'ENOENT') throw new SetupError("the 'ip' command (iproute2) is not installed", 'install iproute2');

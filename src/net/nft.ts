@@ -5,7 +5,7 @@
 // changed.
 import { execFileSync } from 'node:child_process';
 import { NotFoundError, PermissionError, SetupError, UnsupportedError } from '../errors.js';
-import { findExecutable } from './bin.js';
+import { SAFE_PATH } from '../host/context.js';
 
 export type NftFamily = 'ip' | 'ip6' | 'inet';
 
@@ -22,16 +22,11 @@ function firstErrorLine(stderr: string): string {
   return (lines.find((l) => /^Error:/.test(l)) ?? lines[0] ?? 'unknown error').replace(/^Error:\s*/, '');
 }
 
-/** `nft` path: QEMU_NET_HELPER_NFT, else the first on PATH or in the sbin directories. */
-export function nftPath(env: NodeJS.ProcessEnv = process.env): string | null {
-  return env.QEMU_NET_HELPER_NFT || findExecutable('nft', env);
-}
-
-function run(args: string[], input: string | undefined, what: string, env: NodeJS.ProcessEnv): string {
-  const nft = nftPath(env);
+/** Runs `nft` (an absolute path from the host context, never looked up in the caller's PATH). */
+function run(args: string[], input: string | undefined, what: string, nft: string | null): string {
   if (!nft) throw new NotFoundError("the 'nft' command is not installed", "install nftables (Debian: 'apt-get install nftables')");
   try {
-    return execFileSync(nft, args, { encoding: 'utf8', input: input ?? '', stdio: ['pipe', 'pipe', 'pipe'] });
+    return execFileSync(nft, args, { encoding: 'utf8', input: input ?? '', stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: SAFE_PATH, LC_ALL: 'C' } });
   } catch (e) {
     const err = e as { stderr?: string; message: string; code?: string };
     if (err.code === 'ENOENT') throw new NotFoundError(`'${nft}' cannot be run (ENOENT)`, 'install nftables');
@@ -52,19 +47,19 @@ export function isNftIdentifier(name: string): boolean {
 }
 
 /** Applies a ruleset text as one transaction. */
-export function nftApply(ruleset: string, env: NodeJS.ProcessEnv = process.env): void {
-  run(['-f', '-'], ruleset, 'apply ruleset', env);
+export function nftApply(ruleset: string, nft: string | null): void {
+  run(['-f', '-'], ruleset, 'apply ruleset', nft);
 }
 
 /** Deletes a table; already gone is success. One transaction, so it cannot half-fail. */
-export function nftDeleteTable(family: NftFamily, name: string, env: NodeJS.ProcessEnv = process.env): void {
+export function nftDeleteTable(family: NftFamily, name: string, nft: string | null): void {
   if (!isNftIdentifier(name)) throw new SetupError(`refusing to delete nft table with odd name '${name}'`);
-  run(['-f', '-'], `add table ${family} ${name}\ndelete table ${family} ${name}\n`, `delete table ${family} ${name}`, env);
+  run(['-f', '-'], `add table ${family} ${name}\ndelete table ${family} ${name}\n`, `delete table ${family} ${name}`, nft);
 }
 
-export function nftTableExists(family: NftFamily, name: string, env: NodeJS.ProcessEnv = process.env): boolean {
+export function nftTableExists(family: NftFamily, name: string, nft: string | null): boolean {
   try {
-    run(['list', 'table', family, name], undefined, `list table ${family} ${name}`, env);
+    run(['list', 'table', family, name], undefined, `list table ${family} ${name}`, nft);
     return true;
   } catch (e) {
     if (e instanceof NftError && /No such file or directory/i.test(e.stderr)) return false;
@@ -73,32 +68,14 @@ export function nftTableExists(family: NftFamily, name: string, env: NodeJS.Proc
 }
 
 /** The objects of one table as nft's JSON gives them (table, chain, rule entries); [] when it does not exist. */
-export function nftTableObjects(family: NftFamily, name: string, env: NodeJS.ProcessEnv = process.env): Record<string, unknown>[] {
+export function nftTableObjects(family: NftFamily, name: string, nft: string | null): Record<string, unknown>[] {
   let out: string;
   try {
-    out = run(['-j', 'list', 'table', family, name], undefined, `list table ${family} ${name}`, env);
+    out = run(['-j', 'list', 'table', family, name], undefined, `list table ${family} ${name}`, nft);
   } catch (e) {
     if (e instanceof NftError && /No such file or directory/i.test(e.stderr)) return [];
     throw e;
   }
   const doc = JSON.parse(out) as { nftables?: Record<string, unknown>[] };
   return (doc.nftables ?? []).filter((o) => !('metainfo' in o));
-}
-
-/** Sum of the packet counters of a table's rules whose comment is `comment`. */
-export function nftCounter(family: NftFamily, table: string, comment: string, env: NodeJS.ProcessEnv = process.env): { packets: number; bytes: number } {
-  let packets = 0;
-  let bytes = 0;
-  for (const o of nftTableObjects(family, table, env)) {
-    const rule = o.rule as { comment?: string; expr?: Record<string, unknown>[] } | undefined;
-    if (!rule || rule.comment !== comment) continue;
-    for (const x of rule.expr ?? []) {
-      const c = x.counter as { packets?: number; bytes?: number } | undefined;
-      if (c) {
-        packets += c.packets ?? 0;
-        bytes += c.bytes ?? 0;
-      }
-    }
-  }
-  return { packets, bytes };
 }

@@ -8,13 +8,6 @@ import { projectRoot } from '../paths.js';
 import { ConfigError, UsageError } from '../errors.js';
 import { formatIssues, PolicyFileSchema, ProfileSchema, type ModePolicy, type Profile } from './schema.js';
 
-export const DEFAULT_CONFIG_DIR = '/etc/qemu-net-helper';
-export const CONFIG_ENV = 'QEMU_NET_HELPER_CONFIG';
-
-export function configDir(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
-  return flag ?? (env[CONFIG_ENV] || DEFAULT_CONFIG_DIR);
-}
-
 export function builtinPolicyDir(): string {
   return join(projectRoot(), 'policies');
 }

@@ -1,11 +1,25 @@
 // Flags on the command line win over the profile, the profile over defaults.
 import { MODES, type EndpointRequest, type Mode } from '../backends/types.js';
 import { UsageError } from '../errors.js';
-import type { HelperArgs } from '../helper/args.js';
 import { parseGuestMac } from '../net/mac.js';
 import type { Profile } from './schema.js';
 
-export function buildRequest(a: HelperArgs, profile: Profile | null): { mode: Mode; req: EndpointRequest } {
+/** What a caller asks for: the helper's flags, `up`'s options and a broker request all are this. */
+export interface RequestFlags {
+  mode?: string;
+  dev?: string;
+  mac?: string;
+  mtu?: number;
+  queues?: number;
+  vfPool?: string[];
+  /** Offer a virtio-net header (QEMU's --use-vnet). */
+  useVnet: boolean;
+  /** --br: QEMU's and libvirt's name for the bridge, and the name of a profile when one exists. */
+  bridge: string;
+  bridgeGiven?: boolean;
+}
+
+export function buildRequest(a: RequestFlags, profile: Profile | null): { mode: Mode; req: EndpointRequest } {
   const modeText = a.mode ?? profile?.mode ?? 'bridge';
   if (!(MODES as readonly string[]).includes(modeText)) {
     throw new UsageError(`unknown mode '${modeText}'`, `use one of ${MODES.join(', ')}`);

@@ -4,6 +4,7 @@
 // outliving this process also name it (`owned`): a journal hook persists it at
 // once, so if the process is killed mid-setup, `gc` still finds and removes it.
 import type { OwnedObject } from '../backends/types.js';
+import { callerIsRoot, ENV } from '../host/context.js';
 
 export interface UndoStep {
   what: string;
@@ -87,8 +88,10 @@ export class Rollback {
 
 // Fault injection for the crash-safety tests: QEMU_NET_HELPER_FAULT_AFTER_STEP=N
 // kills this process with SIGKILL right after the Nth setup step registered
-// its undo (and journal entry): the worst moment for a real crash.
-const faultAt = Number(process.env.QEMU_NET_HELPER_FAULT_AFTER_STEP ?? 0);
+// its undo (and journal entry): the worst moment for a real crash. Only a
+// real root caller may ask for it: anyone else could kill a privileged run at
+// will.
+const faultAt = callerIsRoot() ? Number(process.env[ENV.fault] ?? 0) : 0;
 function faultInjection(step: number): void {
   if (faultAt > 0 && step === faultAt) process.kill(process.pid, 'SIGKILL');
 }

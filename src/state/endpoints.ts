@@ -23,6 +23,14 @@ export interface EndpointRecord {
   createdAt: string;
   /** The process whose exit ends the endpoint (QEMU); null: lives until `down`. */
   owner: OwnerRef | null;
+  /** Who asked for it (a broker's client sees and removes only its own); absent in records of older versions: root's. */
+  uid?: number;
+  /**
+   * What ends it: 'owner' (the process in `owner` exits), 'manual' (`down`),
+   * 'fd' (QEMU could not be identified: nobody holds its fd any more).
+   * Absent in older records: 'owner' when there is one, else 'manual'.
+   */
+  lifetime?: 'owner' | 'manual' | 'fd';
   /** The watcher process that releases it when the owner exits, if one was started. */
   watcher: OwnerRef | null;
   mode: string;
@@ -59,7 +67,9 @@ export function saveEndpoint(stateDir: string, rec: EndpointRecord): void {
 export function isEndpointRecord(v: unknown): v is EndpointRecord {
   const r = v as EndpointRecord;
   return typeof v === 'object' && v !== null && r.version === ENDPOINT_VERSION && typeof r.id === 'string' && Array.isArray(r.owned)
-    && (r.owner === null || isOwnerRef(r.owner)) && (r.watcher === null || isOwnerRef(r.watcher));
+    && (r.owner === null || isOwnerRef(r.owner)) && (r.watcher === null || isOwnerRef(r.watcher))
+    && (r.uid === undefined || (Number.isSafeInteger(r.uid) && r.uid >= 0))
+    && (r.lifetime === undefined || r.lifetime === 'owner' || r.lifetime === 'manual' || r.lifetime === 'fd');
 }
 
 export type LoadedEndpoint = { record: EndpointRecord; file: string } | { corrupt: string; file: string; id: string };
@@ -94,7 +104,12 @@ export function removeEndpoint(stateDir: string, id: string): boolean {
   return removeFileDurable(file(stateDir, id));
 }
 
-/** 'alive' | 'gone' | 'unknown' for the owner; manual endpoints (no owner) are always alive. */
+export function lifetimeOf(r: EndpointRecord): 'owner' | 'manual' | 'fd' {
+  return r.lifetime ?? (r.owner ? 'owner' : 'manual');
+}
+
+/** 'alive' | 'gone' | 'unknown' for the owner; manual endpoints are always alive, ownerless ones unknown. */
 export function endpointOwnerStatus(r: EndpointRecord): 'alive' | 'gone' | 'unknown' {
-  return r.owner ? ownerStatus(r.owner) : 'alive';
+  if (r.owner) return ownerStatus(r.owner);
+  return lifetimeOf(r) === 'manual' ? 'alive' : 'unknown';
 }

@@ -97,7 +97,7 @@ function withVfLock<T>(stateDir: string, pci: string, waitMs: number, fn: () => 
   try {
     ensureDir(claimDir(stateDir));
     // Node opens with O_CLOEXEC, so QEMU or any child never inherits the lock.
-    fd = openSync(lockPath(stateDir, pci), fsc.O_RDWR | fsc.O_CREAT, 0o600);
+    fd = openSync(lockPath(stateDir, pci), fsc.O_RDWR | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {

@@ -25,6 +25,8 @@ export const c = {
   flock: lib.func('int flock(int fd, int op)'),
   geteuid: lib.func('uint32_t geteuid()'),
   dup3: lib.func('int dup3(int oldfd, int newfd, int flags)'),
+  // Raw syscalls glibc 2.36 has no wrapper for (pidfd_open, pidfd_getfd).
+  syscall3: lib.func('long syscall(long nr, long a, long b, long c)'),
 };
 
 export const O_RDWR = 0o2;

@@ -66,12 +66,12 @@ async function loadBackend(name: BackendName): Promise<KernelBackend> {
 }
 
 async function driverMain(): Promise<void> {
-  const { hostContextFrom } = await import('../../src/backends/types.js');
+  const { hostContext } = await import('../../src/host/context.js');
   const { Rollback } = await import('../../src/setup/rollback.js');
   const { parseMac } = await import('../../src/net/mac.js');
   const op = JSON.parse(process.argv[2]!) as Op;
   const host: HostContext = {
-    ...hostContextFrom(process.env, op.host.netAdmin ?? true),
+    ...hostContext(process.env, true, op.host.netAdmin ?? true),
     stateDir: op.host.stateDir,
     ...(op.host.sysfsRoot ? { sysfsRoot: op.host.sysfsRoot } : {}),
     ...(op.host.netSysfsRoot ? { netSysfsRoot: op.host.netSysfsRoot } : {}),

@@ -4,7 +4,7 @@
 // same moment (QEMU hot-plugging two NICs) cannot both decide "I am first" or
 // "I am last". Lock files are never deleted: deleting a lock file while
 // someone waits on it would hand the two of them different locks.
-import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, constants as fsc, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { SetupError } from '../../errors.js';
 import { SysError } from '../../sys/libc.js';
@@ -21,7 +21,8 @@ export const LOCK_TIMEOUT_MS = 10_000;
  */
 export function withLock<T>(lockPath: string, fn: () => T, timeoutMs = LOCK_TIMEOUT_MS): T {
   mkdirSync(dirname(lockPath), { recursive: true, mode: 0o755 });
-  const fd = openSync(lockPath, 'a', 0o600);
+  // O_NOFOLLOW: a symbolic link planted at the lock path is an error, never followed.
+  const fd = openSync(lockPath, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_APPEND | fsc.O_NOFOLLOW, 0o600);
   try {
     let locked: boolean;
     try {

@@ -14,6 +14,7 @@
 // parent's IP stack never loop back into the macvtap): that is the kernel's
 // design, not a setup fault.
 import { execFileSync } from 'node:child_process';
+import { SAFE_PATH } from '../../host/context.js';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -29,6 +30,9 @@ import type { Availability, EndpointRequest, HostContext, KernelBackend, KernelE
 import { releaseLink } from './klink.js';
 import { dataNumber, dataString, ipReason, kernelFailure, stringParam } from './kerrors.js';
 import { FEATURES, kernelHas } from './kprobe.js';
+
+// coreutils' mknod at its fixed path: the caller's PATH must not choose what we run as root.
+const MKNOD = '/usr/bin/mknod';
 
 export { VNET_HDR_LEN };
 
@@ -136,7 +140,7 @@ export function openMacvtapDevice(ifindex: number, major: number, minor: number,
     for (const dir of scratchDirs) {
       const node = join(dir, `.qnh-tap${ifindex}-${process.pid}-${randomBytes(3).toString('hex')}`);
       try {
-        execFileSync('mknod', ['-m', '600', node, 'c', String(major), String(minor)], { stdio: ['ignore', 'ignore', 'pipe'] });
+        execFileSync(MKNOD, ['-m', '600', node, 'c', String(major), String(minor)], { stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: SAFE_PATH } });
       } catch (e) {
         problems.push(`${dir}: ${((e as { stderr?: Buffer }).stderr?.toString() ?? String(e)).trim().split('\n')[0]}`);
         continue;
@@ -345,7 +349,7 @@ export function persistentDeviceNode(ifindex: number, major: number, minor: numb
     );
   }
   try {
-    execFileSync('mknod', ['-m', '600', path, 'c', String(major), String(minor)], { stdio: ['ignore', 'ignore', 'pipe'] });
+    execFileSync(MKNOD, ['-m', '600', path, 'c', String(major), String(minor)], { stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: SAFE_PATH } });
   } catch (e) {
     throw new SetupError(`cannot create ${path}: ${((e as { stderr?: Buffer }).stderr?.toString() ?? String(e)).trim()}`, 'the helper needs CAP_MKNOD and a writable /dev');
   }

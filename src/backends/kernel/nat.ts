@@ -31,7 +31,7 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, SetupError, UsageError } from '../../errors.js';
 import {
-  dhcpHosts, dnsmasqBinary, dnsmasqPaths, dnsmasqPid, removeDhcpHost, restartDnsmasq, startDnsmasq, stopDnsmasq, writeDhcpHost, type DnsmasqConfig,
+  dhcpHosts, dnsmasqPaths, dnsmasqPid, removeDhcpHost, restartDnsmasq, startDnsmasq, stopDnsmasq, writeDhcpHost, type DnsmasqConfig,
 } from '../../net/dnsmasq.js';
 import { checkInterfaceName } from '../../net/ifname.js';
 import { ip, ipJson, linkDelete, linkKind, linkShow, type LinkInfo } from '../../net/ip.js';
@@ -39,7 +39,7 @@ import {
   broadcastOf, contains, firstHost, ipToNumber, netmaskOf, numberToIp, overlaps, parseSubnet, subnetToString, type Subnet,
 } from '../../net/ipv4.js';
 import { checkGuestMac, formatMac } from '../../net/mac.js';
-import { isNftIdentifier, nftApply, nftDeleteTable, nftPath, nftTableExists } from '../../net/nft.js';
+import { isNftIdentifier, nftApply, nftDeleteTable, nftTableExists } from '../../net/nft.js';
 import { IP_FORWARD, readSysctl, writeSysctl } from '../../net/sysctl.js';
 import type { Rollback } from '../../setup/rollback.js';
 import { ifIndex } from '../../sys/netdev.js';
@@ -51,6 +51,8 @@ import { FEATURES, kernelHas, type FeatureAnswer } from './kprobe.js';
 import { readJson, withLock, writeJson } from './kstate.js';
 
 export const DEFAULT_NAT_BRIDGE = 'qnhnat0';
+/** Where a NAT network without a configured subnet takes its /24 from. */
+export const AUTO_NAT_RANGE = '10.213.0.0/16';
 export const NAT_TABLE_PREFIX = 'qemu_net_helper_';
 export const KIND_NAT = 'nat-network';
 export const KIND_RESERVATION = 'nat-reservation';
@@ -198,7 +200,7 @@ export function teardownNetwork(host: HostContext, bridge: string): void {
   const rec = readJson<NatRecord>(recordPath(dir));
   const p = dnsmasqPaths(dir);
   stopDnsmasq(p.pidFile);
-  nftDeleteTable('ip', rec?.table ?? natTableName(bridge), host.env);
+  nftDeleteTable('ip', rec?.table ?? natTableName(bridge), host.bin.nft);
   if (rec) {
     const l = linkShow(bridge);
     if (l && linkKind(l) === 'bridge' && (rec.bridgeIndex === undefined || rec.bridgeIndex === l.ifindex)) linkDelete(bridge);
@@ -237,8 +239,8 @@ function ensureNetwork(host: HostContext, o: NatOptions, journal: () => void): {
     journal();
     // Heal what a crash or an admin may have removed; never touch a healthy part.
     ensureIpForward();
-    if (!nftTableExists('ip', rec.table, host.env)) nftApply(natRuleset(rec.table, o.bridge, subnet), host.env);
-    if (dnsmasqPid(dnsmasqPaths(o.dir).pidFile) === null) startDnsmasq(rec.dnsmasq ?? dnsmasqConfig(o, subnet), host.env);
+    if (!nftTableExists('ip', rec.table, host.bin.nft)) nftApply(natRuleset(rec.table, o.bridge, subnet), host.bin.nft);
+    if (dnsmasqPid(dnsmasqPaths(o.dir).pidFile) === null) startDnsmasq(rec.dnsmasq ?? dnsmasqConfig(o, subnet), host.bin.dnsmasq);
     return { rec, created: false };
   }
 
@@ -267,8 +269,8 @@ function ensureNetwork(host: HostContext, o: NatOptions, journal: () => void): {
     ip('link', 'set', 'dev', o.bridge, 'up');
     newRec.enabledIpForward = ensureIpForward();
     writeJson(recordPath(o.dir), newRec);
-    nftApply(natRuleset(table, o.bridge, subnet), host.env);
-    startDnsmasq(newRec.dnsmasq, host.env);
+    nftApply(natRuleset(table, o.bridge, subnet), host.bin.nft);
+    startDnsmasq(newRec.dnsmasq, host.bin.dnsmasq);
   } catch (e) {
     try { teardownNetwork(host, o.bridge); } catch { /* report the first failure */ }
     kernelFailure(e, `creating NAT network '${o.bridge}'`);
@@ -305,7 +307,7 @@ export function dropReservation(host: HostContext, bridge: string, mac: string):
     if (!dhcpHosts(dir).has(mac)) return;
     removeDhcpHost(dir, mac);
     const rec = readJson<NatRecord>(recordPath(dir));
-    if (rec?.dnsmasq && dnsmasqPid(dnsmasqPaths(dir).pidFile) !== null) restartDnsmasq(rec.dnsmasq, host.env);
+    if (rec?.dnsmasq && dnsmasqPid(dnsmasqPaths(dir).pidFile) !== null) restartDnsmasq(rec.dnsmasq, host.bin.dnsmasq);
   });
 }
 
@@ -364,7 +366,7 @@ export function setupNat(req: EndpointRequest, host: HostContext, rb: Rollback):
       owned.push(reservation);
       writeDhcpHost(o.dir, fixedMac, req.guestIp);
       // dnsmasq learns fixed addresses only when it starts: restart it (leases are kept in its lease file).
-      restartDnsmasq(rec.dnsmasq ?? dnsmasqConfig(o, net), host.env);
+      restartDnsmasq(rec.dnsmasq ?? dnsmasqConfig(o, net), host.bin.dnsmasq);
     }
 
     // A persistent tap (`up`) is journaled by setupBridgeTap as {kind: 'link'} for this kernel.
@@ -420,8 +422,8 @@ export function probeNat(req: Partial<EndpointRequest>, host: HostContext): Avai
   for (const [what, a] of checks) if (a.present === false) missing.push(`${what} (${a.how})`);
   if (missing.length) return { available: false, reason: `the kernel lacks ${missing.join(', ')}` };
   if (!existsSync(host.tunDevice)) return { available: false, reason: `${host.tunDevice} does not exist` };
-  if (!nftPath(host.env)) return { available: false, reason: "the 'nft' command is not installed (package nftables)" };
-  if (!dnsmasqBinary(host.env)) return { available: false, reason: "the 'dnsmasq' command is not installed (package dnsmasq-base)" };
+  if (!host.bin.nft) return { available: false, reason: "the 'nft' command is not installed (package nftables)" };
+  if (!host.bin.dnsmasq) return { available: false, reason: "the 'dnsmasq' command is not installed (package dnsmasq-base)" };
   try {
     const bridge = natBridgeName({ dev: req.dev, params: req.params ?? {} } as Pick<EndpointRequest, 'dev' | 'params'>);
     const subnetText = req.subnet ?? (typeof req.params?.subnet === 'string' ? req.params.subnet : undefined);

@@ -5,6 +5,7 @@
 import { closeFd } from '../../sys/libc.js';
 import { dgramPair, openPacketSocket } from '../../sys/packet.js';
 import { spawnRelay } from '../../lifecycle/relay.js';
+import { childEnv } from '../../host/context.js';
 import { ownerOf, type OwnerRef } from '../../state/owner.js';
 import type { Transport } from '../types.js';
 
@@ -21,7 +22,7 @@ export const socketTransport: Transport = {
     try {
       if (typeof req.params.ownerPid === 'number') owner = ownerOf(req.params.ownerPid);
     } catch { owner = null; }
-    const pid = spawnRelay(pkt, relayEnd, owner, host.env);
+    const pid = spawnRelay(pkt, relayEnd, owner, childEnv(host));
     rb.add(`stop relay ${pid}`, () => { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } });
     // The relay has its own copies now.
     closeFd(pkt);

@@ -1,0 +1,107 @@
+// What the broker does for one request, on behalf of a caller it treats as
+// hostile: the caller's flags choose a mode, a bridge, a device — all checked
+// against the broker's ACL — and never a file, a device path or a program.
+// The host context, ACL and configuration are the broker's own.
+import type { Caller } from '../access/caller.js';
+import { AccessDeniedError, BadFdError, describeError, ExitCode } from '../errors.js';
+import { parseHelperArgs } from '../helper/args.js';
+import { serveHelper } from '../helper/full.js';
+import type { HostContext } from '../host/context.js';
+import { gcAll } from '../lifecycle/gc.js';
+import { releaseEndpoint } from '../lifecycle/release.js';
+import { listFor, visibleTo } from '../lifecycle/list.js';
+import { up } from '../lifecycle/up.js';
+import { closeFd, SysError } from '../sys/libc.js';
+import { pidfdGetfd } from '../sys/pidfd.js';
+import { peerCred } from '../sys/unix-fd.js';
+import { loadEndpoint } from '../state/endpoints.js';
+import type { BrokerReply, BrokerRequest } from './protocol.js';
+
+export interface BrokerConfig {
+  host: HostContext;
+  acl: string;
+  config: string;
+}
+
+export interface Handled {
+  reply: BrokerReply;
+  /** For the log: what was asked and what came of it. */
+  what: string;
+  verdict: string;
+  /** An endpoint the broker must now watch (its owner's exit ends it). */
+  watch?: string;
+}
+
+/** Root may point a request at other files; anyone else gets the broker's. */
+function pathsFor(caller: Caller, cfg: BrokerConfig, flags: { acl?: string | undefined; config?: string | undefined }): { acl: string; config: string } {
+  if (!caller.isRoot) {
+    const asked = flags.acl !== undefined ? '--acl' : flags.config !== undefined ? '--config' : null;
+    if (asked) throw new AccessDeniedError(`access denied: ${asked} is only for root (an unprivileged caller cannot choose the files that decide what it may do)`, `drop ${asked}; the broker uses ${asked === '--acl' ? cfg.acl : cfg.config}`);
+  }
+  return { acl: flags.acl ?? cfg.acl, config: flags.config ?? cfg.config };
+}
+
+function helper(req: Extract<BrokerRequest, { op: 'helper' }>, caller: Caller, pidfd: number, cfg: BrokerConfig): Handled {
+  const a = parseHelperArgs(req.argv);
+  const what = `helper ${req.argv.join(' ')}`;
+  if (a.help) return { reply: { v: 1, ok: true, exit: 0 }, what, verdict: 'help' };
+  const clientFd = a.socketpair ?? a.fd;
+  let sock: number;
+  try {
+    sock = pidfdGetfd(pidfd, clientFd);
+  } catch (e) {
+    throw new BadFdError(`--fd=${clientFd}: the broker cannot take it from the helper (${e instanceof SysError ? e.code : String(e)})`, 'the helper must be run by QEMU or libvirt, which pass one end of a socketpair');
+  }
+  try {
+    // QEMU runs as the user whose helper this is; a socket whose other end is
+    // someone else's process would hand that process our fd.
+    let peerUid: number | null = null;
+    try { peerUid = peerCred(sock).uid; } catch { /* checked by serveHelper */ }
+    if (peerUid !== null && !caller.isRoot && peerUid !== caller.uid) {
+      throw new AccessDeniedError(`access denied: the socket passed with --fd=${clientFd} leads to a process of uid ${peerUid}, not to the caller's QEMU`, 'pass the socket QEMU or libvirt gave the helper');
+    }
+    const lines: string[] = [];
+    const r = serveHelper(a, sock, { host: cfg.host, ...pathsFor(caller, cfg, a), caller, fallbackOwnerPid: process.pid, log: (l) => lines.push(l) });
+    const verdict = `allowed: ${r.mode} ${r.choice.endpoint.kernel}/${r.choice.transport.transport} ${r.choice.endpoint.ifname}${r.durable ? ` (endpoint ${r.record.id})` : ''}`;
+    return { reply: { v: 1, ok: true, exit: 0, ...(lines.length ? { lines } : {}) }, what, verdict, ...(r.durable ? { watch: r.record.id } : {}) };
+  } finally {
+    closeFd(sock);
+  }
+}
+
+export function handle(req: BrokerRequest, caller: Caller, pidfd: number, cfg: BrokerConfig): Handled {
+  try {
+    switch (req.op) {
+      case 'helper':
+        return helper(req, caller, pidfd, cfg);
+      case 'up': {
+        const o = req.options;
+        const { config } = pathsFor(caller, cfg, {});
+        const r = up(o, { host: cfg.host, acl: caller.isRoot ? null : cfg.acl, config, caller });
+        return { reply: { v: 1, ok: true, exit: 0, result: r }, what: `up ${JSON.stringify(o)}`, verdict: `allowed: endpoint ${r.endpoint.id} ${r.endpoint.ifname}` };
+      }
+      case 'down': {
+        const rec = loadEndpoint(cfg.host.stateDir, req.id);
+        if (!rec) return { reply: { v: 1, ok: true, exit: 0, result: { id: req.id, released: [], failed: [], alreadyGone: true } }, what: `down ${req.id}`, verdict: 'already gone' };
+        if (!visibleTo(caller, rec)) throw new AccessDeniedError(`access denied: endpoint ${req.id} belongs to another user`, 'a user can take down only the endpoints it made');
+        const r = releaseEndpoint(rec, cfg.host);
+        const exit = r.failed.length ? ExitCode.SETUP_FAILED : 0;
+        const reply: BrokerReply = exit === 0
+          ? { v: 1, ok: true, exit: 0, result: { ...r, alreadyGone: false } }
+          : { v: 1, ok: false, exit, error: `could not release ${r.failed.join('; ')}` };
+        return { reply, what: `down ${req.id}`, verdict: exit ? 'failed' : 'released' };
+      }
+      case 'list': {
+        const result = listFor(cfg.host.stateDir, caller);
+        return { reply: { v: 1, ok: true, exit: 0, result }, what: 'list', verdict: `${result.endpoints.length} endpoints` };
+      }
+      case 'gc': {
+        const r = gcAll(cfg.host, caller.isRoot ? undefined : (rec) => visibleTo(caller, rec));
+        return { reply: { v: 1, ok: true, exit: 0, result: r }, what: 'gc', verdict: `released ${r.endpoints.released.length}` };
+      }
+    }
+  } catch (e) {
+    const { exitCode, line } = describeError(e);
+    return { reply: { v: 1, ok: false, exit: exitCode, error: line }, what: req.op === 'helper' ? `helper ${req.argv.join(' ')}` : req.op, verdict: `refused (exit ${exitCode}): ${line}` };
+  }
+}
