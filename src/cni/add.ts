@@ -15,12 +15,13 @@ import { requireNetns } from './sandbox.js';
 import { attachmentId, loadAttachment, type CniInfo } from './store.js';
 import type { AddContext, Attached } from './attach-types.js';
 import { attachVeth } from './attach-veth.js';
+import { attachRouted } from './attach-route.js';
 import { attachMacvtap, attachTap } from './attach-tap.js';
 import { attachVf } from './attach-vf.js';
 
 function attach(ctx: AddContext): Attached {
   switch (ctx.conf.transport) {
-    case 'veth': return attachVeth(ctx);
+    case 'veth': return ctx.conf.mode === 'route' ? attachRouted(ctx) : attachVeth(ctx);
     case 'tap': return attachTap(ctx);
     case 'macvtap': return attachMacvtap(ctx);
     case 'vf': return attachVf(ctx);
@@ -55,7 +56,7 @@ export async function cmdAdd(conf: NetConf, raw: Record<string, unknown>, env: C
       ipamDone = true;
     }
     const mac = conf.runtimeConfig?.mac ?? conf.mac;
-    const ctx: AddContext = { conf, env, host, rb, id: record.id, ...(mac ? { mac } : {}) };
+    const ctx: AddContext = { conf, env, host, rb, id: record.id, ...(mac ? { mac } : {}), ...(ipRes ? { ips: ipRes.ips } : {}) };
     const a = attach(ctx);
     const ours = emptyResult(conf.cniVersion);
     ours.interfaces = [...a.hostInterfaces, a.sandbox];

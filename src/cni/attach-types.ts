@@ -5,7 +5,7 @@ import type { HostContext } from '../backends/types.js';
 import type { Rollback } from '../setup/rollback.js';
 import type { NetConf } from './config.js';
 import type { CniEnv } from './env.js';
-import type { CniInterface } from './result.js';
+import type { CniInterface, CniIp } from './result.js';
 
 export interface AddContext {
   conf: NetConf;
@@ -16,6 +16,8 @@ export interface AddContext {
   id: string;
   /** runtimeConfig.mac wins over the config's mac (the 'mac' capability). */
   mac?: string;
+  /** IPAM's addresses, when there is IPAM (routed mode needs them before wiring). */
+  ips?: CniIp[];
 }
 
 export interface Attached {

@@ -29,13 +29,13 @@ export function cmdCheck(conf: NetConf, raw: Record<string, unknown>, env: CniEn
     throw new CniError(BROKEN, `interface '${env.ifname}' has MAC ${l.address}, the result says ${want.mac}`);
   }
   if (!l.flags?.includes('UP')) throw new CniError(BROKEN, `interface '${env.ifname}' in ${env.netns} is down`);
-  if (rec.kernel === 'veth' || rec.kernel === 'macvlan' || rec.kernel === 'sriov') {
+  if (['veth', 'macvlan', 'sriov', 'route'].includes(rec.kernel)) {
     if (rec.transport !== 'tap') checkIps(env.netns, env.ifname, prev.ips.filter((i) => i.interface === idx));
   }
-  if (rec.kernel === 'veth' && rec.ifname) {
+  if ((rec.kernel === 'veth' || rec.kernel === 'route') && rec.ifname) {
     const h = linkShow(rec.ifname);
     if (!h) throw new CniError(BROKEN, `host end '${rec.ifname}' of the veth is missing`);
-    if (conf.dev && h.master !== conf.dev) throw new CniError(BROKEN, `host end '${rec.ifname}' is not on bridge '${conf.dev}'`);
+    if (rec.kernel === 'veth' && conf.dev && h.master !== conf.dev) throw new CniError(BROKEN, `host end '${rec.ifname}' is not on bridge '${conf.dev}'`);
   }
   if (conf.ipam) new Ipam(conf, env, raw).check(conf.prevResult);
 }

@@ -54,8 +54,8 @@ export const NetConfSchema = z.object({
   const macvlanModes = ['veb', 'vepa', 'private', 'passthrough', 'bridge'];
   switch (c.transport) {
     case 'veth':
-      if (c.mode === 'nat' || c.mode === 'route') bad('mode', `mode '${c.mode}' is not offered over CNI yet (the reference 'ptp' plugin routes a veth)`);
-      else if (!c.dev) bad('dev', `mode '${c.mode}' with transport 'veth' needs dev (the bridge, or the macvlan parent)`);
+      if (c.mode === 'nat') bad('mode', "mode 'nat' is not offered over CNI yet (mode 'route' routes the container through dev)");
+      else if (!c.dev) bad('dev', `mode '${c.mode}' with transport 'veth' needs dev (the bridge, the macvlan parent, or the uplink to route through)`);
       break;
     case 'macvtap':
       if (!c.dev) bad('dev', "transport 'macvtap' needs dev (the parent device)");

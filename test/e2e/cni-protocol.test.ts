@@ -71,6 +71,7 @@ describe('CNI plugin protocol', { skip }, () => {
       ['bad mtu', call('ADD', s), conf({ mtu: 'big' }), 7, /field 'mtu'/],
       ['bad mode', call('ADD', s), conf({ mode: 'hub' }), 7, /field 'mode'/],
       ['vlan on veth', call('ADD', s), conf({ vlan: 5 }), 7, /field 'vlan'/],
+      ['nat', call('ADD', s), conf({ mode: 'nat' }), 7, /field 'mode'/],
       ['GC in 1.0.0', { ...call('GC', null) }, conf({ cniVersion: '1.0.0' }), 1, /GC is not defined in CNI 1.0.0/],
       ['not json', call('ADD', s), '{"cniVersion":', 6, /not JSON/],
       ['no container id', { ...call('ADD', s), containerId: '' }, conf(), 4, /CNI_CONTAINERID is not set/],
@@ -229,6 +230,30 @@ describe('CNI plugin protocol', { skip }, () => {
     assert.equal(cni(h, call('DEL', s, 'vm2', 'net1'), m).status, 0);
     assert.deepEqual(s.links(), ['lo']);
   });
+  it('route mode: the container is routed through the uplink with proxy ARP, reaches the peer; DEL puts the uplink back', () => {
+    const s = sandbox();
+    h.ip('addr', 'add', '10.98.0.1/24', 'dev', 'up0');
+    const sysctl = (k: string): string => h.exec('cat', `/proc/sys/net/ipv4/conf/up0/${k}`).trim();
+    const before = [sysctl('proxy_arp'), sysctl('forwarding')];
+    try {
+      const c = conf({ mode: 'route', dev: 'up0', ipam: { type: 'host-local', subnet: '10.98.0.0/24', rangeStart: '10.98.0.50', gateway: '10.98.0.1', dataDir: ipamDir, routes: [{ dst: '0.0.0.0/0' }] } });
+      const add = cni(h, call('ADD', s), c);
+      assert.equal(add.status, 0, add.stdout + add.stderr);
+      const addr = String(add.json.ips[0].address).split('/')[0];
+      assert.match(h.ip('route', 'show', `${addr}/32`), /proto 213/);
+      assert.deepEqual([sysctl('proxy_arp'), sysctl('forwarding')], ['1', '1']);
+      s.exec('busybox', 'ping', '-c', '1', '-W', '5', '10.98.0.2');
+      peer.exec('busybox', 'ping', '-c', '1', '-W', '5', addr!);
+      assert.equal(cni(h, call('CHECK', s), { ...c, prevResult: add.json }).status, 0);
+      assert.equal(cni(h, call('DEL', s), c).status, 0);
+      assert.equal(h.ip('route', 'show', `${addr}/32`).trim(), '');
+      assert.deepEqual([sysctl('proxy_arp'), sysctl('forwarding')], before, "the uplink's settings are back");
+      assert.deepEqual(s.links(), ['lo']);
+    } finally {
+      h.ip('addr', 'del', '10.98.0.1/24', 'dev', 'up0');
+    }
+  });
+
   it('crash safety: ADD SIGKILLed after each setup step, then the runtime\'s DEL, leaves nothing (macvlan; tap, which includes the bridge veth)', () => {
     const confs: [string, Record<string, unknown>][] = [
       ['macvlan', conf({ mode: 'private', dev: 'up0', ipam: { type: 'host-local', subnet: '10.98.0.0/24', rangeStart: '10.98.0.10', dataDir: ipamDir } })],
