@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { listEndpoints } from '../../src/state/endpoints.js';
-import { cni, haveReferencePlugins, type CniCall } from '../lib/cni.js';
+import { cni, cniAsync, haveReferencePlugins, type CniCall } from '../lib/cni.js';
 import { NetNs } from '../lib/netns.js';
 
 const skip = haveReferencePlugins() ? false : 'needs containernetworking-plugins (host-local): run scripts/setup.sh';
@@ -77,6 +77,7 @@ describe('CNI plugin protocol', { skip }, () => {
       ['no container id', { ...call('ADD', s), containerId: '' }, conf(), 4, /CNI_CONTAINERID is not set/],
       ['bad command', { ...call('ADD', s), command: 'PUT' }, conf(), 4, /CNI_COMMAND 'PUT'/],
       ['missing netns', { ...call('ADD', s), netns: '/run/netns/qnhc-does-not-exist' }, conf(), 3, /does not exist/],
+      ['netns not a namespace', { ...call('ADD', s), netns: '/etc/hostname' }, conf(), 4, /is not a network namespace/],
       ['missing dev', call('ADD', s), conf({ dev: 'nosuchbr' }), 105, /dev 'nosuchbr' does not exist/],
     ];
     for (const [what, c, body, code, msg] of cases) {
@@ -252,6 +253,19 @@ describe('CNI plugin protocol', { skip }, () => {
     } finally {
       h.ip('addr', 'del', '10.98.0.1/24', 'dev', 'up0');
     }
+  });
+
+  it('six ADDs at once on one bridge get six addresses and links; six DELs at once remove them all', async () => {
+    const boxes = Array.from({ length: 6 }, () => sandbox());
+    const adds = await Promise.all(boxes.map((s, k) => cniAsync(h, call('ADD', s, `par${k}`), conf())));
+    for (const a of adds) assert.equal(a.status, 0, a.stdout + a.stderr);
+    const addrs = new Set(adds.map((a) => a.json.ips[0].address));
+    assert.equal(addrs.size, 6, 'distinct addresses');
+    assert.equal(leases().length, 6);
+    assert.equal(listEndpoints(stateDir).length, 6);
+    const dels = await Promise.all(boxes.map((s, k) => cniAsync(h, call('DEL', s, `par${k}`), conf())));
+    for (const d of dels) assert.equal(d.status, 0, d.stdout + d.stderr);
+    for (const s of boxes) assert.deepEqual(s.links(), ['lo']);
   });
 
   it('crash safety: ADD SIGKILLed after each setup step, then the runtime\'s DEL, leaves nothing (macvlan; tap, which includes the bridge veth)', () => {
