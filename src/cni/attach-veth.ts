@@ -38,8 +38,9 @@ function onBridge(ctx: AddContext): Attached {
   moveIntoSandbox(ep.ifname, ctx.env.netns, ctx.env.ifname);
   const m = configureInSandbox(ctx.env.netns, ctx.env.ifname, ctx.mac, ctx.conf.mtu);
   const h = linkShow(hostEnd);
+  const br = linkShow(ctx.conf.dev!);
   return {
-    hostInterfaces: [{ name: ctx.conf.dev!, ...(linkShow(ctx.conf.dev!)?.address ? { mac: linkShow(ctx.conf.dev!)!.address! } : {}) }, { name: hostEnd, ...(h?.address ? { mac: h.address } : {}) }],
+    hostInterfaces: [{ name: ctx.conf.dev!, ...(br?.address ? { mac: br.address } : {}) }, { name: hostEnd, ...(h?.address ? { mac: h.address } : {}) }],
     sandbox: { name: ctx.env.ifname, mac: m.mac, mtu: m.mtu, sandbox: ctx.env.netns },
     configureIp: true, kernel: 'veth', hostIfname: hostEnd,
   };
