@@ -222,6 +222,15 @@ describe('CNI plugin protocol', { skip }, () => {
     assert.equal(cni(h, call('DEL', s, 'vm1', 'tap0'), c).status, 0);
     assert.deepEqual(s.links(), ['lo']);
 
+    // Without dev: the tap alone, for a chained plugin (or the VM launcher) to wire.
+    const alone = conf({ transport: 'tap', dev: undefined, ipam: undefined });
+    const aadd = cni(h, call('ADD', s, 'vm3', 'tap1'), alone);
+    assert.equal(aadd.status, 0, aadd.stdout + aadd.stderr);
+    assert.deepEqual(s.links().sort(), ['lo', 'tap1']);
+    assert.deepEqual(aadd.json.interfaces, [{ name: 'tap1', mac: (s.linkDetails('tap1') as { address: string }).address, mtu: 1500, sandbox: `/run/netns/${s.name}` }]);
+    assert.equal(cni(h, call('DEL', s, 'vm3', 'tap1'), alone).status, 0);
+    assert.deepEqual(s.links(), ['lo']);
+
     const m = conf({ transport: 'macvtap', mode: 'vepa', dev: 'up0', ipam: undefined });
     const madd = cni(h, call('ADD', s, 'vm2', 'net1'), m);
     assert.equal(madd.status, 0, madd.stdout + madd.stderr);
