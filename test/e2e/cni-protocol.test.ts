@@ -112,6 +112,10 @@ describe('CNI plugin protocol', { skip }, () => {
     s.exec('busybox', 'ping', '-c', '1', '-W', '5', '10.99.0.1');
     assert.equal(leases().length, 1);
 
+    const again = cni(h, call('ADD', s), c);
+    assert.equal(again.json?.code, 7, 'a second ADD of the same attachment is refused');
+    assert.match(again.json.msg, /already has 'eth0'/);
+
     const check = cni(h, call('CHECK', s), { ...c, prevResult: r });
     assert.equal(check.status, 0, check.stdout + check.stderr);
     assert.equal(check.stdout, '');
