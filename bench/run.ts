@@ -1,10 +1,12 @@
 // `npm run bench`: every benchmark, each against its real alternative in the
 // same run. Prints Markdown tables (pasted into README) and writes JSON to
-// bench/results/latest.json. Select with arguments: helper, vhost-user.
+// bench/results/latest.json. Select with arguments: helper, broker, vhost-user, uplink.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT } from '../test/lib/paths.js';
+import { benchBrokerLatency } from './broker-latency.js';
 import { benchHelperLatency } from './helper-latency.js';
+import { benchUplink } from './uplink.js';
 import { benchVhostUser } from './vhost-user.js';
 
 const which = new Set(process.argv.slice(2));
@@ -20,6 +22,15 @@ if (all || which.has('helper')) {
   console.log(`\nqemu-net-helper / node -e 0 = ${r.ratioToNode}x (goal <= 1.25x); qemu-net-helper / qemu-bridge-helper = ${r.ratioToQbh ?? 'n/a'}x`);
 }
 
+if (all || which.has('broker')) {
+  const r = await benchBrokerLatency(Number(process.env.BENCH_ROUNDS ?? 40));
+  results.brokerLatency = r;
+  console.log('\n### Unprivileged helper exec-to-exit (uid 65534; fd received and checked with TUNGETIFF)\n');
+  console.log('| program | median ms | p10 | p90 | runs |\n|---|---|---|---|---|');
+  for (const row of r.rows) console.log(`| ${row.name} | ${row.medianMs} | ${row.p10Ms} | ${row.p90Ms} | ${row.runs} |`);
+  console.log(`\nbroker client / node -e 0 = ${r.ratioToNode}x (goal <= 1.25x, aim 1.1x); broker client / setuid qemu-bridge-helper = ${r.ratioToQbh ?? 'n/a'}x`);
+}
+
 if (all || which.has('vhost-user')) {
   const r = await benchVhostUser(Number(process.env.BENCH_SECONDS ?? 6));
   results.vhostUser = r;
@@ -28,6 +39,14 @@ if (all || which.has('vhost-user')) {
   for (const row of r.rows) console.log(`| ${row.test} | ${row.frameBytes} | ${row.backend} | ${row.mpps.toFixed(2)} | ${row.gbps.toFixed(2)} | ${row.rssMiB ?? '-'} |`);
   console.log('');
   for (const x of r.ratios) console.log(`${x.test} ${x.frameBytes} B: qemu-net-helper / DPDK = ${x.ratio.toFixed(2)}`);
+}
+
+if (all || which.has('uplink')) {
+  const r = await benchUplink(Number(process.env.BENCH_SECONDS ?? 5));
+  results.uplink = r;
+  console.log('\n### Switch uplink: AF_PACKET on a veth (--uplink) vs a tap on a bridge (--br), guest -> uplink\n');
+  console.log('| uplink | frame B | Mpps taken from the guest | share written (rest: EAGAIN drops) |\n|---|---|---|---|');
+  for (const row of r) console.log(`| ${row.kind} | ${row.frameBytes} | ${row.mpps.toFixed(2)} | ${(row.writtenShare * 100).toFixed(1)}% |`);
 }
 
 mkdirSync(join(ROOT, 'bench/results'), { recursive: true });

@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Forwarder } from '../src/vhost-user/virtq/forward.js';
 import { SplitQueue } from '../src/vhost-user/virtq/split.js';
-import { MockGuest, MockVirtq } from '../src/vhost-user/virtq/mock-driver.js';
+import { MockGuest, MockVirtq } from '../test/lib/mock-driver.js';
 
 const QSIZE = 256;
 const BATCH = 256;

@@ -4,7 +4,9 @@
 // The host context, ACL and configuration are the broker's own.
 import type { Caller } from '../access/caller.js';
 import { AccessDeniedError, BadFdError, describeError, ExitCode } from '../errors.js';
-import { parseHelperArgs } from '../helper/args.js';
+import { needsPolicy, parseHelperArgs } from '../helper/args.js';
+import { profileExists } from '../helper/main.js';
+import { serveBridgeTap } from '../helper/run.js';
 import { serveHelper } from '../helper/full.js';
 import type { HostContext } from '../host/context.js';
 import { gcAll } from '../lifecycle/gc.js';
@@ -60,8 +62,14 @@ function helper(req: Extract<BrokerRequest, { op: 'helper' }>, caller: Caller, p
     if (peerUid !== null && !caller.isRoot && peerUid !== caller.uid) {
       throw new AccessDeniedError(`access denied: the socket passed with --fd=${clientFd} leads to a process of uid ${peerUid}, not to the caller's QEMU`, 'pass the socket QEMU or libvirt gave the helper');
     }
+    const paths = pathsFor(caller, cfg, a);
+    if (!needsPolicy(a) && !profileExists(a, paths.config)) {
+      // qemu-bridge-helper's case: the same ioctl-only path as the direct helper (no `ip`, no policy files).
+      const t = serveBridgeTap(a, sock, { acl: paths.acl, caller, tunDevice: cfg.host.tunDevice });
+      return { reply: { v: 1, ok: true, exit: 0 }, what, verdict: `allowed: bridge bridge/tap ${t.tapName}` };
+    }
     const lines: string[] = [];
-    const r = serveHelper(a, sock, { host: cfg.host, ...pathsFor(caller, cfg, a), caller, fallbackOwnerPid: process.pid, log: (l) => lines.push(l) });
+    const r = serveHelper(a, sock, { host: cfg.host, ...paths, caller, fallbackOwnerPid: process.pid, log: (l) => lines.push(l) });
     const verdict = `allowed: ${r.mode} ${r.choice.endpoint.kernel}/${r.choice.transport.transport} ${r.choice.endpoint.ifname}${r.durable ? ` (endpoint ${r.record.id})` : ''}`;
     return { reply: { v: 1, ok: true, exit: 0, ...(lines.length ? { lines } : {}) }, what, verdict, ...(r.durable ? { watch: r.record.id } : {}) };
   } finally {

@@ -9,16 +9,13 @@ import { processCaller, type Caller } from '../access/caller.js';
 import { callerIsRoot, childEnv, configPaths, processHost, type HostContext } from '../host/context.js';
 import type { Choice } from '../policy/choose.js';
 import { setupEndpoint, type SetupResult } from '../setup/endpoint.js';
-import { c } from '../sys/libc.js';
+import { setCloseOnExec } from '../sys/libc.js';
 import { peerCred, sendWithFds } from '../sys/unix-fd.js';
 import { saveEndpoint, type EndpointRecord } from '../state/endpoints.js';
 import { ownerOf, type OwnerRef } from '../state/owner.js';
 import { spawnWatcher } from '../lifecycle/watcher.js';
 import type { HelperArgs } from './args.js';
 import { checkHelperSocket } from './run.js';
-
-const F_SETFD = 2;
-const FD_CLOEXEC = 1;
 
 const PLAIN_PROTOCOLS: TransportName[] = ['tap', 'macvtap'];
 
@@ -91,7 +88,7 @@ export function peerOwner(sock: number): OwnerRef | null {
 
 function startWatcher(record: EndpointRecord, host: HostContext, sock: number): void {
   // QEMU's socket must not leak into the watcher (it is inherited, not close-on-exec).
-  c.fcntl(sock, F_SETFD, FD_CLOEXEC);
+  setCloseOnExec(sock);
   const pid = spawnWatcher(record.id, childEnv(host));
   try {
     record.watcher = ownerOf(pid);

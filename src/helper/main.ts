@@ -13,10 +13,8 @@ export type FullHelper = { runPolicyHelper: (a: HelperArgs, env?: NodeJS.Process
 export type LoadFull = () => FullHelper;
 
 /** A profile file named after --br makes even QEMU's plain call a policy call (libvirt passes only --br). */
-export function profileExists(a: HelperArgs, env: NodeJS.ProcessEnv): boolean {
-  if (!a.bridgeGiven) return false;
-  const { config } = configPaths(a, env, callerIsRoot());
-  return existsSync(`${config}/profiles/${a.bridge}.json`);
+export function profileExists(a: HelperArgs, config: string): boolean {
+  return a.bridgeGiven === true && existsSync(`${config}/profiles/${a.bridge}.json`);
 }
 
 export function helperMain(argv: readonly string[], loadFull: LoadFull, env: NodeJS.ProcessEnv = process.env): number {
@@ -26,7 +24,7 @@ export function helperMain(argv: readonly string[], loadFull: LoadFull, env: Nod
       process.stderr.write(HELPER_USAGE + '\n');
       return ExitCode.OK;
     }
-    if (needsPolicy(args) || profileExists(args, env)) loadFull().runPolicyHelper(args, env);
+    if (needsPolicy(args) || profileExists(args, configPaths(args, env, callerIsRoot()).config)) loadFull().runPolicyHelper(args, env);
     else runHelper(args, env);
     return ExitCode.OK;
   } catch (e) {

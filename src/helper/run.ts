@@ -4,7 +4,7 @@ import { fstatSync } from 'node:fs';
 import { BadFdError, PermissionError } from '../errors.js';
 import { setupBridgeTap } from '../backends/kernel/bridge-tap.js';
 import { sendHelperFd } from '../backends/transport/helper-fd.js';
-import { processCaller } from '../access/caller.js';
+import { processCaller, type Caller } from '../access/caller.js';
 import { checkAccess } from '../access/acl.js';
 import { callerIsRoot, configPaths, hasNetAdmin, processHost } from '../host/context.js';
 import { Rollback } from '../setup/rollback.js';
@@ -37,18 +37,21 @@ export function checkHelperSocket(fd: number): void {
   if (type !== SOCK_STREAM) throw new BadFdError(`--fd=${fd} is a socket of type ${type}, not a unix stream socket`);
 }
 
-export function runHelper(args: HelperArgs, env: NodeJS.ProcessEnv = process.env): HelperResult {
-  checkHelperSocket(args.fd);
-  const { acl } = configPaths(args, env, callerIsRoot());
-  checkAccess(acl, args.bridge, processCaller());
-  if (!hasNetAdmin()) {
-    throw new PermissionError('no permission: the helper needs CAP_NET_ADMIN to create a tap and attach it to a bridge', 'run QEMU/libvirt with that capability for the helper, or run it as root');
-  }
-  const host = processHost(env);
+/** What the plain bridge path needs, from the helper itself or from the broker for its client. */
+export interface BridgeServeContext {
+  acl: string;
+  caller: Caller;
+  tunDevice: string;
+}
+
+/** qemu-bridge-helper's job: ACL, a tap on the bridge, one byte and one fd on QEMU's socket `sock`. */
+export function serveBridgeTap(args: HelperArgs, sock: number, ctx: BridgeServeContext): HelperResult {
+  checkHelperSocket(sock);
+  checkAccess(ctx.acl, args.bridge, ctx.caller);
   const rb = new Rollback();
   try {
-    const ep = setupBridgeTap({ bridge: args.bridge, vnetHdr: args.useVnet, tunDevice: host.tunDevice }, rb);
-    sendHelperFd(args.fd, ep.tap.fd);
+    const ep = setupBridgeTap({ bridge: args.bridge, vnetHdr: args.useVnet, tunDevice: ctx.tunDevice }, rb);
+    sendHelperFd(sock, ep.tap.fd);
     // QEMU holds its own reference now; ours goes, and the tap lives as long as QEMU's.
     rb.undoAllSync();
     return { tapName: ep.tap.name, bridge: ep.bridge, mtu: ep.mtu, vnetHdr: ep.tap.vnetHdr };
@@ -56,4 +59,15 @@ export function runHelper(args: HelperArgs, env: NodeJS.ProcessEnv = process.env
     rb.undoAllSync();
     throw e;
   }
+}
+
+export function runHelper(args: HelperArgs, env: NodeJS.ProcessEnv = process.env): HelperResult {
+  checkHelperSocket(args.fd);
+  const { acl } = configPaths(args, env, callerIsRoot());
+  const caller = processCaller();
+  checkAccess(acl, args.bridge, caller);
+  if (!hasNetAdmin()) {
+    throw new PermissionError('no permission: the helper needs CAP_NET_ADMIN to create a tap and attach it to a bridge', 'run QEMU/libvirt with that capability for the helper, or run it as root');
+  }
+  return serveBridgeTap(args, args.fd, { acl, caller, tunDevice: processHost(env).tunDevice });
 }

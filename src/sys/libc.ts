@@ -57,6 +57,14 @@ export function check(ret: number | bigint, syscall: string, detail?: string): n
   return n;
 }
 
+const F_SETFD = 2;
+const FD_CLOEXEC = 1;
+
+/** Marks an inherited fd close-on-exec, so that the processes we start do not get it. */
+export function setCloseOnExec(fd: number): void {
+  check(c.fcntl(fd, F_SETFD, FD_CLOEXEC), 'fcntl', 'F_SETFD');
+}
+
 export function closeFd(fd: number): void {
   if (fd >= 0) c.close(fd);
 }

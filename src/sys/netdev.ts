@@ -1,11 +1,10 @@
 // Link operations through the classic SIOC* ioctls. They are one syscall each
 // (~µs) with no extra module to load, which keeps the helper's start-up close
 // to bare Node; richer operations (macvlan, veth, routes) live in src/net/.
-import { c, check, closeFd, SysError } from './libc.js';
+import { c, check, closeFd, SysError, O_CLOEXEC as SOCK_CLOEXEC } from './libc.js';
 import { AF_UNIX } from './unix-fd.js';
 
 const SOCK_DGRAM = 2;
-const SOCK_CLOEXEC = 0o2000000;
 const SIOCGIFFLAGS = 0x8913;
 const SIOCSIFFLAGS = 0x8914;
 const SIOCGIFMTU = 0x8921;

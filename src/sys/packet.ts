@@ -1,6 +1,6 @@
 // AF_PACKET sockets: the socket transport's view of a veth end. Every frame
 // arriving on the interface is read whole; a frame written is sent out of it.
-import { c, check, closeFd, koffi } from './libc.js';
+import { c, check, closeFd, koffi, O_CLOEXEC as SOCK_CLOEXEC } from './libc.js';
 import { ifIndex } from './netdev.js';
 
 const lib = koffi.load('libc.so.6');
@@ -9,13 +9,19 @@ const setsockoptRaw = lib.func('int setsockopt(int fd, int level, int name, cons
 const AF_PACKET = 17;
 const SOCK_RAW = 3;
 const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
 const ETH_P_ALL_BE = 0x0300; // htons(ETH_P_ALL = 3)
 const SOL_PACKET = 263;
 const PACKET_IGNORE_OUTGOING = 23;
+const PACKET_ADD_MEMBERSHIP = 1;
+const PACKET_MR_PROMISC = 1;
 
-/** A non-blocking packet socket bound to `ifname`, not seeing its own transmissions. */
-export function openPacketSocket(ifname: string): number {
+/**
+ * A non-blocking packet socket bound to `ifname`, not seeing its own
+ * transmissions. `promiscuous`: the device also passes frames for other MACs
+ * (a switch uplink), for as long as the socket lives (the kernel counts
+ * membership per socket and drops it on close).
+ */
+export function openPacketSocket(ifname: string, promiscuous = false): number {
   const index = ifIndex(ifname);
   if (index === 0) throw new Error(`no interface ${ifname}`);
   const fd = check(c.socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, ETH_P_ALL_BE), 'socket', 'AF_PACKET');
@@ -29,6 +35,12 @@ export function openPacketSocket(ifname: string): number {
     sll.writeUInt16LE(ETH_P_ALL_BE, 2);
     sll.writeInt32LE(index, 4);
     check(bindRaw(fd, sll, 20), 'bind', ifname);
+    if (promiscuous) {
+      const mreq = Buffer.alloc(16); // struct packet_mreq { int ifindex; u16 type; u16 alen; u8 addr[8]; }
+      mreq.writeInt32LE(index, 0);
+      mreq.writeUInt16LE(PACKET_MR_PROMISC, 4);
+      check(setsockoptRaw(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq, 16), 'setsockopt', 'PACKET_ADD_MEMBERSHIP promiscuous');
+    }
     return fd;
   } catch (e) {
     closeFd(fd);

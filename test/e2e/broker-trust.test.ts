@@ -212,7 +212,8 @@ describe('broker: unprivileged callers, trust boundary, lifecycle', () => {
       assert.equal(records().length, 1, `a live QEMU's endpoint survives the broker's restart (${qerr})`);
       assert.equal(macvtaps().length, 1);
       q.kill('SIGTERM');
-      await eventually('the restarted broker to release it after QEMU quit', () => records().length === 0 && macvtaps().length === 0, 30_000);
+      await eventually('the restarted broker to release it after QEMU quit', () => records().length === 0 && macvtaps().length === 0, 60_000)
+        .catch((e: Error) => { throw new Error(`${e.message}; records ${records().join(',')}; broker log:\n${b.log.join('\n')}`); });
     } finally {
       q.kill('SIGKILL');
       rmSync(home, { recursive: true, force: true });

@@ -273,7 +273,7 @@ export function writeFrame(fd: number, frame: Buffer, vnetHdrLen: number): void 
 }
 
 /** Reads frames until `match` accepts one or `timeoutMs` passes; `onFrame` sees every frame (to answer ARP). */
-export async function readFrameUntil(fd: number, vnetHdrLen: number, match: (f: Buffer) => boolean, timeoutMs = 3000, onFrame?: (f: Buffer) => void): Promise<Buffer | null> {
+export async function readFrameUntil(fd: number, vnetHdrLen: number, match: (f: Buffer) => boolean, timeoutMs = 15_000, onFrame?: (f: Buffer) => void): Promise<Buffer | null> {
   const buf = Buffer.alloc(65536);
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {

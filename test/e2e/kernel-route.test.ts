@@ -84,7 +84,7 @@ describe('route kernel', () => {
       const id = 0x1234;
       writeFrame(fd, icmpEcho(GUEST_MAC, hostMac, GUEST_IP, '10.50.0.2', id, 1), 12);
       // The host ARPs for the guest on the tap before forwarding P's reply: answer it.
-      const reply = await readFrameUntil(fd, 12, (f) => isEchoReply(f, GUEST_IP, id), 5000, (f) => {
+      const reply = await readFrameUntil(fd, 12, (f) => isEchoReply(f, GUEST_IP, id), 15_000, (f) => {
         if (arpRequestTarget(f) === GUEST_IP) writeFrame(fd, arpReply(f, GUEST_MAC, GUEST_IP), 12);
       });
       assert.ok(reply, "P's echo reply must come back through the host into the tap");

@@ -9,6 +9,10 @@ import { Serve } from '../lib/serve.js';
 import { handshakeFailed, haveTestpmd, Testpmd, type TestpmdOptions, type TestpmdResult } from '../lib/testpmd.js';
 
 const skip = haveTestpmd() ? false : 'dpdk-testpmd is not installed (Debian package dpdk-dev)';
+// DPDK's --no-huge memory is a memfd created without MFD_ALLOW_SEALING: it
+// can never be sealed against shrinking, so the back-end refuses it unless
+// told to trust the front-end.
+const TRUST = '--allow-unsealed-memory';
 
 // Frames testpmd counted as sent but still in the ring when it disconnected
 // are never consumed (GET_VRING_BASE stops the ring there): at most one ring.
@@ -40,7 +44,7 @@ describe('vhost-user back-end with DPDK testpmd (virtio-user)', { skip }, () => 
   for (const poll of ['event', 'busy'] as const) {
     it(`txonly into a sink port (${poll} mode): every frame testpmd sent was received`, async () => {
       const sock = join(dir, `sink-${poll}.sock`);
-      const s = new Serve(['--socket', sock, '--poll', poll]);
+      const s = new Serve(['--socket', sock, '--poll', poll, TRUST]);
       try {
         await s.ready([sock]);
         const r = await runTestpmd({ vdevs: [`net_virtio_user0,path=${sock},queues=1`], forwardMode: 'txonly', lcores: '0@1,1@0', prefix: `qnh-sink-${poll}` }, 2);
@@ -58,7 +62,7 @@ describe('vhost-user back-end with DPDK testpmd (virtio-user)', { skip }, () => 
   it('two patched ports: testpmd io-forwards between them, counts agree on both sides', async () => {
     const a = join(dir, 'a.sock');
     const b = join(dir, 'b.sock');
-    const s = new Serve(['--socket', a, '--socket', b, '--poll', 'busy']);
+    const s = new Serve(['--socket', a, '--socket', b, '--poll', 'busy', TRUST]);
     try {
       await s.ready([a, b]);
       // --tx-first injects a burst on each port; io mode then bounces frames
@@ -88,7 +92,7 @@ describe('vhost-user back-end with DPDK testpmd (virtio-user)', { skip }, () => 
   it('txonly on one patched port, rxonly on the other (two testpmd processes): counts agree end to end', async () => {
     const a = join(dir, 'tx.sock');
     const b = join(dir, 'rx.sock');
-    const s = new Serve(['--socket', a, '--socket', b]);
+    const s = new Serve(['--socket', a, '--socket', b, TRUST]);
     try {
       await s.ready([a, b]);
       // The receiver first, so the sender's frames have buffers to land in.
@@ -109,9 +113,24 @@ describe('vhost-user back-end with DPDK testpmd (virtio-user)', { skip }, () => 
     }
   });
 
+  it('without --allow-unsealed-memory, DPDK\'s unsealable memory is refused with a clear reason', async () => {
+    const sock = join(dir, 'sealed.sock');
+    const s = new Serve(['--socket', sock]);
+    try {
+      await s.ready([sock]);
+      const r = await runTestpmd({ vdevs: [`net_virtio_user0,path=${sock},queues=1`], forwardMode: 'txonly', lcores: '0@1,1@0', prefix: 'qnh-unsealed' }, 1);
+      const { final } = await s.stop();
+      assert.ok(r.ports[0]!.txPackets <= 512, 'nothing beyond the first ring was taken');
+      assert.equal(final[0]!.txFrames, 0);
+      assert.match(s.log(), /not sealed against shrinking \(F_SEAL_SHRINK\) and cannot be sealed/);
+    } finally {
+      await s.stop();
+    }
+  });
+
   it('multiqueue: 2 queue pairs, txonly over both TX queues', async () => {
     const sock = join(dir, 'mq.sock');
-    const s = new Serve(['--socket', sock, '--queues', '2', '--poll', 'busy']);
+    const s = new Serve(['--socket', sock, '--queues', '2', '--poll', 'busy', TRUST]);
     try {
       await s.ready([sock]);
       const r = await runTestpmd({ vdevs: [`net_virtio_user0,path=${sock},queues=2`], forwardMode: 'txonly', queues: 2, lcores: '0@1,1@0', prefix: 'qnh-mq' }, 2);

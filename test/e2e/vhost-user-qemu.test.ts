@@ -66,7 +66,7 @@ describe('vhost-user --client against a listening QEMU', { skip }, () => {
         ns.addBridge('br0', '10.0.0.1/24');
         const sock = join(dir, 'qemu.sock');
         // The back-end starts first and keeps retrying: QEMU is not there yet.
-        const s = new Serve(['--socket', sock, '--br', 'br0', '--client'], ns);
+        const s = new Serve(['--socket', sock, '--br', 'br0', '--client', '--events'], ns);
         try {
           await s.waitLog(/serving 1 port/);
           const r = await bootGuest({ ns, args: vhostUserNicArgs(sock, { server: true }), settings: { mode: 'ping', ip: '10.0.0.2/24', peer: '10.0.0.1', count: 3 } });
@@ -74,6 +74,9 @@ describe('vhost-user --client against a listening QEMU', { skip }, () => {
           assert.ok(ok, `no QNH-PING-OK: ${r.markers.map((m) => m.name).join(' ')}\n${r.output.slice(-2000)}\n${r.stderr}\n${s.log()}`);
           t.diagnostic(`spawn->PING-OK ${ok.atMs} ms`);
           assert.match(s.log(), /front-end connected/);
+          // The management events of the --client side, in order.
+          assert.deepEqual(s.events.filter((e) => e.port === 0 && e.event !== 'mac-learned').map((e) => e.event).slice(0, 3), ['port-added', 'connected', 'ready']);
+          assert.ok(s.events.some((e) => e.event === 'mac-learned' && e.port === 0), JSON.stringify(s.events));
         } finally {
           await s.stop();
         }

@@ -32,6 +32,8 @@ export interface GuestSettings {
   wait?: number;
   /** Seconds to wait for carrier before going on anyway (10). */
   carrier?: number;
+  /** serve mode: addresses (comma-separated) to ping about once a second, printing QNH-REACH-UP/DOWN ADDR on every change. */
+  watch?: string;
 }
 
 export interface GuestOptions {
@@ -118,8 +120,9 @@ export function qemuArgs(image: GuestImage, opts: GuestOptions): string[] {
     ...(shared ? ['-object', `memory-backend-memfd,id=qnhmem,size=${mem}M,share=on`] : []),
     '-kernel', image.kernel, '-initrd', image.initrd,
     // quiet keeps kernel chatter off the console the markers share;
-    // panic=-1 turns a guest panic into a reboot, i.e. a QEMU exit.
-    '-append', ['console=ttyS0', 'quiet', 'panic=-1', ...settings, ...(opts.append ?? [])].join(' '),
+    // panic=-1 turns a guest panic into a reboot, i.e. a QEMU exit;
+    // no_timer_check: on a loaded host TCG misses the IO-APIC timer probe and the guest panics.
+    '-append', ['console=ttyS0', 'quiet', 'panic=-1', 'no_timer_check', ...settings, ...(opts.append ?? [])].join(' '),
     ...extra,
   ];
 }
@@ -163,6 +166,16 @@ export class Guest {
   stderr(): string { return this.err; }
 
   has(name: string): boolean { return this.markers.some((m) => m.name === normalise(name)); }
+
+  /** The last QNH-REACH-UP/DOWN state seen for `addr` (qnh.watch), or null. */
+  reach(addr: string): 'up' | 'down' | null {
+    for (let i = this.markers.length - 1; i >= 0; i--) {
+      const m = this.markers[i]!;
+      if (m.text === addr && m.name === 'QNH-REACH-UP') return 'up';
+      if (m.text === addr && m.name === 'QNH-REACH-DOWN') return 'down';
+    }
+    return null;
+  }
   marker(name: string): GuestMarker | undefined { return this.markers.find((m) => m.name === normalise(name)); }
 
   /**

@@ -7,15 +7,31 @@ import type { NetNs } from './netns.js';
 
 export interface PortStatsLine { port: number; txFrames: number; rxFrames: number; txDropped: number; rxDropped: number; badChains: number; brokenQueues: number; connected: boolean }
 
+/** One `--events` line. */
+export interface EventLine { event: string; port: number | 'uplink'; socket: string | null; time: string; mac?: string; moved?: boolean; reason?: string }
+
 export class Serve {
   readonly proc: ChildProcess;
   private err = '';
+  private out = '';
+  /** Events printed on stdout (--events), in order. */
+  readonly events: EventLine[] = [];
   readonly exited: Promise<number | null>;
 
   constructor(args: string[], ns?: NetNs) {
     const cmd = [process.execPath, BIN, 'vhost-user', 'serve', ...args];
-    this.proc = ns ? ns.spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] }) : spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+    const stdio: ['ignore', 'pipe', 'pipe'] = ['ignore', 'pipe', 'pipe'];
+    this.proc = ns ? ns.spawn(cmd[0]!, cmd.slice(1), { stdio }) : spawn(cmd[0]!, cmd.slice(1), { stdio });
     this.proc.stderr!.setEncoding('utf8').on('data', (d: string) => { this.err += d; });
+    this.proc.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      this.out += d;
+      let i: number;
+      while ((i = this.out.indexOf('\n')) >= 0) {
+        const line = this.out.slice(0, i);
+        this.out = this.out.slice(i + 1);
+        if (line.trim()) this.events.push(JSON.parse(line) as EventLine);
+      }
+    });
     this.exited = new Promise((res) => this.proc.once('exit', (c) => res(c)));
     process.on('exit', () => { try { this.proc.kill('SIGKILL'); } catch { /* gone */ } });
   }
@@ -40,6 +56,17 @@ export class Serve {
       await new Promise((r) => setTimeout(r, 50));
     }
     return false;
+  }
+
+  /** Waits for an event matching `pred` (also one already printed); returns its index in `events`. */
+  async waitEvent(pred: (e: EventLine) => boolean, timeoutMs = 10000): Promise<number> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const i = this.events.findIndex(pred);
+      if (i >= 0) return i;
+      if (Date.now() > deadline || this.proc.exitCode !== null) throw new Error(`no matching event within ${timeoutMs} ms; events: ${JSON.stringify(this.events)}\n${this.err.slice(-2000)}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
   }
 
   /** SIGTERM, then the final counters it printed. */

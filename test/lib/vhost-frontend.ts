@@ -10,11 +10,11 @@ import { mapShared, unmap, type Mapping } from '../../src/sys/mmap.js';
 import { eventfdDrain, eventfdSignal } from '../../src/sys/eventfd.js';
 import { unwatch, watchReadable } from '../../src/sys/poller.js';
 import { connectUnix, setNonBlocking } from '../../src/sys/unix-socket.js';
-import * as F from '../../src/vhost-user/protocol/frontend.js';
+import * as F from './frontend-codec.js';
 import {
   Feature, featureBit, hasFeature, MessageReader, ProtoFeature, Req, reqName, type MemRegion,
 } from '../../src/vhost-user/protocol/index.js';
-import { MockVirtq, VIRTQ_DESC_F_WRITE, type MockGuest } from '../../src/vhost-user/virtq/mock-driver.js';
+import { MockVirtq, VIRTQ_DESC_F_WRITE, type MockGuest } from './mock-driver.js';
 
 // ---- libc bits the project does not bind ---------------------------------
 
@@ -25,13 +25,19 @@ const pipe2Raw = libc.func('int pipe2(_Out_ int *fds, int flags)');
 const eventfdRaw = libc.func('int eventfd(unsigned int initval, int flags)');
 const dupRaw = libc.func('int dup(int fd)');
 const MFD_CLOEXEC = 1;
+const MFD_ALLOW_SEALING = 2;
 const O_CLOEXEC = 0o2000000;
 const EFD_NONBLOCK = 0o4000;
 const EFD_CLOEXEC = 0o2000000;
 const MSG_DONTWAIT = 0x40;
 
-export function memfdCreate(name: string, size: number): number {
-  const fd = check(memfdCreateRaw(name, MFD_CLOEXEC), 'memfd_create');
+/**
+ * A memfd of `size` bytes. `sealable` (default): created with
+ * MFD_ALLOW_SEALING, as QEMU does (the back-end seals it against shrinking);
+ * false: as DPDK's --no-huge memory, which nobody can ever seal.
+ */
+export function memfdCreate(name: string, size: number, sealable = true): number {
+  const fd = check(memfdCreateRaw(name, MFD_CLOEXEC | (sealable ? MFD_ALLOW_SEALING : 0)), 'memfd_create');
   try {
     check(ftruncateRaw(fd, size), 'ftruncate');
   } catch (e) {
@@ -167,6 +173,8 @@ export interface GuestMemoryOptions {
   regions?: 1 | 2;
   /** memfd name, visible in /proc/PID/maps of whoever maps it. */
   name?: string;
+  /** false: a memfd nobody can seal (as DPDK --no-huge makes); default sealable, like QEMU's. */
+  sealable?: boolean;
 }
 
 /**
@@ -193,7 +201,7 @@ export class GuestMemfd {
     this.gpaBase = opts.gpaBase ?? 0x4000_0000;
     this.uaBase = opts.uaBase ?? 0x7f12_3400_0000;
     this.name = opts.name ?? 'qnh-guest';
-    this.fd = memfdCreate(this.name, this.size);
+    this.fd = memfdCreate(this.name, this.size, opts.sealable ?? true);
     this.map = mapShared(this.fd, this.size);
     this.buffer = this.map.buffer;
     this.u8 = new Uint8Array(this.buffer);

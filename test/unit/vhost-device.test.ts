@@ -10,10 +10,10 @@ import { openSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { closeFd } from '../../src/sys/libc.js';
 import { socketPair } from '../../src/sys/unix-fd.js';
-import type { PortDataplane, PortStats, QueueSpec, RegionSpec } from '../../src/vhost-user/dataplane/api.js';
+import type { LogSpec, PortDataplane, PortStats, QueueSpec, RegionSpec } from '../../src/vhost-user/dataplane/api.js';
 import { Connection } from '../../src/vhost-user/device/connection.js';
 import { VhostUserNetDevice } from '../../src/vhost-user/device/device.js';
-import * as F from '../../src/vhost-user/protocol/frontend.js';
+import * as F from '../lib/frontend-codec.js';
 import { Feature, featureBit, hasFeature, ProtoFeature, Req } from '../../src/vhost-user/protocol/index.js';
 import {
   DEFAULT_PROTOCOL_FEATURES, fdCount, fdList, fdOpen, GuestRing, makeEventfd, memfdCreate, pipe, VhostFrontend,
@@ -28,6 +28,7 @@ type Call =
   | { op: 'setCall'; q: number; fd: number }
   | { op: 'setEnabled'; q: number; enabled: boolean }
   | { op: 'inject'; frame: Uint8Array }
+  | { op: 'setLog'; size: number; offset: number; fdOpen: boolean }
   | { op: 'reset' };
 
 class RecordingDataplane implements PortDataplane {
@@ -71,6 +72,9 @@ class RecordingDataplane implements PortDataplane {
     this.calls.push({ op: 'stopQueue', q, base });
     this.running.delete(q);
     return base;
+  }
+  async setLog(log: LogSpec): Promise<void> {
+    this.calls.push({ op: 'setLog', size: log.size, offset: log.offset, fdOpen: fdOpen(log.fd) });
   }
   async setCall(q: number, fd: number): Promise<void> {
     this.calls.push({ op: 'setCall', q, fd });
@@ -175,8 +179,9 @@ describe('vhost-user device: replies', () => {
         for (const bit of [Feature.VERSION_1, Feature.MRG_RXBUF, Feature.EVENT_IDX, Feature.INDIRECT_DESC, Feature.PROTOCOL_FEATURES]) {
           assert.ok(hasFeature(f, bit), `feature bit ${bit} offered (0x${f.toString(16)})`);
         }
+        assert.ok(hasFeature(f, Feature.LOG_ALL), 'LOG_ALL: live migration with dirty logging');
         // Not implemented, so never offered.
-        for (const bit of [Feature.RING_PACKED, Feature.IN_ORDER, Feature.LOG_ALL, Feature.ACCESS_PLATFORM]) assert.ok(!hasFeature(f, bit), `bit ${bit}`);
+        for (const bit of [Feature.RING_PACKED, Feature.IN_ORDER, Feature.ACCESS_PLATFORM]) assert.ok(!hasFeature(f, bit), `bit ${bit}`);
         assert.equal(hasFeature(f, Feature.MQ), pairs > 1, 'MQ only with several queue pairs');
         const p = await fe.callU64(Req.GET_PROTOCOL_FEATURES);
         for (const bit of [ProtoFeature.MQ, ProtoFeature.REPLY_ACK]) assert.ok(hasFeature(p, bit));
@@ -314,7 +319,7 @@ describe('vhost-user device: ring life cycle', () => {
     assert.deepEqual(states[0], states[1]);
     assert.deepEqual(states[0]![1], {
       size: 256, desc: 0x7f12_3401_0000, avail: 0x7f12_3401_1000, used: 0x7f12_3401_2000, lastAvail: 0,
-      eventIdx: true, indirect: true, mrgRxbuf: true, hdrLen: 12, enabled: true, kick: true, call: true,
+      eventIdx: true, indirect: true, mrgRxbuf: true, hdrLen: 12, enabled: true, kick: true, call: true, logAll: false, logUsedGpa: -1,
     });
   });
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import * as F from '../../src/vhost-user/protocol/frontend.js';
+import * as F from '../lib/frontend-codec.js';
 import {
   MAX_PAYLOAD_SIZE, MessageReader, NATIVE_LE, ProtocolError, Req, decodeHeader, decodeRequest,
   encodeConfigReply, encodeU64Reply, encodeVringStateReply, featureBit, Feature, reqName, requestFds,

@@ -7,7 +7,7 @@ import {
   MAX_FRAME_LEN, RX_NO_BUFFERS, RX_OK, RX_TOO_BIG, netHeaderLen, readFrame, writeFrame,
 } from '../../src/vhost-user/virtq/net.js';
 import { SplitQueue } from '../../src/vhost-user/virtq/split.js';
-import { MockGuest, MockVirtq } from '../../src/vhost-user/virtq/mock-driver.js';
+import { MockGuest, MockVirtq } from '../lib/mock-driver.js';
 
 const RING = 0x1000, BUF = 0x10000;
 

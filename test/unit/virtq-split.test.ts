@@ -9,7 +9,7 @@ import { GuestMemory, GuestMemoryError } from '../../src/vhost-user/virtq/memory
 import { SplitQueue, isValidQueueSize } from '../../src/vhost-user/virtq/split.js';
 import {
   MockGuest, MockVirtq, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, writeDesc,
-} from '../../src/vhost-user/virtq/mock-driver.js';
+} from '../lib/mock-driver.js';
 
 // A: rings + buffers; B: adjacent in guest-physical space (split test);
 // C: far away. User addresses deliberately unrelated to guest-physical ones.

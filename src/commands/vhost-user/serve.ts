@@ -1,23 +1,35 @@
 import { Command, Flags } from '@oclif/core';
 import { describeError, UsageError } from '../../errors.js';
 import { checkInterfaceName } from '../../net/ifname.js';
+import { ControlServer } from '../../vhost-user/control/server.js';
+import { encodeLine } from '../../vhost-user/control/codec.js';
 import { VhostUserServer } from '../../vhost-user/server.js';
+import { parseSocketMode, resolveGroup } from '../../vhost-user/socket-path.js';
+import type { PortModeName } from '../../vhost-user/switch/forwarding.js';
 
 export default class Serve extends Command {
-  static override summary = 'Serve vhost-user virtio-net ports in this process (QEMU -netdev vhost-user, DPDK virtio-user).';
-  static override description = `One port per --socket. With --br each port gets a tap on that bridge; with two sockets and no --br the two ports are patched to each other (VM to VM); with one socket and no --br the port is a sink. Runs until SIGINT/SIGTERM, then removes its sockets and taps.
+  static override summary = 'Serve vhost-user virtio-net ports in this process: a learning switch (QEMU -netdev vhost-user, DPDK virtio-user).';
+  static override description = `One switch port per --socket (more at run time through --control). MAC learning with ageing; unknown, broadcast and multicast destinations are flooded. --uplink DEV attaches a host device (AF_PACKET); --br BR attaches a tap of ours on bridge BR. --mode: veb (ports switch locally), vepa (everything goes to the uplink), private (a port reaches only the uplink). Runs until SIGINT/SIGTERM, then removes its sockets and tap.
 
 QEMU needs shared guest memory for vhost-user:
   -object memory-backend-memfd,id=mem,size=1G,share=on -machine memory-backend=mem
   -chardev socket,id=c0,path=SOCKET -netdev vhost-user,id=n0,chardev=c0 -device virtio-net-pci,netdev=n0`;
   static override examples = [
-    '<%= config.bin %> vhost-user serve --socket /run/vm1.sock --br br0',
+    '<%= config.bin %> vhost-user serve --socket /run/vm1.sock --socket /run/vm2.sock --br br0',
     '<%= config.bin %> vhost-user serve --socket /tmp/a.sock --socket /tmp/b.sock --poll busy',
+    '<%= config.bin %> vhost-user serve --socket /run/a.sock --uplink eth1 --mode private --control /run/sw.ctl --events',
   ];
   static override flags = {
-    socket: Flags.string({ summary: 'unix socket path of a port (repeatable)', multiple: true, required: true }),
+    socket: Flags.string({ summary: 'unix socket path of a port (repeatable)', multiple: true, default: [] }),
     client: Flags.boolean({ summary: 'connect to front-ends that listen (QEMU server=on), retrying until they appear' }),
-    br: Flags.string({ summary: 'bridge for the ports\' taps (the host side)' }),
+    br: Flags.string({ summary: 'uplink: a tap of ours on this bridge', exclusive: ['uplink'] }),
+    uplink: Flags.string({ summary: 'uplink: this host device, through an AF_PACKET socket (promiscuous)', exclusive: ['br'] }),
+    mode: Flags.string({ summary: 'default port mode: veb (switch locally), vepa (all to the uplink), private (only the uplink)', options: ['veb', 'vepa', 'private'], default: 'veb' }),
+    events: Flags.boolean({ summary: 'print events (connected, ready, disconnected, mac-learned, ...) as JSON lines on stdout' }),
+    control: Flags.string({ summary: 'unix socket for JSON-line control: add-port, remove-port, set-mode, list, events' }),
+    'socket-mode': Flags.string({ summary: 'permission bits of the sockets we create, octal (e.g. 0660)' }),
+    'socket-group': Flags.string({ summary: 'group owner of the sockets we create (name or gid)' }),
+    'allow-unsealed-memory': Flags.boolean({ summary: 'accept guest memory that cannot be sealed against shrinking (DPDK --no-huge, hugetlbfs files): a front-end truncating it kills every port' }),
     queues: Flags.integer({ summary: 'queue pairs per port', default: 1, min: 1, max: 8 }),
     poll: Flags.string({ summary: 'data path mode: event (wait for kicks) or busy (spin a core: lowest latency, highest rate)', options: ['event', 'busy'], default: 'event' }),
     'stats-interval': Flags.integer({ summary: 'print per-port counters to stderr every N seconds (0: never)', default: 0 }),
@@ -28,22 +40,38 @@ QEMU needs shared guest memory for vhost-user:
     const { flags } = await this.parse(Serve);
     const log = flags.quiet ? () => undefined : (m: string) => process.stderr.write(`vhost-user: ${m}\n`);
     let server: VhostUserServer | undefined;
+    let control: ControlServer | undefined;
     try {
+      const hint = "run 'qemu-net-helper vhost-user serve --help'";
+      if (flags.socket.length === 0 && !flags.control) throw new UsageError('give at least one --socket, or --control to add ports at run time', hint);
       if (flags.br) checkInterfaceName(flags.br, 'bridge');
-      if (new Set(flags.socket).size !== flags.socket.length) throw new UsageError('the same --socket is given twice');
+      if (flags.uplink) checkInterfaceName(flags.uplink, 'uplink device');
+      if (new Set(flags.socket).size !== flags.socket.length) throw new UsageError('the same --socket is given twice', hint);
+      const socketAccess = {
+        ...(flags['socket-mode'] ? { mode: parseSocketMode(flags['socket-mode']) } : {}),
+        ...(flags['socket-group'] ? { gid: resolveGroup(flags['socket-group']) } : {}),
+      };
       server = new VhostUserServer({
         sockets: flags.socket, client: flags.client, queuePairs: flags.queues, poll: flags.poll as 'event' | 'busy', log,
-        ...(flags.br ? { bridge: flags.br } : {}),
+        mode: flags.mode as PortModeName, socketAccess, allowUnsealedMemory: flags['allow-unsealed-memory'],
+        ...(flags.br ? { bridge: flags.br } : {}), ...(flags.uplink ? { uplink: flags.uplink } : {}),
       });
+      // Subscribed before start: the first port-added events are printed too.
+      if (flags.events) server.events.on((e) => process.stdout.write(encodeLine(e)));
       await server.start();
+      if (flags.control) {
+        control = new ControlServer(server, log);
+        await control.start(flags.control, socketAccess);
+      }
     } catch (e) {
+      await control?.stop();
       await server?.stop();
       const { exitCode, line } = describeError(e);
       this.logToStderr(`qemu-net-helper: ${line}`);
       this.exit(exitCode);
     }
     const s = server!;
-    log(`serving ${flags.socket.length} port(s), ${flags.queues} queue pair(s) each, ${flags.poll} mode`);
+    log(`serving ${flags.socket.length} port(s), ${flags.queues} queue pair(s) each, ${flags.poll} mode, ${flags.mode}${flags.control ? `, control ${flags.control}` : ''}`);
     const timer = flags['stats-interval'] > 0
       ? setInterval(() => { void s.stats().then((st) => log(JSON.stringify(st))); }, flags['stats-interval'] * 1000)
       : null;
@@ -57,7 +85,10 @@ QEMU needs shared guest memory for vhost-user:
     });
     if (timer) clearInterval(timer);
     const final = await s.stats().catch(() => []);
+    const uplink = s.uplinkInfo();
     log(`final counters: ${JSON.stringify(final)}`);
+    if (uplink) log(`uplink counters: ${JSON.stringify(uplink)}`);
+    await control?.stop();
     await s.stop();
   }
 }

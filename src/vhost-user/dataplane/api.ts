@@ -27,6 +27,17 @@ export interface QueueSpec {
   kickFd: number;
   callFd: number;
   enabled: boolean;
+  /** LOG_ALL negotiated: log every write to guest memory in the port's dirty log. */
+  logAll: boolean;
+  /** Guest-physical address of the used ring for the log (SET_VRING_ADDR with VRING_F_LOG), or -1. */
+  logUsedGpa: number;
+}
+
+/** The dirty log shared with the front-end (SET_LOG_BASE): mmap `size` bytes of fd at `offset`. */
+export interface LogSpec {
+  fd: number;
+  size: number;
+  offset: number;
 }
 
 /** What a port's data path does; implemented by the worker pool client. */
@@ -39,6 +50,8 @@ export interface PortDataplane {
   setEnabled(q: number, enabled: boolean): Promise<void>;
   /** Sends a frame out of the port's host side as if the guest had sent it (SEND_RARP). */
   injectFromGuest(frame: Uint8Array): Promise<void>;
+  /** Maps the dirty log (the fd stays the caller's to close once this resolves). */
+  setLog(log: LogSpec): Promise<void>;
   /** Stops every queue and forgets the memory table. */
   reset(): Promise<void>;
   stats(): PortStats;

@@ -4,9 +4,8 @@
 // afterwards would be a SIGSEGV, not an exception.
 import { fstatSync } from 'node:fs';
 import { mapShared, unmap, type Mapping } from '../../sys/mmap.js';
-import { GuestMemory, SplitQueue, type MemoryRegion } from '../virtq/index.js';
-import type { PortStats, QueueSpec, RegionSpec } from './api.js';
-import type { PeerSpec } from './pool.js';
+import { DirtyLog, GuestMemory, SplitQueue, type MemoryRegion } from '../virtq/index.js';
+import type { LogSpec, PortStats, QueueSpec, RegionSpec } from './api.js';
 
 // 2 GiB: a multiple of every page size (4 KiB, 2 MiB, 1 GiB huge pages) and,
 // with the in-page skew, always under the 4 GiB a view may span.
@@ -16,6 +15,8 @@ export class WorkerQueue {
   readonly q: SplitQueue;
   enabled: boolean;
   callFd: number;
+  /** RX ring written in the current batch, not yet published (SwitchCore.flush). */
+  dirty = false;
   constructor(readonly index: number, readonly spec: QueueSpec, mem: GuestMemory) {
     this.q = new SplitQueue(spec.size, { eventIdx: spec.eventIdx, indirectDesc: spec.indirect });
     const err = this.q.setRings(mem, spec.desc, spec.avail, spec.used);
@@ -29,6 +30,11 @@ export class WorkerQueue {
     this.enabled = spec.enabled;
     this.callFd = spec.callFd;
   }
+  /** Points the ring at the port's dirty log when LOG_ALL is on (null: logging off). */
+  useLog(log: DirtyLog | null): void {
+    this.q.log = this.spec.logAll && this.spec.logUsedGpa >= 0 ? log : null;
+    this.q.logUsedGpa = this.spec.logUsedGpa;
+  }
   get isRx(): boolean { return (this.index & 1) === 0; }
   get kickFd(): number { return this.spec.kickFd; }
 }
@@ -36,12 +42,14 @@ export class WorkerQueue {
 export class WorkerPort {
   mem: GuestMemory | null = null;
   private mappings: Mapping[] = [];
+  private log: DirtyLog | null = null;
+  private logMapping: Mapping | null = null;
   readonly queues: (WorkerQueue | null)[];
   /** Bad chains of queues since stopped (a restart must not erase the evidence). */
   private pastBadChains = 0;
   readonly stats: PortStats = { txFrames: 0, rxFrames: 0, txDropped: 0, rxDropped: 0, badChains: 0, brokenQueues: 0 };
 
-  constructor(readonly id: number, readonly queuePairs: number, readonly peer: PeerSpec) {
+  constructor(readonly id: number, readonly queuePairs: number) {
     this.queues = new Array<WorkerQueue | null>(queuePairs * 2).fill(null);
   }
 
@@ -88,8 +96,31 @@ export class WorkerPort {
     if (!this.mem) throw new Error(`ring ${index}: no memory table`);
     if (index < 0 || index >= this.queues.length) throw new Error(`ring ${index} out of range`);
     const wq = new WorkerQueue(index, spec, this.mem);
+    wq.useLog(this.log);
     this.queues[index] = wq;
     return wq;
+  }
+
+  /** SET_LOG_BASE: maps the new log, moves running rings to it, unmaps the old one. */
+  setLog(spec: LogSpec): void {
+    const st = fstatSync(spec.fd);
+    if (!st.isFile()) throw new Error('dirty log fd is not a file');
+    // As for guest memory: touching a mapping past the file's end is a SIGBUS.
+    if (spec.offset + spec.size > st.size) throw new Error(`dirty log [${spec.offset}, +${spec.size}) extends past the end of its file (${st.size} bytes)`);
+    const start = Math.floor(spec.offset / 4096) * 4096;
+    const skew = spec.offset - start;
+    const m = mapShared(spec.fd, Math.ceil((skew + spec.size) / 4096) * 4096, start);
+    this.dropLog();
+    this.log = new DirtyLog(new Uint8Array(m.buffer, skew, spec.size));
+    this.logMapping = m;
+    for (const q of this.queues) q?.useLog(this.log);
+  }
+
+  private dropLog(): void {
+    this.log = null;
+    for (const q of this.queues) q?.useLog(null);
+    if (this.logMapping) unmap(this.logMapping);
+    this.logMapping = null;
   }
 
   stopQueue(index: number): number {
@@ -134,5 +165,6 @@ export class WorkerPort {
     for (const q of this.queues) if (q) this.pastBadChains += q.q.badChains;
     this.queues.fill(null);
     this.unmapAll();
+    this.dropLog();
   }
 }

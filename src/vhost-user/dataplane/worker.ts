@@ -1,51 +1,51 @@
 // The data-path worker thread. It owns the guest memory mappings and rings of
-// every port; the main thread only sends it commands. Two modes:
+// every port and the switch between them (switch-core.ts); the main thread
+// only sends it commands (commands.ts). Two modes:
 // - event: sleep in the event loop; kick eventfds and tap readability wake
 //   the pipes; notifications are re-enabled before sleeping (no lost kicks).
 // - busy: spin over the pipes, never waiting for kicks (guests are told not to
 //   kick), checking the command port between batches; lowest latency and
 //   highest rate, at the cost of one core.
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
-import { c } from '../../sys/libc.js';
 import { eventfdDrain } from '../../sys/eventfd.js';
 import { unwatch, watchReadable } from '../../sys/poller.js';
-import type { QueueSpec, RegionSpec } from './api.js';
-import { RingToDrop, RingToRing, RingToTap, TapToRing, type Pipe } from './pipes.js';
-import type { PeerSpec, PollMode, WorkerCommand } from './pool.js';
+import { modeCode } from '../switch/forwarding.js';
+import { UPLINK_STATS_ID, type CommandResults, type Op, type PollMode, type Request, type WorkerCommand, type WorkerMessage } from './commands.js';
+import { GuestTxPipe, RingToDrop, UplinkRxPipe, type Pipe } from './pipes.js';
 import { WorkerPort } from './port.js';
-import { writeFrame, ChainScratch } from '../virtq/index.js';
+import { SwitchCore } from './switch-core.js';
 
 const port = parentPort!;
+const post = (m: WorkerMessage): void => port.postMessage(m);
 const mode: PollMode = (workerData as { mode: PollMode }).mode;
-const ports = new Map<number, WorkerPort>();
+const sw = new SwitchCore(post);
+const ports = sw.ports;
 let pipes: Pipe[] = [];
 const watchedKicks = new Set<number>();
 const watchedTaps = new Set<number>();
 let running = true;
 let pumpScheduled = false;
 let pollTimer: NodeJS.Timeout | null = null;
+// MAC ageing needs no per-frame clock read: a coarse clock ticks every 100 ms.
+let sweepAt = 0;
+function tick(): void {
+  sw.now = Date.now();
+  if (sw.now >= sweepAt) { sw.fdb.sweep(sw.now); sweepAt = sw.now + 10_000; }
+}
+tick();
+const clock = setInterval(tick, 100);
 
 function rebuild(): void {
   const next: Pipe[] = [];
+  sw.forget();
+  sw.refreshTopology();
   for (const p of ports.values()) {
     for (let pair = 0; pair < p.queuePairs; pair++) {
       const tx = p.queues[pair * 2 + 1];
-      if (tx) {
-        const peer = p.peer;
-        if (!tx.enabled) next.push(new RingToDrop(p, tx, false));
-        else if (peer.kind === 'tap') next.push(new RingToTap(p, tx, peer.fd));
-        else if (peer.kind === 'port') {
-          const other = ports.get(peer.port);
-          const rx = other?.rxQueue(pair);
-          next.push(other && rx ? new RingToRing(p, tx, other, rx) : new RingToDrop(p, tx, false));
-        } else next.push(new RingToDrop(p, tx, true));
-      }
-    }
-    if (p.peer.kind === 'tap') {
-      const rx = p.rxQueue(0);
-      if (rx) next.push(new TapToRing(p, rx, p.peer.fd));
+      if (tx) next.push(tx.enabled ? new GuestTxPipe(sw, p, tx) : new RingToDrop(p, tx));
     }
   }
+  if (sw.uplinkFd >= 0) next.push(new UplinkRxPipe(sw, sw.uplinkFd));
   pipes = next;
   if (mode === 'event') rewatch();
   else for (const p of ports.values()) for (const q of p.queues) q?.q.disableNotify();
@@ -123,7 +123,8 @@ function busyLoop(): void {
     // receiveMessageOnPort costs about a microsecond: check commands every
     // 1024 rounds, not on every idle round, or it dominates the loop latency.
     if ((++iter & 1023) === 0) {
-      for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) handle(m.message as WorkerCommand);
+      tick(); // timers do not run while we spin
+      for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) handle(m.message as Request);
       if (pipes.length === 0) Atomics.wait(idle, 0, 0, 1);
     }
   }
@@ -131,86 +132,112 @@ function busyLoop(): void {
 
 // ---- commands -----------------------------------------------------------
 
-function need(id: number | undefined): WorkerPort {
-  const p = id === undefined ? undefined : ports.get(id);
-  if (!p) throw new Error(`no port ${String(id)}`);
+function need(id: number): WorkerPort {
+  const p = ports.get(id);
+  if (!p) throw new Error(`no port ${id}`);
   return p;
 }
 
-function exec(cmd: WorkerCommand): unknown {
-  switch (cmd.op) {
-    case 'addPort':
-      ports.set(cmd.port!, new WorkerPort(cmd.port!, cmd.queuePairs as number, cmd.peer as PeerSpec));
-      return null;
-    case 'removePort':
-      need(cmd.port).reset();
-      ports.delete(cmd.port!);
-      rebuild();
-      return null;
-    case 'setMemory':
-      need(cmd.port).setMemory(cmd.regions as RegionSpec[]);
-      rebuild();
-      return null;
-    case 'startQueue':
-      need(cmd.port).startQueue(cmd.q as number, cmd.spec as QueueSpec);
-      rebuild();
-      return null;
-    case 'stopQueue': {
-      const base = need(cmd.port).stopQueue(cmd.q as number);
-      rebuild();
-      return base;
-    }
-    case 'setCall': {
-      const q = need(cmd.port).queues[cmd.q as number];
-      if (q) q.callFd = cmd.fd as number;
-      return null;
-    }
-    case 'setEnabled': {
-      const q = need(cmd.port).queues[cmd.q as number];
-      if (q) q.enabled = cmd.enabled as boolean;
-      rebuild();
-      return null;
-    }
-    case 'inject': {
-      const p = need(cmd.port);
-      const frame = cmd.frame as Uint8Array;
-      if (p.peer.kind === 'tap') c.write(p.peer.fd, Buffer.from(frame), frame.length);
-      else if (p.peer.kind === 'port') {
-        const rx = ports.get(p.peer.port)?.rxQueue(0);
-        if (rx) {
-          writeFrame(rx.q, new ChainScratch(), frame, 0, frame.length, rx.spec.hdrLen, rx.spec.mrgRxbuf);
-          rx.q.flushUsed();
-        }
-      }
-      return null;
-    }
-    case 'reset':
-      need(cmd.port).reset();
-      rebuild();
-      return null;
-    case 'stats':
-      port.postMessage({ stats: [...ports.values()].map((p) => [p.id, p.collectStats()]) });
-      return null;
-    case 'shutdown':
-      running = false;
-      for (const p of ports.values()) p.reset();
-      pipes = [];
-      for (const fd of [...watchedKicks, ...watchedTaps]) unwatch(fd);
-      watchedKicks.clear();
-      watchedTaps.clear();
-      if (pollTimer) clearInterval(pollTimer);
-      return null;
-    default:
-      throw new Error(`unknown data path command ${cmd.op}`);
-  }
-}
+type Handlers = { [O in Op]: (cmd: Extract<WorkerCommand, { op: O }>) => CommandResults[O] };
 
-function handle(cmd: WorkerCommand): void {
+const handlers: Handlers = {
+  addPort: (cmd) => {
+    if (ports.has(cmd.port)) throw new Error(`port ${cmd.port} exists`);
+    ports.set(cmd.port, new WorkerPort(cmd.port, cmd.queuePairs));
+    sw.topo.set(cmd.port, modeCode(cmd.mode));
+    rebuild();
+    return null;
+  },
+  removePort: (cmd) => {
+    need(cmd.port).reset();
+    ports.delete(cmd.port);
+    sw.topo.remove(cmd.port);
+    sw.fdb.flushPort(cmd.port);
+    rebuild();
+    return null;
+  },
+  setMode: (cmd) => {
+    need(cmd.port);
+    sw.topo.set(cmd.port, modeCode(cmd.mode));
+    return null;
+  },
+  setUplink: (cmd) => {
+    sw.uplinkFd = cmd.fd;
+    rebuild();
+    return null;
+  },
+  setMemory: (cmd) => {
+    need(cmd.port).setMemory(cmd.regions);
+    rebuild();
+    return null;
+  },
+  setLog: (cmd) => {
+    need(cmd.port).setLog(cmd.log);
+    return null;
+  },
+  startQueue: (cmd) => {
+    need(cmd.port).startQueue(cmd.q, cmd.spec);
+    rebuild();
+    return null;
+  },
+  stopQueue: (cmd) => {
+    const base = need(cmd.port).stopQueue(cmd.q);
+    rebuild();
+    return base;
+  },
+  setCall: (cmd) => {
+    const q = need(cmd.port).queues[cmd.q];
+    if (q) q.callFd = cmd.fd;
+    return null;
+  },
+  setEnabled: (cmd) => {
+    const q = need(cmd.port).queues[cmd.q];
+    if (q) q.enabled = cmd.enabled;
+    rebuild();
+    return null;
+  },
+  inject: (cmd) => {
+    need(cmd.port);
+    tick();
+    sw.fromFlat(cmd.port, cmd.frame, cmd.frame.length);
+    sw.flush();
+    return null;
+  },
+  reset: (cmd) => {
+    const p = need(cmd.port);
+    p.reset();
+    // A new guest (or the same one rebooted) may sit behind the port now.
+    sw.fdb.flushPort(p.id);
+    rebuild();
+    return null;
+  },
+  stats: () => {
+    const all: [number, ReturnType<WorkerPort['collectStats']>][] = [...ports.values()].map((p) => [p.id, p.collectStats()]);
+    all.push([UPLINK_STATS_ID, sw.uplinkStats]);
+    post({ stats: all });
+    return null;
+  },
+  macs: () => { tick(); return sw.fdb.entries(sw.now); },
+  shutdown: () => {
+    running = false;
+    for (const p of ports.values()) p.reset();
+    pipes = [];
+    for (const fd of [...watchedKicks, ...watchedTaps]) unwatch(fd);
+    watchedKicks.clear();
+    watchedTaps.clear();
+    if (pollTimer) clearInterval(pollTimer);
+    clearInterval(clock);
+    return null;
+  },
+};
+
+function handle(req: Request): void {
   try {
-    const result = exec(cmd);
-    port.postMessage({ id: cmd.id, ok: true, result });
+    const h = handlers[req.op] as ((c: WorkerCommand) => unknown) | undefined;
+    if (!h) throw new Error(`unknown data path command ${String(req.op)}`);
+    post({ id: req.id, ok: true, result: h(req) });
   } catch (e) {
-    port.postMessage({ id: cmd.id, ok: false, error: (e as Error).message });
+    post({ id: req.id, ok: false, error: (e as Error).message });
   }
 }
 
@@ -218,7 +245,7 @@ if (mode === 'busy') {
   busyLoop();
   port.close();
 } else {
-  port.on('message', (m: WorkerCommand) => {
+  port.on('message', (m: Request) => {
     handle(m);
     if (!running) port.close();
   });

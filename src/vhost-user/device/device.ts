@@ -4,7 +4,9 @@
 // the memory table; DPDK sends it last), and hands the data path plain specs.
 // Every handler either replies or throws DeviceError; the connection turns a
 // DeviceError into an error reply (REPLY_ACK) or a closed connection.
+import { fstatSync } from 'node:fs';
 import { closeFd } from '../../sys/libc.js';
+import { ensureShrinkSeal } from '../../sys/seals.js';
 import { isEventFd } from '../../sys/eventfd.js';
 import { setNonBlocking } from '../../sys/unix-socket.js';
 import { Feature, hasFeature, ProtoFeature, Req, encodeAck, encodeU64Reply, encodeVringStateReply, encodeConfigErrorReply, requestFds, type Request } from '../protocol/index.js';
@@ -26,6 +28,8 @@ interface Vring {
   desc: number;
   used: number;
   avail: number;
+  /** Guest-physical address of the used ring for dirty logging (VRING_F_LOG), or -1. */
+  logUsed: number;
   addrSet: boolean;
   base: number;
   kickFd: number;
@@ -37,12 +41,35 @@ interface Vring {
   enabled: boolean;
 }
 
-const newVring = (): Vring => ({ num: 0, desc: 0, used: 0, avail: 0, addrSet: false, base: 0, kickFd: -1, kicked: false, callFd: -1, errFd: -1, started: false, enabled: false });
+const newVring = (): Vring => ({ num: 0, desc: 0, used: 0, avail: 0, logUsed: -1, addrSet: false, base: 0, kickFd: -1, kicked: false, callFd: -1, errFd: -1, started: false, enabled: false });
 
 export interface DeviceOptions {
   queuePairs: number;
   /** Largest ring size accepted (virtio allows 32768). */
   maxRingSize?: number;
+  /**
+   * Accept guest memory nobody can seal against shrinking (default false).
+   * Such a front-end can truncate the file and make the data path's next
+   * access a SIGBUS that kills every port; only for trusted front-ends that
+   * cannot seal (DPDK --no-huge, files on hugetlbfs).
+   */
+  allowUnsealedMemory?: boolean;
+}
+
+/**
+ * Seals each region file against shrinking (or finds it sealed). Non-files
+ * are left to the data path, which refuses them with its own reason.
+ */
+function sealRegions(fds: number[], allowUnsealed: boolean): void {
+  for (const fd of fds) {
+    let file = false;
+    try { file = fstatSync(fd).isFile(); } catch { /* not ours to judge here */ }
+    if (!file) continue;
+    if (ensureShrinkSeal(fd) === 'unsealable' && !allowUnsealed) {
+      throw new Error('a memory region file is not sealed against shrinking (F_SEAL_SHRINK) and cannot be sealed: truncating it would kill every port with SIGBUS '
+        + '(QEMU\'s memory-backend-memfd seals by default; for a trusted front-end that cannot seal, run serve with --allow-unsealed-memory)');
+    }
+  }
 }
 
 export class VhostUserNetDevice {
@@ -93,6 +120,7 @@ export class VhostUserNetDevice {
         try {
           specs = req.regions.map((r) => regionSpec(r, r.fd));
           MemoryTable.check(specs);
+          sealRegions(specs.map((r) => r.fd), this.opts.allowUnsealedMemory ?? false);
         } catch (e) {
           requestFds(req).forEach(closeFd);
           throw new DeviceError(`SET_MEM_TABLE: ${(e as Error).message}`);
@@ -105,6 +133,7 @@ export class VhostUserNetDevice {
         try {
           spec = regionSpec(req.region, req.fd);
           MemoryTable.check([...this.mem.regions, spec]);
+          sealRegions([spec.fd], this.opts.allowUnsealedMemory ?? false);
         } catch (e) {
           closeFd(req.fd);
           throw new DeviceError(`ADD_MEM_REG: ${(e as Error).message}`);
@@ -121,11 +150,23 @@ export class VhostUserNetDevice {
         await this.replaceMemory(keep, true, gone.map((r) => r.fd));
         return null;
       }
-      case 'SET_LOG_BASE':
-        // LOG_ALL is never offered, so no dirty log is ever written; the
-        // region is acknowledged (the spec always expects a reply) and released.
-        closeFd(req.fd);
+      case 'SET_LOG_BASE': {
+        // Live migration: the data path maps the log and marks every page it
+        // writes while LOG_ALL is on. The fd is ours to close once mapped.
+        try {
+          const size = Number(req.mmapSize);
+          const offset = Number(req.mmapOffset);
+          // A log covers 8 pages per byte: 1 GiB of log is 32 TiB of guest memory.
+          if (size > 2 ** 30 || !Number.isSafeInteger(offset)) throw new Error(`log of ${req.mmapSize} bytes at ${req.mmapOffset} is out of range`);
+          sealRegions([req.fd], this.opts.allowUnsealedMemory ?? false);
+          await this.dp.setLog({ fd: req.fd, size, offset });
+        } catch (e) {
+          throw new DeviceError(`SET_LOG_BASE: ${(e as Error).message}`);
+        } finally {
+          closeFd(req.fd);
+        }
         return encodeU64Reply(Req.SET_LOG_BASE, 0n);
+      }
       case 'SET_LOG_FD': closeFd(req.fd); return null;
       case 'SET_VRING_NUM': {
         const v = this.ring(req.index);
@@ -152,6 +193,7 @@ export class VhostUserNetDevice {
         v.desc = n(req.desc, 'desc');
         v.used = n(req.used, 'used');
         v.avail = n(req.avail, 'avail');
+        v.logUsed = req.flags & 1 ? n(req.log, 'log') : -1;
         v.addrSet = true;
         if (v.started) await this.restartQueue(req.index);
         else await this.maybeStart(req.index);
@@ -256,6 +298,8 @@ export class VhostUserNetDevice {
       hdrLen: v1 || mrg ? 12 : 10,
       kickFd: v.kickFd, callFd: v.callFd,
       enabled: v.enabled || !hasFeature(this.features, Feature.PROTOCOL_FEATURES),
+      logAll: hasFeature(this.features, Feature.LOG_ALL),
+      logUsedGpa: v.logUsed,
     };
   }
 

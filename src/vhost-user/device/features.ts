@@ -2,9 +2,8 @@
 // side may be a tap without a vnet header or another guest that did not
 // negotiate them, and passing unverified checksums between the two would be
 // wrong. Packed rings and IN_ORDER are not implemented, so not offered.
-// LOG_ALL (dirty logging for live migration) is not offered either: the data
-// path does not mark dirty pages, and offering it would make a migration
-// silently lose guest memory writes. QEMU then refuses to migrate instead.
+// LOG_ALL (live migration) is offered: with it on, the data path marks every
+// page it writes in the front-end's dirty log (virtq/dirty-log.ts).
 import { Feature, featureBit, ProtoFeature } from '../protocol/index.js';
 
 const bits = (list: number[]): bigint => list.reduce((m, b) => m | featureBit(b), 0n);
@@ -13,7 +12,7 @@ export function offeredFeatures(queuePairs: number): bigint {
   const f: number[] = [
     Feature.MRG_RXBUF, Feature.STATUS, Feature.CTRL_VQ, Feature.GUEST_ANNOUNCE, Feature.MTU,
     Feature.NOTIFY_ON_EMPTY, Feature.ANY_LAYOUT, Feature.INDIRECT_DESC, Feature.EVENT_IDX, Feature.VERSION_1,
-    Feature.PROTOCOL_FEATURES,
+    Feature.PROTOCOL_FEATURES, Feature.LOG_ALL,
   ];
   if (queuePairs > 1) f.push(Feature.MQ);
   return bits(f);

@@ -1,5 +1,5 @@
-// Public surface of the virtqueue layer (mock-driver.ts is test support and
-// deliberately not re-exported).
+// Public surface of the virtqueue layer (its test driver lives in test/lib/mock-driver.ts,
+// outside src).
 export * from './memory.js';
 export * from './chain.js';
 export * from './split.js';
@@ -7,3 +7,4 @@ export * from './net.js';
 export * from './forward.js';
 export { copyBytes, SMALL_COPY_MAX } from './copy.js';
 export * from './walk.js';
+export * from './dirty-log.js';

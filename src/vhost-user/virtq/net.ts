@@ -211,6 +211,7 @@ export function deliverFrame(
       remaining -= n;
       written += n;
     }
+    if (rx.log !== null) rx.logChainWrites(rc, written);
     rx.pushUsed(head, written);
     nbuf++;
     if (remaining === 0) break;
@@ -219,6 +220,11 @@ export function deliverFrame(
     const mem = rc.mem!;
     mem.u8[nbR0]![nbO0] = nbuf & 0xff;
     mem.u8[nbR1]![nbO1] = nbuf >>> 8;
+    // Written after the chain was logged: log these two bytes again.
+    if (rx.log !== null) {
+      rx.log.mark(mem.regionGpaStart(nbR0) + nbO0, 1);
+      rx.log.mark(mem.regionGpaStart(nbR1) + nbO1, 1);
+    }
   }
   return RX_OK;
 }

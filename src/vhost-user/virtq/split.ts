@@ -3,6 +3,7 @@
 // index and descriptor is read once into a local, validated, then used.
 
 import { BROKEN_AVAIL_IDX, BROKEN_HEAD, CHAIN_OK, type ChainScratch } from './chain.js';
+import type { DirtyLog } from './dirty-log.js';
 import type { GuestMemory } from './memory.js';
 import { walkChain } from './walk.js';
 
@@ -40,6 +41,13 @@ export class SplitQueue {
   /** Chains rejected and returned with used len 0. */
   badChains = 0;
   lastBadReason = 0;
+  /**
+   * Live migration: the dirty log and the guest-physical address of the used
+   * ring (SET_VRING_ADDR's log_guest_addr). Every write of ours to the used
+   * ring is logged there; RX buffer writes through logChainWrites().
+   */
+  log: DirtyLog | null = null;
+  logUsedGpa = -1;
 
   private descUA = -1;
   private availUA = -1;
@@ -218,10 +226,24 @@ export class SplitQueue {
   /** Writes a used entry without publishing it. */
   pushUsed(head: number, len: number): void {
     if (!this.ready) return;
-    const p = this.usedRing + ((this.lastUsed & this.mask) << 1);
+    const slot = this.lastUsed & this.mask;
+    const p = this.usedRing + (slot << 1);
     this.used32[p] = head;
     this.used32[p + 1] = len;
+    if (this.log !== null) this.log.mark(this.logUsedGpa + 4 + 8 * slot, 8);
     this.lastUsed = (this.lastUsed + 1) & 0xffff;
+  }
+
+  /** Logs the first `written` device-writable bytes of a popped chain (an RX buffer we filled). */
+  logChainWrites(chain: ChainScratch, written: number): void {
+    const log = this.log;
+    const mem = chain.mem;
+    if (log === null || mem === null) return;
+    for (let i = chain.firstWritable; i < chain.count && written > 0; i++) {
+      const len = Math.min(chain.length[i]!, written);
+      log.mark(mem.regionGpaStart(chain.region[i]!) + chain.offset[i]!, len);
+      written -= len;
+    }
   }
 
   /** Publishes used.idx (release: after the entries). Returns entries published. */
@@ -230,6 +252,7 @@ export class SplitQueue {
     if (n !== 0 && this.ready) {
       Atomics.store(this.used16, this.usedFlags + 1, this.lastUsed);
       this.publishedUsed = this.lastUsed;
+      if (this.log !== null) this.log.mark(this.logUsedGpa + 2, 2);
     }
     return n;
   }
@@ -262,8 +285,10 @@ export class SplitQueue {
     if (!this.ready || this.broken) return false;
     if (this.eventIdx) {
       Atomics.store(this.used16, this.usedFlags + 2 + 4 * this.size, this.lastAvail);
+      if (this.log !== null) this.log.mark(this.logUsedGpa + 4 + 8 * this.size, 2);
     } else {
       Atomics.store(this.used16, this.usedFlags, 0);
+      if (this.log !== null) this.log.mark(this.logUsedGpa, 2);
     }
     return Atomics.load(this.avail16, this.availFlags + 1) !== this.lastAvail;
   }
@@ -275,6 +300,7 @@ export class SplitQueue {
   disableNotify(): void {
     if (!this.ready || this.eventIdx) return;
     Atomics.store(this.used16, this.usedFlags, USED_F_NO_NOTIFY);
+    if (this.log !== null) this.log.mark(this.logUsedGpa, 2);
   }
 
   private markBroken(reason: number): number {

@@ -2,14 +2,14 @@
 // requests the way QEMU lays them out, and read the back-end's replies. The
 // builders do not enforce the back-end's limits (region counts, alignment),
 // so tests can also produce the malformed messages a hostile peer would send.
-import { type Header, decodeHeader } from './codec.js';
+import { type Header, decodeHeader } from '../../src/vhost-user/protocol/codec.js';
 import {
   CONFIG_HEADER_SIZE, HEADER_SIZE, HdrFlag, LOG_SIZE, MEM_REGION_SIZE, MEM_REG_MSG_SIZE,
   MEM_TABLE_HEADER_SIZE, ProtocolError, U64_SIZE, VRING_ADDR_SIZE, VRING_INDEX_MASK,
   VRING_NOFD_MASK, VRING_STATE_SIZE, reqName,
-} from './messages.js';
-import type { MemRegion } from './types.js';
-import { EMPTY, NATIVE_LE, U32_MAX, Writer, frame, viewOf } from './wire.js';
+} from '../../src/vhost-user/protocol/messages.js';
+import type { MemRegion } from '../../src/vhost-user/protocol/types.js';
+import { EMPTY, NATIVE_LE, U32_MAX, Writer, frame, viewOf } from '../../src/vhost-user/protocol/wire.js';
 
 export interface EncodeOptions {
   /** Set NEED_REPLY (REPLY_ACK): the back-end must answer with a u64. */

@@ -3,7 +3,7 @@
 // and a virtio driver for one split queue. Used by unit tests and benches;
 // never imported by the data path. Helpers here may throw (test code).
 
-import { GuestMemory, type MemoryRegion } from './memory.js';
+import { GuestMemory, type MemoryRegion } from '../../src/vhost-user/virtq/memory.js';
 
 export interface MockRegionSpec {
   gpa: number;

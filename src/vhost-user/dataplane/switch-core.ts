@@ -1,0 +1,191 @@
+// The switch inside the data-path worker: MAC learning and the forwarding
+// decision (switch/) applied to frames from guest TX chains, from the uplink
+// fd, or injected (SEND_RARP), and delivery into guests' RX rings or out of
+// the uplink. RX rings written during a batch are published and notified
+// once, by flush(), at the end of the batch.
+import { c } from '../../sys/libc.js';
+import { eventfdSignal } from '../../sys/eventfd.js';
+import { ChainScratch, deliverFrame, MAX_FRAME_LEN, readFrame, RX_NO_BUFFERS, RX_OK, RX_TOO_BIG } from '../virtq/index.js';
+import { macAt, MacTable, macToString, UPLINK } from '../switch/fdb.js';
+import { decide, Topology } from '../switch/forwarding.js';
+import type { PortStats } from './api.js';
+import type { WorkerPort, WorkerQueue } from './port.js';
+
+// deliver() results.
+export const SENT = 0;
+/** The single destination had no buffers and the switch is lossless: put the frame back. */
+export const BACKPRESSURE = 1;
+
+const ETH_MIN = 14;
+// mac-learned events the worker may post per second (a guest spraying source
+// MACs must not flood the main thread); the table itself is capped too.
+const EVENTS_PER_SECOND = 200;
+
+export function notify(wq: WorkerQueue, published: number): void {
+  if (published !== 0 && wq.q.needsNotify() && wq.callFd >= 0) eventfdSignal(wq.callFd);
+}
+
+export class SwitchCore {
+  readonly fdb = new MacTable();
+  readonly topo = new Topology();
+  readonly ports = new Map<number, WorkerPort>();
+  uplinkFd = -1;
+  readonly uplinkStats: PortStats = { txFrames: 0, rxFrames: 0, txDropped: 0, rxDropped: 0, badChains: 0, brokenQueues: 0 };
+  /**
+   * Two ports and no uplink: the VM-to-VM patch. A frame for a guest without
+   * RX buffers waits in the sender's ring (back-pressure, lossless) instead
+   * of being dropped as a switch with more ports must (one slow guest would
+   * otherwise stall every sender).
+   */
+  lossless = false;
+  now = 0;
+
+  private readonly out: number[] = [];
+  // RX rings written this batch; a count, not dirty.length = 0, which is a
+  // runtime call costing more than the rest of an idle batch (profiled).
+  private readonly dirty: WorkerQueue[] = [];
+  private dirtyCount = 0;
+  private readonly head = new Uint8Array(12);
+  private readonly rxChain = new ChainScratch();
+  private readonly flat = Buffer.allocUnsafe(MAX_FRAME_LEN);
+  private eventBudget = EVENTS_PER_SECOND;
+  private eventSecond = 0;
+
+  constructor(private readonly post: (event: { event: 'mac-learned'; mac: string; port: number; moved: boolean }) => void) {}
+
+  refreshTopology(): void {
+    this.topo.hasUplink = this.uplinkFd >= 0;
+    this.lossless = this.topo.ids.length === 2 && !this.topo.hasUplink;
+  }
+
+  private learn(mac: number, port: number): void {
+    const r = this.fdb.learn(mac, port, this.now);
+    if (r !== 'new' && r !== 'moved') return;
+    const sec = Math.floor(this.now / 1000);
+    if (sec !== this.eventSecond) { this.eventSecond = sec; this.eventBudget = EVENTS_PER_SECOND; }
+    if (this.eventBudget-- > 0) this.post({ event: 'mac-learned', mac: macToString(mac), port, moved: r === 'moved' });
+  }
+
+  /** The first 12 frame bytes (destination, source MAC) of a TX chain after its header. */
+  private peek(chain: ChainScratch, skip: number): boolean {
+    const mem = chain.mem!;
+    const h = this.head;
+    let d = 0;
+    for (let i = 0; i < chain.firstWritable && d < 12; i++) {
+      let off = chain.offset[i]!;
+      let len = chain.length[i]!;
+      if (skip !== 0) {
+        if (len <= skip) { skip -= len; continue; }
+        off += skip;
+        len -= skip;
+        skip = 0;
+      }
+      const u8 = mem.u8[chain.region[i]!]!;
+      while (len-- > 0 && d < 12) h[d++] = u8[off++]!;
+    }
+    return d === 12;
+  }
+
+  /**
+   * Switches one frame from a guest TX chain of port `from` (queue pair
+   * `pair`). Returns SENT (the caller completes the chain) or BACKPRESSURE
+   * (the caller un-pops it and stops the batch).
+   */
+  fromGuest(from: WorkerPort, pair: number, chain: ChainScratch, hdrLen: number): number {
+    const st = from.stats;
+    const frameLen = chain.readable - hdrLen;
+    if (frameLen < ETH_MIN || frameLen > MAX_FRAME_LEN || !this.peek(chain, hdrLen)) {
+      st.txDropped++;
+      return SENT;
+    }
+    const dst = macAt(this.head, 0);
+    const src = macAt(this.head, 6);
+    const out = this.out;
+    const n = decide(this.fdb, this.topo, from.id, dst, src, this.now, out);
+    if (n === 1 && out[0]! >= 0) {
+      // Unicast (or a flood that reaches one port): the hot path.
+      const to = this.ports.get(out[0]!);
+      const rx = to?.rxQueue(pair);
+      if (!to || !rx) { st.txDropped++; this.learn(src, from.id); return SENT; }
+      const r = deliverFrame(rx.q, this.rxChain, rx.spec.hdrLen, rx.spec.mrgRxbuf, chain, hdrLen, null, 0, frameLen);
+      if (r === RX_NO_BUFFERS && this.lossless) return BACKPRESSURE;
+      this.learn(src, from.id);
+      st.txFrames++;
+      if (r === RX_OK) { to.stats.rxFrames++; this.markDirty(rx); }
+      else if (r === RX_TOO_BIG) st.txDropped++;
+      else to.stats.rxDropped++;
+      return SENT;
+    }
+    this.learn(src, from.id);
+    st.txFrames++;
+    let flatLen = -1;
+    for (let i = 0; i < n; i++) {
+      const p = out[i]!;
+      if (p === UPLINK) {
+        if (flatLen < 0) flatLen = readFrame(chain, hdrLen, this.flat, 0);
+        this.toUplink(this.flat, flatLen);
+        continue;
+      }
+      const to = this.ports.get(p);
+      const rx = to?.rxQueue(pair);
+      if (!to || !rx) continue;
+      const r = deliverFrame(rx.q, this.rxChain, rx.spec.hdrLen, rx.spec.mrgRxbuf, chain, hdrLen, null, 0, frameLen);
+      if (r === RX_OK) { to.stats.rxFrames++; this.markDirty(rx); } else to.stats.rxDropped++;
+    }
+    return SENT;
+  }
+
+  /** Switches one frame held in `buf` that entered on `ingress` (UPLINK, or a port for injected frames). */
+  fromFlat(ingress: number, buf: Uint8Array, len: number): void {
+    if (len < ETH_MIN) return;
+    const dst = macAt(buf, 0);
+    const src = macAt(buf, 6);
+    const out = this.out;
+    // Decide before learning: from the uplink, the hairpin check needs to
+    // know whether the source is one of our ports.
+    const n = decide(this.fdb, this.topo, ingress, dst, src, this.now, out);
+    this.learn(src, ingress);
+    for (let i = 0; i < n; i++) {
+      const p = out[i]!;
+      if (p === UPLINK) { this.toUplink(buf, len); continue; }
+      const to = this.ports.get(p);
+      const rx = to?.rxQueue(0);
+      if (!to || !rx) continue;
+      const r = deliverFrame(rx.q, this.rxChain, rx.spec.hdrLen, rx.spec.mrgRxbuf, null, 0, buf, 0, len);
+      if (r === RX_OK) { to.stats.rxFrames++; this.markDirty(rx); } else to.stats.rxDropped++;
+    }
+  }
+
+  private toUplink(buf: Uint8Array, len: number): void {
+    // A full socket or tap queue (EAGAIN), or a frame above the device MTU
+    // (EMSGSIZE), drops the frame, as a NIC would.
+    if (len > 0 && Number(c.write(this.uplinkFd, buf, len)) === len) this.uplinkStats.txFrames++;
+    else this.uplinkStats.txDropped++;
+  }
+
+  private markDirty(rx: WorkerQueue): void {
+    if (rx.dirty) return;
+    rx.dirty = true;
+    this.dirty[this.dirtyCount++] = rx;
+  }
+
+  /** Publishes every RX ring written since the last flush and signals the guests that want it. */
+  flush(): void {
+    const d = this.dirty;
+    const n = this.dirtyCount;
+    if (n === 0) return;
+    for (let i = 0; i < n; i++) {
+      const rx = d[i]!;
+      rx.dirty = false;
+      notify(rx, rx.q.flushUsed());
+    }
+    this.dirtyCount = 0;
+  }
+
+  /** Drops pending RX work of queues about to go away (their used entries were flushed by stopQueue). */
+  forget(): void {
+    for (let i = 0; i < this.dirtyCount; i++) this.dirty[i]!.dirty = false;
+    this.dirtyCount = 0;
+    this.dirty.length = 0; // drop references to queues that may be going away
+  }
+}

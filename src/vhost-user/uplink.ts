@@ -1,0 +1,58 @@
+// The switch's uplink port: a host network device the switch reaches the
+// outside through. Two kinds, one fd each, read and written a frame per
+// syscall by the data path:
+// - `--uplink DEV`: an AF_PACKET socket bound to DEV, promiscuous, not seeing
+//   its own transmissions. Any ethernet-like device works as it is (a NIC, a
+//   veth, a bond), no bridge is needed, and the kernel's own stack on DEV
+//   keeps working beside us. Chosen over "a tap of ours on a bridge with
+//   DEV" because that needs a bridge the user may not have (and would carry
+//   every frame through two devices); the measured rates of both are in the
+//   README.
+// - `--br BR`: a tap of ours attached to bridge BR (what `--br` always did,
+//   now one tap for the whole switch instead of one per port).
+import { NotFoundError, UsageError } from '../errors.js';
+import { linkKind, linkShow } from '../net/ip.js';
+import { closeFd } from '../sys/libc.js';
+import { bridgeAddPort, ifIndex, setUp } from '../sys/netdev.js';
+import { openPacketSocket } from '../sys/packet.js';
+import { createTap } from '../sys/tun.js';
+import { setNonBlocking } from '../sys/unix-socket.js';
+
+export interface Uplink {
+  fd: number;
+  kind: 'packet' | 'tap';
+  /** The device we read and write: DEV itself, or our tap. */
+  ifname: string;
+  /** `--uplink` DEV or `--br` BR, as given. */
+  device: string;
+  close(): void;
+}
+
+export function openUplink(opts: { dev?: string; bridge?: string }): Uplink | null {
+  if (opts.dev && opts.bridge) throw new UsageError('--uplink and --br are exclusive: --br BR is an uplink through a tap on bridge BR');
+  if (opts.bridge) {
+    const br = opts.bridge;
+    if (ifIndex(br) === 0) throw new NotFoundError(`bridge '${br}' does not exist`, `create it ('ip link add ${br} type bridge') or pass another --br`);
+    const tap = createTap({ name: 'vhu%d' });
+    try {
+      setNonBlocking(tap.fd, true);
+      bridgeAddPort(br, tap.name);
+      setUp(tap.name);
+    } catch (e) {
+      closeFd(tap.fd);
+      throw e;
+    }
+    return { fd: tap.fd, kind: 'tap', ifname: tap.name, device: br, close: () => closeFd(tap.fd) };
+  }
+  if (opts.dev) {
+    const dev = opts.dev;
+    const link = linkShow(dev);
+    if (!link) throw new NotFoundError(`uplink device '${dev}' does not exist`, 'pass an existing ethernet-like device to --uplink');
+    if (linkKind(link) === 'bridge') {
+      throw new NotFoundError(`uplink device '${dev}' is a bridge: a packet socket on it would miss frames the bridge switches between its ports`, `use --br ${dev} (a tap of ours on the bridge)`);
+    }
+    const fd = openPacketSocket(dev, true);
+    return { fd, kind: 'packet', ifname: dev, device: dev, close: () => closeFd(fd) };
+  }
+  return null;
+}
