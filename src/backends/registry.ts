@@ -7,11 +7,13 @@ import { macvtapBackend } from './kernel/macvtap.js';
 import { vethBackend } from './kernel/veth.js';
 import { routeBackend } from './kernel/route.js';
 import { natBackend } from './kernel/nat.js';
+import { vswitchBackend } from './kernel/vswitch.js';
 import { cniSandboxBackend } from '../cni/sandbox-backend.js';
 import { macvtapTransport } from './transport/macvtap.js';
 import { socketTransport } from './transport/socket.js';
 import { tapTransport } from './transport/tap.js';
 import { vhostKernelTransport } from './transport/vhost-kernel.js';
+import { vhostUserTransport } from './transport/vhost-user.js';
 
 export const kernels: ReadonlyMap<string, KernelBackend> = new Map<string, KernelBackend>([
   [bridgeBackend.name, bridgeBackend],
@@ -20,6 +22,7 @@ export const kernels: ReadonlyMap<string, KernelBackend> = new Map<string, Kerne
   [vethBackend.name, vethBackend],
   [routeBackend.name, routeBackend],
   [natBackend.name, natBackend],
+  [vswitchBackend.name, vswitchBackend],
   [cniSandboxBackend.name, cniSandboxBackend],
 ]);
 
@@ -28,4 +31,5 @@ export const transports: ReadonlyMap<string, Transport> = new Map<string, Transp
   [macvtapTransport.name, macvtapTransport],
   [socketTransport.name, socketTransport],
   [vhostKernelTransport.name, vhostKernelTransport],
+  [vhostUserTransport.name, vhostUserTransport],
 ]);

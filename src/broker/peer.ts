@@ -15,7 +15,7 @@ export interface Peer {
   caller: Caller;
   /** A pidfd of the client process; the broker closes it when the request is done. */
   pidfd: number;
-  /** The client's command name, for the log. */
+  /** The client's command name and its parent's, for the log. */
   comm: string;
 }
 
@@ -24,6 +24,16 @@ export function socketFd(sock: Socket): number {
   const fd = (sock as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
   if (typeof fd !== 'number' || fd < 0) throw new SetupError('cannot find the fd of a broker connection');
   return fd;
+}
+
+/** "node<qemu-system-x86": the client's command and its parent's (the helper's is always node; its parent says who asked). */
+function describeProcess(pid: number): string {
+  const comm = (p: number | string): string => {
+    try { return readFileSync(`/proc/${p}/comm`, 'utf8').trim(); } catch { return '?'; }
+  };
+  let ppid = '';
+  try { ppid = /^PPid:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? ''; } catch { /* gone */ }
+  return ppid && ppid !== '0' ? `${comm(pid)}<${comm(ppid)}` : comm(pid);
 }
 
 export function identify(sock: Socket): Peer {
@@ -42,7 +52,5 @@ export function identify(sock: Socket): Peer {
       throw new SetupError(`client pid ${cred.pid} went away while connecting`);
     }
   }
-  let comm = '?';
-  try { comm = readFileSync(`/proc/${cred.pid}/comm`, 'utf8').trim(); } catch { /* gone or hidden */ }
-  return { caller: new Caller(cred.uid, cred.gid, groups, cred.pid), pidfd, comm };
+  return { caller: new Caller(cred.uid, cred.gid, groups, cred.pid), pidfd, comm: describeProcess(cred.pid) };
 }

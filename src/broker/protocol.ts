@@ -19,6 +19,7 @@ export interface UpOptionsWire {
   profile?: string;
   vfPool?: string[];
   id?: string;
+  transport?: 'tap' | 'macvtap' | 'vhost-user';
 }
 
 export type BrokerRequest =
@@ -39,7 +40,7 @@ function isStringArray(v: unknown, max: number): v is string[] {
 }
 
 const UP_FIELDS: Record<keyof UpOptionsWire, 'string' | 'number' | 'strings'> = {
-  mode: 'string', dev: 'string', mac: 'string', mtu: 'number', profile: 'string', vfPool: 'strings', id: 'string',
+  mode: 'string', dev: 'string', mac: 'string', mtu: 'number', profile: 'string', vfPool: 'strings', id: 'string', transport: 'string',
 };
 
 function upOptions(v: unknown): UpOptionsWire {
@@ -54,6 +55,7 @@ function upOptions(v: unknown): UpOptionsWire {
     if (!ok) throw new BrokerProtocolError(`option '${k}' must be a ${kind === 'strings' ? 'list of strings' : kind}`);
     out[k] = val;
   }
+  if (out.transport !== undefined && !['tap', 'macvtap', 'vhost-user'].includes(out.transport as string)) throw new BrokerProtocolError('option \'transport\' must be tap, macvtap or vhost-user');
   return out as UpOptionsWire;
 }
 

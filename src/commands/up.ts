@@ -23,6 +23,7 @@ export default class Up extends Command {
     config: Flags.string({ summary: 'configuration directory (root only; default $QEMU_NET_HELPER_CONFIG or /etc/qemu-net-helper)' }),
     'vf-pool': Flags.string({ summary: 'comma-separated PFs or VF PCI addresses to take a VF from' }),
     id: Flags.string({ summary: 'endpoint id (default: generated)' }),
+    transport: Flags.string({ summary: 'how QEMU gets the packets (default: the policy picks tap or macvtap)', options: ['tap', 'macvtap', 'vhost-user'] }),
     explain: Flags.boolean({ summary: 'print why each candidate was taken or skipped' }),
   };
 
@@ -33,6 +34,7 @@ export default class Up extends Command {
         ...(flags.mode ? { mode: flags.mode } : {}), ...(flags.dev ? { dev: flags.dev } : {}), ...(flags.mac ? { mac: flags.mac } : {}),
         ...(flags.mtu ? { mtu: flags.mtu } : {}), ...(flags.profile ? { profile: flags.profile } : {}),
         ...(flags['vf-pool'] ? { vfPool: flags['vf-pool'].split(',') } : {}), ...(flags.id ? { id: flags.id } : {}),
+        ...(flags.transport ? { transport: flags.transport as 'tap' | 'macvtap' | 'vhost-user' } : {}),
       };
       const r = needsBroker()
         ? await viaBroker<UpResult>({ v: 1, op: 'up', options })
@@ -40,7 +42,7 @@ export default class Up extends Command {
       if (!this.jsonEnabled()) {
         if (flags.explain) for (const e of r.explain) this.log(`explain: ${e.kernel}/${e.transport}: ${e.decision}: ${e.reason}`);
         this.log(`endpoint ${r.endpoint.id}: ${r.endpoint.kernel}/${r.endpoint.transport} ${r.endpoint.ifname}${r.endpoint.devicePath ? ` (${r.endpoint.devicePath})` : ''} mac ${r.endpoint.mac ?? '-'} mtu ${r.endpoint.mtu}`);
-        this.log(`QEMU: -netdev ${r.qemu.netdev} -device ${r.qemu.device}`);
+        this.log(`QEMU: ${r.qemu.shell}`);
         if (r.endpoint.devicePath) this.log(`      (open the device as fd 3: ... 3<>${r.endpoint.devicePath})`);
         this.log(`remove with: qemu-net-helper down ${r.endpoint.id}`);
       }

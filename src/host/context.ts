@@ -16,6 +16,7 @@ export const DEFAULT_PATHS = {
   tun: '/dev/net/tun',
   vhostNet: '/dev/vhost-net',
   broker: '/run/qemu-net-helper/broker.sock',
+  switchControl: '/run/qemu-net-helper/switch.ctl',
 } as const;
 
 /** PATH of every child we start: system directories only. */
@@ -34,6 +35,7 @@ export const ENV = {
   dnsmasq: 'QEMU_NET_HELPER_DNSMASQ',
   fault: 'QEMU_NET_HELPER_FAULT_AFTER_STEP',
   broker: 'QEMU_NET_HELPER_BROKER',
+  switchControl: 'QEMU_NET_HELPER_SWITCH',
 } as const;
 
 /** Host facts and knobs every backend may need. */
@@ -52,6 +54,8 @@ export interface HostContext {
   vhostNetDevice: string;
   /** State directory, default /run/qemu-net-helper. */
   stateDir: string;
+  /** Control socket of the vhost-user switch that serves the vhost-user transport. */
+  switchControl: string;
   /** Programs we run, as absolute paths (null: not installed). */
   bin: { nft: string | null; dnsmasq: string | null };
   /** Whether this process may change the network (root or CAP_NET_ADMIN). */
@@ -115,6 +119,7 @@ export function hostContext(env: NodeJS.ProcessEnv, trusted: boolean, netAdmin: 
     tunDevice: pick('tun', DEFAULT_PATHS.tun),
     vhostNetDevice: pick('vhostNet', DEFAULT_PATHS.vhostNet),
     stateDir: pick('stateDir', DEFAULT_PATHS.stateDir),
+    switchControl: pick('switchControl', DEFAULT_PATHS.switchControl),
     bin: {
       nft: (trusted && env[ENV.nft]) || systemBinary('nft'),
       dnsmasq: (trusted && env[ENV.dnsmasq]) || systemBinary('dnsmasq'),
@@ -136,6 +141,7 @@ export function childEnv(host?: HostContext): NodeJS.ProcessEnv {
   if (host.sysfsRoot !== DEFAULT_PATHS.sysfs) env[ENV.sysfs] = host.sysfsRoot;
   if (host.tunDevice !== DEFAULT_PATHS.tun) env[ENV.tun] = host.tunDevice;
   if (host.vhostNetDevice !== DEFAULT_PATHS.vhostNet) env[ENV.vhostNet] = host.vhostNetDevice;
+  if (host.switchControl !== DEFAULT_PATHS.switchControl) env[ENV.switchControl] = host.switchControl;
   if (host.bin.nft) env[ENV.nft] = host.bin.nft;
   if (host.bin.dnsmasq) env[ENV.dnsmasq] = host.bin.dnsmasq;
   return env;

@@ -16,6 +16,8 @@ export interface UpOptions {
   vfPool?: string[];
   id?: string;
   vnetHdr?: boolean;
+  /** tap or macvtap (the default: whichever the policy picks), or vhost-user (a port on our switch). */
+  transport?: 'tap' | 'macvtap' | 'vhost-user';
 }
 
 export interface UpResult {
@@ -27,6 +29,12 @@ export interface UpResult {
 export function qemuArgsFor(rec: EndpointRecord): UpResult['qemu'] {
   const id = rec.id.replace(/[^A-Za-z0-9_-]/g, '_');
   const mac = rec.mac ? `,mac=${rec.mac}` : '';
+  if (rec.transport === 'vhost-user') {
+    const socket = String(rec.info.socket);
+    const netdev = `vhost-user,id=${id},chardev=chr-${id}`;
+    const device = `virtio-net-pci,netdev=${id}${mac}`;
+    return { netdev, device, shell: `qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=RAM,share=on -machine memory-backend=mem -chardev socket,id=chr-${id},path=${socket} -netdev ${netdev} -device ${device}` };
+  }
   if (rec.devicePath) {
     const netdev = `tap,id=${id},fd=3`;
     return { netdev, device: `virtio-net-pci,netdev=${id}${mac}`, shell: `qemu-system-x86_64 ... -netdev ${netdev} -device virtio-net-pci,netdev=${id}${mac} 3<>${rec.devicePath}` };
@@ -48,6 +56,6 @@ export function up(o: UpOptions, ctx: UpContext): UpResult {
     useVnet: o.vnetHdr ?? true, bridge: o.dev ?? 'br0',
     ...(o.mode ? { mode: o.mode } : {}), ...(o.dev ? { dev: o.dev } : {}), ...(o.mac ? { mac: o.mac } : {}),
     ...(o.mtu ? { mtu: o.mtu } : {}), ...(o.vfPool ? { vfPool: o.vfPool } : {}), ...(o.profile ? { profile: o.profile } : {}),
-  }, { ...ctx, protocols: ['tap', 'macvtap'], owner: null, manual: true, ...(o.id ? { id: o.id } : {}) });
+  }, { ...ctx, protocols: o.transport ? [o.transport] : ['tap', 'macvtap'], owner: null, manual: true, ...(o.id ? { id: o.id } : {}) });
   return { endpoint: r.record, explain: r.choice.explain, qemu: qemuArgsFor(r.record) };
 }

@@ -58,9 +58,12 @@ function whenMatches(want: string | undefined, kind: DevKind): boolean {
 // anything else (bad input, denied access, bugs) stops the search.
 const RETRYABLE = new Set<number>([ExitCode.UNSUPPORTED, ExitCode.EXHAUSTED, ExitCode.NOT_FOUND, ExitCode.SETUP_FAILED, ExitCode.PERMISSION]);
 
-export function realize(mode: string, policy: ModePolicy, req: EndpointRequest, host: HostContext, reg: Registries, allowed: readonly TransportName[], rb: Rollback): Choice {
+export function realize(mode: string, full: ModePolicy, req: EndpointRequest, host: HostContext, reg: Registries, allowed: readonly TransportName[], rb: Rollback): Choice {
   const explain: ExplainEntry[] = [];
   const dk = devKind(req.dev, host);
+  // What --dev must be is decided by the candidates this caller can take at all.
+  const usable = full.candidates.filter((c) => allowed.includes(c.transport));
+  const policy = { ...full, candidates: usable.length ? usable : full.candidates };
   if (dk.kind === 'absent' && req.dev) {
     const needsDev = policy.candidates.every((c) => c.when && c.when.devKind !== 'absent' && c.when.devKind !== 'any');
     if (needsDev || mode !== 'nat') throw new NotFoundError(`device '${req.dev}' does not exist in this network namespace`, `pass an existing interface with --dev (mode ${mode})`);
@@ -75,7 +78,7 @@ export function realize(mode: string, policy: ModePolicy, req: EndpointRequest, 
     throw new NotFoundError(`${dk.detail}; mode ${mode} needs --dev of kind ${wanted}`, `pass a suitable device with --dev, or another --mode`);
   }
   let lastError: HelperError | undefined;
-  for (const cand of policy.candidates) {
+  for (const cand of full.candidates) {
     const entry = (decision: ExplainEntry['decision'], reason: string): void => { explain.push({ kernel: cand.kernel, transport: cand.transport, decision, reason }); };
     if (!allowed.includes(cand.transport)) { entry('skipped', `transport ${cand.transport} not offered by the caller (accepts: ${allowed.join(', ')})`); continue; }
     const kernel = reg.kernels.get(cand.kernel);

@@ -27,6 +27,7 @@ export const c = {
   dup3: lib.func('int dup3(int oldfd, int newfd, int flags)'),
   // Raw syscalls glibc 2.36 has no wrapper for (pidfd_open, pidfd_getfd).
   syscall3: lib.func('long syscall(long nr, long a, long b, long c)'),
+  poll: lib.func('int poll(void *fds, unsigned long nfds, int timeout)'),
 };
 
 export const O_RDWR = 0o2;
@@ -59,6 +60,23 @@ export function check(ret: number | bigint, syscall: string, detail?: string): n
 
 const F_SETFD = 2;
 const FD_CLOEXEC = 1;
+const POLLIN = 1;
+const EINTR = 4;
+
+/** Blocks the thread until fd is readable (or hung up) or ms pass; false on timeout. For one-shot synchronous paths only. */
+export function waitReadableSync(fd: number, ms: number): boolean {
+  const pfd = Buffer.alloc(8);
+  pfd.writeInt32LE(fd, 0);
+  pfd.writeInt16LE(POLLIN, 4);
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const left = Math.max(0, deadline - Date.now());
+    const n = Number(c.poll(pfd, 1, left));
+    if (n > 0) return true;
+    if (n === 0) return false;
+    if (koffi.errno() !== EINTR) throw new SysError('poll', koffi.errno());
+  }
+}
 
 /** Marks an inherited fd close-on-exec, so that the processes we start do not get it. */
 export function setCloseOnExec(fd: number): void {

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { BrokerReply, BrokerRequest } from '../../src/broker/protocol.js';
-import { removeBrokerDirs, startTestBroker, type TestBroker } from '../lib/broker-daemon.js';
+import { startTestBroker, type BrokerRun } from '../lib/broker.js';
 import { NetNs } from '../lib/netns.js';
 import { BIN, ROOT } from '../lib/paths.js';
 import { haveQemu, QEMU } from '../lib/qemu.js';
@@ -35,12 +35,13 @@ function setpriv(uid: number): string[] {
 
 describe('broker: unprivileged callers, trust boundary, lifecycle', () => {
   let ns: NetNs;
-  let b: TestBroker;
+  let b: BrokerRun;
+  let clientEnv: NodeJS.ProcessEnv;
   let scratch: string;
 
   /** The receiver (as `uid`) runs the helper with these args and environment. */
   const helperAs = (uid: number, args: string[], env: NodeJS.ProcessEnv = {}): HelperRun => {
-    const job = { kind: 'helper', args, env: { ...b.clientEnv, ...env } };
+    const job = { kind: 'helper', args, env: { ...clientEnv, ...env } };
     const r = spawnSync('ip', ['netns', 'exec', ns.name, ...setpriv(uid), process.execPath, CLIENT, JSON.stringify(job)], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
     return JSON.parse(r.stdout) as HelperRun;
@@ -55,7 +56,7 @@ describe('broker: unprivileged callers, trust boundary, lifecycle', () => {
     p.once('exit', (code) => (code === 0 ? res(JSON.parse(out) as BrokerReply[]) : rej(new Error(`burst as ${uid}: ${err}`))));
   });
   const cliAs = (uid: number, args: string[]): { code: number | null; json: any; err: string } => {
-    const r = spawnSync('ip', ['netns', 'exec', ns.name, ...setpriv(uid), process.execPath, BIN, ...args], { encoding: 'utf8', env: b.clientEnv });
+    const r = spawnSync('ip', ['netns', 'exec', ns.name, ...setpriv(uid), process.execPath, BIN, ...args], { encoding: 'utf8', env: clientEnv });
     let json: unknown = null;
     try { json = JSON.parse(r.stdout); } catch { /* not JSON */ }
     return { code: r.status, json, err: r.stderr };
@@ -71,15 +72,14 @@ describe('broker: unprivileged callers, trust boundary, lifecycle', () => {
     ns.ip('link', 'add', 'vA', 'type', 'veth', 'peer', 'name', 'vB');
     ns.ip('link', 'set', 'vA', 'up');
     ns.ip('link', 'set', 'vB', 'up');
-    b = await startTestBroker(ns, ACL);
-    writeFileSync(join(b.config, 'profiles/p9.json'), JSON.stringify({ mode: 'bridge', dev: 'br9' }));
+    b = await startTestBroker(ns, { acl: ACL, profiles: { p9: { mode: 'bridge', dev: 'br9' } }, startTimeoutMs: 60_000 });
+    clientEnv = b.clientEnv({ PATH: process.env.PATH });
     scratch = mkdtempSync(join(tmpdir(), 'qnh-evil-'));
     chmodSync(scratch, 0o755);
   });
   after(async () => {
     await b?.stop();
     ns?.destroy();
-    removeBrokerDirs(b);
     if (scratch) rmSync(scratch, { recursive: true, force: true });
   });
 
@@ -90,7 +90,7 @@ describe('broker: unprivileged callers, trust boundary, lifecycle', () => {
     const tap = r.iff[0]!;
     assert.match(tap, /^tap\d+$/);
     const line = new RegExp(`uid=${USER} pid=\\d+ comm=\\S+: helper --use-vnet --fd=3 --br=br0: allowed: bridge bridge/tap ${tap}`);
-    await eventually('the decision in the log', () => b.log.some((l) => line.test(l)), 10_000);
+    await b.waitForLine(line, 10_000);
   });
 
   it("the caller's QEMU_NET_HELPER_VHOST_NET cannot make the broker open a root-only file", () => {
@@ -117,7 +117,7 @@ describe('broker: unprivileged callers, trust boundary, lifecycle', () => {
   });
 
   it('--mode=nat under "deny all" creates nothing: no bridge, no nft table, no dnsmasq, ip_forward untouched', () => {
-    writeFileSync(b.acl, 'deny all\n');
+    writeFileSync(b.aclFile, 'deny all\n');
     try {
       const fwd = ns.exec('cat', '/proc/sys/net/ipv4/ip_forward').trim();
       const links = ns.links();
@@ -129,7 +129,7 @@ describe('broker: unprivileged callers, trust boundary, lifecycle', () => {
       assert.equal(ns.exec('cat', '/proc/sys/net/ipv4/ip_forward').trim(), fwd);
       assert.doesNotMatch(spawnSync('ip', ['netns', 'pids', ns.name], { encoding: 'utf8' }).stdout.split('\n').map((p) => { try { return readFileSync(`/proc/${p}/comm`, 'utf8'); } catch { return ''; } }).join(''), /dnsmasq/);
     } finally {
-      writeFileSync(b.acl, ACL);
+      writeFileSync(b.aclFile, ACL);
     }
   });
 
@@ -186,14 +186,15 @@ describe('broker: unprivileged callers, trust boundary, lifecycle', () => {
   });
 
   it('SIGKILLed mid-request, the restarted broker removes the half-made endpoint', async () => {
-    await b.stop();
-    b = await startTestBroker(ns, ACL, { reuse: b, env: { QEMU_NET_HELPER_FAULT_AFTER_STEP: '1' } });
+    await b.crash();
+    await b.restart({ QEMU_NET_HELPER_FAULT_AFTER_STEP: '1' });
     const r = helperAs(USER, ['--fd={FD}', '--mode=vepa', '--dev=vA', '--mac=52:54:00:00:00:41']);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /closed the connection without an answer/);
     await eventually('the broker to die', () => b.proc.exitCode !== null || b.proc.signalCode !== null, 30_000);
     assert.equal(records().length, 1, 'the journal kept what the first step made');
-    b = await startTestBroker(ns, ACL, { reuse: b });
+    await b.crash(); // already dead: waits for its exit to be seen
+    await b.restart();
     assert.equal(records().length, 0);
     assert.deepEqual(macvtaps(), []);
   });
@@ -202,18 +203,18 @@ describe('broker: unprivileged callers, trust boundary, lifecycle', () => {
     const home = mkdtempSync(join(tmpdir(), 'qnh-uq-'));
     chmodSync(home, 0o777);
     const q = ns.spawn('setpriv', [...setpriv(USER).slice(1), QEMU, '-machine', 'none', '-nodefaults', '-display', 'none', '-S',
-      '-netdev', `tap,id=n0,helper=${BIN} --mode=vepa --dev=vA --mac=52:54:00:00:00:51`], { stdio: ['ignore', 'ignore', 'pipe'], env: b.clientEnv });
+      '-netdev', `tap,id=n0,helper=${BIN} --mode=vepa --dev=vA --mac=52:54:00:00:00:51`], { stdio: ['ignore', 'ignore', 'pipe'], env: clientEnv });
     let qerr = '';
     q.stderr!.setEncoding('utf8').on('data', (d: string) => { qerr += d; });
     try {
       await eventually('QEMU to hold a macvtap', () => macvtaps().length === 1 && records().length === 1, 60_000);
-      await b.kill();
-      b = await startTestBroker(ns, ACL, { reuse: b });
+      await b.crash();
+      await b.restart();
       assert.equal(records().length, 1, `a live QEMU's endpoint survives the broker's restart (${qerr})`);
       assert.equal(macvtaps().length, 1);
       q.kill('SIGTERM');
       await eventually('the restarted broker to release it after QEMU quit', () => records().length === 0 && macvtaps().length === 0, 60_000)
-        .catch((e: Error) => { throw new Error(`${e.message}; records ${records().join(',')}; broker log:\n${b.log.join('\n')}`); });
+        .catch((e: Error) => { throw new Error(`${e.message}; records ${records().join(',')}; broker log:\n${b.lines().join('\n')}`); });
     } finally {
       q.kill('SIGKILL');
       rmSync(home, { recursive: true, force: true });
@@ -221,10 +222,10 @@ describe('broker: unprivileged callers, trust boundary, lifecycle', () => {
   });
 
   it('socket activation: systemd-socket-activate passes the listening socket as fd 3', { skip: !existsSync('/usr/bin/systemd-socket-activate') }, async () => {
-    await b.stop();
+    await b.crash(); // the after() hook still removes its directory
     const sock = join(b.dir, 'activated.sock');
     const log: string[] = [];
-    const p = ns.spawn('systemd-socket-activate', ['-l', sock, '-E', `QEMU_NET_HELPER_STATE_DIR=${b.stateDir}`, process.execPath, BIN, 'daemon', '--acl', b.acl, '--config', b.config],
+    const p = ns.spawn('systemd-socket-activate', ['-l', sock, '-E', `QEMU_NET_HELPER_STATE_DIR=${b.stateDir}`, process.execPath, BIN, 'daemon', '--acl', b.aclFile, '--config', b.configDir],
       { stdio: ['ignore', 'ignore', 'pipe'] });
     p.stderr!.setEncoding('utf8').on('data', (d: string) => log.push(...d.split('\n')));
     try {

@@ -1,7 +1,7 @@
 // QEMU as a real helper client: `-machine none` starts in well under a second
 // and still runs -netdev helpers, both at start-up and through QMP hotplug.
 import { type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NetNs } from './netns.js';
@@ -22,11 +22,22 @@ export interface QemuRun {
   quit: () => Promise<void>;
 }
 
-/** Starts `qemu-system-x86_64 -machine none` inside ns with extra args and a QMP socket. */
-export async function startQemu(ns: NetNs, extra: string[], env: NodeJS.ProcessEnv = process.env): Promise<QemuRun> {
+/** An unprivileged user to run QEMU as (setpriv, no supplementary groups unless given). */
+export interface RunAs { uid: number; gid: number; groups?: number[] }
+
+/** The command prefix that drops to `as` (setpriv execs in place: the pid stays QEMU's). */
+export function setprivArgs(as: RunAs): string[] {
+  return ['setpriv', `--reuid=${as.uid}`, `--regid=${as.gid}`, ...(as.groups?.length ? [`--groups=${as.groups.join(',')}`] : ['--clear-groups'])];
+}
+
+/** Starts `qemu-system-x86_64 -machine none` inside ns with extra args and a QMP socket; as another user with `as`. */
+export async function startQemu(ns: NetNs, extra: string[], env: NodeJS.ProcessEnv = process.env, as?: RunAs): Promise<QemuRun> {
   const dir = mkdtempSync(join(tmpdir(), 'qnh-qemu-'));
+  // An unprivileged QEMU must be able to bind its QMP socket here.
+  if (as) { chownSync(dir, as.uid, as.gid); chmodSync(dir, 0o700); }
   const qmpPath = join(dir, 'qmp.sock');
-  const proc = ns.spawn(QEMU, ['-machine', 'none', '-nodefaults', '-display', 'none', '-S', '-qmp', `unix:${qmpPath},server=on,wait=off`, ...extra], {
+  const qemuArgv = ['-machine', 'none', '-nodefaults', '-display', 'none', '-S', '-qmp', `unix:${qmpPath},server=on,wait=off`, ...extra];
+  const proc = ns.spawn(as ? 'setpriv' : QEMU, as ? [...setprivArgs(as).slice(1), QEMU, ...qemuArgv] : qemuArgv, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env,
   });

@@ -93,7 +93,7 @@ function fail(e: unknown): never {
 
 async function main(job: WorkerJob): Promise<void> {
   const host: HostContext = {
-    bin: { nft: null, dnsmasq: null }, trusted: true, sysfsRoot: job.sysfsRoot, netSysfsRoot: '/sys', stateDir: job.stateDir,
+    bin: { nft: null, dnsmasq: null }, trusted: true, switchControl: '/nonexistent', sysfsRoot: job.sysfsRoot, netSysfsRoot: '/sys', stateDir: job.stateDir,
     tunDevice: '/dev/net/tun', vhostNetDevice: '/dev/vhost-net', netAdmin: true,
   };
   const nextLine = lineReader(process.stdin);

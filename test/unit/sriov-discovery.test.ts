@@ -23,7 +23,7 @@ function tree(opts: Parameters<typeof buildFakeSysfs>[0]): FakeTree {
 function host(t: FakeTree): HostContext {
   const stateDir = mkdtempSync(join(tmpdir(), 'qnh-state-'));
   cleanup.push(() => rmSync(stateDir, { recursive: true, force: true }));
-  return { bin: { nft: null, dnsmasq: null }, trusted: true, sysfsRoot: t.root, netSysfsRoot: '/sys', stateDir, tunDevice: '', vhostNetDevice: '', netAdmin: true };
+  return { bin: { nft: null, dnsmasq: null }, trusted: true, switchControl: '/nonexistent', sysfsRoot: t.root, netSysfsRoot: '/sys', stateDir, tunDevice: '', vhostNetDevice: '', netAdmin: true };
 }
 
 describe('SR-IOV discovery', () => {

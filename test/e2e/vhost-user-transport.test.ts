@@ -1,0 +1,94 @@
+// vhost-user as a transport of the policy system: `up --transport vhost-user`
+// and the extended protocol's `--protocols=vhost-user` ask the running switch
+// (through its control socket) for a port and return its socket path; the
+// port goes with `down`, or with the QEMU that asked for it.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { ControlClient } from '../lib/control-client.js';
+import { BIN, ROOT } from '../lib/paths.js';
+import { Serve } from '../lib/serve.js';
+import { eventually } from '../lib/wait.js';
+
+const CLIENT = resolve(ROOT, 'dist/test/lib/unpriv-client.js');
+
+describe('vhost-user transport: ports of the running switch through the policies', () => {
+  let dir: string;
+  let ctl: string;
+  let serve: Serve;
+  let control: ControlClient;
+  let env: NodeJS.ProcessEnv;
+  const cli = (args: string[]): { code: number | null; json: any; err: string } => {
+    const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env });
+    let json: unknown = null;
+    try { json = JSON.parse(r.stdout); } catch { /* not JSON */ }
+    return { code: r.status, json, err: r.stderr };
+  };
+  const ports = async (): Promise<{ port: number; socket: string }[]> => (await control.request({ op: 'list' })).ports as { port: number; socket: string }[];
+  const records = (): string[] => (existsSync(join(dir, 'state/endpoints')) ? readdirSync(join(dir, 'state/endpoints')) : []);
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'qnh-vut-'));
+    ctl = join(dir, 'switch.ctl');
+    serve = new Serve(['--control', ctl, '--events', '--socket-mode', '0666']);
+    await serve.ready([ctl], 60_000);
+    control = await ControlClient.connect(ctl);
+    // Root answers only to interface rules, and a switch port names no interface: an empty ACL will do.
+    writeFileSync(join(dir, 'bridge.conf'), '# nothing to allow\n');
+    env = { ...process.env, QEMU_NET_HELPER_STATE_DIR: join(dir, 'state'), QEMU_NET_HELPER_SWITCH: ctl, QEMU_NET_HELPER_CONFIG: join(dir, 'config'), QEMU_NET_HELPER_ACL: join(dir, 'bridge.conf') };
+  });
+  after(async () => {
+    control?.close();
+    serve?.proc.kill('SIGTERM');
+    await serve?.exited;
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('up --transport vhost-user makes a switch port a front-end can connect to; down removes it', async () => {
+    const r = cli(['up', '--mode=veb', '--transport=vhost-user', '--id=vu1', '--json']);
+    assert.equal(r.code, 0, r.err);
+    const socket = r.json.endpoint.info.socket as string;
+    assert.equal(socket, join(dir, 'state/vhost-user/vu1.sock'));
+    assert.equal(r.json.endpoint.transport, 'vhost-user');
+    assert.match(r.json.qemu.netdev, /^vhost-user,id=vu1,chardev=chr-vu1$/);
+    assert.match(r.json.qemu.shell, new RegExp(`-chardev socket,id=chr-vu1,path=${socket}`));
+    assert.deepEqual((await ports()).map((p) => p.socket), [socket]);
+    const s = connect(socket);
+    await new Promise<void>((res, rej) => { s.once('connect', res); s.once('error', rej); });
+    await eventually('a connected event for the port', () => serve.events.some((e) => e.event === 'connected' && e.socket === socket), 20_000);
+    s.destroy();
+    const d = cli(['down', 'vu1', '--json']);
+    assert.equal(d.code, 0, d.err);
+    assert.deepEqual(await ports(), []);
+    assert.deepEqual(records(), []);
+  });
+
+  it('--protocols=vhost-user on the extended protocol returns the socket path; the port goes with its owner', async () => {
+    const job = { kind: 'helper', args: ['--socketpair={FD}', '--protocols=vhost-user', '--mode=vepa', '--mac=52:54:00:00:00:71'], env };
+    const r = spawnSync(process.execPath, [CLIENT, JSON.stringify(job)], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as { code: number; stderr: string; text: string; targets: string[] };
+    assert.equal(out.code, 0, out.stderr);
+    const reply = JSON.parse(out.text) as { protocol: string; fds: number; mac: string; info: { socket: string; switchMode: string } };
+    assert.equal(reply.protocol, 'vhost-user');
+    assert.equal(reply.fds, 0);
+    assert.deepEqual(out.targets, []);
+    assert.equal(reply.mac, '52:54:00:00:00:71');
+    assert.equal(reply.info.switchMode, 'vepa');
+    // The receiver (the socketpair's peer, i.e. "QEMU") has exited: its watcher removes the port.
+    await eventually('the port of an exited owner to go', () => records().length === 0, 30_000);
+    assert.deepEqual(await ports(), []);
+  });
+
+  it('the plain helper protocol never picks vhost-user (QEMU expects a tap fd)', () => {
+    const job = { kind: 'helper', args: ['--fd={FD}', '--mode=veb'], env };
+    const r = spawnSync(process.execPath, [CLIENT, JSON.stringify(job)], { encoding: 'utf8' });
+    const out = JSON.parse(r.stdout) as { code: number; stderr: string };
+    assert.equal(out.code, 2, out.stderr);
+    assert.match(out.stderr, /mode veb needs --dev/);
+  });
+});
