@@ -1,7 +1,6 @@
 // CNI ADD: the attachment's record is drafted first (every object journaled
 // into it as it is made), IPAM is asked for addresses, the transport wires
 // the sandbox, and any failure undoes all of it, IPAM included.
-import { CniCode, CniError } from './errors.js';
 import { ConfigError } from '../errors.js';
 import { draftRecord, journalingRollback } from '../lifecycle/record.js';
 import { removeEndpoint, saveEndpoint } from '../state/endpoints.js';
@@ -18,6 +17,7 @@ import { attachVeth } from './attach-veth.js';
 import { attachRouted } from './attach-route.js';
 import { attachMacvtap, attachTap } from './attach-tap.js';
 import { attachVf } from './attach-vf.js';
+import { attachVhostUser } from './attach-vhost-user.js';
 
 function attach(ctx: AddContext): Attached {
   switch (ctx.conf.transport) {
@@ -25,8 +25,7 @@ function attach(ctx: AddContext): Attached {
     case 'tap': return attachTap(ctx);
     case 'macvtap': return attachMacvtap(ctx);
     case 'vf': return attachVf(ctx);
-    case 'vhost-user':
-      throw new CniError(CniCode.UNSUPPORTED_FIELD, "transport 'vhost-user' is not available in this build", 'it needs the vhost-user switch and its control socket, which are not part of this release');
+    case 'vhost-user': return attachVhostUser(ctx);
   }
 }
 

@@ -3,6 +3,7 @@
 // we put them), the host side of a veth, and IPAM's own view.
 import type { HostContext } from '../backends/types.js';
 import { linkShow } from '../net/ip.js';
+import { controlRequest } from '../vhost-user/control/sync-client.js';
 import type { NetConf } from './config.js';
 import type { CniEnv } from './env.js';
 import { CniCode, CniError } from './errors.js';
@@ -23,6 +24,13 @@ export function cmdCheck(conf: NetConf, raw: Record<string, unknown>, env: CniEn
   const idx = prev.interfaces.findIndex((i) => i.name === env.ifname && i.sandbox === env.netns);
   if (idx < 0) throw new CniError(CniCode.INVALID_CONFIG, `prevResult has no interface '${env.ifname}' in ${env.netns}`);
   const want = prev.interfaces[idx]!;
+  if (rec.kernel === 'vswitch') {
+    // No link in the sandbox: the switch must still have the port on that socket.
+    const r = controlRequest(host.switchControl, { op: 'list' });
+    const ports = (r.ports ?? []) as { socket?: string }[];
+    if (!r.ok || !ports.some((p) => p.socket === want.socketPath)) throw new CniError(BROKEN, `the switch has no port on ${String(want.socketPath)}`);
+    return;
+  }
   const l = sLink(env.netns, env.ifname);
   if (!l) throw new CniError(BROKEN, `interface '${env.ifname}' is missing in ${env.netns}`);
   if (want.mac && l.address?.toLowerCase() !== want.mac.toLowerCase()) {

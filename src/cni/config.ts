@@ -36,6 +36,8 @@ export const NetConfSchema = z.object({
    * cleanup process, which runs DEL, does not), so it can live in the config.
    */
   stateDir: z.string().regex(/^\/[^\0]*$/, 'an absolute path').optional(),
+  /** The vhost-user switch's control socket when not the default (root callers only, like stateDir). */
+  switchControl: z.string().regex(/^\/[^\0]*$/, 'an absolute path').optional(),
   ipam: z.object({ type: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'a plugin file name') }).passthrough().optional(),
   dns: z.object({
     nameservers: z.array(z.string()).optional(),
@@ -69,6 +71,8 @@ export const NetConfSchema = z.object({
       if (c.mode !== 'passthrough') bad('mode', `transport 'vf' is mode 'passthrough' (got '${c.mode}')`);
       break;
     case 'vhost-user':
+      if (!['bridge', 'veb', 'vepa', 'private'].includes(c.mode)) bad('mode', `transport 'vhost-user' (a switch port) does the modes bridge, veb, vepa and private, not '${c.mode}'`);
+      if (c.dev) bad('dev', "transport 'vhost-user' takes no dev: the port is on the switch behind switchControl");
       break;
   }
   if (c.vlan !== undefined && c.transport !== 'vf') bad('vlan', "vlan is set on the VF by its PF; only transport 'vf' takes it");
@@ -96,7 +100,7 @@ export function parseConfig(text: string): NetConf {
   if (unknown) {
     const keys = (unknown as { keys: string[] }).keys;
     throw new CniError(CniCode.UNSUPPORTED_FIELD, `unsupported field '${keys.join("', '")}' in network configuration`,
-      "fields of type 'qemu-net-helper': mode, transport, dev, mac, mtu, vlan, vfPool, owner, group, stateDir, ipam, dns, args");
+      "fields of type 'qemu-net-helper': mode, transport, dev, mac, mtu, vlan, vfPool, owner, group, stateDir, switchControl, ipam, dns, args");
   }
   const first = r.error.issues[0]!;
   const field = fieldOf(first.path);

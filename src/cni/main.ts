@@ -29,11 +29,15 @@ function readStdin(): string {
  * real root runs us (runtimes do), as for the helper; anyone else gets the
  * fixed defaults.
  */
-function hostFor(stateDir: string | undefined, env: NodeJS.ProcessEnv): HostContext {
+function hostFor(conf: { stateDir?: string | undefined; switchControl?: string | undefined }, env: NodeJS.ProcessEnv): HostContext {
   const host = processHost(env);
-  if (!stateDir || stateDir === host.stateDir) return host;
-  if (!host.trusted) throw new CniError(CniCode.INVALID_CONFIG, `stateDir '${stateDir}' may only be chosen by a root caller`, 'drop stateDir from the network configuration');
-  return { ...host, stateDir };
+  for (const key of ['stateDir', 'switchControl'] as const) {
+    const v = conf[key];
+    if (!v || v === host[key]) continue;
+    if (!host.trusted) throw new CniError(CniCode.INVALID_CONFIG, `${key} '${v}' may only be chosen by a root caller`, `drop ${key} from the network configuration`);
+    host[key] = v;
+  }
+  return host;
 }
 
 export interface CniOutcome { status: number; stdout: string }
@@ -54,7 +58,7 @@ export async function runCni(env: NodeJS.ProcessEnv, stdin: string): Promise<Cni
     requireCommandIn(e.command, asked);
     const conf = parseConfig(stdin);
     const raw = JSON.parse(stdin) as Record<string, unknown>;
-    const host = hostFor(conf.stateDir, env);
+    const host = hostFor(conf, env);
     switch (e.command) {
       case 'ADD': {
         const r = await cmdAdd(conf, raw, e, host);
