@@ -11,21 +11,21 @@ import type { NetConf } from './config.js';
 import type { CniEnv } from './env.js';
 import { CniCode, CniError } from './errors.js';
 import { Ipam } from './ipam.js';
-import { attachmentsOf, cniInfo, loadAttachment } from './store.js';
+import { attachmentId, attachmentsOf, cniInfo, loadAttachment } from './store.js';
 
 /**
  * A VF claim taken by an ADD that died before it journaled the VF: the claim
  * names this attachment, and its owner (pid 1) never goes, so nobody else
  * would ever drop it.
  */
-function releaseOrphanClaims(rec: EndpointRecord, host: HostContext): string[] {
+function releaseOrphanClaims(id: string, host: HostContext): string[] {
   const failed: string[] = [];
   for (const c of listClaims(host.stateDir)) {
-    if (c.record?.endpointId !== rec.id) continue;
+    if (c.record?.endpointId !== id) continue;
     try {
       const data = c.record.data as SriovOwnedData | undefined;
       if (data?.saved) sriovBackend.release({ kind: SRIOV_OWNED_KIND, data }, host);
-      else releaseVf(host.stateDir, c.pci, { endpointId: rec.id });
+      else releaseVf(host.stateDir, c.pci, { endpointId: id });
     } catch (e) {
       failed.push(`VF ${c.pci}: ${(e as Error).message}`);
     }
@@ -36,13 +36,18 @@ function releaseOrphanClaims(rec: EndpointRecord, host: HostContext): string[] {
 function release(rec: EndpointRecord, host: HostContext): void {
   // After the record's own objects: a journaled VF is first moved back and restored there.
   const r = releaseEndpoint(rec, host);
-  const failed = [...r.failed, ...releaseOrphanClaims(rec, host)];
+  const failed = [...r.failed, ...releaseOrphanClaims(rec.id, host)];
   if (failed.length) throw new CniError(CniCode.HELPER_BASE + 10, `releasing attachment ${rec.id} failed`, failed.join('; '));
 }
 
 export function cmdDel(conf: NetConf, raw: Record<string, unknown>, env: CniEnv, host: HostContext): void {
   const rec = loadAttachment(host.stateDir, conf.name, env.containerId, env.ifname);
   if (rec) release(rec, host);
+  else {
+    // The helper's gc may have released an interrupted ADD's record already; a claim it could not see may remain.
+    const failed = releaseOrphanClaims(attachmentId(conf.name, env.containerId, env.ifname), host);
+    if (failed.length) throw new CniError(CniCode.HELPER_BASE + 10, 'releasing a VF claim failed', failed.join('; '));
+  }
   // Always: an ADD that died after IPAM answered may have left only an address.
   if (conf.ipam) new Ipam(conf, env, raw).del();
 }

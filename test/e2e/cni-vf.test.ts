@@ -107,4 +107,16 @@ describe('CNI vf transport on a fake SR-IOV PF', () => {
       if (add.status === 0) break;
     }
   });
+  it("an ADD killed right after its claim, then the helper's gc, then DEL: the claim is still released", () => {
+    const s = NetNs.create('qnhcV');
+    sandboxes.push(s);
+    const add = cni(f.ns, { ...call('ADD', s, 'gc1'), extraEnv: { ...env(), QEMU_NET_HELPER_FAULT_AFTER_STEP: '1' } }, conf);
+    assert.equal(add.status, null, 'killed');
+    assert.equal(listClaims(stateDir).length, 1);
+    const gc = helper(['gc']);
+    assert.equal(gc.code, 0, gc.err);
+    assert.deepEqual(listEndpoints(stateDir), [], "the helper's gc released the interrupted record");
+    assert.equal(listClaims(stateDir).length, 1, 'the claim (pid 1 owner, no record) survives gc');
+    assert.equal(cni(f.ns, call('DEL', s, 'gc1'), conf).status, 0);
+  });
 });
