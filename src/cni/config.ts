@@ -85,7 +85,7 @@ function fieldOf(path: readonly PropertyKey[]): string {
   return path.length ? path.map(String).join('.') : '(top level)';
 }
 
-/** Parses stdin into a checked config. `lenient` (DEL, GC) still needs the well-known keys to be right. */
+/** Parses stdin into a checked config; every command (DEL and GC too) needs a valid one. */
 export function parseConfig(text: string): NetConf {
   let raw: unknown;
   try {

@@ -6,7 +6,7 @@ import type { CniIp, CniRoute } from './result.js';
 import { ipFamily } from './result.js';
 import { sAddrs, sip } from './sandbox.js';
 
-/** ips and routes of `result` that belong to interface index `index`, applied inside the sandbox. */
+/** IPAM's addresses and routes put on `ifname` inside the sandbox. */
 export function configureIps(netns: string, ifname: string, ips: CniIp[], routes: CniRoute[]): void {
   try {
     for (const a of ips) sip(netns, 'addr', 'add', a.address, 'dev', ifname);
