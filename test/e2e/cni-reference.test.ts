@@ -24,8 +24,8 @@ describe('our plugin against the reference plugins', { skip }, () => {
   const rows: string[] = [];
 
   before(() => {
-    h = NetNs.create('qnhrH');
-    peer = NetNs.create('qnhrP');
+    h = NetNs.create('qnhcrH');
+    peer = NetNs.create('qnhcrP');
     h.addBridge('br0', '10.95.0.1/24');
     h.ip('link', 'add', 'up0', 'type', 'veth', 'peer', 'name', 'wp0', 'netns', peer.name);
     h.ip('link', 'set', 'up0', 'up');
@@ -44,7 +44,7 @@ describe('our plugin against the reference plugins', { skip }, () => {
 
   /** ADD through `plugin`, the result described without the random parts (names, MACs), then DEL. */
   function run(label: string, plugin: 'ours' | string, conf: Record<string, unknown>, ping: string): Shape {
-    const s = NetNs.create('qnhrS');
+    const s = NetNs.create('qnhcrS');
     sandboxes.push(s);
     const id = label.replace(/\W+/g, '-');
     const body = { cniVersion: '1.0.0', name: `ref-${id}`, ...conf };
