@@ -7,6 +7,13 @@
 // CAP_NET_ADMIN (an unprivileged QEMU or libvirt) the helper is the broker's
 // client: dist/broker-client.cjs, which loads no native code at all.
 // Everything else is the oclif CLI.
+// A container runtime runs us as a CNI plugin (type "qemu-net-helper" in
+// CNI_PATH): the environment says so. One env lookup, nothing loaded, for
+// QEMU's path.
+if (process.env.CNI_COMMAND !== undefined) {
+  require('../dist/cni.cjs').cniMain();
+  return;
+}
 const argv = process.argv.slice(2);
 const first = argv[0];
 const helperForm =

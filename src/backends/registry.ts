@@ -8,6 +8,7 @@ import { vethBackend } from './kernel/veth.js';
 import { routeBackend } from './kernel/route.js';
 import { natBackend } from './kernel/nat.js';
 import { vswitchBackend } from './kernel/vswitch.js';
+import { cniSandboxBackend } from '../cni/sandbox-backend.js';
 import { macvtapTransport } from './transport/macvtap.js';
 import { socketTransport } from './transport/socket.js';
 import { tapTransport } from './transport/tap.js';
@@ -22,6 +23,7 @@ export const kernels: ReadonlyMap<string, KernelBackend> = new Map<string, Kerne
   [routeBackend.name, routeBackend],
   [natBackend.name, natBackend],
   [vswitchBackend.name, vswitchBackend],
+  [cniSandboxBackend.name, cniSandboxBackend],
 ]);
 
 export const transports: ReadonlyMap<string, Transport> = new Map<string, Transport>([

@@ -1,0 +1,89 @@
+// CNI ADD: the attachment's record is drafted first (every object journaled
+// into it as it is made), IPAM is asked for addresses, the transport wires
+// the sandbox, and any failure undoes all of it, IPAM included.
+import { ConfigError } from '../errors.js';
+import { draftRecord, journalingRollback } from '../lifecycle/record.js';
+import { removeEndpoint, saveEndpoint } from '../state/endpoints.js';
+import type { HostContext } from '../backends/types.js';
+import type { NetConf } from './config.js';
+import type { CniEnv } from './env.js';
+import { Ipam } from './ipam.js';
+import { configureIps } from './ipconf.js';
+import { chain, emptyResult, readResult, type CniResult } from './result.js';
+import { requireNetns } from './sandbox.js';
+import { attachmentId, loadAttachment, type CniInfo } from './store.js';
+import type { AddContext, Attached } from './attach-types.js';
+import { attachVeth } from './attach-veth.js';
+import { attachRouted } from './attach-route.js';
+import { attachMacvtap, attachTap } from './attach-tap.js';
+import { attachVf } from './attach-vf.js';
+import { attachVhostUser } from './attach-vhost-user.js';
+
+function attach(ctx: AddContext): Attached {
+  switch (ctx.conf.transport) {
+    case 'veth': return ctx.conf.mode === 'route' ? attachRouted(ctx) : attachVeth(ctx);
+    case 'tap': return attachTap(ctx);
+    case 'macvtap': return attachMacvtap(ctx);
+    case 'vf': return attachVf(ctx);
+    case 'vhost-user': return attachVhostUser(ctx);
+  }
+}
+
+export function confWithoutPrev(raw: Record<string, unknown>): Record<string, unknown> {
+  const { prevResult: _p, ...rest } = raw;
+  return rest;
+}
+
+export async function cmdAdd(conf: NetConf, raw: Record<string, unknown>, env: CniEnv, host: HostContext): Promise<CniResult> {
+  requireNetns(env.netns);
+  if (loadAttachment(host.stateDir, conf.name, env.containerId, env.ifname)) {
+    throw new ConfigError(`container ${env.containerId} already has '${env.ifname}' on network '${conf.name}'`, 'a runtime must DEL before it ADDs the same attachment again');
+  }
+  const prev = conf.prevResult ? readResult(conf.prevResult, 'prevResult') : null;
+  const info: CniInfo = { network: conf.name, containerId: env.containerId, ifname: env.ifname, netns: env.netns, transport: conf.transport, conf: confWithoutPrev(raw) };
+  const record = draftRecord(conf.mode, null, attachmentId(conf.name, env.containerId, env.ifname));
+  record.info.cni = info;
+  record.transport = conf.transport;
+  saveEndpoint(host.stateDir, record);
+  const rb = journalingRollback(record, host.stateDir);
+  const ipam = conf.ipam ? new Ipam(conf, env, raw) : null;
+  let ipamDone = false;
+  try {
+    let ipRes: CniResult | null = null;
+    if (ipam) {
+      ipRes = ipam.add();
+      ipamDone = true;
+    }
+    const mac = conf.runtimeConfig?.mac ?? conf.mac;
+    const ctx: AddContext = { conf, env, host, rb, id: record.id, ...(mac ? { mac } : {}), ...(ipRes ? { ips: ipRes.ips } : {}) };
+    const a = attach(ctx);
+    const ours = emptyResult(conf.cniVersion);
+    ours.interfaces = [...a.hostInterfaces, a.sandbox];
+    const index = ours.interfaces.length - 1;
+    if (ipRes) {
+      ours.ips = ipRes.ips.map((i) => ({ ...i, interface: index }));
+      ours.routes = ipRes.routes;
+      ours.dns = ipRes.dns;
+      if (a.configureIp) configureIps(env.netns, env.ifname, ours.ips, ours.routes);
+    }
+    if (conf.dns) ours.dns = { ...ours.dns, ...conf.dns };
+    const result = chain(prev, ours);
+    record.kernel = a.kernel;
+    record.ifname = a.hostIfname;
+    record.mac = a.sandbox.mac ?? null;
+    record.mtu = a.sandbox.mtu ?? 0;
+    record.info = { ...record.info, state: 'active', cni: { ...info, result: ours } };
+    saveEndpoint(host.stateDir, record);
+    rb.commit();
+    return result;
+  } catch (e) {
+    const failed = await rb.undoAll();
+    if (ipamDone) {
+      try { ipam!.del(); } catch (d) { failed.push(`IPAM DEL: ${(d as Error).message}`); }
+    }
+    // Kept when something could not be undone, so DEL or gc can retry from it.
+    if (failed.length === 0) removeEndpoint(host.stateDir, record.id);
+    else process.stderr.write(`qemu-net-helper: could not undo: ${failed.join('; ')}\n`);
+    throw e;
+  }
+}

@@ -1,0 +1,23 @@
+// Transport "vhost-user": a port on the running vhost-user switch (`vhost-user
+// serve --control PATH`), asked for through the helper's own "vswitch"
+// kernel implementation, so the port is an owned object like any other and
+// goes with DEL, `down` or gc. Nothing is made in the sandbox: the pod's VM
+// (QEMU with -chardev socket,path=...) connects to `socketPath` of the result.
+import { vswitchBackend } from '../backends/kernel/vswitch.js';
+import type { EndpointRequest } from '../backends/types.js';
+import { parseMac } from '../net/mac.js';
+import type { AddContext, Attached } from './attach-types.js';
+
+export function attachVhostUser(ctx: AddContext): Attached {
+  const req: EndpointRequest = { mode: ctx.conf.mode, vnetHdr: true, queues: 1, params: { endpointId: ctx.id } };
+  if (ctx.mac) req.mac = parseMac(ctx.mac)!;
+  if (ctx.conf.mtu !== undefined) req.mtu = ctx.conf.mtu;
+  const ep = vswitchBackend.setup(req, ctx.host, ctx.rb);
+  return {
+    hostInterfaces: [],
+    sandbox: {
+      name: ctx.env.ifname, ...(ep.mac ? { mac: ep.mac } : {}), mtu: ep.mtu, sandbox: ctx.env.netns, socketPath: String(ep.info.socket),
+    },
+    configureIp: false, kernel: 'vswitch', hostIfname: ep.ifname,
+  };
+}

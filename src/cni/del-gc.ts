@@ -1,0 +1,78 @@
+// CNI DEL and GC: both release attachments from their records with the
+// helper's own releaseEndpoint (every step idempotent, so DEL twice, or DEL
+// after a half-failed ADD, succeeds), then give the addresses back to IPAM.
+import type { HostContext } from '../backends/types.js';
+import { releaseEndpoint } from '../lifecycle/release.js';
+import { sriovBackend, SRIOV_OWNED_KIND, type SriovOwnedData } from '../backends/kernel/sriov.js';
+import { listClaims, releaseVf } from '../state/vf-claims.js';
+import type { EndpointRecord } from '../state/endpoints.js';
+import { ownerStatus, type OwnerRef } from '../state/owner.js';
+import type { NetConf } from './config.js';
+import type { CniEnv } from './env.js';
+import { CniCode, CniError } from './errors.js';
+import { Ipam } from './ipam.js';
+import { attachmentId, attachmentsOf, cniInfo, loadAttachment } from './store.js';
+
+/**
+ * A VF claim taken by an ADD that died before it journaled the VF: the claim
+ * names this attachment, and its owner (pid 1) never goes, so nobody else
+ * would ever drop it.
+ */
+function releaseOrphanClaims(id: string, host: HostContext): string[] {
+  const failed: string[] = [];
+  for (const c of listClaims(host.stateDir)) {
+    if (c.record?.endpointId !== id) continue;
+    try {
+      const data = c.record.data as SriovOwnedData | undefined;
+      if (data?.saved) sriovBackend.release({ kind: SRIOV_OWNED_KIND, data }, host);
+      else releaseVf(host.stateDir, c.pci, { endpointId: id });
+    } catch (e) {
+      failed.push(`VF ${c.pci}: ${(e as Error).message}`);
+    }
+  }
+  return failed;
+}
+
+function release(rec: EndpointRecord, host: HostContext): void {
+  // After the record's own objects: a journaled VF is first moved back and restored there.
+  const r = releaseEndpoint(rec, host);
+  const failed = [...r.failed, ...releaseOrphanClaims(rec.id, host)];
+  if (failed.length) throw new CniError(CniCode.HELPER_BASE + 10, `releasing attachment ${rec.id} failed`, failed.join('; '));
+}
+
+export function cmdDel(conf: NetConf, raw: Record<string, unknown>, env: CniEnv, host: HostContext): void {
+  const rec = loadAttachment(host.stateDir, conf.name, env.containerId, env.ifname);
+  if (rec) release(rec, host);
+  else {
+    // The helper's gc may have released an interrupted ADD's record already; a claim it could not see may remain.
+    const failed = releaseOrphanClaims(attachmentId(conf.name, env.containerId, env.ifname), host);
+    if (failed.length) throw new CniError(CniCode.HELPER_BASE + 10, 'releasing a VF claim failed', failed.join('; '));
+  }
+  // Always: an ADD that died after IPAM answered may have left only an address.
+  if (conf.ipam) new Ipam(conf, env, raw).del();
+}
+
+function setupInFlight(rec: EndpointRecord): boolean {
+  const by = rec.info.setupBy as OwnerRef | undefined;
+  return rec.info.state === 'setting-up' && by !== undefined && ownerStatus(by) !== 'gone';
+}
+
+/** Releases every attachment of this network missing from cni.dev/valid-attachments. */
+export function cmdGc(conf: NetConf, raw: Record<string, unknown>, env: CniEnv, host: HostContext): string[] {
+  const valid = new Set((conf['cni.dev/valid-attachments'] ?? []).map((a) => `${a.containerID}\0${a.ifname}`));
+  const gone: string[] = [];
+  const problems: string[] = [];
+  for (const rec of attachmentsOf(host.stateDir, conf.name)) {
+    const c = cniInfo(rec)!;
+    if (valid.has(`${c.containerId}\0${c.ifname}`) || setupInFlight(rec)) continue;
+    try {
+      release(rec, host);
+      if (conf.ipam) new Ipam(conf, env, raw).del({ containerId: c.containerId, ifname: c.ifname, netns: c.netns });
+      gone.push(`${c.containerId}/${c.ifname}`);
+    } catch (e) {
+      problems.push(`${c.containerId}/${c.ifname}: ${(e as Error).message}`);
+    }
+  }
+  if (problems.length) throw new CniError(CniCode.HELPER_BASE + 10, `GC could not release ${problems.length} attachment(s)`, problems.join('; '));
+  return gone;
+}

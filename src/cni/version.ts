@@ -1,0 +1,43 @@
+// CNI spec versions: which we speak, which commands each version knows, and
+// picking the version to speak with a delegated plugin (Debian's host-local
+// 1.1.1 stops at 1.0.0, so a 1.1.0 config must be handed to it as 1.0.0).
+import { CniCode, CniError } from './errors.js';
+
+export const SUPPORTED_VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] as const;
+export const LATEST = '1.1.0';
+
+/** Semver compare of plain x.y.z strings; NaN parts sort low. */
+export function compareVersions(a: string, b: string): number {
+  const pa = a.split('.').map(Number);
+  const pb = b.split('.').map(Number);
+  for (let i = 0; i < 3; i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  return 0;
+}
+
+export function isSupported(v: string): boolean { return (SUPPORTED_VERSIONS as readonly string[]).includes(v); }
+
+export function requireSupported(v: string): void {
+  if (!isSupported(v)) {
+    throw new CniError(CniCode.INCOMPATIBLE_VERSION, 'incompatible CNI versions',
+      `config is "${v}", plugin supports [${SUPPORTED_VERSIONS.map((s) => `"${s}"`).join(', ')}]`);
+  }
+}
+
+/** The first version that defines each command. */
+const SINCE: Record<string, string> = { ADD: '0.1.0', DEL: '0.1.0', VERSION: '0.1.0', CHECK: '0.4.0', GC: '1.1.0', STATUS: '1.1.0' };
+
+export function requireCommandIn(command: string, v: string): void {
+  const since = SINCE[command];
+  if (since && compareVersions(v, since) < 0) {
+    throw new CniError(CniCode.INCOMPATIBLE_VERSION, `${command} is not defined in CNI ${v}`, `${command} needs cniVersion ${since} or later`);
+  }
+}
+
+/** The newest version both sides support that is not newer than `wanted`; null when none. */
+export function negotiate(wanted: string, theirs: readonly string[]): string | null {
+  const common = theirs.filter((v) => isSupported(v) && compareVersions(v, wanted) <= 0).sort(compareVersions);
+  return common.at(-1) ?? null;
+}
