@@ -46,11 +46,11 @@ export function attachRouted(ctx: AddContext): Attached {
       kernelFailure(e, `adding route ${dst} dev ${hostEnd}`);
     }
     const route: OwnedObject = { kind: KIND_ROUTE, data: { dst, dev: hostEnd, ifindex: hostIndex } };
-    ctx.rb.add(`delete route ${dst}`, () => releaseRoute(route, ctx.host), { backend: 'route', obj: route });
+    ctx.rb.add(`delete route ${dst}`, () => { releaseRoute(route, ctx.host); }, { backend: 'route', obj: route });
   }
   // Journaled before the change, as the helper's route mode does.
   const proxy: OwnedObject = { kind: KIND_UPLINK, data: { uplink, tap: hostEnd, tapIndex: hostIndex } };
-  ctx.rb.add(`proxy ARP on ${uplink}`, () => releaseRoute(proxy, ctx.host), { backend: 'route', obj: proxy });
+  ctx.rb.add(`proxy ARP on ${uplink}`, () => { releaseRoute(proxy, ctx.host); }, { backend: 'route', obj: proxy });
   uplinkAcquire(ctx.host, uplink, { tap: hostEnd, tapIndex: hostIndex, guestIp: v4[0]!.address.split('/')[0]! });
   const h = linkShow(hostEnd);
   return {
