@@ -48,7 +48,7 @@ export interface GuestOptions {
   memoryMb?: number;
   /** Run QEMU inside this namespace (taps and bridges named in args live there). */
   ns?: NetNs;
-  /** Hard limit on QEMU's life from spawn; it is killed afterwards (60 s). */
+  /** Hard limit on QEMU's life from spawn; it is killed afterwards (180 s; a boot takes 8-9 s at load average 16). */
   timeoutMs?: number;
   /** Name used in error messages, useful with several guests. */
   name?: string;
@@ -141,7 +141,7 @@ export class Guest {
     liveGuests.add(proc);
     proc.stdout!.setEncoding('utf8').on('data', (d: string) => this.onSerial(d));
     proc.stderr!.setEncoding('utf8').on('data', (d: string) => { this.err += d; });
-    const hard = setTimeout(() => { this.timedOut = true; proc.kill('SIGKILL'); }, opts.timeoutMs ?? 60_000);
+    const hard = setTimeout(() => { this.timedOut = true; proc.kill('SIGKILL'); }, opts.timeoutMs ?? 180_000);
     this.done = new Promise<GuestResult>((res) => {
       let spawnError: Error | undefined;
       proc.once('error', (e) => { spawnError = e; });
@@ -206,7 +206,7 @@ export class Guest {
   /** An error message with the tail of the console and QEMU's stderr. */
   describe(what: string): string {
     const tail = this.out.split('\n').slice(-40).join('\n');
-    const why = this.timedOut ? ` (hard timeout of ${this.opts.timeoutMs ?? 60_000} ms hit)` : '';
+    const why = this.timedOut ? ` (hard timeout of ${this.opts.timeoutMs ?? 180_000} ms hit)` : '';
     return `${this.label}: ${what}${why}\n--- serial (tail) ---\n${tail}\n--- qemu stderr ---\n${this.err.trim()}`;
   }
 
