@@ -31,7 +31,7 @@ const ROOT = projectRoot();
 const GUEST_SRC = join(ROOT, 'test', 'guest');
 const CACHE = join(ROOT, '.cache', 'guest');
 // Bump when the way the image is assembled changes, so old caches are not reused.
-const IMAGE_FORMAT = 1;
+const IMAGE_FORMAT = 2;
 // virtio_pci binds the device, virtio_net makes eth0; their dependencies
 // (virtio, virtio_ring, failover, ...) are resolved from modules.dep.
 const WANTED_MODULES = ['virtio_pci', 'virtio_net'];
@@ -241,9 +241,25 @@ function newcCpio(entries: CpioEntry[]): Buffer {
   return Buffer.concat(parts);
 }
 
+/**
+ * ethtool (Debian's, dynamically linked; there is no static build in Debian)
+ * with the shared libraries ldd names, at their own paths, so the guest can
+ * run `ethtool -l`. Empty when the host has no ethtool: guests then report
+ * queues from sysfs only.
+ */
+function ethtoolFiles(): { path: string; perm: number }[] {
+  const bin = ['/usr/sbin/ethtool', '/sbin/ethtool'].find((p) => existsSync(p));
+  if (!bin) return [];
+  const r = spawnSync('ldd', [bin], { encoding: 'utf8' });
+  if (r.status !== 0) return [];
+  const libs = [...r.stdout.matchAll(/(\/\S+\.so[.\d]*)\s/g)].map((m) => m[1]!);
+  return [{ path: bin, perm: 0o755 }, ...[...new Set(libs)].map((p) => ({ path: p, perm: 0o755 }))];
+}
+
 function buildInitramfs(kver: string, init: Buffer, udhcpcScript: Buffer, modules: { name: string; path: string }[]): Buffer {
   const dir = (name: string): CpioEntry => ({ name, mode: 0o040755 });
   const file = (name: string, data: Buffer, perm = 0o644): CpioEntry => ({ name, mode: 0o100000 | perm, data });
+  const ethtool = ethtoolFiles();
   return gzipSync(newcCpio([
     ...['bin', 'sbin', 'usr', 'usr/bin', 'usr/sbin', 'etc', 'lib', 'lib/modules', 'proc', 'sys', 'dev', 'tmp', 'run', 'root'].map(dir),
     // The kernel opens /dev/console for init's stdio before /init could mount devtmpfs.
@@ -254,7 +270,20 @@ function buildInitramfs(kver: string, init: Buffer, udhcpcScript: Buffer, module
     file('etc/udhcpc.script', udhcpcScript, 0o755),
     file('etc/qnh-modules', Buffer.from(modules.map((m) => m.name).join('\n') + '\n')),
     ...modules.map((m) => file(`lib/modules/${m.name}.ko`, moduleBytes(kver, m.path))),
+    // usr/sbin/ethtool, lib/x86_64-linux-gnu/*.so*, lib64/ld-linux-x86-64.so.2 (dirs first)
+    ...ethtoolDirs(ethtool).map(dir),
+    ...ethtool.map((f) => file(f.path.slice(1), readFileSync(f.path), f.perm)),
   ]), { level: 6 });
+}
+
+const BASE_DIRS = new Set(['bin', 'sbin', 'usr', 'usr/bin', 'usr/sbin', 'etc', 'lib', 'lib/modules', 'proc', 'sys', 'dev', 'tmp', 'run', 'root']);
+function ethtoolDirs(files: { path: string }[]): string[] {
+  const dirs = new Set<string>();
+  for (const f of files) {
+    const parts = f.path.slice(1).split('/').slice(0, -1);
+    for (let i = 1; i <= parts.length; i++) dirs.add(parts.slice(0, i).join('/'));
+  }
+  return [...dirs].filter((d) => !BASE_DIRS.has(d)).sort();
 }
 
 let imagePromise: Promise<GuestImage> | undefined;
@@ -281,7 +310,7 @@ async function buildOrReuse(): Promise<GuestImage> {
 
   const stamp = (p: string): string => { const s = statSync(p); return `${s.size}:${s.mtimeMs}`; };
   const key = createHash('sha256')
-    .update(JSON.stringify({ IMAGE_FORMAT, kver, vmlinuz: stamp(vmlinuz), bb: stamp(bb), modules }))
+    .update(JSON.stringify({ IMAGE_FORMAT, kver, vmlinuz: stamp(vmlinuz), bb: stamp(bb), modules, ethtool: ethtoolFiles().map((f) => `${f.path}:${stamp(f.path)}`) }))
     .update(init).update(udhcpcScript)
     .digest('hex').slice(0, 16);
   const final = join(CACHE, `${kver}-${key}`);

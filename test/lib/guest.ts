@@ -32,6 +32,8 @@ export interface GuestSettings {
   wait?: number;
   /** Seconds to wait for carrier before going on anyway (10). */
   carrier?: number;
+  /** 1: print QNH-QUEUES (sysfs rx-/tx- queue counts) and QNH-ETHTOOL lines (`ethtool -l`) once up. */
+  queues?: number;
 }
 
 export interface GuestOptions {
@@ -46,6 +48,8 @@ export interface GuestOptions {
    */
   sharedMemory?: boolean;
   memoryMb?: number;
+  /** Virtual CPUs (1); virtio-net enables min(CPUs, queue pairs) queues at boot. */
+  smp?: number;
   /** Run QEMU inside this namespace (taps and bridges named in args live there). */
   ns?: NetNs;
   /** Hard limit on QEMU's life from spawn; it is killed afterwards (180 s; a boot takes 8-9 s at load average 16). */
@@ -112,7 +116,7 @@ export function qemuArgs(image: GuestImage, opts: GuestOptions): string[] {
     .map(([k, v]) => cmdlineValue(k, v as string | number));
   return [
     '-machine', `pc,accel=tcg${shared ? ',memory-backend=qnhmem' : ''}`,
-    '-cpu', 'max', '-m', String(mem), '-smp', '1',
+    '-cpu', 'max', '-m', String(mem), '-smp', String(opts.smp ?? 1),
     '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
     '-serial', 'stdio',
     ...(shared ? ['-object', `memory-backend-memfd,id=qnhmem,size=${mem}M,share=on`] : []),

@@ -32,10 +32,10 @@ export const bridgeBackend: KernelBackend = {
       ip('link', 'set', bridge, 'up');
       owned.push(obj);
     }
-    const ep = setupBridgeTap({ bridge, vnetHdr: req.vnetHdr, tunDevice: host.tunDevice, ...(req.persist ? { persist: { backend: 'bridge', remove: linkDelete } } : {}) }, rb);
+    const ep = setupBridgeTap({ bridge, vnetHdr: req.vnetHdr, tunDevice: host.tunDevice, queues: req.queues, ...(req.persist ? { persist: { backend: 'bridge', remove: linkDelete } } : {}) }, rb);
     if (req.persist) owned.push({ kind: 'link', data: { ifname: ep.tap.name } });
     // The tap's own address (fe:...) is not the guest's; the guest MAC is what was asked for, if anything.
-    return { kernel: 'bridge', ifname: ep.tap.name, fds: [ep.tap.fd], vnetHdr: ep.tap.vnetHdr, ...(req.mac ? { mac: formatMac(req.mac) } : {}), mtu: ep.mtu, owned, info: { bridge, tapMac: formatMac(ep.mac) } };
+    return { kernel: 'bridge', ifname: ep.tap.name, fds: ep.queueFds, vnetHdr: ep.tap.vnetHdr, ...(req.mac ? { mac: formatMac(req.mac) } : {}), mtu: ep.mtu, owned, info: { bridge, tapMac: formatMac(ep.mac) } };
   },
   release(obj: OwnedObject): void {
     if (obj.kind !== 'link') return;
