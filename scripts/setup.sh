@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 # Debian packages: QEMU (helper client and test guests), the Debian kernel and
 # busybox (the tiny TCG guest), DPDK (testpmd as vhost-user peer and anchor),
 # iproute2/nftables/dnsmasq (kernel objects, NAT), util-linux (setpriv),
-# xz-utils/cpio (guest image).
+# xz-utils/cpio (guest image), ethtool (copied into the guest image), kmod
+# (modprobe in the kernel lab).
 PKGS=(qemu-system-x86 qemu-utils busybox-static linux-image-amd64 iproute2 nftables dnsmasq-base
-      dpdk dpdk-dev util-linux xz-utils cpio procps)
+      dpdk dpdk-dev util-linux xz-utils cpio procps ethtool kmod)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -60,7 +60,7 @@ export function qemuBinary(): string | null {
 }
 
 /** Kernel versions with both /boot/vmlinuz-V and /lib/modules/V/modules.dep, newest first. */
-function debianKernels(): string[] {
+export function debianKernels(): string[] {
   let names: string[];
   try { names = readdirSync('/boot'); } catch { return []; }
   return names
@@ -91,7 +91,7 @@ export class GuestSetupError extends Error {
   }
 }
 
-function busyboxPath(): string {
+export function busyboxPath(): string {
   const p = ['/usr/bin/busybox', '/bin/busybox'].find((c) => existsSync(c));
   if (!p) throw new GuestSetupError('busybox not found', 'busybox-static');
   // The initramfs has no libc, so a dynamically linked busybox (from the
@@ -146,7 +146,7 @@ const ELF_MAGIC = Buffer.from('7f454c46', 'hex');
  * it. A magic match can in principle be a false positive inside the
  * decompressor code, so every match is tried until one yields an ELF.
  */
-function extractVmlinux(vmlinuz: string): Buffer {
+export function extractVmlinux(vmlinuz: string): Buffer {
   const img = readFileSync(vmlinuz);
   if (img.subarray(0, 4).equals(ELF_MAGIC)) return img;
   const errors: string[] = [];
@@ -170,7 +170,7 @@ function moduleName(path: string): string {
 }
 
 /** The wanted modules and their dependencies, dependencies first, as paths relative to /lib/modules/V. */
-function moduleLoadOrder(kver: string): { name: string; path: string }[] {
+export function moduleLoadOrder(kver: string, wanted: readonly string[] = WANTED_MODULES): { name: string; path: string }[] {
   const base = `/lib/modules/${kver}`;
   const deps = new Map<string, { path: string; deps: string[] }>();
   for (const line of readFileSync(join(base, 'modules.dep'), 'utf8').split('\n')) {
@@ -194,11 +194,11 @@ function moduleLoadOrder(kver: string): { name: string; path: string }[] {
     for (const d of e.deps) visit(d);
     order.push({ name, path: e.path });
   };
-  for (const w of WANTED_MODULES) visit(w);
+  for (const w of wanted) visit(w);
   return order;
 }
 
-function moduleBytes(kver: string, rel: string): Buffer {
+export function moduleBytes(kver: string, rel: string): Buffer {
   const path = join(`/lib/modules/${kver}`, rel);
   const raw = readFileSync(path);
   // busybox insmod has no decompression support, so modules go in plain.
@@ -206,7 +206,7 @@ function moduleBytes(kver: string, rel: string): Buffer {
   return d ? runDecompressor(d, raw, path) : raw;
 }
 
-interface CpioEntry {
+export interface CpioEntry {
   name: string;
   mode: number; // full st_mode, type bits included
   data?: Buffer;
@@ -219,7 +219,7 @@ interface CpioEntry {
  * few lines, needs no extra package, can create /dev/console without mknod,
  * and gives byte-identical archives (fixed owners and mtimes).
  */
-function newcCpio(entries: CpioEntry[]): Buffer {
+export function newcCpio(entries: CpioEntry[]): Buffer {
   const parts: Buffer[] = [];
   const pad = (n: number): void => { if (n % 4) parts.push(Buffer.alloc(4 - (n % 4))); };
   const hex = (n: number): string => n.toString(16).padStart(8, '0');
