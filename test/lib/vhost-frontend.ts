@@ -167,6 +167,11 @@ export interface GuestMemoryOptions {
   regions?: 1 | 2;
   /** memfd name, visible in /proc/PID/maps of whoever maps it. */
   name?: string;
+  /**
+   * Use the mapping's real address as uaBase (vhost-net reads our memory
+   * through our own address space, so addresses must be true ones).
+   */
+  realAddresses?: boolean;
 }
 
 /**
@@ -195,6 +200,7 @@ export class GuestMemfd {
     this.name = opts.name ?? 'qnh-guest';
     this.fd = memfdCreate(this.name, this.size);
     this.map = mapShared(this.fd, this.size);
+    if (opts.realAddresses) this.uaBase = Number(koffi.address(this.map.ptr));
     this.buffer = this.map.buffer;
     this.u8 = new Uint8Array(this.buffer);
     this.dv = new DataView(this.buffer);
