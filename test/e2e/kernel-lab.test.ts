@@ -11,7 +11,7 @@ import { runLab, type LabResult } from '../lib/lab.js';
 import { ROOT } from '../lib/paths.js';
 
 /** Lab files in `npm test`; the others (slow) only with QNH_LAB=full. */
-const FAST = ['smoke.test.js', 'vhost-net.test.js'];
+const FAST = ['smoke.test.js', 'vhost-net.test.js', 'vlan-dummy.test.js'];
 const all = readdirSync(join(ROOT, 'dist/test/lab')).filter((f) => f.endsWith('.test.js')).sort();
 const files = process.env.QNH_LAB === 'full' ? all : FAST.filter((f) => all.includes(f));
 

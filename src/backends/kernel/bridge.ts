@@ -8,6 +8,7 @@ import { formatMac } from '../../net/mac.js';
 import type { Availability, EndpointRequest, HostContext, KernelBackend, KernelEndpoint, OwnedObject } from '../types.js';
 import type { Rollback } from '../../setup/rollback.js';
 import { setupBridgeTap } from './bridge-tap.js';
+import { setBridgePortVlan } from './vlan.js';
 
 export const bridgeBackend: KernelBackend = {
   name: 'bridge',
@@ -34,6 +35,7 @@ export const bridgeBackend: KernelBackend = {
     }
     const ep = setupBridgeTap({ bridge, vnetHdr: req.vnetHdr, tunDevice: host.tunDevice, queues: req.queues, ...(req.persist ? { persist: { backend: 'bridge', remove: linkDelete } } : {}) }, rb);
     if (req.persist) owned.push({ kind: 'link', data: { ifname: ep.tap.name } });
+    if (req.vlan) setBridgePortVlan(bridge, ep.tap.name, req.vlan);
     // The tap's own address (fe:...) is not the guest's; the guest MAC is what was asked for, if anything.
     return { kernel: 'bridge', ifname: ep.tap.name, fds: ep.queueFds, vnetHdr: ep.tap.vnetHdr, ...(req.mac ? { mac: formatMac(req.mac) } : {}), mtu: ep.mtu, owned, info: { bridge, tapMac: formatMac(ep.mac) } };
   },

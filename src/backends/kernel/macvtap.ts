@@ -29,6 +29,7 @@ import type { Availability, EndpointRequest, HostContext, KernelBackend, KernelE
 import { releaseLink } from './klink.js';
 import { dataNumber, dataString, ipReason, kernelFailure, stringParam } from './kerrors.js';
 import { FEATURES, kernelHas } from './kprobe.js';
+import { ensureVlanLink, KIND_VLAN, releaseVlanLink } from './vlan.js';
 
 export { VNET_HDR_LEN };
 
@@ -209,7 +210,8 @@ function checkParent(parent: string): LinkInfo {
 
 export function setupMacvtap(req: EndpointRequest, host: HostContext, rb: Rollback): KernelEndpoint {
   if (!req.dev) throw new UsageError('macvtap needs a parent device', 'pass --dev=<uplink>');
-  const parent = checkInterfaceName(req.dev, 'parent device');
+  // With a VLAN the macvtap's parent is --dev's VLAN link (made if missing).
+  const parent = req.vlan ? ensureVlanLink(checkInterfaceName(req.dev, 'parent device'), req.vlan, 'macvtap', rb).ifname : checkInterfaceName(req.dev, 'parent device');
   const mode = macvtapModeFor(req);
   const queues = req.queues > 0 ? req.queues : 1;
   const wanted = stringParam(req.params, 'ifname');
@@ -370,6 +372,10 @@ export function releaseDeviceNode(obj: OwnedObject): void {
 export function releaseMacvtap(obj: OwnedObject): void {
   if (obj.kind === KIND_DEVNODE) {
     releaseDeviceNode(obj);
+    return;
+  }
+  if (obj.kind === KIND_VLAN) {
+    releaseVlanLink(obj);
     return;
   }
   if (obj.kind !== OWNED_KIND) throw new SetupError(`the macvtap kernel cannot release objects of kind '${obj.kind}'`);
