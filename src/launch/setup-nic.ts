@@ -9,7 +9,7 @@ import { configDir, loadProfile, policyFor } from '../policy/load.js';
 import { buildRequest } from '../policy/request.js';
 import type { Rollback } from '../setup/rollback.js';
 import { selfOwner } from '../state/owner.js';
-import type { EndpointRecord } from '../state/endpoints.js';
+import { removeEndpoint, type EndpointRecord } from '../state/endpoints.js';
 import { draftRecord, journalingRollback } from '../lifecycle/record.js';
 import type { NicSpec } from './nic-spec.js';
 
@@ -40,12 +40,15 @@ export function setupNic(spec: NicSpec, host: HostContext, env: NodeJS.ProcessEn
   const rb = journalingRollback(record, host.stateDir);
   req.params.ownerPid = process.pid;
   req.params.endpointId = record.id;
-  const choice = realize(mode, policy, req, host, { kernels, transports }, transportsFor(spec), rb);
-  if (spec.vhost === 'on' && choice.transport.transport !== 'vhost-kernel') {
-    rb.undoAllSync();
-    throw new UsageError(`--nic '${spec.text}': vhost=on but mode ${mode} chose ${choice.transport.transport}`);
+  try {
+    const choice = realize(mode, policy, req, host, { kernels, transports }, transportsFor(spec), rb);
+    return { spec, choice, rb, record };
+  } catch (e) {
+    // A candidate that failed half-way was undone by realize; this catches the rest.
+    const left = rb.undoAllSync();
+    if (left.length === 0) removeEndpoint(host.stateDir, record.id);
+    throw e;
   }
-  return { spec, choice, rb, record };
 }
 
 /** Splits a transport's fds into queue fds and vhost-net fds (vhost-kernel sends queues first). */
