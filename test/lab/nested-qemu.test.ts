@@ -27,7 +27,16 @@ it('a nested TCG guest on a 2-queue tap with vhost-net (via run) pings the bridg
     args[i] = `file:${console}`;
     const log: string[] = [];
     const started = Date.now();
+    // Progress for QNH_LAB_CONSOLE=1: the nested console's new lines, every 10 s.
+    let shown = 0;
+    const progress = setInterval(() => {
+      if (!existsSync(console)) return;
+      const text = readFileSync(console, 'utf8');
+      for (const l of text.slice(shown).split('\n').filter(Boolean)) process.stderr.write(`nested ${((Date.now() - started) / 1000).toFixed(0)}s| ${l}\n`);
+      shown = text.length;
+    }, 10_000);
     const code = await runWithNics({ nics: [`mode=bridge,br=${br},queues=2,vhost=on,mac=52:54:00:94:00:02`], command: [qemuBinary()!, ...args], log: (l) => log.push(l) });
+    clearInterval(progress);
     const out = existsSync(console) ? readFileSync(console, 'utf8') : '';
     t.diagnostic(`nested guest: QEMU exit ${code} after ${((Date.now() - started) / 1000).toFixed(0)} s; ${log.join('; ')}`);
     assert.match(log.join('\n'), /bridge\/vhost-kernel tap\d+, 2 queue\(s\) with vhost-net/);
