@@ -2,7 +2,7 @@
 // the kernel lab can drive vhost-net itself (our virtqueue driver in the
 // guest's place) and prove the vhost-kernel transport's fds move frames. The
 // struct encoders are pure (unit-tested); the ioctls are thin.
-import { addressOf, c, check } from './libc.js';
+import { c, check } from './libc.js';
 
 // _IO/_IOR/_IOW(VHOST_VIRTIO = 0xAF, nr, type) from <linux/vhost.h>.
 const ioc = (dir: number, nr: number, size: number): number => ((dir << 30) | (size << 16) | (0xaf << 8) | nr) >>> 0;
@@ -80,6 +80,3 @@ export const vhostNet = {
   /** Attaches a tap/macvtap fd to ring `index` (-1 detaches). */
   setBackend: (fd: number, index: number, tapFd: number): void => ioctl(fd, VHOST.NET_SET_BACKEND, encodeIndexValue(index, tapFd), 'VHOST_NET_SET_BACKEND'),
 };
-
-/** The user address of a mapping, for VHOST_SET_MEM_TABLE and SET_VRING_ADDR. */
-export { addressOf };
