@@ -7,11 +7,12 @@ cd "$(dirname "$0")/.."
 # Debian packages: QEMU (helper client and test guests), the Debian kernel and
 # busybox (the tiny TCG guest), DPDK (testpmd as vhost-user peer and anchor),
 # iproute2/nftables/dnsmasq (kernel objects, NAT), util-linux (setpriv),
-# xz-utils/cpio (guest image), libvirt (session mode as a real bridge_helper client),
-# podman + runc + containernetworking-plugins (the CNI plugin's real runtime and
-# its host-local IPAM; runc because crun refuses hybrid cgroup hosts).
+# xz-utils/cpio (guest image), ethtool (copied into the guest image), kmod
+# (modprobe in the kernel lab), libvirt (session mode as a real bridge_helper
+# client), podman + runc + containernetworking-plugins (the CNI plugin's real
+# runtime and its host-local IPAM; runc because crun refuses hybrid cgroup hosts).
 PKGS=(qemu-system-x86 qemu-utils busybox-static linux-image-amd64 iproute2 nftables dnsmasq-base
-      dpdk dpdk-dev util-linux xz-utils cpio procps
+      dpdk dpdk-dev util-linux xz-utils cpio procps ethtool kmod
       libvirt-daemon libvirt-clients libvirt-daemon-driver-qemu
       podman runc conmon containernetworking-plugins)
 missing=()

@@ -49,7 +49,7 @@ describe('NAT and routed guests through the helper', { skip }, () => {
       settings: { mode: 'dhcp', peer: '192.0.2.1', count: 3 },
       // QEMU's environment reaches the helper (state dir for the record and dnsmasq's files).
       env,
-      timeoutMs: 90000,
+      timeoutMs: 180_000,
     });
     const lease = r.markers.find((m) => m.name === 'QNH-DHCP-OK');
     assert.ok(lease, `no lease: ${r.markers.map((m) => m.name).join(' ')}\n${r.output.slice(-2500)}\n${r.stderr}`);

@@ -15,9 +15,14 @@ import { createFakeSriov, type FakeSriov } from '../lib/fake-sysfs.js';
 import { killAllWorkers, startWorker, type WorkerHandle } from '../lib/sriov-worker.js';
 
 const VFS = 4;
-const ROUNDS = 25;
-/** Processes per round: at least 20, a few larger, and two rounds with fewer than there are VFs. */
-const racers = (r: number): number => (r === 7 || r === 19 ? 3 : r % 6 === 5 ? 24 : 20);
+// 8 rounds in `npm test` (66 s measured at load average 13 on the 2-core machine);
+// QNH_RACE_ROUNDS=25 (or more) for the long soak. Every round has the same
+// shape and assertions, so fewer rounds only means fewer samples.
+const ROUNDS = Math.max(1, Number(process.env.QNH_RACE_ROUNDS ?? 8) || 8);
+/** Processes per round: at least 20, every fourth round 24, and two rounds (2, 6) with fewer than there are VFs. */
+const racers = (r: number): number => (r === 2 || r === 6 ? 3 : r % 4 === 3 ? 24 : 20);
+/** A round took 8 s with load average 13 on the 2-core machine; allow 40 s each. */
+const TIMEOUT_MS = Math.max(300_000, ROUNDS * 40_000);
 const hex = (n: number): string => n.toString(16).padStart(2, '0');
 
 describe('SR-IOV VF claims under a race', () => {
@@ -33,7 +38,7 @@ describe('SR-IOV VF claims under a race', () => {
     if (stateDir) rmSync(stateDir, { recursive: true, force: true });
   });
 
-  it(`${ROUNDS} rounds of >= 20 processes for ${VFS} VFs`, { timeout: 120_000 }, async () => {
+  it(`${ROUNDS} rounds of >= 20 processes for ${VFS} VFs`, { timeout: TIMEOUT_MS }, async () => {
     const look = (): Record<string, { address: string; up: boolean }> => Object.fromEntries(f.vfs.map((v) => {
       const d = f.ns.linkDetails(v.netdev!) as { address: string; flags: string[] };
       return [v.netdev!, { address: d.address, up: d.flags.includes('UP') }];

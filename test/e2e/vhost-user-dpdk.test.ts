@@ -26,7 +26,7 @@ function assertCounts(ours: number, theirs: number, what: string): void {
 async function runTestpmd(opts: TestpmdOptions, seconds: number): Promise<TestpmdResult> {
   for (let attempt = 0; ; attempt++) {
     const t = new Testpmd({ ...opts, prefix: `${opts.prefix}-${attempt}` });
-    const started = await t.waitFor(/Press enter|Port statistics|Tx-pps/, 15000);
+    const started = await t.waitFor(/Press enter|Port statistics|Tx-pps/, 60000);
     if (started) await new Promise((r) => setTimeout(r, seconds * 1000));
     const r = await t.stop();
     if (!handshakeFailed(r.output) || attempt >= 2) {
@@ -97,7 +97,7 @@ describe('vhost-user back-end with DPDK testpmd (virtio-user)', { skip }, () => 
       await s.ready([a, b]);
       // The receiver first, so the sender's frames have buffers to land in.
       const rx = new Testpmd({ vdevs: [`net_virtio_user0,path=${b},queues=1`], forwardMode: 'rxonly', lcores: '0@1,1@1', prefix: 'qnh-rxonly' });
-      assert.ok(await rx.waitFor(/Rx-pps/, 20000), rx.output().slice(-2000));
+      assert.ok(await rx.waitFor(/Rx-pps/, 60000), rx.output().slice(-2000));
       const sent = await runTestpmd({ vdevs: [`net_virtio_user0,path=${a},queues=1`], forwardMode: 'txonly', lcores: '0@0,1@0', prefix: 'qnh-txonly' }, 2);
       await new Promise((r) => setTimeout(r, 500));
       const got = await rx.stop();

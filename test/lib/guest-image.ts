@@ -31,7 +31,7 @@ const ROOT = projectRoot();
 const GUEST_SRC = join(ROOT, 'test', 'guest');
 const CACHE = join(ROOT, '.cache', 'guest');
 // Bump when the way the image is assembled changes, so old caches are not reused.
-const IMAGE_FORMAT = 1;
+const IMAGE_FORMAT = 2;
 // virtio_pci binds the device, virtio_net makes eth0; their dependencies
 // (virtio, virtio_ring, failover, ...) are resolved from modules.dep.
 const WANTED_MODULES = ['virtio_pci', 'virtio_net'];
@@ -60,7 +60,7 @@ export function qemuBinary(): string | null {
 }
 
 /** Kernel versions with both /boot/vmlinuz-V and /lib/modules/V/modules.dep, newest first. */
-function debianKernels(): string[] {
+export function debianKernels(): string[] {
   let names: string[];
   try { names = readdirSync('/boot'); } catch { return []; }
   return names
@@ -91,7 +91,7 @@ export class GuestSetupError extends Error {
   }
 }
 
-function busyboxPath(): string {
+export function busyboxPath(): string {
   const p = ['/usr/bin/busybox', '/bin/busybox'].find((c) => existsSync(c));
   if (!p) throw new GuestSetupError('busybox not found', 'busybox-static');
   // The initramfs has no libc, so a dynamically linked busybox (from the
@@ -146,7 +146,7 @@ const ELF_MAGIC = Buffer.from('7f454c46', 'hex');
  * it. A magic match can in principle be a false positive inside the
  * decompressor code, so every match is tried until one yields an ELF.
  */
-function extractVmlinux(vmlinuz: string): Buffer {
+export function extractVmlinux(vmlinuz: string): Buffer {
   const img = readFileSync(vmlinuz);
   if (img.subarray(0, 4).equals(ELF_MAGIC)) return img;
   const errors: string[] = [];
@@ -170,7 +170,7 @@ function moduleName(path: string): string {
 }
 
 /** The wanted modules and their dependencies, dependencies first, as paths relative to /lib/modules/V. */
-function moduleLoadOrder(kver: string): { name: string; path: string }[] {
+export function moduleLoadOrder(kver: string, wanted: readonly string[] = WANTED_MODULES): { name: string; path: string }[] {
   const base = `/lib/modules/${kver}`;
   const deps = new Map<string, { path: string; deps: string[] }>();
   for (const line of readFileSync(join(base, 'modules.dep'), 'utf8').split('\n')) {
@@ -194,11 +194,11 @@ function moduleLoadOrder(kver: string): { name: string; path: string }[] {
     for (const d of e.deps) visit(d);
     order.push({ name, path: e.path });
   };
-  for (const w of WANTED_MODULES) visit(w);
+  for (const w of wanted) visit(w);
   return order;
 }
 
-function moduleBytes(kver: string, rel: string): Buffer {
+export function moduleBytes(kver: string, rel: string): Buffer {
   const path = join(`/lib/modules/${kver}`, rel);
   const raw = readFileSync(path);
   // busybox insmod has no decompression support, so modules go in plain.
@@ -206,7 +206,7 @@ function moduleBytes(kver: string, rel: string): Buffer {
   return d ? runDecompressor(d, raw, path) : raw;
 }
 
-interface CpioEntry {
+export interface CpioEntry {
   name: string;
   mode: number; // full st_mode, type bits included
   data?: Buffer;
@@ -219,7 +219,7 @@ interface CpioEntry {
  * few lines, needs no extra package, can create /dev/console without mknod,
  * and gives byte-identical archives (fixed owners and mtimes).
  */
-function newcCpio(entries: CpioEntry[]): Buffer {
+export function newcCpio(entries: CpioEntry[]): Buffer {
   const parts: Buffer[] = [];
   const pad = (n: number): void => { if (n % 4) parts.push(Buffer.alloc(4 - (n % 4))); };
   const hex = (n: number): string => n.toString(16).padStart(8, '0');
@@ -241,9 +241,25 @@ function newcCpio(entries: CpioEntry[]): Buffer {
   return Buffer.concat(parts);
 }
 
+/**
+ * ethtool (Debian's, dynamically linked; there is no static build in Debian)
+ * with the shared libraries ldd names, at their own paths, so the guest can
+ * run `ethtool -l`. Empty when the host has no ethtool: guests then report
+ * queues from sysfs only.
+ */
+function ethtoolFiles(): { path: string; perm: number }[] {
+  const bin = ['/usr/sbin/ethtool', '/sbin/ethtool'].find((p) => existsSync(p));
+  if (!bin) return [];
+  const r = spawnSync('ldd', [bin], { encoding: 'utf8' });
+  if (r.status !== 0) return [];
+  const libs = [...r.stdout.matchAll(/(\/\S+\.so[.\d]*)\s/g)].map((m) => m[1]!);
+  return [{ path: bin, perm: 0o755 }, ...[...new Set(libs)].map((p) => ({ path: p, perm: 0o755 }))];
+}
+
 function buildInitramfs(kver: string, init: Buffer, udhcpcScript: Buffer, modules: { name: string; path: string }[]): Buffer {
   const dir = (name: string): CpioEntry => ({ name, mode: 0o040755 });
   const file = (name: string, data: Buffer, perm = 0o644): CpioEntry => ({ name, mode: 0o100000 | perm, data });
+  const ethtool = ethtoolFiles();
   return gzipSync(newcCpio([
     ...['bin', 'sbin', 'usr', 'usr/bin', 'usr/sbin', 'etc', 'lib', 'lib/modules', 'proc', 'sys', 'dev', 'tmp', 'run', 'root'].map(dir),
     // The kernel opens /dev/console for init's stdio before /init could mount devtmpfs.
@@ -254,7 +270,20 @@ function buildInitramfs(kver: string, init: Buffer, udhcpcScript: Buffer, module
     file('etc/udhcpc.script', udhcpcScript, 0o755),
     file('etc/qnh-modules', Buffer.from(modules.map((m) => m.name).join('\n') + '\n')),
     ...modules.map((m) => file(`lib/modules/${m.name}.ko`, moduleBytes(kver, m.path))),
+    // usr/sbin/ethtool, lib/x86_64-linux-gnu/*.so*, lib64/ld-linux-x86-64.so.2 (dirs first)
+    ...ethtoolDirs(ethtool).map(dir),
+    ...ethtool.map((f) => file(f.path.slice(1), readFileSync(f.path), f.perm)),
   ]), { level: 6 });
+}
+
+const BASE_DIRS = new Set(['bin', 'sbin', 'usr', 'usr/bin', 'usr/sbin', 'etc', 'lib', 'lib/modules', 'proc', 'sys', 'dev', 'tmp', 'run', 'root']);
+function ethtoolDirs(files: { path: string }[]): string[] {
+  const dirs = new Set<string>();
+  for (const f of files) {
+    const parts = f.path.slice(1).split('/').slice(0, -1);
+    for (let i = 1; i <= parts.length; i++) dirs.add(parts.slice(0, i).join('/'));
+  }
+  return [...dirs].filter((d) => !BASE_DIRS.has(d)).sort();
 }
 
 let imagePromise: Promise<GuestImage> | undefined;
@@ -281,7 +310,7 @@ async function buildOrReuse(): Promise<GuestImage> {
 
   const stamp = (p: string): string => { const s = statSync(p); return `${s.size}:${s.mtimeMs}`; };
   const key = createHash('sha256')
-    .update(JSON.stringify({ IMAGE_FORMAT, kver, vmlinuz: stamp(vmlinuz), bb: stamp(bb), modules }))
+    .update(JSON.stringify({ IMAGE_FORMAT, kver, vmlinuz: stamp(vmlinuz), bb: stamp(bb), modules, ethtool: ethtoolFiles().map((f) => `${f.path}:${stamp(f.path)}`) }))
     .update(init).update(udhcpcScript)
     .digest('hex').slice(0, 16);
   const final = join(CACHE, `${kver}-${key}`);

@@ -34,6 +34,8 @@ export interface GuestSettings {
   carrier?: number;
   /** serve mode: addresses (comma-separated) to ping about once a second, printing QNH-REACH-UP/DOWN ADDR on every change. */
   watch?: string;
+  /** 1: print QNH-QUEUES (sysfs rx-/tx- queue counts) and QNH-ETHTOOL lines (`ethtool -l`) once up. */
+  queues?: number;
 }
 
 export interface GuestOptions {
@@ -48,9 +50,11 @@ export interface GuestOptions {
    */
   sharedMemory?: boolean;
   memoryMb?: number;
+  /** Virtual CPUs (1); virtio-net enables min(CPUs, queue pairs) queues at boot. */
+  smp?: number;
   /** Run QEMU inside this namespace (taps and bridges named in args live there). */
   ns?: NetNs;
-  /** Hard limit on QEMU's life from spawn; it is killed afterwards (60 s). */
+  /** Hard limit on QEMU's life from spawn; it is killed afterwards (180 s; a boot takes 8-9 s at load average 16). */
   timeoutMs?: number;
   /** Name used in error messages, useful with several guests. */
   name?: string;
@@ -114,7 +118,7 @@ export function qemuArgs(image: GuestImage, opts: GuestOptions): string[] {
     .map(([k, v]) => cmdlineValue(k, v as string | number));
   return [
     '-machine', `pc,accel=tcg${shared ? ',memory-backend=qnhmem' : ''}`,
-    '-cpu', 'max', '-m', String(mem), '-smp', '1',
+    '-cpu', 'max', '-m', String(mem), '-smp', String(opts.smp ?? 1),
     '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
     '-serial', 'stdio',
     ...(shared ? ['-object', `memory-backend-memfd,id=qnhmem,size=${mem}M,share=on`] : []),
@@ -144,7 +148,7 @@ export class Guest {
     liveGuests.add(proc);
     proc.stdout!.setEncoding('utf8').on('data', (d: string) => this.onSerial(d));
     proc.stderr!.setEncoding('utf8').on('data', (d: string) => { this.err += d; });
-    const hard = setTimeout(() => { this.timedOut = true; proc.kill('SIGKILL'); }, opts.timeoutMs ?? 60_000);
+    const hard = setTimeout(() => { this.timedOut = true; proc.kill('SIGKILL'); }, opts.timeoutMs ?? 180_000);
     this.done = new Promise<GuestResult>((res) => {
       let spawnError: Error | undefined;
       proc.once('error', (e) => { spawnError = e; });
@@ -219,7 +223,7 @@ export class Guest {
   /** An error message with the tail of the console and QEMU's stderr. */
   describe(what: string): string {
     const tail = this.out.split('\n').slice(-40).join('\n');
-    const why = this.timedOut ? ` (hard timeout of ${this.opts.timeoutMs ?? 60_000} ms hit)` : '';
+    const why = this.timedOut ? ` (hard timeout of ${this.opts.timeoutMs ?? 180_000} ms hit)` : '';
     return `${this.label}: ${what}${why}\n--- serial (tail) ---\n${tail}\n--- qemu stderr ---\n${this.err.trim()}`;
   }
 

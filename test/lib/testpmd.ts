@@ -50,7 +50,7 @@ export class Testpmd {
   output(): string { return this.out; }
 
   /** Waits until testpmd printed something matching re (or exits / times out). */
-  async waitFor(re: RegExp, timeoutMs = 15000): Promise<boolean> {
+  async waitFor(re: RegExp, timeoutMs = 60000): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       if (re.test(this.out)) return true;

@@ -175,6 +175,11 @@ export interface GuestMemoryOptions {
   name?: string;
   /** false: a memfd nobody can seal (as DPDK --no-huge makes); default sealable, like QEMU's. */
   sealable?: boolean;
+  /**
+   * Use the mapping's real address as uaBase (vhost-net reads our memory
+   * through our own address space, so addresses must be true ones).
+   */
+  realAddresses?: boolean;
 }
 
 /**
@@ -203,6 +208,7 @@ export class GuestMemfd {
     this.name = opts.name ?? 'qnh-guest';
     this.fd = memfdCreate(this.name, this.size, opts.sealable ?? true);
     this.map = mapShared(this.fd, this.size);
+    if (opts.realAddresses) this.uaBase = Number(koffi.address(this.map.ptr));
     this.buffer = this.map.buffer;
     this.u8 = new Uint8Array(this.buffer);
     this.dv = new DataView(this.buffer);

@@ -15,6 +15,8 @@ export interface BridgeTapRequest {
   tunDevice?: string;
   /** Tap name or pattern; default tap%d like qemu-bridge-helper. */
   tapName?: string;
+  /** More than 1: an IFF_MULTI_QUEUE tap with one fd per queue (QEMU's fds=a:b:...). */
+  queues?: number;
   /**
    * Persistent tap (see EndpointRequest.persist): marked with `marker`,
    * journaled as owned by `backend`, released with `release` on rollback.
@@ -31,6 +33,8 @@ export interface BridgeTapRequest {
 
 export interface TapEndpoint {
   tap: Tap;
+  /** One fd per queue; [tap.fd] for a single-queue tap. */
+  queueFds: number[];
   bridge: string;
   mtu: number;
   mac: Buffer;
@@ -54,18 +58,31 @@ export function tunError(e: unknown, tunDevice: string): never {
 
 export function setupBridgeTap(req: BridgeTapRequest, rb: Rollback): TapEndpoint {
   const tunDevice = req.tunDevice ?? DEFAULT_TUN_DEVICE;
+  const queues = Math.max(1, req.queues ?? 1);
   if (ifIndex(req.bridge) === 0) {
     throw new NotFoundError(`bridge '${req.bridge}' does not exist in this network namespace`, `create it ('ip link add ${req.bridge} type bridge') or pass another --br`);
   }
   let tap: Tap;
   try {
-    tap = createTap({ vnetHdr: req.vnetHdr, tunDevice, ...(req.tapName ? { name: req.tapName } : {}) });
+    tap = createTap({ vnetHdr: req.vnetHdr, tunDevice, ...(req.tapName ? { name: req.tapName } : {}), ...(queues > 1 ? { multiQueue: true } : {}) });
   } catch (e) {
     tunError(e, tunDevice);
   }
   // Non-persistent: closing our fd destroys the tap (QEMU's dup keeps it alive once sent).
   rb.add(`close tap ${tap.name}`, () => closeFd(tap.fd));
   let owned: OwnedObject | undefined;
+  const queueFds = [tap.fd];
+  // Further queues: the same name and flags again attach a new queue to that tap.
+  for (let q = 1; q < queues; q++) {
+    let more: Tap;
+    try {
+      more = createTap({ vnetHdr: req.vnetHdr, tunDevice, name: tap.name, multiQueue: true });
+    } catch (e) {
+      tunError(e, tunDevice);
+    }
+    rb.add(`close queue ${q} of tap ${tap.name}`, () => closeFd(more.fd));
+    queueFds.push(more.fd);
+  }
   if (req.persist) {
     // Marked and journaled while the tap still dies with our fd, made
     // persistent last: a crash anywhere in between leaks nothing, and what
@@ -94,7 +111,7 @@ export function setupBridgeTap(req: BridgeTapRequest, rb: Rollback): TapEndpoint
       throw e;
     }
     setUp(tap.name);
-    return { tap, bridge: req.bridge, mtu, mac, ...(owned ? { owned } : {}) };
+    return { tap, queueFds, bridge: req.bridge, mtu, mac, ...(owned ? { owned } : {}) };
   } catch (e) {
     if (e instanceof SysError) {
       if (e.code === 'EPERM') throw new PermissionError(`no permission: ${e.message}`, 'the helper needs CAP_NET_ADMIN');

@@ -34,6 +34,7 @@ function releaseBridgeObject(obj: OwnedObject): string | undefined {
   if (obj.kind !== KIND_LINK) throw new SetupError(`the bridge kernel cannot release objects of kind '${obj.kind}'`);
   return obj.data.onlyIfNoPorts ? releaseCreatedBridge(obj) : releaseLink(obj, ['tun']);
 }
+import { setBridgePortVlan } from './vlan.js';
 
 export const bridgeBackend: KernelBackend = {
   name: 'bridge',
@@ -62,10 +63,11 @@ export const bridgeBackend: KernelBackend = {
       owned.push(obj);
     }
     const persist = req.persist ? { persist: { backend: 'bridge', marker, mark: markLink, release: releaseBridgeObject } } : {};
-    const ep = setupBridgeTap({ bridge, vnetHdr: req.vnetHdr, tunDevice: host.tunDevice, ...persist }, rb);
+    const ep = setupBridgeTap({ bridge, vnetHdr: req.vnetHdr, tunDevice: host.tunDevice, queues: req.queues, ...persist }, rb);
     if (ep.owned) owned.push(ep.owned);
+    if (req.vlan) setBridgePortVlan(bridge, ep.tap.name, req.vlan);
     // The tap's own address (fe:...) is not the guest's; the guest MAC is what was asked for, if anything.
-    return { kernel: 'bridge', ifname: ep.tap.name, fds: [ep.tap.fd], vnetHdr: ep.tap.vnetHdr, ...(req.mac ? { mac: formatMac(req.mac) } : {}), mtu: ep.mtu, owned, info: { bridge, tapMac: formatMac(ep.mac) } };
+    return { kernel: 'bridge', ifname: ep.tap.name, fds: ep.queueFds, vnetHdr: ep.tap.vnetHdr, ...(req.mac ? { mac: formatMac(req.mac) } : {}), mtu: ep.mtu, owned, info: { bridge, tapMac: formatMac(ep.mac) } };
   },
   release: (obj: OwnedObject) => releaseBridgeObject(obj),
 };

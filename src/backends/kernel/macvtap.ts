@@ -30,6 +30,7 @@ import type { Availability, EndpointRequest, HostContext, KernelBackend, KernelE
 import { linkMarker, markNewLink, releaseLink } from './klink.js';
 import { dataNumber, dataString, ipReason, kernelFailure, stringParam } from './kerrors.js';
 import { FEATURES, kernelHas } from './kprobe.js';
+import { ensureVlanLink, KIND_VLAN, releaseVlanLink } from './vlan.js';
 
 // coreutils' mknod at its fixed path: the caller's PATH must not choose what we run as root.
 const MKNOD = '/usr/bin/mknod';
@@ -213,7 +214,8 @@ function checkParent(parent: string): LinkInfo {
 
 export function setupMacvtap(req: EndpointRequest, host: HostContext, rb: Rollback): KernelEndpoint {
   if (!req.dev) throw new UsageError('macvtap needs a parent device', 'pass --dev=<uplink>');
-  const parent = checkInterfaceName(req.dev, 'parent device');
+  // With a VLAN the macvtap's parent is --dev's VLAN link (made if missing).
+  const parent = req.vlan ? ensureVlanLink(checkInterfaceName(req.dev, 'parent device'), req.vlan, 'macvtap', rb).ifname : checkInterfaceName(req.dev, 'parent device');
   const mode = macvtapModeFor(req);
   const queues = req.queues > 0 ? req.queues : 1;
   const wanted = stringParam(req.params, 'ifname');
@@ -380,6 +382,10 @@ export function releaseDeviceNode(obj: OwnedObject): string | undefined {
  */
 export function releaseMacvtap(obj: OwnedObject): string | undefined {
   if (obj.kind === KIND_DEVNODE) return releaseDeviceNode(obj);
+  if (obj.kind === KIND_VLAN) {
+    releaseVlanLink(obj);
+    return undefined;
+  }
   if (obj.kind !== OWNED_KIND) throw new SetupError(`the macvtap kernel cannot release objects of kind '${obj.kind}'`);
   return releaseLink(obj, ['macvtap']);
 }

@@ -15,8 +15,9 @@ export const macvtapTransport: Transport = {
     if (ep.kernel === 'macvtap') {
       return { transport: 'macvtap', fds: ep.fds, vnetHdrSize: ep.vnetHdr ? 12 : 0, queues: ep.fds.length, info: { ifname: ep.ifname, chardev: ep.info.chardev, ...(ep.devicePath ? { devicePath: ep.devicePath } : {}) } };
     }
-    const { mac: _guestMac, ...rest } = req;
-    void _guestMac;
+    // The VF's own port VLAN (sriov) stands for `vlan`: no VLAN link on top of it.
+    const { mac: _guestMac, vlan: _vlan, ...rest } = req;
+    void _guestMac; void _vlan;
     // The VF already carries the guest MAC (set by the sriov implementation);
     // passthru makes the macvtap share it.
     const mv = setupMacvtap({ ...rest, dev: ep.ifname, params: { ...req.params, macvtapMode: 'passthru' } }, host, rb);

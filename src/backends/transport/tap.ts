@@ -1,5 +1,6 @@
 // Transport "tap": the kernel implementation already opened a tap (bridge,
-// route, nat); QEMU gets that one fd through the helper protocol.
+// route, nat); QEMU gets that fd through the helper protocol, or one fd per
+// queue of a multiqueue tap (`run`, the extended protocol).
 import { existsSync } from 'node:fs';
 import type { Transport } from '../types.js';
 
@@ -7,7 +8,8 @@ export const tapTransport: Transport = {
   name: 'tap',
   probe: (host) => existsSync(host.tunDevice) ? { available: true, reason: `${host.tunDevice} present` } : { available: false, reason: `${host.tunDevice} missing` },
   accepts: (kernel) => kernel === 'bridge' || kernel === 'route' || kernel === 'nat',
-  attach(ep) {
-    return { transport: 'tap', fds: ep.fds.slice(0, 1), vnetHdrSize: ep.vnetHdr ? 12 : 0, queues: 1, info: { ifname: ep.ifname } };
+  attach(ep, req) {
+    const fds = ep.fds.slice(0, Math.max(1, req.queues));
+    return { transport: 'tap', fds, vnetHdrSize: ep.vnetHdr ? 12 : 0, queues: fds.length, info: { ifname: ep.ifname } };
   },
 };

@@ -1,0 +1,59 @@
+// `run`: --nic SPEC parsing and the QEMU arguments for inherited NIC fds.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ExitCode, HelperError } from '../../src/errors.js';
+import { parseNicSpec, parseNicSpecs } from '../../src/launch/nic-spec.js';
+import { deviceArg, netdevArg, shellLine } from '../../src/launch/qemu-args.js';
+
+const usage = (f: () => unknown, re: RegExp): void => {
+  assert.throws(f, (e: unknown) => e instanceof HelperError && e.exitCode === ExitCode.USAGE && re.test(e.message));
+};
+
+describe('run --nic SPEC', () => {
+  it('maps keys to the helper flags', () => {
+    const s = parseNicSpec('mode=vepa,dev=eth1,mac=52:54:00:AB:cd:01,queues=4,vhost=on,mtu=9000,vfpool=pf0+0000:03:10.1,id=lan', 0);
+    assert.equal(s.id, 'lan');
+    assert.equal(s.vhost, 'on');
+    assert.equal(s.mac, '52:54:00:ab:cd:01');
+    assert.deepEqual({ mode: s.args.mode, dev: s.args.dev, queues: s.args.queues, mtu: s.args.mtu, vfPool: s.args.vfPool, useVnet: s.args.useVnet },
+      { mode: 'vepa', dev: 'eth1', queues: 4, mtu: 9000, vfPool: ['pf0', '0000:03:10.1'], useVnet: true });
+    const b = parseNicSpec('br=br7', 3);
+    assert.equal(b.id, 'n3');
+    assert.equal(b.vhost, 'auto');
+    assert.equal(b.args.bridge, 'br7');
+    assert.equal(b.args.bridgeGiven, true);
+  });
+  it('refuses bad input with one clear line', () => {
+    usage(() => parseNicSpec('mode=bridge,colour=red', 0), /unknown key 'colour'/);
+    usage(() => parseNicSpec('mode', 0), /'mode' is not key=value/);
+    usage(() => parseNicSpec('queues=0', 0), /queues='0' is not a number from 1 to 16/);
+    usage(() => parseNicSpec('queues=17', 0), /from 1 to 16/);
+    usage(() => parseNicSpec('vhost=maybe', 0), /vhost='maybe'/);
+    usage(() => parseNicSpec('br=br0,br=br1', 0), /'br' given twice/);
+    usage(() => parseNicSpec('mac=01:00:5e:00:00:01', 0), /multicast/);
+    usage(() => parseNicSpec('id=1x', 0), /not a QEMU id/);
+    usage(() => parseNicSpec('dev=', 0), /has no value/);
+    usage(() => parseNicSpecs(['br=br0,id=a', 'br=br1,id=a']), /id 'a' is used by another --nic/);
+  });
+});
+
+describe('QEMU arguments for inherited fds', () => {
+  it('single queue, no vhost', () => {
+    assert.equal(netdevArg({ id: 'n0', queueFds: [3], vhostFds: [] }), 'tap,id=n0,fd=3,vhost=off');
+    assert.equal(deviceArg({ id: 'n0', queueFds: [3], vhostFds: [] }), 'virtio-net-pci,netdev=n0');
+  });
+  it('single queue with vhost-net', () => {
+    assert.equal(netdevArg({ id: 'n0', queueFds: [3], vhostFds: [4] }), 'tap,id=n0,fd=3,vhost=on,vhostfd=4');
+  });
+  it('4 queues with vhost-net: fds, vhostfds, mq=on, vectors=2N+2', () => {
+    const n = { id: 'n1', queueFds: [3, 4, 5, 6], vhostFds: [7, 8, 9, 10], mac: '52:54:00:00:00:01' };
+    assert.equal(netdevArg(n), 'tap,id=n1,fds=3:4:5:6,vhost=on,vhostfds=7:8:9:10');
+    assert.equal(deviceArg(n), 'virtio-net-pci,netdev=n1,mq=on,vectors=10,mac=52:54:00:00:00:01');
+  });
+  it('refuses mismatched vhost fds', () => {
+    assert.throws(() => netdevArg({ id: 'n0', queueFds: [3, 4], vhostFds: [5] }), /2 queues but 1 vhost-net fds/);
+  });
+  it('shell line quotes what needs quoting', () => {
+    assert.equal(shellLine(['qemu', '-append', "console=ttyS0 it's", '-m', '1G']), `qemu -append 'console=ttyS0 it'\\''s' -m 1G`);
+  });
+});
