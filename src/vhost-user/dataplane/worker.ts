@@ -159,6 +159,7 @@ const handlers: Handlers = {
   setMode: (cmd) => {
     need(cmd.port);
     sw.topo.set(cmd.port, modeCode(cmd.mode));
+    sw.refreshTopology();
     return null;
   },
   setUplink: (cmd) => {
