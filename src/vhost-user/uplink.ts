@@ -29,7 +29,7 @@ export interface Uplink {
 }
 
 export function openUplink(opts: { dev?: string; bridge?: string }): Uplink | null {
-  if (opts.dev && opts.bridge) throw new UsageError('--uplink and --br are exclusive: --br BR is an uplink through a tap on bridge BR');
+  if (opts.dev && opts.bridge) throw new UsageError('--uplink and --br are exclusive: --br BR is itself an uplink (a tap on bridge BR)', "run 'qemu-net-helper vhost-user serve --help'");
   if (opts.bridge) {
     const br = opts.bridge;
     if (ifIndex(br) === 0) throw new NotFoundError(`bridge '${br}' does not exist`, `create it ('ip link add ${br} type bridge') or pass another --br`);

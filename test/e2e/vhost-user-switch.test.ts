@@ -144,6 +144,40 @@ describe('vhost-user switch with our test front-end', () => {
     }
   });
 
+  it('control: a client port added at run time; a hostile control client only loses its own connection', async () => {
+    const ctl = join(dir, 'ctl2.sock');
+    const listening = join(dir, 'fe-listens.sock');
+    const lfd = listenUnix(listening);
+    const s = new Serve(['--control', ctl, '--events']);
+    try {
+      await s.ready([ctl]);
+      const cl = await ControlClient.connect(ctl);
+      const r = await cl.request({ op: 'add-port', socket: listening, client: true, mode: 'private' });
+      assert.deepEqual(r, { ok: true, port: 0, socket: listening });
+      let fd = -1;
+      await VhostFrontend.until(() => (fd = acceptUnix(lfd)) >= 0, 10000, () => 'the switch to connect to our listening front-end');
+      const fe = new VhostFrontend(fd);
+      await fe.handshake({ memory: { name: 'qnh-ctl-client' } });
+      await s.waitEvent((e) => e.event === 'ready' && e.port === 0);
+      const list = await cl.request({ op: 'list' });
+      assert.deepEqual((list.ports as { client: boolean; mode: string; ready: boolean }[]).map((p) => [p.client, p.mode, p.ready]), [[true, 'private', true]]);
+      // Garbage and an endless line: error replies, then only that client is dropped.
+      const bad = await ControlClient.connect(ctl);
+      assert.match(String((await bad.raw('{"op":"list","extra":1}')).error), /unknown field "extra"/);
+      assert.match(String((await bad.raw('x'.repeat(20000))).error), /longer than 16384 bytes/);
+      await VhostFrontend.until(() => bad.isClosed, 5000, () => 'the hostile control client to be disconnected');
+      assert.equal((await cl.request({ op: 'list' })).ok, true, 'the other control client is unaffected');
+      fe.close();
+      cl.close();
+    } finally {
+      const { code } = await s.stop();
+      closeFd(lfd);
+      rmSync(listening, { force: true });
+      assert.equal(code, 0, s.log());
+    }
+    assert.ok(!existsSync(ctl), 'control socket removed on exit');
+  });
+
   it('never removes a path that is not its own stale socket', async () => {
     const f = join(dir, 'file.sock');
     writeFileSync(f, 'not a socket');

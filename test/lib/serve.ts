@@ -29,7 +29,12 @@ export class Serve {
       while ((i = this.out.indexOf('\n')) >= 0) {
         const line = this.out.slice(0, i);
         this.out = this.out.slice(i + 1);
-        if (line.trim()) this.events.push(JSON.parse(line) as EventLine);
+        if (!line.trim()) continue;
+        try {
+          this.events.push(JSON.parse(line) as EventLine);
+        } catch {
+          this.err += `[stdout, not an event] ${line}\n`; // shows up in failure messages
+        }
       }
     });
     this.exited = new Promise((res) => this.proc.once('exit', (c) => res(c)));

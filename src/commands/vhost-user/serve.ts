@@ -22,8 +22,8 @@ QEMU needs shared guest memory for vhost-user:
   static override flags = {
     socket: Flags.string({ summary: 'unix socket path of a port (repeatable)', multiple: true, default: [] }),
     client: Flags.boolean({ summary: 'connect to front-ends that listen (QEMU server=on), retrying until they appear' }),
-    br: Flags.string({ summary: 'uplink: a tap of ours on this bridge', exclusive: ['uplink'] }),
-    uplink: Flags.string({ summary: 'uplink: this host device, through an AF_PACKET socket (promiscuous)', exclusive: ['br'] }),
+    br: Flags.string({ summary: 'uplink: a tap of ours on this bridge' }),
+    uplink: Flags.string({ summary: 'uplink: this host device, through an AF_PACKET socket (promiscuous)' }),
     mode: Flags.string({ summary: 'default port mode: veb (switch locally), vepa (all to the uplink), private (only the uplink)', options: ['veb', 'vepa', 'private'], default: 'veb' }),
     events: Flags.boolean({ summary: 'print events (connected, ready, disconnected, mac-learned, ...) as JSON lines on stdout' }),
     control: Flags.string({ summary: 'unix socket for JSON-line control: add-port, remove-port, set-mode, list, events' }),

@@ -50,10 +50,25 @@ export class SwitchCore {
   private readonly flat = Buffer.allocUnsafe(MAX_FRAME_LEN);
   private eventBudget = EVENTS_PER_SECOND;
   private eventSecond = 0;
+  // The last unicast decision (ingress, destination, source -> one port),
+  // reused while nothing that could change it changed: same MAC table
+  // generation, same topology epoch, same coarse clock tick (so ageing and
+  // the source's refresh still happen every tick). A stream of frames between
+  // two guests then skips both table lookups and the learning write.
+  private epoch = 0;
+  private cFrom = -1;
+  private cDst = -1;
+  private cSrc = -1;
+  private cGen = -1;
+  private cEpoch = -1;
+  private cNow = -1;
+  private cTo: WorkerPort | null = null;
 
   constructor(private readonly post: (event: { event: 'mac-learned'; mac: string; port: number; moved: boolean }) => void) {}
 
+  /** Ports, modes or the uplink changed (also call after setting a mode). */
   refreshTopology(): void {
+    this.epoch++;
     this.topo.hasUplink = this.uplinkFd >= 0;
     this.lossless = this.topo.ids.length === 2 && !this.topo.hasUplink;
   }
@@ -66,25 +81,43 @@ export class SwitchCore {
     if (this.eventBudget-- > 0) this.post({ event: 'mac-learned', mac: macToString(mac), port, moved: r === 'moved' });
   }
 
-  /** The first 12 frame bytes (destination, source MAC) of a TX chain after its header. */
+  /**
+   * Destination and source MAC of a TX chain's frame (after its header) into
+   * peekDst/peekSrc. Usually both lie in one segment: four DataView reads.
+   */
   private peek(chain: ChainScratch, skip: number): boolean {
     const mem = chain.mem!;
+    let i = 0;
+    const end = chain.firstWritable;
+    while (i < end && chain.length[i]! <= skip) skip -= chain.length[i++]!;
+    if (i >= end) return false;
+    const off = chain.offset[i]! + skip;
+    if (chain.length[i]! - skip >= 12) {
+      const dv = mem.dv[chain.region[i]!]!;
+      this.peekDst = dv.getUint16(off) * 0x100000000 + dv.getUint32(off + 2);
+      this.peekSrc = dv.getUint16(off + 6) * 0x100000000 + dv.getUint32(off + 8);
+      return true;
+    }
+    // Split across segments: gather byte by byte.
     const h = this.head;
     let d = 0;
-    for (let i = 0; i < chain.firstWritable && d < 12; i++) {
-      let off = chain.offset[i]!;
-      let len = chain.length[i]!;
-      if (skip !== 0) {
-        if (len <= skip) { skip -= len; continue; }
-        off += skip;
-        len -= skip;
-        skip = 0;
-      }
+    let o = off;
+    let len = chain.length[i]! - skip;
+    for (;;) {
       const u8 = mem.u8[chain.region[i]!]!;
-      while (len-- > 0 && d < 12) h[d++] = u8[off++]!;
+      while (len-- > 0 && d < 12) h[d++] = u8[o++]!;
+      if (d === 12) break;
+      if (++i >= end) return false;
+      o = chain.offset[i]!;
+      len = chain.length[i]!;
     }
-    return d === 12;
+    this.peekDst = macAt(h, 0);
+    this.peekSrc = macAt(h, 6);
+    return true;
   }
+
+  private peekDst = 0;
+  private peekSrc = 0;
 
   /**
    * Switches one frame from a guest TX chain of port `from` (queue pair
@@ -98,18 +131,29 @@ export class SwitchCore {
       st.txDropped++;
       return SENT;
     }
-    const dst = macAt(this.head, 0);
-    const src = macAt(this.head, 6);
-    const out = this.out;
-    const n = decide(this.fdb, this.topo, from.id, dst, src, this.now, out);
-    if (n === 1 && out[0]! >= 0) {
+    const dst = this.peekDst;
+    const src = this.peekSrc;
+    let to: WorkerPort | null | undefined;
+    let n = 1;
+    const hit = dst === this.cDst && src === this.cSrc && from.id === this.cFrom && this.fdb.gen === this.cGen && this.epoch === this.cEpoch && this.now === this.cNow;
+    if (hit) {
+      to = this.cTo;
+    } else {
+      n = decide(this.fdb, this.topo, from.id, dst, src, this.now, this.out);
+      to = n === 1 && this.out[0]! >= 0 ? this.ports.get(this.out[0]!) : null;
+    }
+    if (to !== null) {
       // Unicast (or a flood that reaches one port): the hot path.
-      const to = this.ports.get(out[0]!);
       const rx = to?.rxQueue(pair);
       if (!to || !rx) { st.txDropped++; this.learn(src, from.id); return SENT; }
       const r = deliverFrame(rx.q, this.rxChain, rx.spec.hdrLen, rx.spec.mrgRxbuf, chain, hdrLen, null, 0, frameLen);
       if (r === RX_NO_BUFFERS && this.lossless) return BACKPRESSURE;
-      this.learn(src, from.id);
+      if (!hit) {
+        this.learn(src, from.id);
+        // Cache after learning: a first sighting bumps the generation.
+        this.cFrom = from.id; this.cDst = dst; this.cSrc = src; this.cTo = to;
+        this.cGen = this.fdb.gen; this.cEpoch = this.epoch; this.cNow = this.now;
+      }
       st.txFrames++;
       if (r === RX_OK) { to.stats.rxFrames++; this.markDirty(rx); }
       else if (r === RX_TOO_BIG) st.txDropped++;
@@ -118,6 +162,7 @@ export class SwitchCore {
     }
     this.learn(src, from.id);
     st.txFrames++;
+    const out = this.out;
     let flatLen = -1;
     for (let i = 0; i < n; i++) {
       const p = out[i]!;

@@ -101,8 +101,13 @@ function eventPump(): void {
     if (work === 0) {
       // Ask for kicks again, then re-check: buffers posted before the
       // re-enable would otherwise never be noticed.
+      // An RX ring with buffers posted is the normal idle state: it only
+      // counts as work when a sender is stalled waiting for it (otherwise the
+      // pump would spin on every guest that keeps RX buffers ready).
+      let stalled = false;
+      for (const p of pipes) if (p.stalled) stalled = true;
       let more = false;
-      for (const pt of ports.values()) for (const q of pt.queues) if (q && q.q.enableNotify()) more = true;
+      for (const pt of ports.values()) for (const q of pt.queues) if (q && q.q.enableNotify() && (stalled || !q.isRx)) more = true;
       if (!more) {
         updateTapWatches();
         return;
@@ -159,6 +164,7 @@ const handlers: Handlers = {
   setMode: (cmd) => {
     need(cmd.port);
     sw.topo.set(cmd.port, modeCode(cmd.mode));
+    sw.refreshTopology();
     return null;
   },
   setUplink: (cmd) => {

@@ -4,24 +4,15 @@
 // the memory table; DPDK sends it last), and hands the data path plain specs.
 // Every handler either replies or throws DeviceError; the connection turns a
 // DeviceError into an error reply (REPLY_ACK) or a closed connection.
-import { fstatSync } from 'node:fs';
 import { closeFd } from '../../sys/libc.js';
-import { ensureShrinkSeal } from '../../sys/seals.js';
-import { isEventFd } from '../../sys/eventfd.js';
-import { setNonBlocking } from '../../sys/unix-socket.js';
 import { Feature, hasFeature, ProtoFeature, Req, encodeAck, encodeU64Reply, encodeVringStateReply, encodeConfigErrorReply, requestFds, type Request } from '../protocol/index.js';
 import type { PortDataplane, QueueSpec } from '../dataplane/api.js';
 import { offeredFeatures, offeredProtocolFeatures } from './features.js';
 import { MemoryError, MemoryTable, MAX_REGIONS, regionSpec } from './memory-table.js';
+import { checkNotifyFd, sealRegions } from './fd-checks.js';
+import { DeviceError } from './errors.js';
 
-export class DeviceError extends Error {
-  /** Close the connection rather than reply with an error. */
-  readonly fatal: boolean;
-  constructor(message: string, fatal = false) {
-    super(message);
-    this.fatal = fatal;
-  }
-}
+export { DeviceError };
 
 interface Vring {
   num: number;
@@ -54,22 +45,6 @@ export interface DeviceOptions {
    * cannot seal (DPDK --no-huge, files on hugetlbfs).
    */
   allowUnsealedMemory?: boolean;
-}
-
-/**
- * Seals each region file against shrinking (or finds it sealed). Non-files
- * are left to the data path, which refuses them with its own reason.
- */
-function sealRegions(fds: number[], allowUnsealed: boolean): void {
-  for (const fd of fds) {
-    let file = false;
-    try { file = fstatSync(fd).isFile(); } catch { /* not ours to judge here */ }
-    if (!file) continue;
-    if (ensureShrinkSeal(fd) === 'unsealable' && !allowUnsealed) {
-      throw new Error('a memory region file is not sealed against shrinking (F_SEAL_SHRINK) and cannot be sealed: truncating it would kill every port with SIGBUS '
-        + '(QEMU\'s memory-backend-memfd seals by default; for a trusted front-end that cannot seal, run serve with --allow-unsealed-memory)');
-    }
-  }
 }
 
 export class VhostUserNetDevice {
@@ -381,21 +356,6 @@ export class VhostUserNetDevice {
       status: this.status,
     };
   }
-}
-
-/**
- * Kick/call/err fds must be eventfds (anything else could block or abort the
- * poller) and are made non-blocking: a call write on a full counter must drop
- * the notification, not freeze the worker every port shares. QEMU and DPDK
- * create theirs non-blocking anyway, so this changes nothing for them.
- */
-function checkNotifyFd(req: { kind: string; index: number; nofd: boolean; fd?: number }): void {
-  if (req.nofd || req.fd === undefined) return;
-  if (!isEventFd(req.fd)) {
-    closeFd(req.fd);
-    throw new DeviceError(`${req.kind} for ring ${req.index}: the fd is not an eventfd`);
-  }
-  setNonBlocking(req.fd, true);
 }
 
 /** RARP announce from the guest's MAC, so switches learn where it moved (SEND_RARP). */

@@ -38,6 +38,8 @@ export function parseMac(s: string): number | null {
 
 export class MacTable {
   private readonly map = new Map<number, Entry>();
+  /** Bumped whenever an entry appears, moves or goes: callers caching a decision compare it. */
+  gen = 0;
   constructor(readonly ageMs = DEFAULT_AGE_MS, readonly maxEntries = DEFAULT_MAX_ENTRIES) {}
 
   get size(): number { return this.map.size; }
@@ -59,10 +61,12 @@ export class MacTable {
       if (fresh && port === UPLINK && e.port !== UPLINK) return 'ignored';
       e.port = port;
       e.seen = now;
+      this.gen++;
       return 'moved';
     }
     if (this.map.size >= this.maxEntries) return 'full';
     this.map.set(mac, { port, seen: now });
+    this.gen++;
     return 'new';
   }
 
@@ -72,6 +76,7 @@ export class MacTable {
     if (e === undefined) return UNKNOWN;
     if (now - e.seen >= this.ageMs) {
       this.map.delete(mac);
+      this.gen++;
       return UNKNOWN;
     }
     return e.port;
@@ -81,6 +86,7 @@ export class MacTable {
   sweep(now: number): number {
     let n = 0;
     for (const [mac, e] of this.map) if (now - e.seen >= this.ageMs) { this.map.delete(mac); n++; }
+    if (n) this.gen++;
     return n;
   }
 
@@ -88,6 +94,7 @@ export class MacTable {
   flushPort(port: number): number {
     let n = 0;
     for (const [mac, e] of this.map) if (e.port === port) { this.map.delete(mac); n++; }
+    if (n) this.gen++;
     return n;
   }
 
