@@ -273,18 +273,22 @@ export function writeFrame(fd: number, frame: Buffer, vnetHdrLen: number): void 
 }
 
 /** Reads frames until `match` accepts one or `timeoutMs` passes; `onFrame` sees every frame (to answer ARP). */
-export async function readFrameUntil(fd: number, vnetHdrLen: number, match: (f: Buffer) => boolean, timeoutMs = 15_000, onFrame?: (f: Buffer) => void): Promise<Buffer | null> {
+/** Reads frames from fd (or from any of several queue fds: a multiqueue tap spreads flows over them) until one matches. */
+export async function readFrameUntil(fd: number | number[], vnetHdrLen: number, match: (f: Buffer) => boolean, timeoutMs = 15_000, onFrame?: (f: Buffer) => void): Promise<Buffer | null> {
+  const fds = Array.isArray(fd) ? fd : [fd];
   const buf = Buffer.alloc(65536);
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    const n = Number(c.read(fd, buf, buf.length));
-    if (n > 0) {
+    let got = false;
+    for (const q of fds) {
+      const n = Number(c.read(q, buf, buf.length));
+      if (n <= 0) continue;
+      got = true;
       const f = Buffer.from(buf.subarray(vnetHdrLen, n));
       onFrame?.(f);
       if (match(f)) return f;
-      continue;
     }
-    await new Promise((r) => setTimeout(r, 2));
+    if (!got) await new Promise((r) => setTimeout(r, 2));
   }
   return null;
 }
