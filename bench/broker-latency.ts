@@ -10,28 +10,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BIN } from '../test/lib/paths.js';
-import { once, stats, type LatencyResult } from './helper-latency.js';
+import { measure, type LatencyCase, type LatencyResult } from './helper-latency.js';
 
 const QBH = '/usr/lib/qemu/qemu-bridge-helper';
 const USER = 65534;
 
 async function inner(socket: string, qbh: string, rounds: number): Promise<LatencyResult> {
   const env = { PATH: process.env.PATH, QEMU_NET_HELPER_BROKER: socket };
-  const cases: { name: string; cmd: string[]; fd: boolean }[] = [
+  const cases: LatencyCase[] = [
     { name: 'node -e 0 (uid 65534)', cmd: [process.execPath, '-e', '0'], fd: false },
     { name: 'qemu-net-helper via the broker (uid 65534)', cmd: [process.execPath, BIN, '--use-vnet', '--fd=3', '--br=br0'], fd: true },
   ];
   if (existsSync(qbh)) cases.push({ name: 'qemu-bridge-helper, setuid root (uid 65534)', cmd: [qbh, '--use-vnet', '--fd=3', '--br=br0'], fd: true });
-  const times = cases.map(() => [] as number[]);
-  for (let r = -3; r < rounds; r++) {
-    for (let i = 0; i < cases.length; i++) {
-      const ms = await once(cases[i]!.cmd, cases[i]!.fd, env);
-      if (r >= 0) times[i]!.push(ms);
-    }
-  }
-  const rows = cases.map((c, i) => stats(c.name, c.cmd.join(' ').replace(process.execPath, 'node'), times[i]!));
-  const ours = rows[1]!.medianMs;
-  return { rows, ratioToNode: Number((ours / rows[0]!.medianMs).toFixed(2)), ratioToQbh: rows[2] ? Number((ours / rows[2].medianMs).toFixed(2)) : null };
+  return measure(cases, rounds, env);
 }
 
 export async function benchBrokerLatency(rounds = 40): Promise<LatencyResult> {

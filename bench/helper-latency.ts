@@ -46,13 +46,13 @@ export function stats(name: string, command: string, xs: number[]): LatencyRow {
   return { name, command, medianMs: q(0.5), p10Ms: q(0.1), p90Ms: q(0.9), runs: xs.length };
 }
 
-async function inner(acl: string, rounds: number): Promise<LatencyResult> {
-  const env = { ...process.env, QEMU_NET_HELPER_ACL: acl };
-  const cases: { name: string; cmd: string[]; fd: boolean }[] = [
-    { name: 'node -e 0', cmd: [process.execPath, '-e', '0'], fd: false },
-    { name: 'qemu-net-helper', cmd: [process.execPath, BIN, '--use-vnet', '--fd=3', '--br=br0'], fd: true },
-  ];
-  if (existsSync(QBH)) cases.push({ name: 'qemu-bridge-helper', cmd: [QBH, '--use-vnet', '--fd=3', '--br=br0'], fd: true });
+export interface LatencyCase { name: string; cmd: string[]; fd: boolean }
+
+/**
+ * Times the cases interleaved (3 warm-up rounds), in order: node, ours, then
+ * qemu-bridge-helper when present; ratios are ours (case 1) to the others.
+ */
+export async function measure(cases: LatencyCase[], rounds: number, env: NodeJS.ProcessEnv): Promise<LatencyResult> {
   const times = cases.map(() => [] as number[]);
   for (let r = -3; r < rounds; r++) {
     for (let i = 0; i < cases.length; i++) {
@@ -63,6 +63,15 @@ async function inner(acl: string, rounds: number): Promise<LatencyResult> {
   const rows = cases.map((c, i) => stats(c.name, c.cmd.join(' ').replace(process.execPath, 'node'), times[i]!));
   const ours = rows[1]!.medianMs;
   return { rows, ratioToNode: Number((ours / rows[0]!.medianMs).toFixed(2)), ratioToQbh: rows[2] ? Number((ours / rows[2].medianMs).toFixed(2)) : null };
+}
+
+async function inner(acl: string, rounds: number): Promise<LatencyResult> {
+  const cases: LatencyCase[] = [
+    { name: 'node -e 0', cmd: [process.execPath, '-e', '0'], fd: false },
+    { name: 'qemu-net-helper', cmd: [process.execPath, BIN, '--use-vnet', '--fd=3', '--br=br0'], fd: true },
+  ];
+  if (existsSync(QBH)) cases.push({ name: 'qemu-bridge-helper', cmd: [QBH, '--use-vnet', '--fd=3', '--br=br0'], fd: true });
+  return measure(cases, rounds, { ...process.env, QEMU_NET_HELPER_ACL: acl });
 }
 
 /** Sets up a namespace with br0 and a private /etc/qemu/bridge.conf, runs the measurement inside, cleans up. */

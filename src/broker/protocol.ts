@@ -5,22 +5,16 @@
 // acting on it. QEMU's socket is not in the message: the broker takes it out
 // of the client with pidfd_getfd, by the fd number the helper flags name.
 
+import type { UpOptions } from '../lifecycle/up.js';
+
 export const BROKER_PROTOCOL_VERSION = 1;
 /** Largest request line accepted: a helper's argv is a few hundred bytes. */
 export const MAX_REQUEST_BYTES = 16 * 1024;
 const MAX_ARGS = 64;
 const MAX_ARG_BYTES = 1024;
 
-export interface UpOptionsWire {
-  mode?: string;
-  dev?: string;
-  mac?: string;
-  mtu?: number;
-  profile?: string;
-  vfPool?: string[];
-  id?: string;
-  transport?: 'tap' | 'macvtap' | 'vhost-user';
-}
+/** `up`'s options travel as they are (checked field by field below). */
+export type UpOptionsWire = UpOptions;
 
 export type BrokerRequest =
   | { v: 1; op: 'helper'; argv: string[] }
@@ -39,8 +33,8 @@ function isStringArray(v: unknown, max: number): v is string[] {
   return Array.isArray(v) && v.length <= max && v.every((s) => typeof s === 'string' && Buffer.byteLength(s) <= MAX_ARG_BYTES);
 }
 
-const UP_FIELDS: Record<keyof UpOptionsWire, 'string' | 'number' | 'strings'> = {
-  mode: 'string', dev: 'string', mac: 'string', mtu: 'number', profile: 'string', vfPool: 'strings', id: 'string', transport: 'string',
+const UP_FIELDS: Record<keyof UpOptionsWire, 'string' | 'number' | 'strings' | 'boolean'> = {
+  mode: 'string', dev: 'string', mac: 'string', mtu: 'number', profile: 'string', vfPool: 'strings', id: 'string', transport: 'string', vnetHdr: 'boolean',
 };
 
 function upOptions(v: unknown): UpOptionsWire {
@@ -51,7 +45,8 @@ function upOptions(v: unknown): UpOptionsWire {
     if (!kind) throw new BrokerProtocolError(`unknown option '${k}'`);
     const ok = kind === 'string' ? typeof val === 'string' && val.length <= MAX_ARG_BYTES
       : kind === 'number' ? Number.isSafeInteger(val)
-        : isStringArray(val, MAX_ARGS);
+        : kind === 'boolean' ? typeof val === 'boolean'
+          : isStringArray(val, MAX_ARGS);
     if (!ok) throw new BrokerProtocolError(`option '${k}' must be a ${kind === 'strings' ? 'list of strings' : kind}`);
     out[k] = val;
   }

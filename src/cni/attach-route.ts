@@ -4,16 +4,15 @@
 // answers the container's ARP for anything (proxy ARP, so its gateway may be
 // any address), and the uplink `dev` answers ARP for the container on the LAN
 // (shared, restored after the last user: src/backends/kernel/route.ts).
-import { setupVeth, OWNED_KIND as VETH_KIND } from '../backends/kernel/veth.js';
+import { setupVeth } from '../backends/kernel/veth.js';
 import { KIND_ROUTE, KIND_UPLINK, releaseRoute, ROUTE_PROTO, uplinkAcquire } from '../backends/kernel/route.js';
 import { ipReason, kernelFailure } from '../backends/kernel/kerrors.js';
 import type { OwnedObject } from '../backends/types.js';
 import { ConfigError, NotFoundError } from '../errors.js';
-import { ip, IpError, linkDelete, linkShow } from '../net/ip.js';
+import { ip, IpError, linkShow } from '../net/ip.js';
 import { ipv4ConfPath, writeSysctl } from '../net/sysctl.js';
-import { ifIndex } from '../sys/netdev.js';
 import type { AddContext, Attached } from './attach-types.js';
-import { request } from './attach-veth.js';
+import { journalHostEnd, request } from './attach-veth.js';
 import { configureInSandbox, moveIntoSandbox } from './move.js';
 import { ipFamily } from './result.js';
 
@@ -26,8 +25,7 @@ export function attachRouted(ctx: AddContext): Attached {
   const { dev: _uplink, ...req } = request(ctx);
   const ep = setupVeth({ ...req, mode: 'route' }, ctx.host, ctx.rb);
   const hostEnd = String(ep.info.hostIfname);
-  const hostIndex = ifIndex(hostEnd);
-  ctx.rb.add(`delete veth ${hostEnd}`, () => linkDelete(hostEnd), { backend: 'veth', obj: { kind: VETH_KIND, data: { ifname: hostEnd, ifindex: hostIndex } } });
+  const { ifindex: hostIndex, marker } = journalHostEnd(ctx, hostEnd);
   moveIntoSandbox(ep.ifname, ctx.env.netns, ctx.env.ifname);
   const m = configureInSandbox(ctx.env.netns, ctx.env.ifname, ctx.mac, ctx.conf.mtu);
   try {
@@ -45,11 +43,11 @@ export function attachRouted(ctx: AddContext): Attached {
       if (e instanceof IpError && /File exists/i.test(ipReason(e))) throw new ConfigError(`there already is a host route for ${dst}`, 'is another container or guest using this address?');
       kernelFailure(e, `adding route ${dst} dev ${hostEnd}`);
     }
-    const route: OwnedObject = { kind: KIND_ROUTE, data: { dst, dev: hostEnd, ifindex: hostIndex } };
+    const route: OwnedObject = { kind: KIND_ROUTE, data: { dst, dev: hostEnd, ifindex: hostIndex, marker } };
     ctx.rb.add(`delete route ${dst}`, () => { releaseRoute(route, ctx.host); }, { backend: 'route', obj: route });
   }
   // Journaled before the change, as the helper's route mode does.
-  const proxy: OwnedObject = { kind: KIND_UPLINK, data: { uplink, tap: hostEnd, tapIndex: hostIndex } };
+  const proxy: OwnedObject = { kind: KIND_UPLINK, data: { uplink, tap: hostEnd, tapIndex: hostIndex, marker } };
   ctx.rb.add(`proxy ARP on ${uplink}`, () => { releaseRoute(proxy, ctx.host); }, { backend: 'route', obj: proxy });
   uplinkAcquire(ctx.host, uplink, { tap: hostEnd, tapIndex: hostIndex, guestIp: v4[0]!.address.split('/')[0]! });
   const h = linkShow(hostEnd);

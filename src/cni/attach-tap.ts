@@ -6,13 +6,12 @@
 // chained plugin to wire. "macvtap" is a macvtap on `dev` moved into the
 // sandbox (what KubeVirt's macvtap-cni does); its /dev/tapN stays the host's.
 import { randomBytes } from 'node:crypto';
-import { setupVeth, OWNED_KIND as VETH_KIND } from '../backends/kernel/veth.js';
+import { setupVeth } from '../backends/kernel/veth.js';
 import { kernelFailure } from '../backends/kernel/kerrors.js';
 import { ConfigError, SetupError } from '../errors.js';
-import { linkDelete, linkShow } from '../net/ip.js';
-import { ifIndex } from '../sys/netdev.js';
+import { linkShow } from '../net/ip.js';
 import type { AddContext, Attached } from './attach-types.js';
-import { macvlanInto, request } from './attach-veth.js';
+import { journalHostEnd, macvlanInto, request } from './attach-veth.js';
 import { configureInSandbox, moveIntoSandbox } from './move.js';
 import { CNI_SANDBOX, KIND_SANDBOX_LINK, releaseSandboxObject } from './sandbox-backend.js';
 import { sip, sLink } from './sandbox.js';
@@ -43,8 +42,7 @@ export function attachTap(ctx: AddContext): Attached {
     const ep = setupVeth(request(ctx), ctx.host, ctx.rb);
     hostIfname = String(ep.info.hostIfname);
     const hostEnd = hostIfname;
-    ctx.rb.add(`delete veth ${hostEnd}`, () => linkDelete(hostEnd),
-      { backend: 'veth', obj: { kind: VETH_KIND, data: { ifname: hostEnd, ifindex: ifIndex(hostEnd) } } });
+    journalHostEnd(ctx, hostEnd);
     moveIntoSandbox(ep.ifname, netns, port);
     try {
       sip(netns, 'link', 'add', br, 'type', 'bridge');

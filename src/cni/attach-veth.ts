@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { setupVeth, OWNED_KIND as VETH_KIND } from '../backends/kernel/veth.js';
 import { macvtapModeFor } from '../backends/kernel/macvtap.js';
 import { kernelFailure } from '../backends/kernel/kerrors.js';
+import { linkMarker, markLink, markNewLink } from '../backends/kernel/klink.js';
 import { NotFoundError } from '../errors.js';
 import { ip, linkDelete, linkKind, linkShow } from '../net/ip.js';
 import { ifIndex } from '../sys/netdev.js';
@@ -16,10 +17,23 @@ import { configureInSandbox, moveIntoSandbox } from './move.js';
 import { CNI_SANDBOX, KIND_HOST_LINK, KIND_SANDBOX_LINK, releaseSandboxObject } from './sandbox-backend.js';
 
 export function request(ctx: AddContext): EndpointRequest {
-  const r: EndpointRequest = { mode: ctx.conf.mode, vnetHdr: false, queues: 1, params: {} };
+  // endpointId: the links we make carry this attachment's marker (klink.ts), which release checks.
+  const r: EndpointRequest = { mode: ctx.conf.mode, vnetHdr: false, queues: 1, params: { endpointId: ctx.id } };
   if (ctx.conf.dev) r.dev = ctx.conf.dev;
   if (ctx.conf.mtu !== undefined) r.mtu = ctx.conf.mtu;
   return r;
+}
+
+/**
+ * The pair is released through its host end (the other end leaves for the
+ * sandbox): marked as this attachment's and journaled with its identity.
+ */
+export function journalHostEnd(ctx: AddContext, hostEnd: string): { ifindex: number; marker: string } {
+  const marker = linkMarker({ endpointId: ctx.id }, 'veth');
+  markLink(hostEnd, marker);
+  const ifindex = ifIndex(hostEnd);
+  ctx.rb.add(`delete veth ${hostEnd}`, () => linkDelete(hostEnd), { backend: 'veth', obj: { kind: VETH_KIND, data: { ifname: hostEnd, ifindex, marker } } });
+  return { ifindex, marker };
 }
 
 function devKind(dev: string): string {
@@ -32,9 +46,7 @@ function devKind(dev: string): string {
 function onBridge(ctx: AddContext): Attached {
   const ep = setupVeth(request(ctx), ctx.host, ctx.rb);
   const hostEnd = String(ep.info.hostIfname);
-  // The pair is released through its host end: the other end leaves for the sandbox.
-  ctx.rb.add(`delete veth ${hostEnd}`, () => linkDelete(hostEnd),
-    { backend: 'veth', obj: { kind: VETH_KIND, data: { ifname: hostEnd, ifindex: ifIndex(hostEnd) } } });
+  journalHostEnd(ctx, hostEnd);
   moveIntoSandbox(ep.ifname, ctx.env.netns, ctx.env.ifname);
   const m = configureInSandbox(ctx.env.netns, ctx.env.ifname, ctx.mac, ctx.conf.mtu);
   const h = linkShow(hostEnd);
@@ -55,7 +67,9 @@ export function macvlanInto(ctx: AddContext, kind: 'macvlan' | 'macvtap'): Attac
   if (ctx.conf.mtu !== undefined) args.push('mtu', String(ctx.conf.mtu));
   args.push('type', kind, 'mode', mode);
   try { ip(...args); } catch (e) { kernelFailure(e, `creating a ${kind} in mode ${mode} on '${dev}'`); }
-  const made = { kind: KIND_HOST_LINK, data: { ifname: tmp, ifindex: ifIndex(tmp) } };
+  const marker = linkMarker({ endpointId: ctx.id }, kind);
+  markNewLink(tmp, marker);
+  const made = { kind: KIND_HOST_LINK, data: { ifname: tmp, ifindex: ifIndex(tmp), marker } };
   ctx.rb.add(`delete ${kind} ${tmp}`, () => releaseSandboxObject(made), { backend: CNI_SANDBOX, obj: made });
   moveIntoSandbox(tmp, ctx.env.netns, ctx.env.ifname);
   const m = configureInSandbox(ctx.env.netns, ctx.env.ifname, ctx.mac);

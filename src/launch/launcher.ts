@@ -10,7 +10,7 @@ import { releaseEndpoint } from '../lifecycle/release.js';
 import { closeChoiceFds } from '../policy/choose.js';
 import { saveEndpoint, removeEndpoint } from '../state/endpoints.js';
 import { ownerOf } from '../state/owner.js';
-import { nicArgs, shellLine, type NicFds } from './qemu-args.js';
+import { nicArgs, sharedMemoryArgs, shellLine, vhostUserNicArgs, wantsKvm, type NicFds } from './qemu-args.js';
 import { parseNicSpecs } from './nic-spec.js';
 import { setupNic, splitFds, type NicSetup } from './setup-nic.js';
 
@@ -56,8 +56,13 @@ export async function runWithNics(o: RunOptions): Promise<number> {
       const { queueFds, vhostFds } = splitFds(n.choice);
       const number = (fds: number[]): number[] => fds.map((fd) => { passed.push(fd); return 2 + passed.length; });
       const mac = n.choice.endpoint.mac ?? spec.mac;
-      const nic: NicFds = { id: spec.id, queueFds: number(queueFds), vhostFds: number(vhostFds), ...(mac ? { mac } : {}) };
-      args.push(...nicArgs(nic));
+      if (n.choice.transport.transport === 'vhost-user') {
+        if (!args.includes('memory-backend=qnh-mem')) args.push(...sharedMemoryArgs(o.command));
+        args.push(...vhostUserNicArgs(spec.id, String(n.choice.transport.info.socket), mac, wantsKvm(o.command)));
+      } else {
+        const nic: NicFds = { id: spec.id, queueFds: number(queueFds), vhostFds: number(vhostFds), ...(mac ? { mac } : {}) };
+        args.push(...nicArgs(nic));
+      }
       log(`run: ${spec.id}: ${n.choice.endpoint.kernel}/${n.choice.transport.transport} ${n.choice.endpoint.ifname}, ${queueFds.length} queue(s)${vhostFds.length ? ' with vhost-net' : ''}${mac ? `, mac ${mac}` : ''}`);
     }
   } catch (e) {

@@ -7,8 +7,8 @@ import type { HelperArgs } from '../helper/args.js';
 import { parseGuestMac, formatMac } from '../net/mac.js';
 import { checkInterfaceName } from '../net/ifname.js';
 
-/** on: vhost-net or fail; off: never; auto (default): when /dev/vhost-net opens. */
-export type VhostWish = 'on' | 'off' | 'auto';
+/** on: vhost-net or fail; off: never; auto (default): when /dev/vhost-net opens; user: a vhost-user port of our switch. */
+export type VhostWish = 'on' | 'off' | 'auto' | 'user';
 
 export interface NicSpec {
   /** QEMU netdev id (default n0, n1, ...). */
@@ -42,7 +42,7 @@ export function parseNicSpec(text: string, index: number): NicSpec {
     return Number(v);
   };
   const vhost = seen.get('vhost') ?? 'auto';
-  if (vhost !== 'on' && vhost !== 'off' && vhost !== 'auto') throw new UsageError(`--nic '${text}': vhost='${vhost}' is not on, off or auto`, HINT);
+  if (vhost !== 'on' && vhost !== 'off' && vhost !== 'auto' && vhost !== 'user') throw new UsageError(`--nic '${text}': vhost='${vhost}' is not on, off, auto or user`, HINT);
   const id = seen.get('id') ?? `n${index}`;
   if (!/^[A-Za-z][A-Za-z0-9_.-]{0,31}$/.test(id)) throw new UsageError(`--nic '${text}': id='${id}' is not a QEMU id (a letter, then letters, digits, _ . -)`, HINT);
   const br = seen.get('br');

@@ -24,6 +24,7 @@ export interface NicSetup {
 }
 
 export function transportsFor(spec: NicSpec): TransportName[] {
+  if (spec.vhost === 'user') return ['vhost-user'];
   if (spec.vhost === 'on') return ['vhost-kernel'];
   if (spec.vhost === 'off') return ['tap', 'macvtap'];
   return ['vhost-kernel', 'tap', 'macvtap'];

@@ -9,7 +9,10 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { spawn } from 'node:child_process';
 import { ControlClient } from '../lib/control-client.js';
+import { ensureGuestImage, Guest, guestSkipReason, qemuArgs, qemuBinary } from '../lib/guest.js';
+import { NetNs } from '../lib/netns.js';
 import { BIN, ROOT } from '../lib/paths.js';
 import { Serve } from '../lib/serve.js';
 import { eventually } from '../lib/wait.js';
@@ -90,5 +93,50 @@ describe('vhost-user transport: ports of the running switch through the policies
     const out = JSON.parse(r.stdout) as { code: number; stderr: string };
     assert.equal(out.code, 2, out.stderr);
     assert.match(out.stderr, /mode veb needs --dev/);
+  });
+});
+
+describe('run --nic vhost=user: a TCG guest on a switch port', { skip: guestSkipReason() ?? false }, () => {
+  let ns: NetNs;
+  let dir: string;
+  let serve: Serve;
+  before(async () => {
+    ns = NetNs.create('qnh-vur');
+    ns.addBridge('br0', '10.0.8.1/24');
+    dir = mkdtempSync(join(tmpdir(), 'qnh-vur-'));
+    writeFileSync(join(dir, 'bridge.conf'), '# nothing to allow\n');
+    serve = new Serve(['--control', join(dir, 'switch.ctl'), '--br', 'br0', '--socket-mode', '0666'], ns);
+    await serve.ready([join(dir, 'switch.ctl')], 60_000);
+  });
+  after(async () => {
+    serve?.proc.kill('SIGTERM');
+    await serve?.exited;
+    ns?.destroy();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('run adds the port, shared memory and the vhost-user netdev; the guest pings the bridge; the port goes with QEMU', async () => {
+    const image = await ensureGuestImage();
+    const env = { ...process.env, QEMU_NET_HELPER_STATE_DIR: join(dir, 'state'), QEMU_NET_HELPER_SWITCH: join(dir, 'switch.ctl'), QEMU_NET_HELPER_ACL: join(dir, 'bridge.conf') };
+    const opts = { settings: { mode: 'serve' as const, ip: '10.0.8.2/24', peer: '10.0.8.1', count: 3, wait: 120 } };
+    const proc = spawn('ip', ['netns', 'exec', ns.name, process.execPath, BIN, 'run', '--nic', 'mode=veb,vhost=user,mac=52:54:00:00:08:02', '--', qemuBinary()!, ...qemuArgs(image, opts)],
+      { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const g = new Guest(proc, { ...opts, timeoutMs: 240_000, name: 'run-vhost-user' });
+    try {
+      const ping = await g.waitFor('PING-OK', 180_000).catch(() => undefined);
+      assert.ok(ping, `no QNH-PING-OK: ${g.output().slice(-2000)}\n${g.stderr()}\n${serve.log()}`);
+      assert.match(g.stderr(), /n0: vswitch\/vhost-user port\d+/);
+    } finally {
+      try { process.kill(proc.pid!, 'SIGTERM'); } catch { /* gone */ }
+      await g.result();
+      try { process.kill(-proc.pid!, 'SIGKILL'); } catch { /* group gone */ }
+    }
+    const ctl = await ControlClient.connect(join(dir, 'switch.ctl'));
+    try {
+      await eventually('the port to go with QEMU', () => !existsSync(join(dir, 'state/vhost-user')) || readdirSync(join(dir, 'state/vhost-user')).length === 0, 30_000);
+      assert.deepEqual((await ctl.request({ op: 'list' })).ports, []);
+    } finally {
+      ctl.close();
+    }
   });
 });

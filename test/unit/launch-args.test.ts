@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ExitCode, HelperError } from '../../src/errors.js';
 import { parseNicSpec, parseNicSpecs } from '../../src/launch/nic-spec.js';
-import { deviceArg, netdevArg, shellLine } from '../../src/launch/qemu-args.js';
+import { deviceArg, memoryMiB, netdevArg, sharedMemoryArgs, shellLine, vhostUserNicArgs, wantsKvm } from '../../src/launch/qemu-args.js';
 
 const usage = (f: () => unknown, re: RegExp): void => {
   assert.throws(f, (e: unknown) => e instanceof HelperError && e.exitCode === ExitCode.USAGE && re.test(e.message));
@@ -55,5 +55,27 @@ describe('QEMU arguments for inherited fds', () => {
   });
   it('shell line quotes what needs quoting', () => {
     assert.equal(shellLine(['qemu', '-append', "console=ttyS0 it's", '-m', '1G']), `qemu -append 'console=ttyS0 it'\\''s' -m 1G`);
+  });
+});
+
+describe('run: vhost-user NICs', () => {
+  it('a vhost=user SPEC asks for the vhost-user transport only', () => {
+    assert.equal(parseNicSpec('mode=veb,vhost=user', 0).vhost, 'user');
+  });
+  it('chardev, netdev and device; vectors=0 under TCG only', () => {
+    assert.deepEqual(vhostUserNicArgs('n0', '/run/p.sock', '52:54:00:00:00:01', false),
+      ['-chardev', 'socket,id=chr-n0,path=/run/p.sock', '-netdev', 'vhost-user,id=n0,chardev=chr-n0', '-device', 'virtio-net-pci,netdev=n0,vectors=0,mac=52:54:00:00:00:01']);
+    assert.equal(vhostUserNicArgs('n0', '/s', undefined, true)[5], 'virtio-net-pci,netdev=n0');
+    assert.equal(wantsKvm(['-machine', 'pc,accel=kvm']), true);
+    assert.equal(wantsKvm(['-enable-kvm']), true);
+    assert.equal(wantsKvm(['-machine', 'pc,accel=tcg']), false);
+  });
+  it('shared guest memory of -m\'s size, unless the command shares it already', () => {
+    assert.equal(memoryMiB(['-m', '256']), 256);
+    assert.equal(memoryMiB(['-m', '2G']), 2048);
+    assert.equal(memoryMiB(['-m', 'size=512M,maxmem=1G']), 512);
+    assert.equal(memoryMiB([]), 128);
+    assert.deepEqual(sharedMemoryArgs(['-m', '256']), ['-object', 'memory-backend-memfd,id=qnh-mem,size=256M,share=on', '-machine', 'memory-backend=qnh-mem']);
+    assert.deepEqual(sharedMemoryArgs(['-object', 'memory-backend-memfd,id=m,size=1G,share=on']), []);
   });
 });

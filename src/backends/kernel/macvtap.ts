@@ -215,7 +215,7 @@ function checkParent(parent: string): LinkInfo {
 export function setupMacvtap(req: EndpointRequest, host: HostContext, rb: Rollback): KernelEndpoint {
   if (!req.dev) throw new UsageError('macvtap needs a parent device', 'pass --dev=<uplink>');
   // With a VLAN the macvtap's parent is --dev's VLAN link (made if missing).
-  const parent = req.vlan ? ensureVlanLink(checkInterfaceName(req.dev, 'parent device'), req.vlan, 'macvtap', rb).ifname : checkInterfaceName(req.dev, 'parent device');
+  const parent = req.vlan ? ensureVlanLink(checkInterfaceName(req.dev, 'parent device'), req.vlan, 'macvtap', linkMarker(req.params, 'macvtap'), rb).ifname : checkInterfaceName(req.dev, 'parent device');
   const mode = macvtapModeFor(req);
   const queues = req.queues > 0 ? req.queues : 1;
   const wanted = stringParam(req.params, 'ifname');

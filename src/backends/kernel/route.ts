@@ -231,6 +231,9 @@ export function setupRoute(req: EndpointRequest, host: HostContext, rb: Rollback
   };
 }
 
+/** What a routed endpoint goes through: the helper's tap, or the host end of a CNI container's veth. */
+const ROUTED_KINDS = ['tun', 'veth'];
+
 /** Deletes our route to the guest when the tap it goes through still is ours; else says why not. */
 function releaseGuestRoute(obj: OwnedObject): string | undefined {
   const dst = dataString(obj.data, 'dst', obj.kind);
@@ -240,7 +243,7 @@ function releaseGuestRoute(obj: OwnedObject): string | undefined {
   const l = linkOrNull(id.ifname);
   if (!l) return undefined; // the route died with the tap
   // A tap of that name that is not ours is someone else's: our route died with ours.
-  const bad = identityMismatch(l, id, ['tun']);
+  const bad = identityMismatch(l, id, ROUTED_KINDS);
   if (bad) return `left alone: ${bad}`;
   routeDel(dst, id.ifname);
   return undefined;
@@ -259,7 +262,7 @@ export function releaseRoute(obj: OwnedObject, host: HostContext): string | unde
     // While the tap lives, only the endpoint whose marker it carries may leave:
     // another record naming it must not end a live guest's proxy ARP.
     const l = linkOrNull(id.ifname);
-    const bad = l && l.ifindex === id.ifindex ? identityMismatch(l, id, ['tun']) : null;
+    const bad = l && l.ifindex === id.ifindex ? identityMismatch(l, id, ROUTED_KINDS) : null;
     if (bad) return `left alone: ${bad}`;
     uplinkRelease(host, uplink, { tap: id.ifname, tapIndex: id.ifindex });
     return undefined;

@@ -9,7 +9,7 @@ import { ip, ipJson, linkKind, linkShow, type LinkInfo } from '../../net/ip.js';
 import type { Rollback } from '../../setup/rollback.js';
 import { ifIndex } from '../../sys/netdev.js';
 import type { OwnedObject } from '../types.js';
-import { releaseLink } from './klink.js';
+import { markNewLink, releaseLink } from './klink.js';
 import { dataNumber, dataString, kernelFailure } from './kerrors.js';
 
 export const KIND_VLAN = 'vlan-link';
@@ -35,7 +35,7 @@ function vlanOf(l: Lower): { parent?: string; id?: number } {
  * The VLAN link for (parent, vid): an existing one is used as it is, a new one
  * is made, brought up and journaled (backend `backend`) for removal.
  */
-export function ensureVlanLink(parent: string, vid: number, backend: string, rb: Rollback): { ifname: string; owned?: OwnedObject } {
+export function ensureVlanLink(parent: string, vid: number, backend: string, marker: string, rb: Rollback): { ifname: string; owned?: OwnedObject } {
   checkVlanId(vid);
   const pIndex = ifIndex(parent);
   if (pIndex === 0) throw new NotFoundError(`parent device '${parent}' does not exist in this network namespace`, 'pass an existing uplink with --dev');
@@ -53,7 +53,9 @@ export function ensureVlanLink(parent: string, vid: number, backend: string, rb:
   } catch (e) {
     kernelFailure(e, `creating VLAN ${vid} on '${parent}' (the 8021q module must be available)`);
   }
-  const owned: OwnedObject = { kind: KIND_VLAN, data: { ifname: name, ifindex: ifIndex(name), parent, vid } };
+  // Marked like every link we make (klink.ts): release deletes only a link that is still ours.
+  markNewLink(name, marker);
+  const owned: OwnedObject = { kind: KIND_VLAN, data: { ifname: name, ifindex: ifIndex(name), marker, parent, vid } };
   rb.add(`delete VLAN link ${name}`, () => releaseVlanLink(owned), { backend, obj: owned });
   try {
     ip('link', 'set', 'dev', name, 'up');
