@@ -20,11 +20,23 @@ const helperForm =
   first === 'helper' ||
   (first !== undefined && first.startsWith('--') && first !== '--help' && first !== '--version');
 
+// Root, or CAP_NET_ADMIN (bit 12 of CapEff): host/context.ts hasNetAdmin(),
+// repeated here so that the privileged path does not load the client bundle
+// (node:net alone costs ~5-9 ms of QEMU's start-up).
+function netAdmin() {
+  if (process.geteuid() === 0) return true;
+  try {
+    const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(require('fs').readFileSync('/proc/self/status', 'latin1'));
+    return m !== null && ((BigInt('0x' + m[1]) >> 12n) & 1n) === 1n;
+  } catch {
+    return false;
+  }
+}
+
 if (helperForm) {
   const args = first === 'helper' ? argv.slice(1) : argv;
-  const client = require('../dist/broker-client.cjs');
-  if (client.needsBroker()) {
-    client.helperClientMain(args).then((code) => process.exit(code));
+  if (!netAdmin()) {
+    require('../dist/broker-client.cjs').helperClientMain(args).then((code) => process.exit(code));
   } else {
     const { helperMain } = require('../dist/helper.cjs');
     const loadFull = () => require('../dist/helper-full.cjs');

@@ -2,6 +2,7 @@
 // CNI_COMMAND is set. Reads the config from stdin, runs the command and
 // prints the result (ADD, VERSION) or the spec's error JSON on stdout; logs
 // go to stderr. Exit status 0 on success, 1 on any error (the code is in the JSON).
+import { callerIsRoot, hasNetAdmin } from '../host/context.js';
 import { readFileSync } from 'node:fs';
 import { processHost, type HostContext } from '../host/context.js';
 import { cmdAdd } from './add.js';
@@ -47,6 +48,12 @@ export async function runCni(env: NodeJS.ProcessEnv, stdin: string): Promise<Cni
   const replyVersion = asked && isSupported(asked) ? asked : LATEST;
   try {
     const e = readEnv(env);
+    // A runtime runs plugins as root. Holding privileges the caller did not
+    // give us (file capabilities: AT_SECURE), we would act for whoever set
+    // CNI_NETNS and friends: that is the broker's job, not a plugin's.
+    if (e.command !== 'VERSION' && !callerIsRoot() && hasNetAdmin()) {
+      throw new CniError(CniCode.HELPER_BASE + 4, 'qemu-net-helper runs as a CNI plugin only for a root caller (a runtime); it holds privileges its caller did not give it');
+    }
     if (e.command === 'VERSION') {
       return { status: 0, stdout: JSON.stringify({ cniVersion: replyVersion, supportedVersions: SUPPORTED_VERSIONS }) };
     }
