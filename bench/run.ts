@@ -5,7 +5,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT } from '../test/lib/paths.js';
 import { benchBrokerLatency } from './broker-latency.js';
-import { benchHelperLatency } from './helper-latency.js';
+import { benchHelperLatency, type LatencyResult } from './helper-latency.js';
 import { benchUplink } from './uplink.js';
 import { benchVhostUser } from './vhost-user.js';
 
@@ -13,22 +13,25 @@ const which = new Set(process.argv.slice(2));
 const all = which.size === 0;
 const results: Record<string, unknown> = { date: new Date().toISOString(), node: process.version };
 
+function printLatency(title: string, r: LatencyResult, ratios: string): void {
+  console.log(`\n### ${title}\n`);
+  console.log('| program | median ms | p10 | p90 | runs |\n|---|---|---|---|---|');
+  for (const row of r.rows) console.log(`| ${row.name} | ${row.medianMs} | ${row.p10Ms} | ${row.p90Ms} | ${row.runs} |`);
+  console.log(`\n${ratios}`);
+}
+
 if (all || which.has('helper')) {
   const r = await benchHelperLatency(Number(process.env.BENCH_ROUNDS ?? 40));
   results.helperLatency = r;
-  console.log('\n### Helper exec-to-exit (fd received and checked with TUNGETIFF)\n');
-  console.log('| program | median ms | p10 | p90 | runs |\n|---|---|---|---|---|');
-  for (const row of r.rows) console.log(`| ${row.name} | ${row.medianMs} | ${row.p10Ms} | ${row.p90Ms} | ${row.runs} |`);
-  console.log(`\nqemu-net-helper / node -e 0 = ${r.ratioToNode}x (goal <= 1.25x); qemu-net-helper / qemu-bridge-helper = ${r.ratioToQbh ?? 'n/a'}x`);
+  printLatency('Helper exec-to-exit (fd received and checked with TUNGETIFF)', r,
+    `qemu-net-helper / node -e 0 = ${r.ratioToNode}x (goal <= 1.25x); qemu-net-helper / qemu-bridge-helper = ${r.ratioToQbh ?? 'n/a'}x`);
 }
 
 if (all || which.has('broker')) {
   const r = await benchBrokerLatency(Number(process.env.BENCH_ROUNDS ?? 40));
   results.brokerLatency = r;
-  console.log('\n### Unprivileged helper exec-to-exit (uid 65534; fd received and checked with TUNGETIFF)\n');
-  console.log('| program | median ms | p10 | p90 | runs |\n|---|---|---|---|---|');
-  for (const row of r.rows) console.log(`| ${row.name} | ${row.medianMs} | ${row.p10Ms} | ${row.p90Ms} | ${row.runs} |`);
-  console.log(`\nbroker client / node -e 0 = ${r.ratioToNode}x (goal <= 1.25x, aim 1.1x); broker client / setuid qemu-bridge-helper = ${r.ratioToQbh ?? 'n/a'}x`);
+  printLatency('Unprivileged helper exec-to-exit (uid 65534; fd received and checked with TUNGETIFF)', r,
+    `broker client / node -e 0 = ${r.ratioToNode}x (goal <= 1.25x, aim 1.1x); broker client / setuid qemu-bridge-helper = ${r.ratioToQbh ?? 'n/a'}x`);
 }
 
 if (all || which.has('vhost-user')) {

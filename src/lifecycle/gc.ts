@@ -3,8 +3,9 @@
 // or (owner unknown) nobody holds its fd — then VF claims of vanished owners.
 import type { HostContext } from '../host/context.js';
 import { gcStaleVfClaims } from '../backends/kernel/sriov.js';
-import { endpointOwnerStatus, lifetimeOf, listEndpoints, type EndpointRecord } from '../state/endpoints.js';
-import { ownerStatus, type OwnerRef } from '../state/owner.js';
+import { endpointDir, endpointOwnerStatus, lifetimeOf, listEndpoints, type EndpointRecord } from '../state/endpoints.js';
+import { removeStaleTemps } from '../state/atomic-file.js';
+import { ownerStatus, procState, type OwnerRef } from '../state/owner.js';
 import { checkStateDir } from '../state/state-dir.js';
 import { fdTargetOf, holdersOf } from './holders.js';
 import { releaseEndpoint, type ReleaseReport } from './release.js';
@@ -39,6 +40,7 @@ export function gcEndpoints(host: HostContext, mine: (r: EndpointRecord) => bool
   // Records in a directory others can write could be anyone's: refuse to act on them.
   checkStateDir(host.stateDir);
   const report: GcReport = { released: [], kept: [], corrupt: [] };
+  removeStaleTemps(endpointDir(host.stateDir), (pid) => procState(pid).alive !== false);
   for (const e of listEndpoints(host.stateDir)) {
     if ('corrupt' in e) {
       report.corrupt.push({ file: e.file, why: e.corrupt });

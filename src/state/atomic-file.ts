@@ -4,7 +4,7 @@
 // rename is only atomic within one file system), fsync it so the data is on
 // disk before the name points at it, rename over the target, then fsync the
 // directory so the rename itself survives a power cut.
-import { closeSync, constants as fsc, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants as fsc, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
 import { checkOwnDir } from './state-dir.js';
@@ -87,4 +87,24 @@ export function readFileOrNull(path: string): string | null {
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * Removes temp files of writers that died before their rename (SIGKILL in the
+ * middle of writeFileAtomic): `.NAME.PID.RAND.tmp` whose PID no longer runs.
+ * Readers already skip them; this only keeps the directory clean.
+ */
+export function removeStaleTemps(dir: string, alive: (pid: number) => boolean): string[] {
+  let names: string[];
+  try { names = readdirSync(dir); } catch { return []; }
+  const removed: string[] = [];
+  for (const n of names) {
+    const m = /^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$/.exec(n);
+    if (!m || alive(Number(m[1]))) continue;
+    try {
+      unlinkSync(join(dir, n));
+      removed.push(n);
+    } catch { /* another gc got it */ }
+  }
+  return removed;
 }

@@ -63,7 +63,8 @@ describe('broker: unprivileged callers, trust boundary, lifecycle', () => {
   };
   const macvtaps = (): string[] => (JSON.parse(ns.ip('-d', '-json', 'link', 'show')) as { ifname: string; linkinfo?: { info_kind?: string } }[])
     .filter((l) => l.linkinfo?.info_kind === 'macvtap').map((l) => l.ifname);
-  const records = (): string[] => (existsSync(join(b.stateDir, 'endpoints')) ? readdirSync(join(b.stateDir, 'endpoints')) : []);
+  // Records only: a writer killed mid-write leaves a .NAME.PID.RAND.tmp beside them (gc removes it).
+  const records = (): string[] => (existsSync(join(b.stateDir, 'endpoints')) ? readdirSync(join(b.stateDir, 'endpoints')).filter((f) => !f.startsWith('.') && f.endsWith('.json')) : []);
 
   before(async () => {
     ns = NetNs.create();
@@ -208,6 +209,9 @@ describe('broker: unprivileged callers, trust boundary, lifecycle', () => {
     q.stderr!.setEncoding('utf8').on('data', (d: string) => { qerr += d; });
     try {
       await eventually('QEMU to hold a macvtap', () => macvtaps().length === 1 && records().length === 1, 60_000);
+      // Killed only once the setup was committed and answered: a broker killed before that
+      // failed the request, and its restart rightly removes what it had made.
+      await b.waitForLine(/--mode=vepa --dev=vA --mac=52:54:00:00:00:51 .*: allowed: /, 60_000);
       await b.crash();
       await b.restart();
       assert.equal(records().length, 1, `a live QEMU's endpoint survives the broker's restart (${qerr})`);

@@ -49,3 +49,20 @@ describe('host context', () => {
     assert.equal(atSecure(), false);
   });
 });
+
+describe('stale temp files', () => {
+  it('gc removes temp files of dead writers only', async () => {
+    const { mkdtempSync, readdirSync, rmSync, writeFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { removeStaleTemps } = await import('../../src/state/atomic-file.js');
+    const dir = mkdtempSync(join(tmpdir(), 'qnh-tmp-'));
+    try {
+      for (const n of ['.a.json.111.0123abcd.tmp', '.b.json.222.89abcdef.tmp', 'c.json', '.d.json.x.tmp']) writeFileSync(join(dir, n), '');
+      assert.deepEqual(removeStaleTemps(dir, (pid) => pid === 222), ['.a.json.111.0123abcd.tmp']);
+      assert.deepEqual(readdirSync(dir).sort(), ['.b.json.222.89abcdef.tmp', '.d.json.x.tmp', 'c.json']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
