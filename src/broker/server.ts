@@ -95,9 +95,16 @@ function serveConnection(sock: Socket, cfg: BrokerOptions, watch: (id: string) =
         sock.end(encodeReply({ v: 1, ok: false, exit: 2, error: `bad broker request: ${e.message}` }));
         return;
       }
-      cfg.log(`broker: ${who}: ${h.what}: ${h.verdict}`);
       if (h.watch) watch(h.watch);
-      sock.end(encodeReply(h.reply));
+      // Logged once the answer is in the kernel's hands: a decision in the log
+      // has reached its client even if the broker dies the next moment.
+      let logged = false;
+      const logOnce = (suffix: string): void => {
+        if (!logged) cfg.log(`broker: ${who}: ${h.what}: ${h.verdict}${suffix}`);
+        logged = true;
+      };
+      sock.once('close', () => logOnce(' (the client went away before the answer)'));
+      sock.end(encodeReply(h.reply), () => logOnce(''));
     } finally {
       closeFd(peer.pidfd);
     }
