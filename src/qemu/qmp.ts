@@ -21,7 +21,7 @@ export class Qmp {
     });
   }
 
-  static async connect(path: string, timeoutMs = 10000): Promise<Qmp> {
+  static async connect(path: string, timeoutMs = 10000, greetMs = 30_000): Promise<Qmp> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       try {
@@ -30,8 +30,14 @@ export class Qmp {
           s.once('error', rej);
         });
         const q = new Qmp(sock);
-        await q.next(); // greeting
-        await q.cmd('qmp_capabilities');
+        try {
+          // A QEMU that accepted the connection but never greets is stuck: bounded, not forever.
+          await withTimeout(q.next(), greetMs, 'no QMP greeting'); // greeting
+          await withTimeout(q.cmd('qmp_capabilities'), greetMs, 'no answer to qmp_capabilities');
+        } catch (e) {
+          q.close();
+          throw e;
+        }
         return q;
       } catch (e) {
         if (Date.now() > deadline) throw e;
@@ -53,3 +59,8 @@ export class Qmp {
   close(): void { this.sock.destroy(); }
 }
 
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let t: NodeJS.Timeout | undefined;
+  return Promise.race([p, new Promise<T>((_, rej) => { t = setTimeout(() => rej(new Error(`${what} within ${ms / 1000} s`)), ms); })])
+    .finally(() => clearTimeout(t));
+}

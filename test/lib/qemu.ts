@@ -31,7 +31,7 @@ export function setprivArgs(as: RunAs): string[] {
 }
 
 /** Starts `qemu-system-x86_64 -machine none` inside ns with extra args and a QMP socket; as another user with `as`. */
-export async function startQemu(ns: NetNs, extra: string[], env: NodeJS.ProcessEnv = process.env, as?: RunAs): Promise<QemuRun> {
+export async function startQemu(ns: NetNs, extra: string[], env: NodeJS.ProcessEnv = process.env, as?: RunAs, attempt = 1): Promise<QemuRun> {
   const dir = mkdtempSync(join(tmpdir(), 'qnh-qemu-'));
   // An unprivileged QEMU must be able to bind its QMP socket here.
   if (as) { chownSync(dir, as.uid, as.gid); chmodSync(dir, 0o700); }
@@ -45,7 +45,18 @@ export async function startQemu(ns: NetNs, extra: string[], env: NodeJS.ProcessE
   proc.stderr!.setEncoding('utf8').on('data', (d: string) => { err += d; });
   proc.stdout!.resume();
   const exited = new Promise<number | null>((res) => proc.once('exit', (code) => res(code)));
-  const race = await Promise.race([Qmp.connect(qmpPath).then((q) => ({ q })), exited.then((code) => ({ code }))]);
+  let race: { q: Qmp } | { code: number | null };
+  try {
+    race = await Promise.race([Qmp.connect(qmpPath).then((q) => ({ q })), exited.then((code) => ({ code }))]);
+  } catch (e) {
+    // Seen once in many runs: QEMU 7.2 accepted the QMP connection, then sat in a
+    // blocking accept() and never greeted. Such a QEMU is killed and started once more.
+    proc.kill('SIGKILL');
+    await exited;
+    rmSync(dir, { recursive: true, force: true });
+    if (attempt < 2) return startQemu(ns, extra, env, as, attempt + 1);
+    throw e;
+  }
   if (!('q' in race)) {
     rmSync(dir, { recursive: true, force: true });
     throw new Error(`QEMU exited (${race.code}) before QMP came up: ${err.trim()}`);
