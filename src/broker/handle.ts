@@ -8,7 +8,7 @@ import { needsPolicy, parseHelperArgs } from '../helper/args.js';
 import { profileExists } from '../helper/main.js';
 import { serveBridgeTap } from '../helper/run.js';
 import { serveHelper } from '../helper/full.js';
-import type { HostContext } from '../host/context.js';
+import { pathsChosen, type HostContext } from '../host/context.js';
 import { gcAll } from '../lifecycle/gc.js';
 import { takeDown } from '../lifecycle/release.js';
 import { listFor, visibleTo } from '../lifecycle/list.js';
@@ -33,15 +33,6 @@ export interface Handled {
   watch?: string;
 }
 
-/** Root may point a request at other files; anyone else gets the broker's. */
-function pathsFor(caller: Caller, cfg: BrokerConfig, flags: { acl?: string | undefined; config?: string | undefined }): { acl: string; config: string } {
-  if (!caller.isRoot) {
-    const asked = flags.acl !== undefined ? '--acl' : flags.config !== undefined ? '--config' : null;
-    if (asked) throw new AccessDeniedError(`access denied: ${asked} is only for root (an unprivileged caller cannot choose the files that decide what it may do)`, `drop ${asked}; the broker uses ${asked === '--acl' ? cfg.acl : cfg.config}`);
-  }
-  return { acl: flags.acl ?? cfg.acl, config: flags.config ?? cfg.config };
-}
-
 function helper(req: Extract<BrokerRequest, { op: 'helper' }>, caller: Caller, pidfd: number, cfg: BrokerConfig): Handled {
   const a = parseHelperArgs(req.argv);
   const what = `helper ${req.argv.join(' ')}`;
@@ -61,7 +52,7 @@ function helper(req: Extract<BrokerRequest, { op: 'helper' }>, caller: Caller, p
     if (peerUid !== null && !caller.isRoot && peerUid !== caller.uid) {
       throw new AccessDeniedError(`access denied: the socket passed with --fd=${clientFd} leads to a process of uid ${peerUid}, not to the caller's QEMU`, 'pass the socket QEMU or libvirt gave the helper');
     }
-    const paths = pathsFor(caller, cfg, a);
+    const paths = pathsChosen(a, cfg, caller.isRoot);
     if (!needsPolicy(a) && !profileExists(a, paths.config)) {
       // qemu-bridge-helper's case: the same ioctl-only path as the direct helper (no `ip`, no policy files).
       const t = serveBridgeTap(a, sock, { acl: paths.acl, caller, tunDevice: cfg.host.tunDevice });
@@ -83,7 +74,7 @@ export function handle(req: BrokerRequest, caller: Caller, pidfd: number, cfg: B
         return helper(req, caller, pidfd, cfg);
       case 'up': {
         const o = req.options;
-        const { config } = pathsFor(caller, cfg, {});
+        const { config } = pathsChosen({}, cfg, caller.isRoot);
         const r = up(o, { host: cfg.host, acl: caller.isRoot ? null : cfg.acl, config, caller });
         return { reply: { v: 1, ok: true, exit: 0, result: r }, what: `up ${JSON.stringify(o)}`, verdict: `allowed: endpoint ${r.endpoint.id} ${r.endpoint.ifname}` };
       }

@@ -163,13 +163,21 @@ export function hasNetAdmin(): boolean {
  * asking for others is refused rather than silently ignored.
  */
 export function configPaths(flags: { acl?: string | undefined; config?: string | undefined }, env: NodeJS.ProcessEnv, trusted: boolean): { acl: string; config: string } {
-  if (!trusted) {
+  const base = trusted
+    ? { acl: env[ENV.acl] || DEFAULT_PATHS.acl, config: env[ENV.config] || DEFAULT_PATHS.config }
+    : { acl: DEFAULT_PATHS.acl, config: DEFAULT_PATHS.config };
+  return pathsChosen(flags, base, trusted);
+}
+
+/**
+ * --acl/--config over `base` (the fixed defaults, or a broker's own files):
+ * honoured for a caller who `mayChoose` (root), refused for anyone else.
+ */
+export function pathsChosen(flags: { acl?: string | undefined; config?: string | undefined }, base: { acl: string; config: string }, mayChoose: boolean): { acl: string; config: string } {
+  if (!mayChoose) {
     const asked = flags.acl !== undefined ? '--acl' : flags.config !== undefined ? '--config' : null;
-    if (asked) throw new AccessDeniedError(`access denied: ${asked} is only for root (an unprivileged caller cannot choose the files that decide what it may do)`, `drop ${asked}; the administrator sets ${asked === '--acl' ? DEFAULT_PATHS.acl : DEFAULT_PATHS.config}`);
-    return { acl: DEFAULT_PATHS.acl, config: DEFAULT_PATHS.config };
+    if (asked) throw new AccessDeniedError(`access denied: ${asked} is only for root (an unprivileged caller cannot choose the files that decide what it may do)`, `drop ${asked}; ${asked === '--acl' ? base.acl : base.config} decides`);
+    return base;
   }
-  return {
-    acl: flags.acl ?? (env[ENV.acl] || DEFAULT_PATHS.acl),
-    config: flags.config ?? (env[ENV.config] || DEFAULT_PATHS.config),
-  };
+  return { acl: flags.acl ?? base.acl, config: flags.config ?? base.config };
 }

@@ -3,6 +3,7 @@
 // authorized for the caller, a record is drafted and journaled step by step,
 // the chosen candidate is realized, its fds are delivered, and only then is
 // the setup committed; any failure undoes everything made so far.
+import { formatMac } from '../net/mac.js';
 import { kernels, transports } from '../backends/registry.js';
 import type { Mode, TransportName } from '../backends/types.js';
 import type { HostContext } from '../host/context.js';
@@ -54,7 +55,7 @@ export interface SetupResult {
 /** A guest MAC already given to another endpoint is refused: two guests with one MAC break both. */
 function checkMacFree(stateDir: string, mac: Buffer | undefined): void {
   if (!mac) return;
-  const text = Array.from(mac, (b) => b.toString(16).padStart(2, '0')).join(':');
+  const text = formatMac(mac);
   for (const e of listEndpoints(stateDir)) {
     if ('record' in e && e.record.mac === text) {
       throw new AccessDeniedError(`access denied: MAC ${text} is in use by endpoint ${e.record.id}`, 'give each guest NIC its own MAC');

@@ -3,6 +3,7 @@
 // through its control socket. The port's socket lives in the state directory
 // (the switch listens on it; QEMU connects); the port is an owned object,
 // removed through the same control socket when the endpoint ends.
+import { formatMac } from '../../net/mac.js';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { SetupError, UnsupportedError } from '../../errors.js';
@@ -49,7 +50,7 @@ export const vswitchBackend: KernelBackend = {
     rb.add(`remove switch port ${String(r.port)}`, () => releasePort(owned, host), { backend: 'vswitch', obj: owned });
     return {
       kernel: 'vswitch', ifname: `port${String(r.port)}`, fds: [], vnetHdr: true, mtu: req.mtu ?? 1500,
-      ...(req.mac ? { mac: Array.from(req.mac, (b) => b.toString(16).padStart(2, '0')).join(':') } : {}),
+      ...(req.mac ? { mac: formatMac(req.mac) } : {}),
       owned: [owned], info: { socket, port: r.port, switchMode: mode },
     };
   },
