@@ -50,11 +50,12 @@ export class SwitchCore {
   private readonly flat = Buffer.allocUnsafe(MAX_FRAME_LEN);
   private eventBudget = EVENTS_PER_SECOND;
   private eventSecond = 0;
-  // The last unicast decision (ingress, destination, source -> one port),
-  // reused while nothing that could change it changed: same MAC table
-  // generation, same topology epoch, same coarse clock tick (so ageing and
-  // the source's refresh still happen every tick). A stream of frames between
-  // two guests then skips both table lookups and the learning write.
+  // The last decision that sent a frame to one port or to none (ingress,
+  // destination, source -> port or null), reused while nothing that could
+  // change it changed: same MAC table generation, same topology epoch, same
+  // coarse clock tick (so ageing and the source's refresh still happen every
+  // tick). A stream of frames between two guests (or into a port with no one
+  // to reach) then skips both table lookups and the learning write.
   private epoch = 0;
   private cFrom = -1;
   private cDst = -1;
@@ -116,6 +117,12 @@ export class SwitchCore {
     return true;
   }
 
+  /** Caches a decision taken for (from, dst, src): one port, or null for nowhere. */
+  private remember(from: number, dst: number, src: number, to: WorkerPort | null): void {
+    this.cFrom = from; this.cDst = dst; this.cSrc = src; this.cTo = to;
+    this.cGen = this.fdb.gen; this.cEpoch = this.epoch; this.cNow = this.now;
+  }
+
   private peekDst = 0;
   private peekSrc = 0;
 
@@ -138,9 +145,17 @@ export class SwitchCore {
     const hit = dst === this.cDst && src === this.cSrc && from.id === this.cFrom && this.fdb.gen === this.cGen && this.epoch === this.cEpoch && this.now === this.cNow;
     if (hit) {
       to = this.cTo;
+      // Cached "nowhere" (filtered, or a flood with no other port): as below.
+      if (to === null) { st.txFrames++; return SENT; }
     } else {
       n = decide(this.fdb, this.topo, from.id, dst, src, this.now, this.out);
       to = n === 1 && this.out[0]! >= 0 ? this.ports.get(this.out[0]!) : null;
+      if (n === 0) {
+        this.learn(src, from.id);
+        this.remember(from.id, dst, src, null);
+        st.txFrames++;
+        return SENT;
+      }
     }
     if (to !== null) {
       // Unicast (or a flood that reaches one port): the hot path.
@@ -151,8 +166,7 @@ export class SwitchCore {
       if (!hit) {
         this.learn(src, from.id);
         // Cache after learning: a first sighting bumps the generation.
-        this.cFrom = from.id; this.cDst = dst; this.cSrc = src; this.cTo = to;
-        this.cGen = this.fdb.gen; this.cEpoch = this.epoch; this.cNow = this.now;
+        this.remember(from.id, dst, src, to);
       }
       st.txFrames++;
       if (r === RX_OK) { to.stats.rxFrames++; this.markDirty(rx); }

@@ -96,6 +96,36 @@ export function deliverFrame(
   src: ChainScratch | null, srcSkip: number,
   flat: Uint8Array | null, flatOff: number, frameLen: number,
 ): number {
+  // The common case first: the whole frame in one source buffer and an RX
+  // chain of one writable buffer that holds header + frame (what DPDK's PMD
+  // and Linux post), no dirty logging. Anything else, including a chain this
+  // path looked at and put back, takes the general walk below.
+  if (rx.log === null && (src === null || (src.firstWritable !== 0 && src.length[0]! - srcSkip >= frameLen))) {
+    const head = rx.popChain(rc);
+    if (head < 0) return head === -1 ? RX_NO_BUFFERS : RX_BROKEN;
+    const fw = rc.firstWritable;
+    if (rc.count === fw + 1 && rc.length[fw]! >= rxHdr + frameLen) {
+      const dMem = rc.mem!;
+      const r = rc.region[fw]!;
+      const dDv = dMem.dv[r]!;
+      const dOff = rc.offset[fw]!;
+      dDv.setUint32(dOff, 0, true);
+      dDv.setUint32(dOff + 4, 0, true);
+      // csum_offset 0, then num_buffers 1 (12-byte header only).
+      if (rxHdr === NET_HDR_LEN) dDv.setUint32(dOff + 8, 0x10000, true);
+      else dDv.setUint16(dOff + 8, 0, true);
+      if (src === null) {
+        copyBytes(flat!, dataViewOf(flat!), flatOff, dMem.u8[r]!, dDv, dOff + rxHdr, frameLen);
+      } else {
+        const sMem = src.mem!;
+        const q = src.region[0]!;
+        copyBytes(sMem.u8[q]!, sMem.dv[q]!, src.offset[0]! + srcSkip, dMem.u8[r]!, dDv, dOff + rxHdr, frameLen);
+      }
+      rx.pushUsed(head, rxHdr + frameLen);
+      return RX_OK;
+    }
+    rx.unpop();
+  }
   // Source cursor.
   let sU8: Uint8Array = EMPTY_U8;
   let sDv: DataView = EMPTY_DV;

@@ -24,12 +24,35 @@ export function walkChain(
   mem: GuestMemory, desc32: Uint32Array, descBase: number, size: number,
   indirectOk: boolean, head: number, out: ChainScratch,
 ): number {
+  out.head = head;
+  out.mem = mem;
+  // The common case first: one direct descriptor (no NEXT, no INDIRECT),
+  // inside one region. Same reads and checks as the loop below, which
+  // handles everything else (including what this path declines).
+  {
+    const p = descBase + head * 4;
+    const lo = desc32[p]!, hi = desc32[p + 1]!, len = desc32[p + 2]!;
+    const flags = desc32[p + 3]! & 0xffff;
+    if ((flags & ~F_WRITE) === 0 && len !== 0 && hi <= 0x1fffff) {
+      const off = mem.translateGpa(hi * 4294967296 + lo, len);
+      if (off >= 0) {
+        const w = flags >>> 1;
+        out.region[0] = mem.lastRegion;
+        out.offset[0] = off;
+        out.length[0] = len;
+        out.writable[0] = w;
+        out.count = 1;
+        out.firstWritable = w === 0 ? 1 : 0;
+        out.readable = w === 0 ? len : 0;
+        out.writableBytes = w === 0 ? 0 : len;
+        return CHAIN_OK;
+      }
+    }
+  }
   out.count = 0;
   out.firstWritable = 0;
   out.readable = 0;
   out.writableBytes = 0;
-  out.head = head;
-  out.mem = mem;
   let t32 = desc32;
   let tBase = descBase; // u32 index of entry 0 (aligned tables)
   let tDv: DataView | null = null; // unaligned indirect table
