@@ -57,9 +57,17 @@ function setupInFlight(rec: EndpointRecord): boolean {
   return rec.info.state === 'setting-up' && by !== undefined && ownerStatus(by) !== 'gone';
 }
 
-/** Releases every attachment of this network missing from cni.dev/valid-attachments. */
+/**
+ * Releases every attachment of this network missing from
+ * cni.dev/valid-attachments. Their addresses: an IPAM plugin that speaks 1.1
+ * gets the GC itself (with the same list, as the spec asks, so it also frees
+ * addresses we hold no record of); an older one (Debian's host-local 1.1.1)
+ * gets a DEL for each attachment released.
+ */
 export function cmdGc(conf: NetConf, raw: Record<string, unknown>, env: CniEnv, host: HostContext): string[] {
   const valid = new Set((conf['cni.dev/valid-attachments'] ?? []).map((a) => `${a.containerID}\0${a.ifname}`));
+  const ipam = conf.ipam ? new Ipam(conf, env, raw) : null;
+  const delegate = ipam?.knows('GC') ?? false;
   const gone: string[] = [];
   const problems: string[] = [];
   for (const rec of attachmentsOf(host.stateDir, conf.name)) {
@@ -67,12 +75,23 @@ export function cmdGc(conf: NetConf, raw: Record<string, unknown>, env: CniEnv, 
     if (valid.has(`${c.containerId}\0${c.ifname}`) || setupInFlight(rec)) continue;
     try {
       release(rec, host);
-      if (conf.ipam) new Ipam(conf, env, raw).del({ containerId: c.containerId, ifname: c.ifname, netns: c.netns });
+      if (ipam && !delegate) ipam.del({ containerId: c.containerId, ifname: c.ifname, netns: c.netns });
       gone.push(`${c.containerId}/${c.ifname}`);
     } catch (e) {
       problems.push(`${c.containerId}/${c.ifname}: ${(e as Error).message}`);
     }
   }
-  if (problems.length) throw new CniError(CniCode.HELPER_BASE + 10, `GC could not release ${problems.length} attachment(s)`, problems.join('; '));
+  const ours = problems.length ? `GC could not release ${problems.length} attachment(s)` : null;
+  if (ipam && delegate) {
+    try {
+      ipam.gc();
+    } catch (e) {
+      // The delegate's error, code and all, with ours added to its details.
+      const c = e as CniError;
+      if (!ours) throw c;
+      throw new CniError(c.code, c.message, [c.details, `${ours}: ${problems.join('; ')}`].filter(Boolean).join('; '));
+    }
+  }
+  if (ours) throw new CniError(CniCode.HELPER_BASE + 10, ours, problems.join('; '));
   return gone;
 }
