@@ -201,6 +201,30 @@ describe('CNI plugin protocol', { skip }, () => {
     assert.equal(noDev.json?.code, 50, noDev.stdout);
     const noIpam = cni(h, { command: 'STATUS', extraEnv: env(), path: '/nonexistent' }, conf());
     assert.equal(noIpam.json?.code, 50, noIpam.stdout);
+    assert.equal(cni(h, { command: 'STATUS', extraEnv: env() }, conf({ mode: 'nat', dev: 'qnhnat5', ipam: undefined })).status, 0, 'nat: nft, dnsmasq and the kernel are there');
+    const foreign = cni(h, { command: 'STATUS', extraEnv: env() }, conf({ mode: 'nat' }));
+    assert.equal(foreign.json?.code, 50, foreign.stdout);
+    assert.match(foreign.json.msg, /'br0' exists and is not a NAT network/);
+  });
+
+  it('GC and STATUS are not passed on to an IPAM plugin older than CNI 1.1 (the installed host-local answers both with code 3); GC gives the addresses back by DEL', () => {
+    const hostLocal = '/usr/lib/cni/host-local';
+    const version = cni(h, { command: 'VERSION', plugin: hostLocal }, { cniVersion: '1.0.0' });
+    assert.equal(version.status, 0, version.stdout);
+    assert.ok(!version.json.supportedVersions.includes('1.1.0'), `host-local ${version.json.supportedVersions} now speaks 1.1.0: delegation would apply`);
+    const ipamConf = { ...conf({ cniVersion: '1.0.0' }), 'cni.dev/valid-attachments': [] };
+    for (const command of ['GC', 'STATUS']) {
+      const direct = cni(h, { command, plugin: hostLocal }, ipamConf);
+      assert.equal(direct.json?.code, 3, `host-local ${command}: ${direct.stdout}`);
+    }
+    const s = sandbox();
+    assert.equal(cni(h, call('ADD', s, 'old1'), conf()).status, 0);
+    assert.equal(leases().length, 1);
+    assert.equal(cni(h, { command: 'STATUS', extraEnv: env() }, conf()).status, 0);
+    const gc = cni(h, { command: 'GC', extraEnv: env() }, conf({ 'cni.dev/valid-attachments': [] }));
+    assert.equal(gc.status, 0, gc.stdout + gc.stderr);
+    assert.deepEqual(leases(), [], "the collected attachment's address went back to host-local by DEL");
+    assert.deepEqual(s.links(), ['lo']);
   });
 
   it('macvlan vepa on an uplink (container networking like the macvlan plugin): the sandbox reaches a peer on the wire', () => {
