@@ -59,10 +59,11 @@ function setupInFlight(rec: EndpointRecord): boolean {
 
 /**
  * Releases every attachment of this network missing from
- * cni.dev/valid-attachments. Their addresses: an IPAM plugin that speaks 1.1
- * gets the GC itself (with the same list, as the spec asks, so it also frees
- * addresses we hold no record of); an older one (Debian's host-local 1.1.1)
- * gets a DEL for each attachment released.
+ * cni.dev/valid-attachments, and gives each one's address back with an IPAM
+ * DEL. An IPAM plugin that speaks 1.1 then gets the GC itself, with the same
+ * list, as the spec asks (so it may free what we hold no record of). The DEL
+ * stays even then: host-local speaks 1.1 since upstream 1.5 but its GC frees
+ * nothing (seen with v1.6.0: GC answers 0, the address stays reserved).
  */
 export function cmdGc(conf: NetConf, raw: Record<string, unknown>, env: CniEnv, host: HostContext): string[] {
   const valid = new Set((conf['cni.dev/valid-attachments'] ?? []).map((a) => `${a.containerID}\0${a.ifname}`));
@@ -75,7 +76,7 @@ export function cmdGc(conf: NetConf, raw: Record<string, unknown>, env: CniEnv, 
     if (valid.has(`${c.containerId}\0${c.ifname}`) || setupInFlight(rec)) continue;
     try {
       release(rec, host);
-      if (ipam && !delegate) ipam.del({ containerId: c.containerId, ifname: c.ifname, netns: c.netns });
+      if (ipam) ipam.del({ containerId: c.containerId, ifname: c.ifname, netns: c.netns });
       gone.push(`${c.containerId}/${c.ifname}`);
     } catch (e) {
       problems.push(`${c.containerId}/${c.ifname}: ${(e as Error).message}`);

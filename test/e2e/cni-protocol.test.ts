@@ -207,26 +207,6 @@ describe('CNI plugin protocol', { skip }, () => {
     assert.match(foreign.json.msg, /'br0' exists and is not a NAT network/);
   });
 
-  it('GC and STATUS are not passed on to an IPAM plugin older than CNI 1.1 (the installed host-local answers both with code 3); GC gives the addresses back by DEL', () => {
-    const hostLocal = '/usr/lib/cni/host-local';
-    const version = cni(h, { command: 'VERSION', plugin: hostLocal }, { cniVersion: '1.0.0' });
-    assert.equal(version.status, 0, version.stdout);
-    assert.ok(!version.json.supportedVersions.includes('1.1.0'), `host-local ${version.json.supportedVersions} now speaks 1.1.0: delegation would apply`);
-    const ipamConf = { ...conf({ cniVersion: '1.0.0' }), 'cni.dev/valid-attachments': [] };
-    for (const command of ['GC', 'STATUS']) {
-      const direct = cni(h, { command, plugin: hostLocal }, ipamConf);
-      assert.equal(direct.json?.code, 3, `host-local ${command}: ${direct.stdout}`);
-    }
-    const s = sandbox();
-    assert.equal(cni(h, call('ADD', s, 'old1'), conf()).status, 0);
-    assert.equal(leases().length, 1);
-    assert.equal(cni(h, { command: 'STATUS', extraEnv: env() }, conf()).status, 0);
-    const gc = cni(h, { command: 'GC', extraEnv: env() }, conf({ 'cni.dev/valid-attachments': [] }));
-    assert.equal(gc.status, 0, gc.stdout + gc.stderr);
-    assert.deepEqual(leases(), [], "the collected attachment's address went back to host-local by DEL");
-    assert.deepEqual(s.links(), ['lo']);
-  });
-
   it('macvlan vepa on an uplink (container networking like the macvlan plugin): the sandbox reaches a peer on the wire', () => {
     const s = sandbox();
     const c = conf({ mode: 'vepa', dev: 'up0', ipam: { type: 'host-local', subnet: '10.98.0.0/24', rangeStart: '10.98.0.10', dataDir: ipamDir } });
