@@ -378,20 +378,23 @@ describe('CNI plugin protocol', { skip }, () => {
     assert.deepEqual(s.links(), ['lo']);
   });
 
-  it('six ADDs at once on one bridge get six addresses and links; six DELs at once remove them all', async () => {
-    const boxes = Array.from({ length: 6 }, () => sandbox());
-    const adds = await Promise.all(boxes.map((s, k) => cniAsync(h, call('ADD', s, `par${k}`), conf())));
-    for (const a of adds) assert.equal(a.status, 0, a.stdout + a.stderr);
-    const addrs = new Set(adds.map((a) => a.json.ips[0].address));
-    assert.equal(addrs.size, 6, 'distinct addresses');
-    assert.equal(leases().length, 6);
-    assert.equal(listEndpoints(stateDir).length, 6);
-    const dels = await Promise.all(boxes.map((s, k) => cniAsync(h, call('DEL', s, `par${k}`), conf())));
-    for (const d of dels) assert.equal(d.status, 0, d.stdout + d.stderr);
-    for (const s of boxes) assert.deepEqual(s.links(), ['lo']);
+  it('six ADDs at once on one bridge (and on one NAT network, which the first creates) get six addresses and links; six DELs at once remove them all', async () => {
+    const nat = conf({ mode: 'nat', dev: 'qnhnat7', ipam: undefined });
+    for (const [what, c] of [['bridge', conf()], ['nat', nat]] as const) {
+      const boxes = Array.from({ length: 6 }, () => sandbox());
+      const adds = await Promise.all(boxes.map((s, k) => cniAsync(h, call('ADD', s, `par${k}`), c)));
+      for (const a of adds) assert.equal(a.status, 0, `${what}: ${a.stdout} ${a.stderr}`);
+      const addrs = new Set(adds.map((a) => a.json.ips[0].address));
+      assert.equal(addrs.size, 6, `${what}: distinct addresses`);
+      if (what === 'bridge') assert.equal(leases().length, 6);
+      assert.equal(listEndpoints(stateDir).length, 6);
+      const dels = await Promise.all(boxes.map((s, k) => cniAsync(h, call('DEL', s, `par${k}`), c)));
+      for (const d of dels) assert.equal(d.status, 0, `${what}: ${d.stdout} ${d.stderr}`);
+      for (const s of boxes) assert.deepEqual(s.links(), ['lo']);
+    }
   });
 
-  it('crash safety: ADD SIGKILLed after each setup step, then the runtime\'s DEL, leaves nothing (macvlan; tap, which includes the bridge veth)', () => {
+  it('crash safety: ADD SIGKILLed after each setup step, then the runtime\'s DEL, leaves nothing (macvlan; tap, which includes the bridge veth; nat)', () => {
     const confs: [string, Record<string, unknown>][] = [
       ['macvlan', conf({ mode: 'private', dev: 'up0', ipam: { type: 'host-local', subnet: '10.98.0.0/24', rangeStart: '10.98.0.10', dataDir: ipamDir } })],
       ['tap', conf({ transport: 'tap' })],
