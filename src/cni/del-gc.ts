@@ -9,7 +9,7 @@ import type { EndpointRecord } from '../state/endpoints.js';
 import { ownerStatus, type OwnerRef } from '../state/owner.js';
 import type { NetConf } from './config.js';
 import type { CniEnv } from './env.js';
-import { CniCode, CniError } from './errors.js';
+import { CniCode, CniError, toCniError } from './errors.js';
 import { Ipam } from './ipam.js';
 import { attachmentId, attachmentsOf, cniInfo, loadAttachment } from './store.js';
 
@@ -67,10 +67,21 @@ function setupInFlight(rec: EndpointRecord): boolean {
  */
 export function cmdGc(conf: NetConf, raw: Record<string, unknown>, env: CniEnv, host: HostContext): string[] {
   const valid = new Set((conf['cni.dev/valid-attachments'] ?? []).map((a) => `${a.containerID}\0${a.ifname}`));
-  const ipam = conf.ipam ? new Ipam(conf, env, raw) : null;
-  const delegate = ipam?.knows('GC') ?? false;
   const gone: string[] = [];
   const problems: string[] = [];
+  // A missing or broken IPAM plugin must not stop us releasing our own objects: its error comes last.
+  let ipam: Ipam | null = null;
+  let delegate = false;
+  let ipamError: CniError | null = null;
+  if (conf.ipam) {
+    try {
+      ipam = new Ipam(conf, env, raw);
+      delegate = ipam.knows('GC');
+    } catch (e) {
+      ipam = null;
+      ipamError = toCniError(e);
+    }
+  }
   for (const rec of attachmentsOf(host.stateDir, conf.name)) {
     const c = cniInfo(rec)!;
     if (valid.has(`${c.containerId}\0${c.ifname}`) || setupInFlight(rec)) continue;
@@ -84,14 +95,12 @@ export function cmdGc(conf: NetConf, raw: Record<string, unknown>, env: CniEnv, 
   }
   const ours = problems.length ? `GC could not release ${problems.length} attachment(s)` : null;
   if (ipam && delegate) {
-    try {
-      ipam.gc();
-    } catch (e) {
-      // The delegate's error, code and all, with ours added to its details.
-      const c = e as CniError;
-      if (!ours) throw c;
-      throw new CniError(c.code, c.message, [c.details, `${ours}: ${problems.join('; ')}`].filter(Boolean).join('; '));
-    }
+    try { ipam.gc(); } catch (e) { ipamError = toCniError(e); }
+  }
+  if (ipamError) {
+    // The IPAM plugin's error, code and all, with ours added to its details.
+    if (!ours) throw ipamError;
+    throw new CniError(ipamError.code, ipamError.message, [ipamError.details, `${ours}: ${problems.join('; ')}`].filter(Boolean).join('; '));
   }
   if (ours) throw new CniError(CniCode.HELPER_BASE + 10, ours, problems.join('; '));
   return gone;

@@ -75,6 +75,22 @@ describe('CNI GC and STATUS with the IPAM plugin', { skip }, () => {
     assert.deepEqual(s.links(), ['lo']);
   });
 
+  it('GC with the IPAM plugin missing still releases our attachments, then reports the IPAM error', () => {
+    const s = sandbox();
+    add(s, 'lost1');
+    const gc = cni(h, { command: 'GC', extraEnv: env(), path: '/nonexistent' }, conf({ 'cni.dev/valid-attachments': [] }));
+    assert.equal(gc.json?.code, 7, gc.stdout);
+    assert.match(gc.json.msg, /IPAM plugin 'host-local' not found in CNI_PATH/);
+    assert.deepEqual(s.links(), ['lo'], 'our side is released anyway');
+    assert.deepEqual(listEndpoints(stateDir), []);
+    // The address stays with host-local until a GC or DEL can reach it.
+    assert.equal(leases().length, 1);
+    assert.equal(cni(h, { command: 'GC', extraEnv: env() }, conf({ 'cni.dev/valid-attachments': [] })).status, 0);
+    assert.equal(leases().length, 1, 'no record left to DEL it by: host-local 1.1.1 has no GC of its own');
+    const del = cni(h, { command: 'DEL', containerId: 'lost1', netns: '', ifname: 'eth0', extraEnv: env() }, conf());
+    assert.equal(del.status, 0, del.stdout);
+  });
+
   it('a host-local speaking CNI 1.1 is sent GC and STATUS; its GC frees nothing, our DEL of each collected attachment does',
     { skip: !HOST_LOCAL_11 ? 'set QNH_CNI_HOST_LOCAL_11 to an upstream host-local v1.5 or later (Debian 12 ships 1.1.1)' : existsSync('/usr/bin/strace') ? false : 'needs strace' }, () => {
       const version = cni(h, { command: 'VERSION', plugin: HOST_LOCAL_11! }, { cniVersion: '1.1.0' });
