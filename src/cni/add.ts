@@ -18,11 +18,12 @@ import { attachRouted } from './attach-route.js';
 import { attachMacvtap, attachTap } from './attach-tap.js';
 import { attachVf } from './attach-vf.js';
 import { attachVhostUser } from './attach-vhost-user.js';
+import { attachNat } from './attach-nat.js';
 
 function attach(ctx: AddContext): Attached {
   switch (ctx.conf.transport) {
-    case 'veth': return ctx.conf.mode === 'route' ? attachRouted(ctx) : attachVeth(ctx);
-    case 'tap': return attachTap(ctx);
+    case 'veth': return ctx.conf.mode === 'route' ? attachRouted(ctx) : ctx.conf.mode === 'nat' ? attachNat(ctx) : attachVeth(ctx);
+    case 'tap': return ctx.conf.mode === 'nat' ? attachNat(ctx) : attachTap(ctx);
     case 'macvtap': return attachMacvtap(ctx);
     case 'vf': return attachVf(ctx);
     case 'vhost-user': return attachVhostUser(ctx);
@@ -55,17 +56,16 @@ export async function cmdAdd(conf: NetConf, raw: Record<string, unknown>, env: C
       ipamDone = true;
     }
     const mac = conf.runtimeConfig?.mac ?? conf.mac;
-    const ctx: AddContext = { conf, env, host, rb, id: record.id, ...(mac ? { mac } : {}), ...(ipRes ? { ips: ipRes.ips } : {}) };
+    const ctx: AddContext = { conf, env, host, rb, id: record.id, ...(mac ? { mac } : {}), ...(ipRes ? { ips: ipRes.ips, routes: ipRes.routes } : {}) };
     const a = attach(ctx);
     const ours = emptyResult(conf.cniVersion);
     ours.interfaces = [...a.hostInterfaces, a.sandbox];
     const index = ours.interfaces.length - 1;
-    if (ipRes) {
-      ours.ips = ipRes.ips.map((i) => ({ ...i, interface: index }));
-      ours.routes = ipRes.routes;
-      ours.dns = ipRes.dns;
-      if (a.configureIp) configureIps(env.netns, env.ifname, ours.ips, ours.routes);
-    }
+    // The transport's own addresses (mode nat) replace IPAM's answer, which it has already used.
+    ours.ips = (a.ips ?? ipRes?.ips ?? []).map((i) => ({ ...i, interface: index }));
+    ours.routes = a.routes ?? ipRes?.routes ?? [];
+    if (ipRes) ours.dns = ipRes.dns;
+    if (a.configureIp && ours.ips.length) configureIps(env.netns, env.ifname, ours.ips, ours.routes);
     if (conf.dns) ours.dns = { ...ours.dns, ...conf.dns };
     const result = chain(prev, ours);
     record.kernel = a.kernel;

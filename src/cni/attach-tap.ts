@@ -25,7 +25,8 @@ function journalSandboxLink(ctx: AddContext, name: string, what: string): number
   return l.ifindex;
 }
 
-export function attachTap(ctx: AddContext): Attached {
+/** `bridge`: the host bridge to join (default: dev). The tap takes ctx.mac. */
+export function attachTap(ctx: AddContext, bridge: string | undefined = ctx.conf.dev): Attached {
   const { netns, ifname } = ctx.env;
   if (sLink(netns, ifname)) throw new ConfigError(`an interface named '${ifname}' already exists in ${netns}`);
   const args = ['tuntap', 'add', 'dev', ifname, 'mode', 'tap', 'vnet_hdr'];
@@ -35,11 +36,11 @@ export function attachTap(ctx: AddContext): Attached {
   journalSandboxLink(ctx, ifname, 'tap');
   const hostInterfaces: CniInterface[] = [];
   let hostIfname = '';
-  if (ctx.conf.dev) {
+  if (bridge) {
     const tag = randomBytes(3).toString('hex');
     const port = `qnhp${tag}`;
     const br = `qnhb${tag}`;
-    const ep = setupVeth(request(ctx), ctx.host, ctx.rb);
+    const ep = setupVeth({ ...request(ctx), dev: bridge }, ctx.host, ctx.rb);
     hostIfname = String(ep.info.hostIfname);
     const hostEnd = hostIfname;
     journalHostEnd(ctx, hostEnd);
@@ -54,12 +55,12 @@ export function attachTap(ctx: AddContext): Attached {
       kernelFailure(e, `bridging tap '${ifname}' to the host in ${netns}`);
     }
     const h = linkShow(hostEnd);
-    hostInterfaces.push({ name: ctx.conf.dev }, { name: hostEnd, ...(h?.address ? { mac: h.address } : {}) });
+    hostInterfaces.push({ name: bridge }, { name: hostEnd, ...(h?.address ? { mac: h.address } : {}) });
     const b = sLink(netns, br);
     hostInterfaces.push({ name: br, ...(b?.address ? { mac: b.address } : {}), sandbox: netns });
   }
   const m = configureInSandbox(netns, ifname, ctx.mac, ctx.conf.mtu);
-  return { hostInterfaces, sandbox: { name: ifname, mac: m.mac, mtu: m.mtu, sandbox: netns }, configureIp: false, kernel: ctx.conf.dev ? 'veth' : 'tap', hostIfname };
+  return { hostInterfaces, sandbox: { name: ifname, mac: m.mac, mtu: m.mtu, sandbox: netns }, configureIp: false, kernel: bridge ? 'veth' : 'tap', hostIfname };
 }
 
 export function attachMacvtap(ctx: AddContext): Attached {

@@ -5,7 +5,7 @@ import type { HostContext } from '../backends/types.js';
 import type { Rollback } from '../setup/rollback.js';
 import type { NetConf } from './config.js';
 import type { CniEnv } from './env.js';
-import type { CniInterface, CniIp } from './result.js';
+import type { CniInterface, CniIp, CniRoute } from './result.js';
 
 export interface AddContext {
   conf: NetConf;
@@ -18,6 +18,8 @@ export interface AddContext {
   mac?: string;
   /** IPAM's addresses, when there is IPAM (routed mode needs them before wiring). */
   ips?: CniIp[];
+  /** IPAM's routes (mode nat completes them with its default route). */
+  routes?: CniRoute[];
 }
 
 export interface Attached {
@@ -30,6 +32,12 @@ export interface Attached {
    * the pod: the guest owns the address).
    */
   configureIp: boolean;
+  /**
+   * Addresses and routes the transport settled itself, replacing IPAM's
+   * (mode nat: its own address without IPAM, the NAT gateway, a default route).
+   */
+  ips?: CniIp[];
+  routes?: CniRoute[];
   /** Kernel implementation and host ifname, for the endpoint record (`list`). */
   kernel: string;
   hostIfname: string;

@@ -43,16 +43,17 @@ function devKind(dev: string): string {
   return linkKind(l);
 }
 
-function onBridge(ctx: AddContext): Attached {
-  const ep = setupVeth(request(ctx), ctx.host, ctx.rb);
+/** A veth pair, its host end a port of `bridge` (default: dev), the other end the container's. */
+export function onBridge(ctx: AddContext, bridge: string = ctx.conf.dev!): Attached {
+  const ep = setupVeth({ ...request(ctx), dev: bridge }, ctx.host, ctx.rb);
   const hostEnd = String(ep.info.hostIfname);
   journalHostEnd(ctx, hostEnd);
   moveIntoSandbox(ep.ifname, ctx.env.netns, ctx.env.ifname);
   const m = configureInSandbox(ctx.env.netns, ctx.env.ifname, ctx.mac, ctx.conf.mtu);
   const h = linkShow(hostEnd);
-  const br = linkShow(ctx.conf.dev!);
+  const br = linkShow(bridge);
   return {
-    hostInterfaces: [{ name: ctx.conf.dev!, ...(br?.address ? { mac: br.address } : {}) }, { name: hostEnd, ...(h?.address ? { mac: h.address } : {}) }],
+    hostInterfaces: [{ name: bridge, ...(br?.address ? { mac: br.address } : {}) }, { name: hostEnd, ...(h?.address ? { mac: h.address } : {}) }],
     sandbox: { name: ctx.env.ifname, mac: m.mac, mtu: m.mtu, sandbox: ctx.env.netns },
     configureIp: true, kernel: 'veth', hostIfname: hostEnd,
   };

@@ -2,6 +2,7 @@
 // there: our record, the sandbox interface with its MAC, its addresses (where
 // we put them), the host side of a veth, and IPAM's own view.
 import type { HostContext } from '../backends/types.js';
+import { DEFAULT_NAT_BRIDGE } from '../backends/kernel/nat-plan.js';
 import { linkShow } from '../net/ip.js';
 import { controlRequest } from '../vhost-user/control/sync-client.js';
 import type { NetConf } from './config.js';
@@ -37,13 +38,14 @@ export function cmdCheck(conf: NetConf, raw: Record<string, unknown>, env: CniEn
     throw new CniError(BROKEN, `interface '${env.ifname}' has MAC ${l.address}, the result says ${want.mac}`);
   }
   if (!l.flags?.includes('UP')) throw new CniError(BROKEN, `interface '${env.ifname}' in ${env.netns} is down`);
-  if (['veth', 'macvlan', 'sriov', 'route'].includes(rec.kernel)) {
+  if (['veth', 'macvlan', 'sriov', 'route', 'nat'].includes(rec.kernel)) {
     if (rec.transport !== 'tap') checkIps(env.netns, env.ifname, prev.ips.filter((i) => i.interface === idx));
   }
-  if ((rec.kernel === 'veth' || rec.kernel === 'route') && rec.ifname) {
+  if (['veth', 'route', 'nat'].includes(rec.kernel) && rec.ifname) {
     const h = linkShow(rec.ifname);
     if (!h) throw new CniError(BROKEN, `host end '${rec.ifname}' of the veth is missing`);
-    if (rec.kernel === 'veth' && conf.dev && h.master !== conf.dev) throw new CniError(BROKEN, `host end '${rec.ifname}' is not on bridge '${conf.dev}'`);
+    const bridge = rec.kernel === 'nat' ? (conf.dev ?? DEFAULT_NAT_BRIDGE) : rec.kernel === 'veth' ? conf.dev : undefined;
+    if (bridge && h.master !== bridge) throw new CniError(BROKEN, `host end '${rec.ifname}' is not on bridge '${bridge}'`);
   }
   if (conf.ipam) new Ipam(conf, env, raw).check(conf.prevResult);
 }

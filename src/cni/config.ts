@@ -27,6 +27,8 @@ export const NetConfSchema = z.object({
   mtu: z.number().int().min(68).max(65535).optional(),
   vlan: z.number().int().min(0).max(4094).optional(),
   vfPool: z.array(z.string().min(1)).min(1).optional(),
+  /** Mode nat: the NAT network's IPv4 subnet (as the helper's profile word); else IPAM's, else the helper's choice. */
+  subnet: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'an IPv4 subnet like 10.213.7.0/24').optional(),
   /** tap transport: owner and group of the tap, so an unprivileged QEMU in the pod may open it. */
   owner: z.number().int().min(0).max(0xfffffffe).optional(),
   group: z.number().int().min(0).max(0xfffffffe).optional(),
@@ -56,15 +58,17 @@ export const NetConfSchema = z.object({
   const macvlanModes = ['veb', 'vepa', 'private', 'passthrough', 'bridge'];
   switch (c.transport) {
     case 'veth':
-      if (c.mode === 'nat') bad('mode', "mode 'nat' is not offered over CNI yet (mode 'route' routes the container through dev)");
-      else if (!c.dev) bad('dev', `mode '${c.mode}' with transport 'veth' needs dev (the bridge, the macvlan parent, or the uplink to route through)`);
+      // nat: dev names the NAT bridge (made by us; default qnhnat0), as for the helper.
+      if (c.mode !== 'nat' && !c.dev) bad('dev', `mode '${c.mode}' with transport 'veth' needs dev (the bridge, the macvlan parent, or the uplink to route through)`);
       break;
     case 'macvtap':
       if (!c.dev) bad('dev', "transport 'macvtap' needs dev (the parent device)");
       if (!macvlanModes.includes(c.mode)) bad('mode', `transport 'macvtap' does the modes ${macvlanModes.join(', ')}, not '${c.mode}'`);
       break;
     case 'tap':
-      if (c.mode !== 'bridge') bad('mode', `transport 'tap' is offered in mode 'bridge' only (got '${c.mode}')`);
+      if (c.mode !== 'bridge' && c.mode !== 'nat') bad('mode', `transport 'tap' is offered in modes 'bridge' and 'nat' only (got '${c.mode}')`);
+      // The guest takes its address by DHCP: it must be reserved for the guest's MAC.
+      if (c.mode === 'nat' && !c.mac && !c.runtimeConfig?.mac) bad('mac', "transport 'tap' in mode 'nat' needs mac: the guest's MAC, for which the address is reserved in the NAT network's DHCP");
       break;
     case 'vf':
       if (!c.vfPool && !c.dev) bad('vfPool', "transport 'vf' needs vfPool (PF names or VF PCI addresses) or dev (the PF)");
@@ -75,6 +79,7 @@ export const NetConfSchema = z.object({
       if (c.dev) bad('dev', "transport 'vhost-user' takes no dev: the port is on the switch behind switchControl");
       break;
   }
+  if (c.subnet !== undefined && c.mode !== 'nat') bad('subnet', "subnet is the NAT network's: only mode 'nat' takes it");
   if (c.vlan !== undefined && c.transport !== 'vf') bad('vlan', "vlan is set on the VF by its PF; only transport 'vf' takes it");
   if ((c.owner !== undefined || c.group !== undefined) && c.transport !== 'tap') bad(c.owner !== undefined ? 'owner' : 'group', "owner/group apply to transport 'tap' only");
 });
@@ -100,7 +105,7 @@ export function parseConfig(text: string): NetConf {
   if (unknown) {
     const keys = (unknown as { keys: string[] }).keys;
     throw new CniError(CniCode.UNSUPPORTED_FIELD, `unsupported field '${keys.join("', '")}' in network configuration`,
-      "fields of type 'qemu-net-helper': mode, transport, dev, mac, mtu, vlan, vfPool, owner, group, stateDir, switchControl, ipam, dns, args");
+      "fields of type 'qemu-net-helper': mode, transport, dev, mac, mtu, vlan, vfPool, subnet, owner, group, stateDir, switchControl, ipam, dns, args");
   }
   const first = r.error.issues[0]!;
   const field = fieldOf(first.path);

@@ -9,7 +9,7 @@ import type { EndpointRecord } from '../state/endpoints.js';
 import { ownerStatus, type OwnerRef } from '../state/owner.js';
 import type { NetConf } from './config.js';
 import type { CniEnv } from './env.js';
-import { CniCode, CniError } from './errors.js';
+import { CniCode, CniError, toCniError } from './errors.js';
 import { Ipam } from './ipam.js';
 import { attachmentId, attachmentsOf, cniInfo, loadAttachment } from './store.js';
 
@@ -57,22 +57,51 @@ function setupInFlight(rec: EndpointRecord): boolean {
   return rec.info.state === 'setting-up' && by !== undefined && ownerStatus(by) !== 'gone';
 }
 
-/** Releases every attachment of this network missing from cni.dev/valid-attachments. */
+/**
+ * Releases every attachment of this network missing from
+ * cni.dev/valid-attachments, and gives each one's address back with an IPAM
+ * DEL. An IPAM plugin that speaks 1.1 then gets the GC itself, with the same
+ * list, as the spec asks (so it may free what we hold no record of). The DEL
+ * stays even then: host-local speaks 1.1 since upstream 1.5 but its GC frees
+ * nothing (seen with v1.6.0: GC answers 0, the address stays reserved).
+ */
 export function cmdGc(conf: NetConf, raw: Record<string, unknown>, env: CniEnv, host: HostContext): string[] {
   const valid = new Set((conf['cni.dev/valid-attachments'] ?? []).map((a) => `${a.containerID}\0${a.ifname}`));
   const gone: string[] = [];
   const problems: string[] = [];
+  // A missing or broken IPAM plugin must not stop us releasing our own objects: its error comes last.
+  let ipam: Ipam | null = null;
+  let delegate = false;
+  let ipamError: CniError | null = null;
+  if (conf.ipam) {
+    try {
+      ipam = new Ipam(conf, env, raw);
+      delegate = ipam.knows('GC');
+    } catch (e) {
+      ipam = null;
+      ipamError = toCniError(e);
+    }
+  }
   for (const rec of attachmentsOf(host.stateDir, conf.name)) {
     const c = cniInfo(rec)!;
     if (valid.has(`${c.containerId}\0${c.ifname}`) || setupInFlight(rec)) continue;
     try {
       release(rec, host);
-      if (conf.ipam) new Ipam(conf, env, raw).del({ containerId: c.containerId, ifname: c.ifname, netns: c.netns });
+      if (ipam) ipam.del({ containerId: c.containerId, ifname: c.ifname, netns: c.netns });
       gone.push(`${c.containerId}/${c.ifname}`);
     } catch (e) {
       problems.push(`${c.containerId}/${c.ifname}: ${(e as Error).message}`);
     }
   }
-  if (problems.length) throw new CniError(CniCode.HELPER_BASE + 10, `GC could not release ${problems.length} attachment(s)`, problems.join('; '));
+  const ours = problems.length ? `GC could not release ${problems.length} attachment(s)` : null;
+  if (ipam && delegate) {
+    try { ipam.gc(); } catch (e) { ipamError = toCniError(e); }
+  }
+  if (ipamError) {
+    // The IPAM plugin's error, code and all, with ours added to its details.
+    if (!ours) throw ipamError;
+    throw new CniError(ipamError.code, ipamError.message, [ipamError.details, `${ours}: ${problems.join('; ')}`].filter(Boolean).join('; '));
+  }
+  if (ours) throw new CniError(CniCode.HELPER_BASE + 10, ours, problems.join('; '));
   return gone;
 }

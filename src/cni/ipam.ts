@@ -1,7 +1,10 @@
 // IPAM delegated to another CNI plugin (host-local, dhcp, static...) found in
 // CNI_PATH, called the way a runtime calls a plugin. It is asked for its
 // versions first and handed the newest one both of us speak: Debian's
-// host-local 1.1.1 refuses a 1.1.0 config outright.
+// host-local 1.1.1 refuses a 1.1.0 config outright. GC and STATUS are passed
+// on (CNI 1.1) only to a delegate whose version defines them: sent to an
+// older one they would fail for the wrong reason (host-local 1.1.1 answers
+// GC and STATUS with code 3, "missing containerID").
 import { execFileSync } from 'node:child_process';
 import { accessSync, constants as fsc } from 'node:fs';
 import { join } from 'node:path';
@@ -10,7 +13,7 @@ import type { NetConf } from './config.js';
 import type { CniCommand, CniEnv } from './env.js';
 import { CniCode, CniError } from './errors.js';
 import { readResult, type CniResult } from './result.js';
-import { negotiate } from './version.js';
+import { definesCommand, negotiate } from './version.js';
 
 /** The plugin's path in CNI_PATH, like libcni's FindInPath. */
 export function findPlugin(type: string, path: readonly string[]): string {
@@ -87,6 +90,23 @@ export class Ipam {
 
   check(prev: Record<string, unknown>): void {
     const r = run(this.bin, this.childEnv('CHECK'), this.stdin({ prevResult: prev }));
+    if (r.code !== 0) failed(this.bin, r);
+  }
+
+  /** Whether the delegate, in the version we speak with it, has `command` (GC and STATUS came with 1.1.0). */
+  knows(command: 'GC' | 'STATUS'): boolean {
+    return definesCommand(command, this.speak());
+  }
+
+  /** GC: our config carries cni.dev/valid-attachments; the delegate frees what it holds for anything else. */
+  gc(): void {
+    const r = run(this.bin, this.childEnv('GC'), this.stdin());
+    if (r.code !== 0) failed(this.bin, r);
+  }
+
+  /** STATUS: its error (50, 51, or any other code) is ours. */
+  status(): void {
+    const r = run(this.bin, this.childEnv('STATUS'), this.stdin());
     if (r.code !== 0) failed(this.bin, r);
   }
 

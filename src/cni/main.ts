@@ -74,7 +74,7 @@ export async function runCni(env: NodeJS.ProcessEnv, stdin: string): Promise<Cni
       case 'DEL': cmdDel(conf, raw, e, host); break;
       case 'CHECK': cmdCheck(conf, raw, e, host); break;
       case 'GC': cmdGc(conf, raw, e, host); break;
-      case 'STATUS': cmdStatus(conf, e, host); break;
+      case 'STATUS': cmdStatus(conf, raw, e, host); break;
     }
     return { status: 0, stdout: '' };
   } catch (err) {

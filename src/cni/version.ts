@@ -29,9 +29,15 @@ export function requireSupported(v: string): void {
 /** The first version that defines each command. */
 const SINCE: Record<string, string> = { ADD: '0.1.0', DEL: '0.1.0', VERSION: '0.1.0', CHECK: '0.4.0', GC: '1.1.0', STATUS: '1.1.0' };
 
+/** Whether CNI `v` defines `command` (a delegate speaking 1.0.0 knows no GC or STATUS). */
+export function definesCommand(command: string, v: string): boolean {
+  const since = SINCE[command];
+  return !since || compareVersions(v, since) >= 0;
+}
+
 export function requireCommandIn(command: string, v: string): void {
   const since = SINCE[command];
-  if (since && compareVersions(v, since) < 0) {
+  if (since && !definesCommand(command, v)) {
     throw new CniError(CniCode.INCOMPATIBLE_VERSION, `${command} is not defined in CNI ${v}`, `${command} needs cniVersion ${since} or later`);
   }
 }

@@ -1,11 +1,13 @@
 // A real container runtime runs our plugin: Debian's podman (CNI backend,
 // state in a temp dir) starts busybox containers whose interface comes from
 // qemu-net-helper: bridge mode (the container pings the bridge), macvlan vepa
-// to a veth peer, and a tap inside the sandbox that QEMU opens there.
-// Removing a container calls DEL: afterwards no link, record or lease is left.
+// to a veth peer, a tap inside the sandbox that QEMU opens there, and nat (the
+// container reaches an outside peer that has no route back to it: only
+// through the host's masquerade). Removing a container calls DEL: afterwards
+// no link, record, lease, NAT table or dnsmasq is left.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { listEndpoints } from '../../src/state/endpoints.js';
@@ -18,12 +20,13 @@ const skip = havePodman() ? false : 'needs podman, runc, busybox-static and cont
 describe('podman (CNI backend) runs containers on our plugin', { skip }, () => {
   let h: NetNs;
   let peer: NetNs;
+  let outside: NetNs;
   let pm: Podman;
   let baseline: string[];
   const leases = (): string[] => (existsSync(pm.ipamDir) ? readdirSync(pm.ipamDir).flatMap((n) => readdirSync(join(pm.ipamDir, n)).filter((f) => /^\d/.test(f))) : []);
   const ours = (extra: Record<string, unknown>, subnet?: string): Record<string, unknown> => ({
     type: 'qemu-net-helper', stateDir: pm.stateDir, ...extra,
-    ...(subnet ? { ipam: { type: 'host-local', subnet, dataDir: pm.ipamDir, ...(subnet.startsWith('10.97.') ? { gateway: '10.97.0.1' } : { rangeStart: '10.96.0.10' }) } } : {}),
+    ...(subnet ? { ipam: { type: 'host-local', subnet, dataDir: pm.ipamDir, ...(subnet.startsWith('10.97.') ? { gateway: '10.97.0.1' } : subnet.startsWith('10.96.') ? { rangeStart: '10.96.0.10' } : {}) } } : {}),
   });
   const ok = (r: { status: number | null; stdout: string; stderr: string }, what: string): string => {
     assert.equal(r.status, 0, `${what}: ${r.stderr.trim()}`);
@@ -40,27 +43,51 @@ describe('podman (CNI backend) runs containers on our plugin', { skip }, () => {
     h.ip('link', 'set', 'up0', 'up');
     peer.ip('addr', 'add', '10.96.0.2/24', 'dev', 'wp0');
     peer.ip('link', 'set', 'wp0', 'up');
+    // The outside world of the NAT network: 192.0.2.2 beyond up9, with no route to the NAT subnet.
+    outside = NetNs.create('qnhpO');
+    h.ip('link', 'add', 'up9', 'type', 'veth', 'peer', 'name', 'o9', 'netns', outside.name);
+    h.ip('addr', 'add', '192.0.2.1/24', 'dev', 'up9');
+    h.ip('link', 'set', 'up9', 'up');
+    outside.ip('addr', 'add', '192.0.2.2/24', 'dev', 'o9');
+    outside.ip('link', 'set', 'o9', 'up');
     pm = Podman.create(h);
     pm.network('qnhbr', ours({ mode: 'bridge', dev: 'br0' }, '10.97.0.0/24'));
     pm.network('qnhvepa', ours({ mode: 'vepa', dev: 'up0' }, '10.96.0.0/24'));
     pm.network('qnhtap', ours({ mode: 'bridge', transport: 'tap', dev: 'br0', owner: 40107, group: 40108, mac: '52:54:00:97:00:01' }, '10.97.0.0/24'));
+    pm.network('qnhnat', ours({ mode: 'nat', dev: 'qnhnat6' }, '10.93.0.0/24'));
     baseline = h.links().sort();
   });
   after(() => {
     pm?.destroy();
     h?.destroy();
     peer?.destroy();
+    outside?.destroy();
   });
   afterEach(() => {
     assert.deepEqual(h.links().sort(), baseline, 'no host link may be left behind');
     assert.deepEqual(listEndpoints(pm.stateDir), [], 'DEL removed every attachment record');
     assert.deepEqual(leases(), [], 'every address went back to host-local');
+    assert.equal(h.exec('nft', 'list', 'tables').trim(), '', 'no NAT table may be left behind');
+    const pids = execFileSync('ip', ['netns', 'pids', h.name], { encoding: 'utf8' }).split(/\s+/).filter(Boolean);
+    assert.deepEqual(pids.filter((p) => readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'dnsmasq'), [], 'no dnsmasq may be left');
   });
 
   it('bridge mode: the container gets its address from host-local through our plugin and pings the bridge', () => {
     const out = ok(pm.run(['run', '--rm', '--network', 'qnhbr', IMAGE, 'sh', '-c', 'ip -o -4 addr show dev eth0 && ping -c 1 -W 5 10.97.0.1']), 'podman run');
     assert.match(out, /eth0\s+inet 10\.97\.0\.\d+\/24/);
     assert.match(out, /1 packets received/);
+  });
+
+  it('nat mode: the container, addressed by host-local in the NAT subnet, reaches the outside through the masquerade; podman rm removes the NAT network', () => {
+    assert.doesNotMatch(outside.ip('route'), /10\.93\.|default/, 'the outside cannot answer the NAT subnet directly');
+    ok(pm.run(['run', '-d', '--name', 'nat1', '--network', 'qnhnat', IMAGE, 'sleep', '600']), 'podman run -d');
+    const out = ok(pm.run(['exec', 'nat1', 'sh', '-c', 'ip -o -4 addr show dev eth0 && ip route && ping -c 1 -W 5 192.0.2.2']), 'podman exec');
+    assert.match(out, /eth0\s+inet 10\.93\.0\.\d+\/24/);
+    assert.match(out, /default via 10\.93\.0\.1 dev eth0/);
+    assert.match(out, /1 packets received/);
+    assert.ok(h.links().includes('qnhnat6'), 'the NAT bridge is there while the container is');
+    assert.match(h.exec('nft', 'list', 'table', 'ip', 'qemu_net_helper_qnhnat6'), /masquerade/);
+    ok(pm.run(['rm', '-f', '-t', '0', 'nat1']), 'podman rm');
   });
 
   it('macvlan vepa on a veth uplink: the container pings the peer on the wire; podman rm calls DEL', () => {

@@ -4,13 +4,17 @@
 // names, DEL twice, GC against cni.dev/valid-attachments, CHECK noticing a
 // removed interface, prevResult chaining, and nothing left behind.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
+import { attachmentId } from '../../src/cni/store.js';
+import { dhcpHosts } from '../../src/net/dnsmasq.js';
 import { listEndpoints } from '../../src/state/endpoints.js';
 import { cni, cniAsync, haveReferencePlugins, type CniCall } from '../lib/cni.js';
 import { NetNs } from '../lib/netns.js';
+import { BIN } from '../lib/paths.js';
 
 const skip = haveReferencePlugins() ? false : 'needs containernetworking-plugins (host-local): run scripts/setup.sh';
 
@@ -54,6 +58,8 @@ describe('CNI plugin protocol', { skip }, () => {
     assert.deepEqual(h.links().sort(), baseline, 'no host interface may be left behind');
     assert.deepEqual(listEndpoints(stateDir), [], 'no attachment record may be left behind');
     assert.deepEqual(leases(), [], 'every address is back with host-local');
+    assert.equal(h.exec('nft', 'list', 'tables').trim(), '', 'no NAT table may be left behind');
+    assert.equal(execFileSync('ip', ['netns', 'pids', h.name], { encoding: 'utf8' }).trim(), '', 'no process (dnsmasq) may be left in the host namespace');
   });
 
   it('VERSION lists 1.1.0 and the older versions, answering in the version asked', () => {
@@ -71,7 +77,10 @@ describe('CNI plugin protocol', { skip }, () => {
       ['bad mtu', call('ADD', s), conf({ mtu: 'big' }), 7, /field 'mtu'/],
       ['bad mode', call('ADD', s), conf({ mode: 'hub' }), 7, /field 'mode'/],
       ['vlan on veth', call('ADD', s), conf({ vlan: 5 }), 7, /field 'vlan'/],
-      ['nat', call('ADD', s), conf({ mode: 'nat' }), 7, /field 'mode'/],
+      ['nat tap without the guest mac', call('ADD', s), conf({ mode: 'nat', transport: 'tap' }), 7, /field 'mac'/],
+      ['subnet outside nat', call('ADD', s), conf({ subnet: '10.93.0.0/24' }), 7, /field 'subnet'/],
+      ['nat on a bridge not ours', call('ADD', s), conf({ mode: 'nat' }), 7, /'br0' exists and is not a NAT network/],
+      ['nat gateway not the bridge', call('ADD', s), conf({ mode: 'nat', dev: 'qnhnat3', ipam: { type: 'host-local', subnet: '10.93.0.0/24', gateway: '10.93.0.9', dataDir: ipamDir } }), 7, /field 'ipam.gateway'/],
       ['GC in 1.0.0', { ...call('GC', null) }, conf({ cniVersion: '1.0.0' }), 1, /GC is not defined in CNI 1.0.0/],
       ['not json', call('ADD', s), '{"cniVersion":', 6, /not JSON/],
       ['no container id', { ...call('ADD', s), containerId: '' }, conf(), 4, /CNI_CONTAINERID is not set/],
@@ -88,6 +97,7 @@ describe('CNI plugin protocol', { skip }, () => {
       assert.equal(typeof r.json.cniVersion, 'string', `${what}: error JSON carries cniVersion`);
     }
     assert.deepEqual(s.links(), ['lo'], 'a refused ADD leaves the sandbox as it was');
+    assert.equal(h.exec('nft', 'list', 'tables').trim(), '', 'a refused nat ADD removed the NAT network it made');
   });
 
   it('bridge mode over veth: ADD with host-local, sandbox pings the bridge, CHECK, CHECK notices a removed interface, DEL twice', () => {
@@ -191,6 +201,10 @@ describe('CNI plugin protocol', { skip }, () => {
     assert.equal(noDev.json?.code, 50, noDev.stdout);
     const noIpam = cni(h, { command: 'STATUS', extraEnv: env(), path: '/nonexistent' }, conf());
     assert.equal(noIpam.json?.code, 50, noIpam.stdout);
+    assert.equal(cni(h, { command: 'STATUS', extraEnv: env() }, conf({ mode: 'nat', dev: 'qnhnat5', ipam: undefined })).status, 0, 'nat: nft, dnsmasq and the kernel are there');
+    const foreign = cni(h, { command: 'STATUS', extraEnv: env() }, conf({ mode: 'nat' }));
+    assert.equal(foreign.json?.code, 50, foreign.stdout);
+    assert.match(foreign.json.msg, /'br0' exists and is not a NAT network/);
   });
 
   it('macvlan vepa on an uplink (container networking like the macvlan plugin): the sandbox reaches a peer on the wire', () => {
@@ -268,23 +282,123 @@ describe('CNI plugin protocol', { skip }, () => {
     }
   });
 
-  it('six ADDs at once on one bridge get six addresses and links; six DELs at once remove them all', async () => {
-    const boxes = Array.from({ length: 6 }, () => sandbox());
-    const adds = await Promise.all(boxes.map((s, k) => cniAsync(h, call('ADD', s, `par${k}`), conf())));
-    for (const a of adds) assert.equal(a.status, 0, a.stdout + a.stderr);
-    const addrs = new Set(adds.map((a) => a.json.ips[0].address));
-    assert.equal(addrs.size, 6, 'distinct addresses');
-    assert.equal(leases().length, 6);
-    assert.equal(listEndpoints(stateDir).length, 6);
-    const dels = await Promise.all(boxes.map((s, k) => cniAsync(h, call('DEL', s, `par${k}`), conf())));
-    for (const d of dels) assert.equal(d.status, 0, d.stdout + d.stderr);
-    for (const s of boxes) assert.deepEqual(s.links(), ['lo']);
+  it('nat mode over veth: containers behind the NAT bridge reach the outside only by masquerade; IPAM or the network\'s own address; the helper\'s list/down/gc see them; GC and the last DEL remove the network', () => {
+    const BR = 'qnhnat1';
+    const natDir = join(stateDir, 'nat', BR);
+    const helper = (...args: string[]): any => JSON.parse(h.exec('env', `QEMU_NET_HELPER_STATE_DIR=${stateDir}`, process.execPath, BIN, ...args, '--json'));
+    // The outside: the peer at 10.98.0.2 beyond up0 has no route to the NAT subnet, so only a masqueraded request is answered.
+    h.ip('addr', 'add', '10.98.0.1/24', 'dev', 'up0');
+    try {
+      assert.doesNotMatch(peer.ip('route'), /10\.93\.|default/);
+      const s1 = sandbox();
+      const s2 = sandbox();
+      const c1 = conf({ mode: 'nat', dev: BR, dns: { nameservers: ['192.0.2.53'] }, ipam: { type: 'host-local', subnet: '10.93.0.0/24', rangeStart: '10.93.0.100', dataDir: ipamDir } });
+      const a1 = cni(h, call('ADD', s1, 'nat1'), c1);
+      assert.equal(a1.status, 0, a1.stdout + a1.stderr);
+      const r1 = a1.json;
+      assert.deepEqual(r1.interfaces.map((i: { name: string }) => i.name).filter((n: string) => n !== r1.interfaces[1].name), [BR, 'eth0']);
+      assert.deepEqual(r1.interfaces[2], { name: 'eth0', mac: r1.interfaces[2].mac, mtu: 1500, sandbox: `/run/netns/${s1.name}` });
+      assert.match(r1.ips[0].address, /^10\.93\.0\.1\d\d\/24$/, "host-local's address, from its range");
+      assert.equal(r1.ips[0].gateway, '10.93.0.1', "the NAT bridge's address is the gateway");
+      assert.equal(r1.ips[0].interface, 2);
+      assert.deepEqual(r1.routes, [{ dst: '0.0.0.0/0', gw: '10.93.0.1' }]);
+      assert.deepEqual(r1.dns, { nameservers: ['192.0.2.53'] });
+      assert.equal((h.linkDetails(r1.interfaces[1].name) as { master?: string }).master, BR);
+      assert.match(h.exec('nft', 'list', 'tables'), new RegExp(`table ip qemu_net_helper_${BR}`));
+      assert.match(s1.ip('route', 'show', 'default'), /default via 10\.93\.0\.1 dev eth0/);
+      s1.exec('busybox', 'ping', '-c', '1', '-W', '5', '10.98.0.2');
+
+      // Another network on the same NAT bridge, without IPAM: an address of the NAT network's own.
+      const c2 = { cniVersion: '1.1.0', name: 'qnhnat', type: 'qemu-net-helper', mode: 'nat', dev: BR };
+      const a2 = cni(h, call('ADD', s2, 'nat2'), c2);
+      assert.equal(a2.status, 0, a2.stdout + a2.stderr);
+      const addr1 = String(r1.ips[0].address).split('/')[0]!;
+      const addr2 = String(a2.json.ips[0].address).split('/')[0]!;
+      assert.match(a2.json.ips[0].address, /^10\.93\.0\.\d+\/24$/);
+      assert.notEqual(addr2, addr1);
+      assert.deepEqual(a2.json.routes, [{ dst: '0.0.0.0/0', gw: '10.93.0.1' }]);
+      s2.exec('busybox', 'ping', '-c', '1', '-W', '5', '10.98.0.2');
+      s2.exec('busybox', 'ping', '-c', '1', '-W', '5', addr1);
+      // Both addresses are reserved for their MACs in the network's DHCP: no VM on it is leased them.
+      const hosts = dhcpHosts(natDir);
+      assert.equal(hosts.get(r1.interfaces[2].mac), addr1);
+      assert.equal(hosts.get(a2.json.interfaces[2].mac), addr2);
+      assert.equal(cni(h, call('CHECK', s1, 'nat1'), { ...c1, prevResult: r1 }).status, 0);
+      assert.equal(cni(h, call('CHECK', s2, 'nat2'), { ...c2, prevResult: a2.json }).status, 0);
+
+      // One truth: the helper lists both, its gc keeps them (their owner is the runtime), its down removes one.
+      const id2 = attachmentId('qnhnat', 'nat2', 'eth0');
+      const listed = helper('list').endpoints.filter((e: { kernel: string }) => e.kernel === 'nat').map((e: { id: string }) => e.id).sort();
+      assert.deepEqual(listed, [attachmentId('qnhtest', 'nat1', 'eth0'), id2].sort());
+      helper('gc');
+      assert.equal(listEndpoints(stateDir).length, 2, "the helper's gc leaves CNI attachments alone");
+      helper('down', id2);
+      assert.deepEqual(s2.links(), ['lo']);
+      assert.equal(dhcpHosts(natDir).has(a2.json.interfaces[2].mac), false, 'its reservation went with it');
+      for (const round of [1, 2]) assert.equal(cni(h, call('DEL', s2, 'nat2'), c2).status, 0, `DEL ${round} after down`);
+      assert.ok(h.links().includes(BR), 'the network stays while a container is on it');
+      s1.exec('busybox', 'ping', '-c', '1', '-W', '5', '10.98.0.2');
+
+      // GC of the network's last attachment (no valid attachments) takes the network with it.
+      const gc = cni(h, { command: 'GC', extraEnv: env() }, conf({ ...c1, 'cni.dev/valid-attachments': [] }));
+      assert.equal(gc.status, 0, gc.stdout + gc.stderr);
+      assert.deepEqual(s1.links(), ['lo']);
+      assert.ok(!h.links().includes(BR), 'the last user removed the NAT bridge');
+      for (const round of [1, 2]) assert.equal(cni(h, call('DEL', s1, 'nat1'), c1).status, 0, `DEL ${round} after GC`);
+    } finally {
+      h.ip('addr', 'del', '10.98.0.1/24', 'dev', 'up0');
+    }
   });
 
-  it('crash safety: ADD SIGKILLed after each setup step, then the runtime\'s DEL, leaves nothing (macvlan; tap, which includes the bridge veth)', () => {
+  it('nat mode over tap: the pod\'s tap is bridged onto the NAT bridge and the guest\'s MAC is leased the reported address by DHCP', () => {
+    const s = sandbox();
+    const g = sandbox(); // plays the guest behind the tap: a DHCP client on the pod's bridge
+    const guestMac = '52:54:00:93:00:07';
+    const c = conf({ mode: 'nat', transport: 'tap', dev: 'qnhnat2', subnet: '10.92.0.0/24', mac: guestMac, ipam: undefined });
+    const add = cni(h, call('ADD', s, 'vmnat', 'tap0'), c);
+    assert.equal(add.status, 0, add.stdout + add.stderr);
+    const r = add.json;
+    const tap = s.linkDetails('tap0') as { address: string; master?: string; linkinfo?: { info_kind?: string } };
+    assert.equal(tap.linkinfo?.info_kind, 'tun');
+    assert.notEqual(tap.address, guestMac, "the tap keeps its own MAC: a bridge port holding the guest's would swallow its frames");
+    assert.ok(tap.master?.startsWith('qnhb'));
+    assert.equal(r.interfaces.at(-1).name, 'tap0');
+    assert.match(r.ips[0].address, /^10\.92\.0\.\d+\/24$/);
+    assert.equal(r.ips[0].gateway, '10.92.0.1');
+    assert.deepEqual(r.routes, [{ dst: '0.0.0.0/0', gw: '10.92.0.1' }]);
+    assert.doesNotMatch(s.ip('-4', 'addr'), /10\.92\.0\./, 'the guest owns the address');
+    s.ip('link', 'add', 'gst0', 'type', 'veth', 'peer', 'name', 'gst1', 'netns', g.name);
+    s.ip('link', 'set', 'gst0', 'master', tap.master!, 'up');
+    g.ip('link', 'set', 'gst1', 'address', guestMac, 'up');
+    const leased = g.exec('sh', '-c', 'busybox udhcpc -i gst1 -n -q -f -t 5 -T 2 -s /bin/true 2>&1');
+    assert.match(leased, new RegExp(`lease of ${String(r.ips[0].address).split('/')[0]!.replace(/\./g, '\\.')} obtained`), leased);
+    s.ip('link', 'del', 'gst0');
+    assert.equal(cni(h, call('CHECK', s, 'vmnat', 'tap0'), { ...c, prevResult: r }).status, 0);
+    for (const round of [1, 2]) assert.equal(cni(h, call('DEL', s, 'vmnat', 'tap0'), c).status, 0, `DEL ${round}`);
+    assert.deepEqual(s.links(), ['lo']);
+  });
+
+  it('six ADDs at once on one bridge (and on one NAT network, which the first creates) get six addresses and links; six DELs at once remove them all', async () => {
+    const nat = conf({ mode: 'nat', dev: 'qnhnat7', ipam: undefined });
+    for (const [what, c] of [['bridge', conf()], ['nat', nat]] as const) {
+      const boxes = Array.from({ length: 6 }, () => sandbox());
+      const adds = await Promise.all(boxes.map((s, k) => cniAsync(h, call('ADD', s, `par${k}`), c)));
+      for (const a of adds) assert.equal(a.status, 0, `${what}: ${a.stdout} ${a.stderr}`);
+      const addrs = new Set(adds.map((a) => a.json.ips[0].address));
+      assert.equal(addrs.size, 6, `${what}: distinct addresses`);
+      if (what === 'bridge') assert.equal(leases().length, 6);
+      assert.equal(listEndpoints(stateDir).length, 6);
+      const dels = await Promise.all(boxes.map((s, k) => cniAsync(h, call('DEL', s, `par${k}`), c)));
+      for (const d of dels) assert.equal(d.status, 0, `${what}: ${d.stdout} ${d.stderr}`);
+      for (const s of boxes) assert.deepEqual(s.links(), ['lo']);
+    }
+  });
+
+  it('crash safety: ADD SIGKILLed after each setup step, then the runtime\'s DEL, leaves nothing (macvlan; tap, which includes the bridge veth; nat)', () => {
     const confs: [string, Record<string, unknown>][] = [
       ['macvlan', conf({ mode: 'private', dev: 'up0', ipam: { type: 'host-local', subnet: '10.98.0.0/24', rangeStart: '10.98.0.10', dataDir: ipamDir } })],
       ['tap', conf({ transport: 'tap' })],
+      ['nat', conf({ mode: 'nat', dev: 'qnhnat4', ipam: { type: 'host-local', subnet: '10.93.0.0/24', dataDir: ipamDir } })],
     ];
     for (const [what, c] of confs) {
       for (let step = 1; ; step++) {
@@ -297,6 +411,7 @@ describe('CNI plugin protocol', { skip }, () => {
         assert.equal(del.status, 0, `${what} step ${step}: DEL ${del.stdout}`);
         assert.deepEqual(s.links(), ['lo'], `${what} step ${step}: sandbox empty after DEL`);
         assert.deepEqual(h.links().sort(), baseline, `${what} step ${step}: host links as before`);
+        assert.equal(h.exec('nft', 'list', 'tables').trim(), '', `${what} step ${step}: no NAT table left`);
         s.destroy();
         if (finished) break;
       }

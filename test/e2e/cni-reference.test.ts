@@ -3,6 +3,8 @@
 // and through ours, in the same namespaces with the same host-local range:
 // the results must agree in shape (interfaces, addresses, routes), and the
 // sandboxes must come out alike. Prints the comparison table kept in README.
+// For nat, the reference is the bridge plugin making its own bridge as the
+// gateway with ipMasq: both must reach a peer that has no route back.
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +14,10 @@ import { cni, DEBIAN_CNI_DIR, haveReferencePlugins } from '../lib/cni.js';
 import { NetNs } from '../lib/netns.js';
 
 const skip = haveReferencePlugins() && existsSync(`${DEBIAN_CNI_DIR}/bridge`) ? false : 'needs containernetworking-plugins';
+
+/** The bridge each side makes for the masqueraded network. */
+const NAT_BRIDGE = 'qnhnat9';
+const REF_BRIDGE = 'cnibr9';
 
 interface Shape { interfaces: string; sandboxIf: string; ips: string; routes: string; kind: string; sandboxRoutes: string }
 
@@ -58,7 +64,7 @@ describe('our plugin against the reference plugins', { skip }, () => {
     s.exec('busybox', 'ping', '-c', '1', '-W', '5', ping);
     const link = s.linkDetails('eth0') as { linkinfo?: { info_kind?: string; info_data?: { mode?: string } }; mtu: number };
     const shape: Shape = {
-      interfaces: r.interfaces.map((i: any) => `${i.sandbox ? '*' : ''}${i.name === 'eth0' || i.name === 'br0' || i.name === 'up0' ? i.name : 'host veth'}${i.mac ? '' : ' (no mac)'}`).join(', '),
+      interfaces: r.interfaces.map((i: any) => `${i.sandbox ? '*' : ''}${i.name === 'eth0' || i.name === 'br0' || i.name === 'up0' ? i.name : i.name === NAT_BRIDGE || i.name === REF_BRIDGE ? 'new bridge' : 'host veth'}${i.mac ? '' : ' (no mac)'}`).join(', '),
       sandboxIf: `${link.linkinfo?.info_kind}${link.linkinfo?.info_data?.mode ? ` ${link.linkinfo.info_data.mode}` : ''}, mtu ${link.mtu}`,
       ips: r.ips.map((i: any) => `${i.address.replace(/\.\d+\//, '.x/')}${i.gateway ? ` gw ${i.gateway}` : ''} -> ${r.interfaces[i.interface]?.name}`).join(', '),
       routes: (r.routes ?? []).map((x: any) => `${x.dst}${x.gw ? ` via ${x.gw}` : ''}`).join(', ') || '(none)',
@@ -85,5 +91,21 @@ describe('our plugin against the reference plugins', { skip }, () => {
     const ref = run('macvlan vepa', 'macvlan', { type: 'macvlan', master: 'up0', mode: 'vepa', ipam }, '10.94.0.2');
     const our = run('macvlan vepa', 'ours', { type: 'qemu-net-helper', mode: 'vepa', dev: 'up0', ipam }, '10.94.0.2');
     assert.deepEqual(our, ref);
+  });
+
+  it('nat: our nat mode against the bridge plugin as gateway with ipMasq; both reach a peer with no route back', () => {
+    h.ip('addr', 'add', '10.94.0.1/24', 'dev', 'up0');
+    try {
+      const ipam = { type: 'host-local', subnet: '10.93.0.0/24', dataDir: ipamDir, routes: [{ dst: '0.0.0.0/0' }] };
+      const ref = run('nat', 'bridge', { type: 'bridge', bridge: REF_BRIDGE, isGateway: true, ipMasq: true, ipam }, '10.94.0.2');
+      h.ip('link', 'del', REF_BRIDGE); // the reference plugin leaves its bridge; ours must not find the subnet in use
+      const our = run('nat', 'ours', { type: 'qemu-net-helper', mode: 'nat', dev: NAT_BRIDGE, ipam }, '10.94.0.2');
+      assert.equal(our.interfaces, ref.interfaces);
+      assert.equal(our.ips, ref.ips);
+      assert.equal(our.sandboxRoutes, ref.sandboxRoutes);
+      assert.ok(!h.links().includes(NAT_BRIDGE), 'our DEL removed the NAT network');
+    } finally {
+      h.ip('addr', 'del', '10.94.0.1/24', 'dev', 'up0');
+    }
   });
 });

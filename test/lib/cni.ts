@@ -18,6 +18,8 @@ export interface CniCall {
   extraEnv?: Record<string, string>;
   /** The plugin binary; default our executable (run with node). */
   plugin?: string;
+  /** A command the plugin runs under (e.g. strace), inside the clean environment. */
+  wrap?: string[];
 }
 
 export interface CniReply { status: number | null; stdout: string; stderr: string; json: any }
@@ -28,7 +30,7 @@ function command(host: NetNs, call: CniCall): string[] {
   if (call.netns !== undefined) env.CNI_NETNS = call.netns;
   if (call.ifname !== undefined) env.CNI_IFNAME = call.ifname;
   env.CNI_PATH = call.path ?? DEBIAN_CNI_DIR;
-  const cmd = call.plugin ? [call.plugin] : [process.execPath, BIN];
+  const cmd = [...(call.wrap ?? []), ...(call.plugin ? [call.plugin] : [process.execPath, BIN])];
   return ['ip', 'netns', 'exec', host.name, 'env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), ...cmd];
 }
 

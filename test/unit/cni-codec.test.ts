@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import { parseConfig } from '../../src/cni/config.js';
 import { CniError } from '../../src/cni/errors.js';
 import { chain, readResult, writeResult } from '../../src/cni/result.js';
-import { negotiate, requireCommandIn, requireSupported } from '../../src/cni/version.js';
+import { definesCommand, negotiate, requireCommandIn, requireSupported } from '../../src/cni/version.js';
 import { readEnv } from '../../src/cni/env.js';
 
 const base = { cniVersion: '1.1.0', name: 'n1', type: 'qemu-net-helper', dev: 'br0' };
@@ -32,6 +32,9 @@ describe('CNI config', () => {
       [{ transport: 'vf', dev: undefined }, /field 'vfPool'/],
       [{ transport: 'vf', mode: 'bridge' }, /field 'mode'/],
       [{ transport: 'macvtap', mode: 'nat' }, /field 'mode'/],
+      [{ transport: 'tap', mode: 'nat' }, /field 'mac'/],
+      [{ subnet: '10.93.0.0/24' }, /field 'subnet'/],
+      [{ mode: 'nat', subnet: '10.93.0/24' }, /field 'subnet'/],
       [{ owner: 5 }, /field 'owner'/],
       [{ ipam: { type: '../x' } }, /field 'ipam.type'/],
       [{ 'cni.dev/valid-attachments': [{ ifname: 'eth0' }] }, /field 'cni.dev\/valid-attachments.0.containerID'/],
@@ -42,6 +45,11 @@ describe('CNI config', () => {
       assert.equal(e.code, 7, JSON.stringify(extra));
       assert.match(e.msg, re);
     }
+  });
+  it('mode nat: dev is the NAT bridge and may be left out; over tap the guest MAC may come from runtimeConfig', () => {
+    const { dev: _d, ...noDev } = base;
+    assert.equal(parseConfig(JSON.stringify({ ...noDev, mode: 'nat', subnet: '10.93.0.0/24' })).subnet, '10.93.0.0/24');
+    assert.equal(parseConfig(JSON.stringify({ ...base, mode: 'nat', transport: 'tap', runtimeConfig: { mac: '52:54:00:93:00:01' } })).transport, 'tap');
   });
   it('not JSON or not an object is code 6', () => {
     assert.equal(codeOf(() => parseConfig('{')).code, 6);
@@ -55,6 +63,12 @@ describe('CNI versions', () => {
     assert.equal(codeOf(() => requireCommandIn('STATUS', '1.0.0')).code, 1);
     assert.equal(codeOf(() => requireCommandIn('CHECK', '0.3.1')).code, 1);
     requireCommandIn('GC', '1.1.0');
+  });
+  it('GC and STATUS exist for a delegate only from 1.1.0 on', () => {
+    assert.equal(definesCommand('GC', '1.0.0'), false);
+    assert.equal(definesCommand('STATUS', '1.0.0'), false);
+    assert.equal(definesCommand('GC', '1.1.0'), true);
+    assert.equal(definesCommand('DEL', '0.3.1'), true);
   });
   it('negotiates the newest common version not above ours (host-local 1.1.1 stops at 1.0.0)', () => {
     const hostLocal = ['0.1.0', '0.2.0', '0.3.0', '0.3.1', '0.4.0', '1.0.0'];
