@@ -312,15 +312,17 @@ export function tapNicArgs(ifname: string, opts: { id?: string; mac?: string } =
  * for a vhost-user netdev. vectors=0: QEMU 7.2 under TCG segfaults with vhost-user
  * when the device has MSI-X.
  */
-export function vhostUserNicArgs(socket: string, opts: { id?: string; mac?: string; server?: boolean; reconnect?: number } = {}): string[] {
+export function vhostUserNicArgs(socket: string, opts: { id?: string; mac?: string; server?: boolean; reconnect?: number; queues?: number } = {}): string[] {
   const id = opts.id ?? 'n0';
   const chardev = opts.server
     ? `socket,id=${id}c,path=${socket},server=on,wait=off`
     : `socket,id=${id}c,path=${socket}${opts.reconnect ? `,reconnect=${opts.reconnect}` : ''}`;
+  // queues > 1: one vhost_dev per queue pair in QEMU, all on this one socket (the back-end needs --queues too).
+  const mq = (opts.queues ?? 1) > 1;
   return [
     '-chardev', chardev,
-    '-netdev', `vhost-user,id=${id},chardev=${id}c`,
-    '-device', `virtio-net-pci,netdev=${id},vectors=0${opts.mac ? `,mac=${opts.mac}` : ''}`,
+    '-netdev', `vhost-user,id=${id},chardev=${id}c${mq ? `,queues=${opts.queues}` : ''}`,
+    '-device', `virtio-net-pci,netdev=${id},vectors=0${mq ? ',mq=on' : ''}${opts.mac ? `,mac=${opts.mac}` : ''}`,
   ];
 }
 

@@ -524,12 +524,14 @@ describe('vhost-user device: fds', () => {
         // Refused ones, each carrying fds.
         const overlap = fe.guest!.regions()[0]!;
         assert.notEqual(await fe.ack(Req.SET_MEM_TABLE, F.memTable([overlap, { ...overlap, userspaceAddr: overlap.userspaceAddr + 4096n }]), [mfd, mfd]), 0n);
-        assert.notEqual(await fe.ack(Req.ADD_MEM_REG, F.memRegionMsg({ ...overlap }), [mfd]), 0n);
+        assert.notEqual(await fe.ack(Req.ADD_MEM_REG, F.memRegionMsg({ ...overlap, memorySize: overlap.memorySize + 4096n }), [mfd]), 0n);
         assert.notEqual(await fe.ack(Req.SET_VRING_KICK, F.vringFdMsg(200, false), [devNull]), 0n);
         assert.notEqual(await fe.ack(Req.SET_VRING_CALL, F.vringFdMsg(3, false), [devNull]), 0n);
         assert.notEqual(await fe.ack(Req.SET_INFLIGHT_FD, new Uint8Array(24), [mfd]), 0n);
         assert.notEqual(await fe.ack(77, new Uint8Array(3), [pr, pw, mfd]), 0n);
-        assert.notEqual(await fe.ack(Req.REM_MEM_REG, F.memRegionMsg(region), [mfd]), 0n, 'no longer there');
+        // Repeated by the next queue pair's vhost_dev (QEMU <= 8.0): accepted, the fds closed all the same.
+        assert.equal(await fe.ack(Req.ADD_MEM_REG, F.memRegionMsg({ ...overlap }), [mfd]), 0n, 'the same region again');
+        assert.equal(await fe.ack(Req.REM_MEM_REG, F.memRegionMsg(region), [mfd]), 0n, 'no longer there');
         await fe.barrier();
       });
       // 2: protocol errors with fds attached.

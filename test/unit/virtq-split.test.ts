@@ -264,9 +264,9 @@ test('head index >= size breaks the queue', () => {
 
 test('EVENT_IDX notification decisions across u16 wrap-around', () => {
   const s = setup({ eventIdx: true });
-  s.q.setBase(0xfffd);
-  s.drv.availIdx = 0xfffd;
-  s.drv.usedSeen = 0xfffd;
+  s.q.setBase(0xfffc);
+  s.drv.availIdx = 0xfffc;
+  s.drv.usedSeen = 0xfffc;
   const complete = (n: number) => {
     for (let i = 0; i < n; i++) {
       const h = s.drv.addChain([{ addr: C, len: 8 }]);
@@ -278,6 +278,8 @@ test('EVENT_IDX notification decisions across u16 wrap-around', () => {
   };
   // used_event = 0xfffe: notify when used.idx moves past 0xfffe.
   s.drv.setUsedEvent(0xfffe);
+  complete(1); // 0xfffc -> 0xfffd: the first decision after a start always signals
+  assert.equal(s.q.needsNotify(), true);
   complete(1); // 0xfffd -> 0xfffe: event not crossed
   assert.equal(s.q.needsNotify(), false);
   complete(2); // 0xfffe -> 0x0000 crosses 0xffff (old 0xfffe, new 0)

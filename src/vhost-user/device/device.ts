@@ -107,6 +107,13 @@ export class VhostUserNetDevice {
         let spec;
         try {
           spec = regionSpec(req.region, req.fd);
+          // QEMU up to 8.0 sends the region table once per vhost_dev, i.e. once
+          // per queue pair of a multiqueue NIC on the same connection: the same
+          // region again is a no-op (refusing it made QEMU 7.2 give up vhost).
+          if (this.mem.regions.some((r) => sameRegion(r, spec!))) {
+            closeFd(req.fd);
+            return null;
+          }
           MemoryTable.check([...this.mem.regions, spec]);
           sealRegions([spec.fd], this.opts.allowUnsealedMemory ?? false);
         } catch (e) {
@@ -120,7 +127,8 @@ export class VhostUserNetDevice {
         if (req.fd !== undefined) closeFd(req.fd);
         const gpa = Number(req.region.guestPhysAddr);
         const keep = this.mem.regions.filter((r) => !(r.guestPhysAddr === gpa && r.size === Number(req.region.memorySize) && r.userAddr === Number(req.region.userspaceAddr)));
-        if (keep.length === this.mem.regions.length) throw new DeviceError('REM_MEM_REG: no such region');
+        // Already removed: the next queue pair's vhost_dev repeating it (see ADD_MEM_REG).
+        if (keep.length === this.mem.regions.length) return null;
         const gone = this.mem.regions.filter((r) => !keep.includes(r));
         await this.replaceMemory(keep, true, gone.map((r) => r.fd));
         return null;
@@ -356,6 +364,11 @@ export class VhostUserNetDevice {
       status: this.status,
     };
   }
+}
+
+/** The same guest-physical range at the same front-end address. */
+function sameRegion(a: { guestPhysAddr: number; size: number; userAddr: number }, b: { guestPhysAddr: number; size: number; userAddr: number }): boolean {
+  return a.guestPhysAddr === b.guestPhysAddr && a.size === b.size && a.userAddr === b.userAddr;
 }
 
 /** RARP announce from the guest's MAC, so switches learn where it moved (SEND_RARP). */

@@ -65,6 +65,15 @@ export class SplitQueue {
   private availCache = 0;
   private publishedUsed = 0;
   private signalledUsed = 0;
+  /**
+   * signalledUsed is what this queue really signalled. Not after a (re)start:
+   * the previous back-end may have published used entries and died before
+   * signalling them, leaving the guest waiting with used_event behind used.idx;
+   * the EVENT_IDX test against such an event never fires again, and the ring
+   * stalls for good. So the first decision after setBase() signals (as vhost-net
+   * and DPDK do with their signalled_used_valid).
+   */
+  private signalledValid = false;
 
   constructor(size: number, features: QueueFeatures) {
     if (!isValidQueueSize(size)) throw new RangeError(`invalid split queue size ${size}`);
@@ -135,6 +144,7 @@ export class SplitQueue {
     const v = idx & 0xffff;
     this.lastAvail = this.lastUsed = this.availCache = v;
     this.publishedUsed = this.signalledUsed = v;
+    this.signalledValid = false;
     this.broken = false;
     this.brokenReason = 0;
   }
@@ -268,6 +278,10 @@ export class SplitQueue {
     this.signalledUsed = now;
     if (now === old) return false;
     if (this.eventIdx) {
+      if (!this.signalledValid) {
+        this.signalledValid = true;
+        return true;
+      }
       // Seq-cst load after the seq-cst store of used.idx: the full barrier the
       // spec needs so we cannot miss a used_event update.
       const ev = Atomics.load(this.avail16, this.availFlags + 2 + this.size);
