@@ -11,6 +11,9 @@ import { benchUplink } from './uplink.js';
 import { benchVhostUser } from './vhost-user.js';
 
 const which = new Set(process.argv.slice(2));
+// Ctrl-C or a kill ends through process.exit, so the 'exit' handlers that give
+// back namespaces, hugepages and OVS daemons run.
+for (const [sig, n] of [['SIGINT', 2], ['SIGTERM', 15]] as const) process.once(sig, () => process.exit(128 + n));
 const all = which.size === 0;
 const results: Record<string, unknown> = { date: new Date().toISOString(), node: process.version };
 
@@ -46,14 +49,15 @@ if (all || which.has('vhost-user')) {
 }
 
 if (all || which.has('switch4')) {
-  const r = await benchSwitch4(Number(process.env.BENCH_SECONDS ?? 6));
+  const r = await benchSwitch4(Number(process.env.BENCH_SECONDS ?? 6), Number(process.env.BENCH_SWITCH_ROUNDS ?? 1));
   results.switch4 = r;
-  console.log('\n### 4-port learning switch: ours vs OVS-DPDK (NORMAL) and testpmd net_vhost (same generator, same run, one core each)\n');
+  console.log(`\n### 4-port learning switch: ours vs OVS-DPDK (NORMAL) and testpmd net_vhost (same generator, same run, one core each; median of ${r.rounds} round(s))\n`);
   console.log('| back-end | frame B | Mpps | Gbit/s | MACs learned | RSS MiB |\n|---|---|---|---|---|---|');
   for (const row of r.rows) console.log(`| ${row.backend} | ${row.frameBytes} | ${row.mpps.toFixed(2)} | ${row.gbps.toFixed(2)} | ${row.learnedMacs ?? 'no learning'} | ${row.rssMiB ?? '-'} |`);
   console.log('');
   for (const x of r.ratios) console.log(`${x.frameBytes} B: qemu-net-helper / ${x.versus} = ${x.ratio.toFixed(2)}`);
   if (r.ovsUnavailable) console.log(`\nOVS-DPDK not measured: ${r.ovsUnavailable}`);
+  else console.log('\n(OVS-DPDK RSS leaves out its 512 MiB of hugepages, dpdk-socket-mem.)');
 }
 
 if (all || which.has('uplink')) {
