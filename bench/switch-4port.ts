@@ -11,11 +11,12 @@
 // mode (a fixed patch 0<->1, 2<->3, no learning) is measured too as the
 // no-switching ceiling, and is the comparison when OVS cannot run here.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Serve } from '../test/lib/serve.js';
 import { Testpmd, handshakeFailed } from '../test/lib/testpmd.js';
+import { dpdkRunDir, removeLater } from './leftovers.js';
 import { OvsDpdk, ovsMissing } from './ovs-dpdk.js';
 import { rates, rssMiB } from './vhost-user.js';
 
@@ -48,14 +49,11 @@ const PEER = (p: number): number => p ^ 1;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-function forgetDpdkRun(prefix: string): void {
-  rmSync(join('/var/run/dpdk', prefix), { recursive: true, force: true });
-}
-
 /** Runs the generator for warm-up + seconds; retries a failed handshake or a start where nothing circulates. */
 async function drive(sockets: string[], bytes: number, seconds: number, tag: string): Promise<number> {
   for (let attempt = 0; ; attempt++) {
     const prefix = `qnh-sw4-gen-${process.pid}-${tag}-${attempt}`;
+    const forget = removeLater(dpdkRunDir(prefix));
     const t = new Testpmd({
       vdevs: sockets.map((s, i) => `net_virtio_user${i},path=${s},queues=1,mac=${MACS[i]}`),
       forwardMode: 'mac', lcores: '0@1,1@0', prefix, pktLen: bytes,
@@ -66,7 +64,7 @@ async function drive(sockets: string[], bytes: number, seconds: number, tag: str
       if (await t.waitFor(/Tx-pps/, 20000)) await sleep((seconds + WARM) * 1000);
     } finally {
       out = (await t.stop()).output;
-      forgetDpdkRun(prefix);
+      forget();
     }
     const pps = rates(out, 'Rx-pps', PORTS, WARM);
     if ((pps > 0 && !handshakeFailed(out)) || attempt >= 2) {
@@ -113,6 +111,7 @@ async function ovs(bytes: number, seconds: number): Promise<Switch4Row> {
 async function netVhost(dir: string, bytes: number, seconds: number): Promise<Switch4Row> {
   const sockets = MACS.map((_, i) => join(dir, `v${i}.sock`));
   const prefix = `qnh-sw4-anchor-${process.pid}`;
+  const forget = removeLater(dpdkRunDir(prefix));
   const t = new Testpmd({
     vdevs: sockets.map((s, i) => `net_vhost${i},iface=${s},queues=1,client=0`),
     forwardMode: 'io', lcores: '0@0,1@1', prefix,
@@ -123,7 +122,7 @@ async function netVhost(dir: string, bytes: number, seconds: number): Promise<Sw
     return row('testpmd-net_vhost', bytes, pps, rssMiB(t.proc.pid), null);
   } finally {
     await t.stop();
-    forgetDpdkRun(prefix);
+    forget();
   }
 }
 
@@ -138,6 +137,7 @@ function medianRow(samples: Switch4Row[]): Switch4Row {
 /** `rounds` interleaved rounds (ours, OVS, net_vhost per frame size), so load that comes and goes hits all alike. */
 export async function benchSwitch4(seconds = 6, rounds = 1, sizes = [64, 1518]): Promise<Switch4Result> {
   const dir = mkdtempSync(join(tmpdir(), 'qnh-bench-sw4-'));
+  const forgetDir = removeLater(dir);
   const samples: Switch4Row[] = [];
   let ovsUnavailable = ovsMissing();
   try {
@@ -155,7 +155,7 @@ export async function benchSwitch4(seconds = 6, rounds = 1, sizes = [64, 1518]):
       }
     }
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    forgetDir();
   }
   const rows: Switch4Row[] = [];
   for (const bytes of sizes) {

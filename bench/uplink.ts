@@ -15,12 +15,13 @@
 // (in the second direction sender and guest share it, the guest's rxonly loop
 // being the cheaper of the two).
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { withNetNs, type NetNs } from '../test/lib/netns.js';
 import { Serve } from '../test/lib/serve.js';
 import { Testpmd, parseTestpmd } from '../test/lib/testpmd.js';
+import { dpdkRunDir, removeLater } from './leftovers.js';
 
 export type UplinkKind = 'packet' | 'tap';
 export interface UplinkRow { kind: UplinkKind; frameBytes: number; mpps: number; writtenShare: number }
@@ -31,7 +32,6 @@ const GUEST_MAC = '02:00:00:00:00:0a';
 const WARM = 2;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const median = (xs: number[]): number => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]! : 0);
-const forgetDpdkRun = (prefix: string): void => rmSync(join('/var/run/dpdk', prefix), { recursive: true, force: true });
 
 interface Lab { ns: NetNs; serve: Serve; sock: string; sender: string }
 
@@ -65,6 +65,7 @@ async function withLab<T>(dir: string, kind: UplinkKind, tag: string, fn: (lab: 
 
 async function toUplink(lab: Lab, kind: UplinkKind, frameBytes: number, seconds: number): Promise<UplinkRow> {
   const prefix = `qnh-up-${process.pid}`;
+  const forget = removeLater(dpdkRunDir(prefix));
   const t = new Testpmd({ vdevs: [`net_virtio_user0,path=${lab.sock},queues=1`], forwardMode: 'txonly', lcores: '0@1,1@0', prefix, pktLen: frameBytes });
   let pps = 0;
   try {
@@ -72,7 +73,7 @@ async function toUplink(lab: Lab, kind: UplinkKind, frameBytes: number, seconds:
     await sleep((seconds + WARM) * 1000);
   } finally {
     pps = median((await t.stop()).txPps.slice(WARM));
-    forgetDpdkRun(prefix);
+    forget();
   }
   await lab.serve.stop();
   const m = /uplink counters: (\{.*\})/.exec(lab.serve.log());
@@ -83,6 +84,7 @@ async function toUplink(lab: Lab, kind: UplinkKind, frameBytes: number, seconds:
 async function fromUplink(lab: Lab, kind: UplinkKind, frameBytes: number, seconds: number): Promise<UplinkInRow> {
   const gPrefix = `qnh-upin-guest-${process.pid}`;
   const sPrefix = `qnh-upin-send-${process.pid}`;
+  const forget = [removeLater(dpdkRunDir(gPrefix)), removeLater(dpdkRunDir(sPrefix))];
   const guest = new Testpmd({ vdevs: [`net_virtio_user0,path=${lab.sock},queues=1,mac=${GUEST_MAC}`], forwardMode: 'rxonly', lcores: '0@1,1@0', prefix: gPrefix });
   let sender: Testpmd | null = null;
   try {
@@ -110,13 +112,13 @@ async function fromUplink(lab: Lab, kind: UplinkKind, frameBytes: number, second
   } finally {
     if (sender) await sender.stop();
     await guest.stop();
-    forgetDpdkRun(gPrefix);
-    forgetDpdkRun(sPrefix);
+    for (const f of forget) f();
   }
 }
 
 export async function benchUplink(seconds = 5, sizes = [64, 1518]): Promise<UplinkResult> {
   const dir = mkdtempSync(join(tmpdir(), 'qnh-bench-up-'));
+  const forgetDir = removeLater(dir);
   const result: UplinkResult = { toUplink: [], fromUplink: [] };
   try {
     for (const frameBytes of sizes) {
@@ -126,7 +128,7 @@ export async function benchUplink(seconds = 5, sizes = [64, 1518]): Promise<Upli
       }
     }
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    forgetDir();
   }
   return result;
 }
