@@ -5,7 +5,11 @@
 // other way round; ports 2 and 3 likewise. So every frame is unicast to a MAC
 // that sits behind another switch port: the switch must learn all four MACs
 // and forward by destination (after the first frames, which are flooded),
-// and each MAC always enters from the same port (no moves). The generator's
+// and each MAC always enters from the same port (no moves). --burst=256 makes
+// --tx-first put 256 frames on each port, so the rings stay full however many
+// frames a switch floods before it has learned: with testpmd's 32, OVS's
+// flooding multiplied the frames in flight while ours learned at once, and a
+// loaded machine then measured round-trip latency, not switching. The generator's
 // forwarding core is on CPU 0; the whole switch process (our worker, or OVS's
 // threads with its PMD) on CPU 1. testpmd's own net_vhost with 4 ports in io
 // mode (a fixed patch 0<->1, 2<->3, no learning) is measured too as the
@@ -43,6 +47,7 @@ export interface Switch4Result {
 
 const PORTS = 4;
 const WARM = 2;
+const BURST = 256;
 const MACS = Array.from({ length: PORTS }, (_, i) => `02:00:00:00:00:0${i + 1}`);
 /** testpmd pairs ports 0<->1, 2<->3: frames sent on port p go to the MAC of its partner. */
 const PEER = (p: number): number => p ^ 1;
@@ -56,7 +61,7 @@ async function drive(sockets: string[], bytes: number, seconds: number, tag: str
     const forget = removeLater(dpdkRunDir(prefix));
     const t = new Testpmd({
       vdevs: sockets.map((s, i) => `net_virtio_user${i},path=${s},queues=1,mac=${MACS[i]}`),
-      forwardMode: 'mac', lcores: '0@1,1@0', prefix, pktLen: bytes,
+      forwardMode: 'mac', lcores: '0@1,1@0', prefix, pktLen: bytes, burst: BURST,
       extra: ['--tx-first', ...MACS.map((_, p) => `--eth-peer=${p},${MACS[PEER(p)]}`)],
     });
     let out = '';
