@@ -1,15 +1,19 @@
 // `npm run bench`: every benchmark, each against its real alternative in the
 // same run. Prints Markdown tables (pasted into README) and writes JSON to
-// bench/results/latest.json. Select with arguments: helper, broker, vhost-user, uplink.
+// bench/results/latest.json. Select with arguments: helper, broker, vhost-user, switch4, uplink.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT } from '../test/lib/paths.js';
 import { benchBrokerLatency } from './broker-latency.js';
 import { benchHelperLatency, type LatencyResult } from './helper-latency.js';
+import { benchSwitch4 } from './switch-4port.js';
 import { benchUplink } from './uplink.js';
 import { benchVhostUser } from './vhost-user.js';
 
 const which = new Set(process.argv.slice(2));
+// Ctrl-C or a kill ends through process.exit, so the 'exit' handlers that give
+// back namespaces, hugepages and OVS daemons run.
+for (const [sig, n] of [['SIGINT', 2], ['SIGTERM', 15]] as const) process.once(sig, () => process.exit(128 + n));
 const all = which.size === 0;
 const results: Record<string, unknown> = { date: new Date().toISOString(), node: process.version };
 
@@ -44,12 +48,27 @@ if (all || which.has('vhost-user')) {
   for (const x of r.ratios) console.log(`${x.test} ${x.frameBytes} B: qemu-net-helper / DPDK = ${x.ratio.toFixed(2)}`);
 }
 
+if (all || which.has('switch4')) {
+  const r = await benchSwitch4(Number(process.env.BENCH_SECONDS ?? 6), Number(process.env.BENCH_SWITCH_ROUNDS ?? 1));
+  results.switch4 = r;
+  console.log(`\n### 4-port learning switch: ours vs OVS-DPDK (NORMAL) and testpmd net_vhost (same generator, same run, one core each; median of ${r.rounds} round(s))\n`);
+  console.log('| back-end | frame B | Mpps | Gbit/s | MACs learned | RSS MiB |\n|---|---|---|---|---|---|');
+  for (const row of r.rows) console.log(`| ${row.backend} | ${row.frameBytes} | ${row.mpps.toFixed(2)} | ${row.gbps.toFixed(2)} | ${row.learnedMacs ?? 'no learning'} | ${row.rssMiB ?? '-'} |`);
+  console.log('');
+  for (const x of r.ratios) console.log(`${x.frameBytes} B: qemu-net-helper / ${x.versus} = ${x.ratio.toFixed(2)}`);
+  if (r.ovsUnavailable) console.log(`\nOVS-DPDK not measured: ${r.ovsUnavailable}`);
+  else console.log('\n(OVS-DPDK RSS leaves out its 512 MiB of hugepages, dpdk-socket-mem.)');
+}
+
 if (all || which.has('uplink')) {
   const r = await benchUplink(Number(process.env.BENCH_SECONDS ?? 5));
   results.uplink = r;
   console.log('\n### Switch uplink: AF_PACKET on a veth (--uplink) vs a tap on a bridge (--br), guest -> uplink\n');
   console.log('| uplink | frame B | Mpps taken from the guest | share written (rest: EAGAIN drops) |\n|---|---|---|---|');
-  for (const row of r) console.log(`| ${row.kind} | ${row.frameBytes} | ${row.mpps.toFixed(2)} | ${(row.writtenShare * 100).toFixed(1)}% |`);
+  for (const row of r.toUplink) console.log(`| ${row.kind} | ${row.frameBytes} | ${row.mpps.toFixed(2)} | ${(row.writtenShare * 100).toFixed(1)}% |`);
+  console.log('\n### Switch uplink, uplink -> guest (testpmd net_af_packet txonly on the veth peer; the guest is testpmd virtio-user rxonly)\n');
+  console.log('| uplink | frame B | Mpps offered | Mpps delivered to the guest | share delivered |\n|---|---|---|---|---|');
+  for (const row of r.fromUplink) console.log(`| ${row.kind} | ${row.frameBytes} | ${row.offeredMpps.toFixed(2)} | ${row.mpps.toFixed(2)} | ${(row.deliveredShare * 100).toFixed(1)}% |`);
 }
 
 mkdirSync(join(ROOT, 'bench/results'), { recursive: true });

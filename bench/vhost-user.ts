@@ -25,13 +25,13 @@ export interface VhostResult { rows: VhostRow[]; ratios: { test: string; frameBy
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-function median(xs: number[]): number {
+export function median(xs: number[]): number {
   if (!xs.length) return 0;
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
 }
 
-function rssMiB(pid: number | undefined): number | null {
+export function rssMiB(pid: number | undefined): number | null {
   if (!pid) return null;
   try {
     const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -40,7 +40,7 @@ function rssMiB(pid: number | undefined): number | null {
 }
 
 /** Per-second rates from testpmd's periodic stats: per port, after the warm-up. */
-function rates(out: string, key: 'Rx-pps' | 'Tx-pps', ports: number, warm: number): number {
+export function rates(out: string, key: 'Rx-pps' | 'Tx-pps', ports: number, warm: number): number {
   const all = [...out.matchAll(new RegExp(`${key}:\\s+(\\d+)`, 'g'))].map((m) => Number(m[1]));
   let total = 0;
   for (let p = 0; p < ports; p++) {

@@ -38,7 +38,10 @@ export class Serve {
       }
     });
     this.exited = new Promise((res) => this.proc.once('exit', (c) => res(c)));
-    process.on('exit', () => { try { this.proc.kill('SIGKILL'); } catch { /* gone */ } });
+    // Dropped once the back-end is gone: a bench starts many and would pile up listeners.
+    const kill = (): void => { try { this.proc.kill('SIGKILL'); } catch { /* gone */ } };
+    process.on('exit', kill);
+    void this.exited.then(() => process.off('exit', kill));
   }
 
   log(): string { return this.err; }

@@ -14,7 +14,7 @@ export interface TestpmdResult { ports: PortCounters[]; output: string; rxPps: n
 export interface TestpmdOptions {
   /** --vdev arguments, e.g. net_virtio_user0,path=/tmp/a.sock,queues=1 */
   vdevs: string[];
-  forwardMode: 'txonly' | 'rxonly' | 'io' | 'macswap' | 'icmpecho';
+  forwardMode: 'txonly' | 'rxonly' | 'io' | 'mac' | 'macswap' | 'icmpecho';
   /** CPU pinning: "0@0,1@1" (main@cpu, fwd@cpu). */
   lcores?: string;
   /** Forwarding cores (each needs an lcore beyond the main one). */
@@ -24,6 +24,8 @@ export interface TestpmdOptions {
   burst?: number;
   prefix: string;
   extra?: string[];
+  /** Run inside this network namespace (for net_af_packet ports on its devices). */
+  netns?: string;
 }
 
 export class Testpmd {
@@ -40,7 +42,9 @@ export class Testpmd {
       `--txpkts=${opts.pktLen ?? 64}`, `--burst=${opts.burst ?? 32}`, '--stats-period=1', '--total-num-mbufs=32768', '--no-lsc-interrupt',
       ...(opts.extra ?? []),
     ];
-    this.proc = spawn(TESTPMD, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc = opts.netns
+      ? spawn('ip', ['netns', 'exec', opts.netns, TESTPMD, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn(TESTPMD, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const onData = (d: Buffer): void => { this.out += d.toString('latin1'); };
     this.proc.stdout!.on('data', onData);
     this.proc.stderr!.on('data', onData);
