@@ -14,14 +14,19 @@ const SOL_PACKET = 263;
 const PACKET_IGNORE_OUTGOING = 23;
 const PACKET_ADD_MEMBERSHIP = 1;
 const PACKET_MR_PROMISC = 1;
+const SOL_SOCKET = 1;
+const SO_RCVBUF = 8;
+const SO_RCVBUFFORCE = 33;
 
 /**
  * A non-blocking packet socket bound to `ifname`, not seeing its own
  * transmissions. `promiscuous`: the device also passes frames for other MACs
  * (a switch uplink), for as long as the socket lives (the kernel counts
- * membership per socket and drops it on close).
+ * membership per socket and drops it on close). `rcvbuf`: receive buffer in
+ * bytes (the default, rmem_default, is ~208 KiB of skb truesize: a few
+ * hundred frames, where a tap queues 1000).
  */
-export function openPacketSocket(ifname: string, promiscuous = false): number {
+export function openPacketSocket(ifname: string, promiscuous = false, rcvbuf = 0): number {
   const index = ifIndex(ifname);
   if (index === 0) throw new Error(`no interface ${ifname}`);
   const fd = check(c.socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, ETH_P_ALL_BE), 'socket', 'AF_PACKET');
@@ -30,6 +35,12 @@ export function openPacketSocket(ifname: string, promiscuous = false): number {
     one.writeInt32LE(1);
     // Without this we would read back every frame we send (kernel >= 4.20).
     check(setsockoptRaw(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, one, 4), 'setsockopt', 'PACKET_IGNORE_OUTGOING');
+    if (rcvbuf > 0) {
+      const size = Buffer.alloc(4);
+      size.writeInt32LE(rcvbuf);
+      // FORCE passes rmem_max (needs CAP_NET_ADMIN); otherwise the kernel caps at rmem_max.
+      if (setsockoptRaw(fd, SOL_SOCKET, SO_RCVBUFFORCE, size, 4) !== 0) setsockoptRaw(fd, SOL_SOCKET, SO_RCVBUF, size, 4);
+    }
     const sll = Buffer.alloc(20);
     sll.writeUInt16LE(AF_PACKET, 0);
     sll.writeUInt16LE(ETH_P_ALL_BE, 2);

@@ -18,6 +18,9 @@ import { openPacketSocket } from '../sys/packet.js';
 import { createTap } from '../sys/tun.js';
 import { setNonBlocking } from '../sys/unix-socket.js';
 
+// 4 MiB of skb truesize: ~1500 full-size or ~5000 small frames.
+const UPLINK_RCVBUF = 4 << 20;
+
 export interface Uplink {
   fd: number;
   kind: 'packet' | 'tap';
@@ -51,7 +54,8 @@ export function openUplink(opts: { dev?: string; bridge?: string }): Uplink | nu
     if (linkKind(link) === 'bridge') {
       throw new NotFoundError(`uplink device '${dev}' is a bridge: a packet socket on it would miss frames the bridge switches between its ports`, `use --br ${dev} (a tap of ours on the bridge)`);
     }
-    const fd = openPacketSocket(dev, true);
+    // Room for bursts while the worker serves the guests: about what a tap queues.
+    const fd = openPacketSocket(dev, true, UPLINK_RCVBUF);
     return { fd, kind: 'packet', ifname: dev, device: dev, close: () => closeFd(fd) };
   }
   return null;
