@@ -10,7 +10,7 @@ import { execFile, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, type TestContext } from 'node:test';
 import { promisify } from 'node:util';
 import { guestSkipReason, startGuest, vhostUserNicArgs, type Guest } from '../lib/guest.js';
 import { withNetNs, type NetNs } from '../lib/netns.js';
@@ -124,6 +124,20 @@ function guest(ns: NetNs, name: string, socket: string, qemuListens: boolean, qu
   });
 }
 
+/** Kills the first guest's QEMU and starts a second on the same socket: events, learning and traffic as before. */
+async function replaceQemu(t: TestContext, s: Serve, ns: NetNs, sock: string, guests: Guest[], qemuListens: boolean): Promise<void> {
+  await guests[0]!.kill();
+  t.diagnostic(`QEMU killed: disconnected (${(await nth(s, 'disconnected', 1, RECONNECT_MS)).reason})`);
+  guests.push(await guest(ns, 'qemu-2', sock, qemuListens));
+  await nth(s, 'ready', 2, BOOT_MS);
+  await guests[1]!.waitFor('READY', BOOT_MS);
+  t.diagnostic(`new QEMU: first reply after ${await guestAnswers(ns, RECONNECT_MS)} ms`);
+  await learned(s, 2);
+  await guestReachesUplink(guests[1]!);
+  assert.deepEqual(connectionEvents(s, sock), ['port-added', 'connected', 'ready', 'disconnected', 'connected', 'ready']);
+  assert.deepEqual(refusals(s), [], 'every request of QEMU accepted');
+}
+
 /** Requests the switch refused (each one a front-end the device did not understand). */
 const refusals = (s: Serve): string[] => s.log().split('\n').filter((l) => / refused: /.test(l));
 
@@ -174,16 +188,7 @@ describe('real QEMU reconnecting to the vhost-user switch', { skip }, () => {
         assert.deepEqual(refusals(s), [], 'every request of QEMU accepted');
 
         // The guest's QEMU dies; another one comes up on the same socket.
-        await guests[0]!.kill();
-        t.diagnostic(`QEMU killed: disconnected (${(await nth(s, 'disconnected', 1, RECONNECT_MS)).reason})`);
-        guests.push(await guest(ns, 'qemu-2', sock, false));
-        await nth(s, 'ready', 2, BOOT_MS);
-        await guests[1]!.waitFor('READY', BOOT_MS);
-        t.diagnostic(`new QEMU: first reply after ${await guestAnswers(ns, RECONNECT_MS)} ms`);
-        await learned(s, 2);
-        await guestReachesUplink(guests[1]!);
-        assert.deepEqual(connectionEvents(s, sock), ['port-added', 'connected', 'ready', 'disconnected', 'connected', 'ready']);
-        assert.deepEqual(refusals(s), [], 'every request of QEMU accepted');
+        await replaceQemu(t, s, ns, sock, guests, false);
       } finally {
         for (const g of guests) await g.kill();
         await s?.stop();
@@ -211,16 +216,7 @@ describe('real QEMU reconnecting to the vhost-user switch', { skip }, () => {
         assert.deepEqual(refusals(s), [], 'every request of QEMU accepted');
 
         // QEMU dies, leaving its socket file behind; a new QEMU listens on the same path.
-        await guests[0]!.kill();
-        t.diagnostic(`QEMU killed: disconnected (${(await nth(s, 'disconnected', 1, RECONNECT_MS)).reason})`);
-        guests.push(await guest(ns, 'qemu-2', sock, true));
-        await nth(s, 'ready', 2, BOOT_MS);
-        await guests[1]!.waitFor('READY', BOOT_MS);
-        t.diagnostic(`new QEMU: first reply after ${await guestAnswers(ns, RECONNECT_MS)} ms`);
-        await learned(s, 2);
-        await guestReachesUplink(guests[1]!);
-        assert.deepEqual(connectionEvents(s, sock), ['port-added', 'connected', 'ready', 'disconnected', 'connected', 'ready']);
-        assert.deepEqual(refusals(s), [], 'every request of QEMU accepted');
+        await replaceQemu(t, s, ns, sock, guests, true);
 
         // The switch crashes; QEMU keeps listening and the new switch connects to it.
         const during = new BackgroundPing(ns);
