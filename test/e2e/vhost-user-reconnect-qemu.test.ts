@@ -124,6 +124,17 @@ function guest(ns: NetNs, name: string, socket: string, qemuListens: boolean, qu
   });
 }
 
+/** The first guest boots on the port: ready, its MAC learned, traffic both ways, nothing refused. */
+async function firstBoot(t: TestContext, s: Serve, ns: NetNs, sock: string, g: Guest): Promise<void> {
+  await nth(s, 'ready', 1, BOOT_MS);
+  await g.waitFor('READY', BOOT_MS);
+  t.diagnostic(`first boot: first reply after ${await guestAnswers(ns, RECONNECT_MS)} ms`);
+  await learned(s, 1);
+  await guestReachesUplink(g);
+  assert.deepEqual(connectionEvents(s, sock), ['port-added', 'connected', 'ready']);
+  assert.deepEqual(refusals(s), [], 'every request of QEMU accepted');
+}
+
 /** Kills the first guest's QEMU and starts a second on the same socket: events, learning and traffic as before. */
 async function replaceQemu(t: TestContext, s: Serve, ns: NetNs, sock: string, guests: Guest[], qemuListens: boolean): Promise<void> {
   await guests[0]!.kill();
@@ -160,13 +171,7 @@ describe('real QEMU reconnecting to the vhost-user switch', { skip }, () => {
         assert.equal(early, 'waiting', guests[0]!.describe('QEMU gave up on the missing back-end'));
         s = new Serve(args, ns);
         await s.ready([sock]);
-        await nth(s, 'ready', 1, BOOT_MS);
-        await guests[0]!.waitFor('READY', BOOT_MS);
-        t.diagnostic(`first boot: first reply after ${await guestAnswers(ns, RECONNECT_MS)} ms`);
-        await learned(s, 1);
-        await guestReachesUplink(guests[0]!);
-        assert.deepEqual(connectionEvents(s, sock), ['port-added', 'connected', 'ready']);
-        assert.deepEqual(refusals(s), [], 'every request of QEMU accepted');
+        await firstBoot(t, s, ns, sock, guests[0]!);
 
         // A restart as a service manager does it: SIGTERM, a new process on the same path.
         const during = new BackgroundPing(ns);
@@ -207,13 +212,7 @@ describe('real QEMU reconnecting to the vhost-user switch', { skip }, () => {
         // The switch is up first and keeps retrying; QEMU's start-up waits for it to connect.
         assert.ok(await s.waitLog(/serving 1 port/), s.log());
         guests.push(await guest(ns, 'qemu-1', sock, true));
-        await nth(s, 'ready', 1, BOOT_MS);
-        await guests[0]!.waitFor('READY', BOOT_MS);
-        t.diagnostic(`first boot: first reply after ${await guestAnswers(ns, RECONNECT_MS)} ms`);
-        await learned(s, 1);
-        await guestReachesUplink(guests[0]!);
-        assert.deepEqual(connectionEvents(s, sock), ['port-added', 'connected', 'ready']);
-        assert.deepEqual(refusals(s), [], 'every request of QEMU accepted');
+        await firstBoot(t, s, ns, sock, guests[0]!);
 
         // QEMU dies, leaving its socket file behind; a new QEMU listens on the same path.
         await replaceQemu(t, s, ns, sock, guests, true);
