@@ -39,9 +39,9 @@ if (all || which.has('broker')) {
 }
 
 if (all || which.has('vhost-user')) {
-  const r = await benchVhostUser(Number(process.env.BENCH_SECONDS ?? 6));
+  const r = await benchVhostUser(Number(process.env.BENCH_SECONDS ?? 6), [64, 1518], Number(process.env.BENCH_VHOST_ROUNDS ?? 1));
   results.vhostUser = r;
-  console.log('\n### vhost-user back-end vs DPDK testpmd net_vhost (same generator, same run)\n');
+  console.log(`\n### vhost-user back-end vs DPDK testpmd net_vhost (same generator, same run; median of ${r.rounds} round(s), ratio: median of the per-round ratios)\n`);
   console.log('| test | frame B | back-end | Mpps | Gbit/s | RSS MiB |\n|---|---|---|---|---|---|');
   for (const row of r.rows) console.log(`| ${row.test} | ${row.frameBytes} | ${row.backend} | ${row.mpps.toFixed(2)} | ${row.gbps.toFixed(2)} | ${row.rssMiB ?? '-'} |`);
   console.log('');

@@ -25,7 +25,16 @@ export interface VhostRow {
   rssMiB: number | null;
 }
 
-export interface VhostResult { rows: VhostRow[]; ratios: { test: string; frameBytes: number; ratio: number }[]; seconds: number }
+export interface VhostResult {
+  /** Medians over the rounds. */
+  rows: VhostRow[];
+  /** Per test: the median of the rounds' ours / DPDK ratios. */
+  ratios: { test: string; frameBytes: number; ratio: number }[];
+  seconds: number;
+  rounds: number;
+  /** Every run, by round. */
+  runs: (VhostRow & { round: number })[];
+}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -90,9 +99,21 @@ async function withDpdk<T>(sockets: string[], mode: 'io' | 'rxonly', fn: (pid: n
   }
 }
 
-export async function benchVhostUser(seconds = 6, sizes = [64, 1518]): Promise<VhostResult> {
+/** Median of the rows of one (test, frame, back-end) over the rounds. */
+function medianRow(rows: VhostRow[]): VhostRow {
+  const mpps = median(rows.map((r) => r.mpps));
+  const r0 = rows[0]!;
+  return { ...r0, mpps, gbps: (mpps * 1e6 * r0.frameBytes * 8) / 1e9, rssMiB: rows.at(-1)!.rssMiB };
+}
+
+/**
+ * `rounds` > 1 repeats every test, ours and DPDK's back to back in each round
+ * (so both meet the same machine), and reports medians: the rate of one run
+ * swings by up to 2x on this shared VM, the ratio within a round much less.
+ */
+export async function benchVhostUser(seconds = 6, sizes = [64, 1518], rounds = 1): Promise<VhostResult> {
   const dir = mkdtempSync(join(tmpdir(), 'qnh-bench-vu-'));
-  const rows: VhostRow[] = [];
+  const raw: (VhostRow & { round: number })[] = [];
   const warm = 2;
   try {
     const a = join(dir, 'a.sock');
@@ -101,39 +122,49 @@ export async function benchVhostUser(seconds = 6, sizes = [64, 1518]): Promise<V
       ...sizes.map((bytes) => ({ test: 'bounce' as const, bytes, burst: 32 })),
       ...sizes.map((bytes) => ({ test: 'bounce-full' as const, bytes, burst: 256 })),
     ];
-    for (const { test, bytes, burst } of bounces) {
+    for (let round = 0; round < rounds; round++) {
+      const record = (r: VhostRow): void => { raw.push({ ...r, round }); };
+      for (const { test, bytes, burst } of bounces) {
+        for (const backend of ['qemu-net-helper', 'dpdk'] as const) {
+          const run = async (pid: number | undefined): Promise<void> => {
+            let rss: number | null = null;
+            const out = await generator({
+              vdevs: [`net_virtio_user0,path=${a},queues=1`, `net_virtio_user1,path=${b},queues=1`],
+              forwardMode: 'io', lcores: '0@1,1@0', prefix: `qnh-gen-${process.pid}`, pktLen: bytes, burst, extra: ['--tx-first'],
+            }, seconds + warm).then((o) => { rss = rssMiB(pid); return o; });
+            const pps = rates(out, 'Rx-pps', 2, warm);
+            record({ test, frameBytes: bytes, backend, mpps: pps / 1e6, gbps: (pps * bytes * 8) / 1e9, rssMiB: rss });
+          };
+          if (backend === 'dpdk') await withDpdk([a, b], 'io', run);
+          else await withOurs([a, b], run);
+        }
+      }
       for (const backend of ['qemu-net-helper', 'dpdk'] as const) {
         const run = async (pid: number | undefined): Promise<void> => {
           let rss: number | null = null;
-          const out = await generator({
-            vdevs: [`net_virtio_user0,path=${a},queues=1`, `net_virtio_user1,path=${b},queues=1`],
-            forwardMode: 'io', lcores: '0@1,1@0', prefix: `qnh-gen-${process.pid}`, pktLen: bytes, burst, extra: ['--tx-first'],
-          }, seconds + warm).then((o) => { rss = rssMiB(pid); return o; });
-          const pps = rates(out, 'Rx-pps', 2, warm);
-          rows.push({ test, frameBytes: bytes, backend, mpps: pps / 1e6, gbps: (pps * bytes * 8) / 1e9, rssMiB: rss });
+          const out = await generator({ vdevs: [`net_virtio_user0,path=${a},queues=1`], forwardMode: 'txonly', lcores: '0@1,1@0', prefix: `qnh-gen-${process.pid}`, pktLen: 64 }, seconds + warm)
+            .then((o) => { rss = rssMiB(pid); return o; });
+          const pps = rates(out, 'Tx-pps', 1, warm);
+          record({ test: 'sink', frameBytes: 64, backend, mpps: pps / 1e6, gbps: (pps * 64 * 8) / 1e9, rssMiB: rss });
         };
-        if (backend === 'dpdk') await withDpdk([a, b], 'io', run);
-        else await withOurs([a, b], run);
+        if (backend === 'dpdk') await withDpdk([a], 'rxonly', run);
+        else await withOurs([a], run);
       }
-    }
-    for (const backend of ['qemu-net-helper', 'dpdk'] as const) {
-      const run = async (pid: number | undefined): Promise<void> => {
-        let rss: number | null = null;
-        const out = await generator({ vdevs: [`net_virtio_user0,path=${a},queues=1`], forwardMode: 'txonly', lcores: '0@1,1@0', prefix: `qnh-gen-${process.pid}`, pktLen: 64 }, seconds + warm)
-          .then((o) => { rss = rssMiB(pid); return o; });
-        const pps = rates(out, 'Tx-pps', 1, warm);
-        rows.push({ test: 'sink', frameBytes: 64, backend, mpps: pps / 1e6, gbps: (pps * 64 * 8) / 1e9, rssMiB: rss });
-      };
-      if (backend === 'dpdk') await withDpdk([a], 'rxonly', run);
-      else await withOurs([a], run);
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+  const rows: VhostRow[] = [];
   const ratios: VhostResult['ratios'] = [];
-  for (const r of rows.filter((x) => x.backend === 'qemu-net-helper')) {
-    const d = rows.find((x) => x.backend === 'dpdk' && x.test === r.test && x.frameBytes === r.frameBytes);
-    if (d && d.mpps > 0) ratios.push({ test: r.test, frameBytes: r.frameBytes, ratio: r.mpps / d.mpps });
+  for (const r of raw.filter((x) => x.backend === 'qemu-net-helper' && x.round === 0)) {
+    const same = (x: VhostRow): boolean => x.test === r.test && x.frameBytes === r.frameBytes;
+    const ours = raw.filter((x) => same(x) && x.backend === 'qemu-net-helper');
+    const dpdk = raw.filter((x) => same(x) && x.backend === 'dpdk');
+    rows.push(medianRow(ours));
+    if (dpdk.length) rows.push(medianRow(dpdk));
+    const perRound = ours.map((o) => [o, dpdk.find((d) => d.round === o.round)] as const)
+      .filter(([, d]) => d !== undefined && d.mpps > 0).map(([o, d]) => o.mpps / d!.mpps);
+    if (perRound.length) ratios.push({ test: r.test, frameBytes: r.frameBytes, ratio: median(perRound) });
   }
-  return { rows, ratios, seconds };
+  return { rows, ratios, seconds, rounds, runs: raw };
 }
