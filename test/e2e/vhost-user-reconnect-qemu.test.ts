@@ -135,6 +135,17 @@ async function firstBoot(t: TestContext, s: Serve, ns: NetNs, sock: string, g: G
   assert.deepEqual(refusals(s), [], 'every request of QEMU accepted');
 }
 
+/** A new switch process on the port of a running guest: ready again, learned, traffic, nothing refused. */
+async function switchBack(t: TestContext, what: string, s: Serve, ns: NetNs, sock: string, g: Guest, restarted: number, during: BackgroundPing): Promise<void> {
+  await nth(s, 'ready', 1, RECONNECT_MS);
+  const back = await guestAnswers(ns, RECONNECT_MS);
+  t.diagnostic(`${what}: ready ${Date.parse(s.events.find((e) => e.event === 'ready')!.time) - restarted} ms after the new switch started, first reply after ${back} ms of pinging; background pings: ${await during.stop()}`);
+  await learned(s, 1);
+  await guestReachesUplink(g);
+  assert.deepEqual(connectionEvents(s, sock), ['port-added', 'connected', 'ready']);
+  assert.deepEqual(refusals(s), [], 'every request of QEMU accepted');
+}
+
 /** Kills the first guest's QEMU and starts a second on the same socket: events, learning and traffic as before. */
 async function replaceQemu(t: TestContext, s: Serve, ns: NetNs, sock: string, guests: Guest[], qemuListens: boolean): Promise<void> {
   await guests[0]!.kill();
@@ -184,13 +195,7 @@ describe('real QEMU reconnecting to the vhost-user switch', { skip }, () => {
         s = new Serve(args, ns);
         await s.ready([sock]);
         // QEMU retries by itself (reconnect=1) and replays the whole setup to the running guest.
-        await nth(s, 'ready', 1, RECONNECT_MS);
-        const back = await guestAnswers(ns, RECONNECT_MS);
-        t.diagnostic(`switch restart: ready ${Date.parse(s.events.find((e) => e.event === 'ready')!.time) - restarted} ms after the new switch started, first reply after ${back} ms of pinging; background pings: ${await during.stop()}`);
-        await learned(s, 1);
-        await guestReachesUplink(guests[0]!);
-        assert.deepEqual(connectionEvents(s, sock), ['port-added', 'connected', 'ready']);
-        assert.deepEqual(refusals(s), [], 'every request of QEMU accepted');
+        await switchBack(t, 'switch restart', s, ns, sock, guests[0]!, restarted, during);
 
         // The guest's QEMU dies; another one comes up on the same socket.
         await replaceQemu(t, s, ns, sock, guests, false);
@@ -224,13 +229,7 @@ describe('real QEMU reconnecting to the vhost-user switch', { skip }, () => {
         await s.exited;
         const restarted = Date.now();
         s = new Serve(args, ns);
-        await nth(s, 'ready', 1, RECONNECT_MS);
-        const back = await guestAnswers(ns, RECONNECT_MS);
-        t.diagnostic(`switch crash: ready ${Date.parse(s.events.find((e) => e.event === 'ready')!.time) - restarted} ms after the new switch started, first reply after ${back} ms of pinging; background pings: ${await during.stop()}`);
-        await learned(s, 1);
-        await guestReachesUplink(guests[1]!);
-        assert.deepEqual(connectionEvents(s, sock), ['port-added', 'connected', 'ready']);
-        assert.deepEqual(refusals(s), [], 'every request of QEMU accepted');
+        await switchBack(t, 'switch crash', s, ns, sock, guests[1]!, restarted, during);
         assert.equal(guests[1]!.markers.filter((m) => m.name === 'QNH-BOOT').length, 1, 'the same guest ran on through the switch crash');
       } finally {
         for (const g of guests) await g.kill();
