@@ -48,6 +48,13 @@ export class SplitQueue {
    */
   log: DirtyLog | null = null;
   logUsedGpa = -1;
+  /**
+   * Where the rings lie once ready: region and byte offset of the descriptor
+   * table, avail ring and used ring (for the native fast path, native.ts),
+   * and a count bumped whenever they may have moved.
+   */
+  readonly place = new Float64Array(6);
+  layoutGen = 0;
 
   private descUA = -1;
   private availUA = -1;
@@ -101,6 +108,7 @@ export class SplitQueue {
   setMemory(mem: GuestMemory): string | null {
     this.mem = mem;
     this.ready = false;
+    this.layoutGen++;
     this.desc32 = EMPTY32;
     this.avail16 = this.used16 = EMPTY16;
     this.used32 = EMPTY32;
@@ -132,6 +140,8 @@ export class SplitQueue {
     this.usedFlags = u / 2;
     this.used32 = mem.u32[ur]!;
     this.usedRing = u / 4 + 1;
+    const pl = this.place;
+    pl[0] = dr; pl[1] = d; pl[2] = ar; pl[3] = a; pl[4] = ur; pl[5] = u;
     this.ready = true;
     return null;
   }
@@ -202,6 +212,20 @@ export class SplitQueue {
       if (r === CHAIN_OK) return head;
       this.discard(head, r);
     }
+  }
+
+  /** Positions out to the native fast path's ring block (u32 words at `i`). */
+  savePositions(st: Uint32Array, i: number): void {
+    st[i] = this.lastAvail;
+    st[i + 1] = this.lastUsed;
+    st[i + 2] = this.availCache;
+  }
+
+  /** Positions back from the native fast path (it consumed and completed chains). */
+  loadPositions(st: Uint32Array, i: number): void {
+    this.lastAvail = st[i]!;
+    this.lastUsed = st[i + 1]!;
+    this.availCache = st[i + 2]!;
   }
 
   /** Undo the last successful popChain (before its pushUsed). */

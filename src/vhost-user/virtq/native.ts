@@ -1,0 +1,141 @@
+// The native fast path (native/fastpath.c): one C call moves a run of frames
+// from a guest's TX ring into another guest's RX ring when each is a single
+// descriptor and the switch's decision for them is already taken. Everything
+// else stays in TypeScript; the C function stops in front of it.
+//
+// The C side sees a queue through a small block (layout below, asserted in the
+// C file): host addresses of the three rings, of the guest's region table,
+// and the ring positions, which are copied in before and out after each call
+// (SplitQueue keeps the truth). Blocks are ArrayBuffers whose backing store
+// does not move, so their addresses are taken once.
+//
+// Disabled with QNH_NATIVE=0. The library path is fixed relative to this
+// module: nothing in the environment chooses code to load.
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import koffi from 'koffi';
+import type { GuestMemory } from './memory.js';
+import type { SplitQueue } from './split.js';
+
+const ABI = 1;
+const RING_BLOCK = 56;
+const POS = 9; // u32 index of last_avail; last_used, avail_cache follow
+const STOP = 12; // u32 index of stop
+const REGION_TABLE_HEAD = 16;
+const REGION_ENTRY = 24;
+
+/** Why the last forward() stopped (native/fastpath.c QNH_STOP_*). */
+export const STOP_MAX = 0;
+export const STOP_TX_EMPTY = 1;
+export const STOP_TX_OTHER = 2;
+export const STOP_MAC = 3;
+export const STOP_RX_EMPTY = 4;
+export const STOP_RX_OTHER = 5;
+
+export const NATIVE_LIBRARY = fileURLToPath(new URL('../../../native/libqnh-fastpath.so', import.meta.url));
+
+type Forward = (tx: number, rx: number, max: number, txHdr: number, rxHdr: number, dst: number, src: number) => number;
+type Address = (p: ArrayBufferView) => number | bigint;
+
+interface Lib { forward: Forward; address: Address }
+
+/** 'native', or why the TypeScript path runs alone. */
+export let fastPathStatus = 'native';
+
+function load(): Lib | null {
+  if (process.env.QNH_NATIVE === '0') { fastPathStatus = 'disabled (QNH_NATIVE=0)'; return null; }
+  if (!existsSync(NATIVE_LIBRARY)) { fastPathStatus = `not built (${NATIVE_LIBRARY} missing: no C compiler at build time?)`; return null; }
+  try {
+    const lib = koffi.load(NATIVE_LIBRARY);
+    const abi = (lib.func('int qnh_abi(void)') as () => number)();
+    if (abi !== ABI) { fastPathStatus = `ABI ${abi} of ${NATIVE_LIBRARY}, expected ${ABI}: rebuild`; return null; }
+    return {
+      forward: lib.func('int qnh_forward(double, double, uint32_t, uint32_t, uint32_t, double, double)') as Forward,
+      address: lib.func('uint64_t qnh_address(const void *p)') as Address,
+    };
+  } catch (e) {
+    fastPathStatus = `cannot load ${NATIVE_LIBRARY}: ${(e as Error).message}`;
+    return null;
+  }
+}
+
+const lib = load();
+
+interface MemTable { buf: ArrayBuffer; addr: number; host: number[] }
+interface RingBlock { u32: Uint32Array; addr: number; gen: number; mem: GuestMemory; table: MemTable }
+
+const tables = new WeakMap<GuestMemory, MemTable>();
+const blocks = new WeakMap<SplitQueue, RingBlock>();
+
+function addressOf(v: ArrayBufferView): number {
+  return Number(lib!.address(v));
+}
+
+function memTable(mem: GuestMemory): MemTable {
+  let t = tables.get(mem);
+  if (t) return t;
+  const buf = new ArrayBuffer(REGION_TABLE_HEAD + REGION_ENTRY * mem.count);
+  const head = new Uint32Array(buf, 0, 4);
+  const e = new BigUint64Array(buf, REGION_TABLE_HEAD);
+  head[0] = mem.count;
+  const host: number[] = [];
+  for (let r = 0; r < mem.count; r++) {
+    const h = addressOf(mem.u8[r]!);
+    host.push(h);
+    e[r * 3] = BigInt(mem.regionGpaStart(r));
+    e[r * 3 + 1] = BigInt(mem.regionSize(r));
+    e[r * 3 + 2] = BigInt(h);
+  }
+  t = { buf, addr: addressOf(new Uint8Array(buf)), host };
+  tables.set(mem, t);
+  return t;
+}
+
+function ringBlock(q: SplitQueue): RingBlock | null {
+  const mem = q.mem;
+  if (!q.ready || q.broken || mem === null) return null;
+  let b = blocks.get(q);
+  if (b && b.gen === q.layoutGen && b.mem === mem) return b;
+  const table = memTable(mem);
+  const buf = new ArrayBuffer(RING_BLOCK);
+  const u64 = new BigUint64Array(buf, 0, 4);
+  const pl = q.place;
+  u64[0] = BigInt(table.host[pl[0]!]! + pl[1]!);
+  u64[1] = BigInt(table.host[pl[2]!]! + pl[3]!);
+  u64[2] = BigInt(table.host[pl[4]!]! + pl[5]!);
+  u64[3] = BigInt(table.addr);
+  const u32 = new Uint32Array(buf);
+  u32[8] = q.size;
+  b = { u32, addr: addressOf(u32), gen: q.layoutGen, mem, table };
+  blocks.set(q, b);
+  return b;
+}
+
+/** The native fast path is loaded. */
+export const hasFastPath = lib !== null;
+
+/** Why the last fastForward() on `tx` stopped (STOP_*), or -1 if it never ran. */
+export function lastStop(tx: SplitQueue): number {
+  const b = blocks.get(tx);
+  return b ? b.u32[STOP]! : -1;
+}
+
+/**
+ * Moves up to `max` frames from `tx` into `rx` natively while each TX chain
+ * is one readable descriptor with a frame from MAC `src` to MAC `dst` and
+ * rx's next chain is one writable descriptor that holds it. Used entries are
+ * written, not published (flushUsed() as usual). Returns frames moved (0
+ * without the native library, when a ring is not ready or is logging).
+ */
+export function fastForward(tx: SplitQueue, rx: SplitQueue, max: number, txHdr: number, rxHdr: number, dst: number, src: number): number {
+  if (lib === null || tx.log !== null || rx.log !== null) return 0;
+  const tb = ringBlock(tx);
+  const rb = ringBlock(rx);
+  if (tb === null || rb === null) return 0;
+  tx.savePositions(tb.u32, POS);
+  rx.savePositions(rb.u32, POS);
+  const n = lib.forward(tb.addr, rb.addr, max, txHdr, rxHdr, dst, src);
+  tx.loadPositions(tb.u32, POS);
+  rx.loadPositions(rb.u32, POS);
+  return n;
+}
