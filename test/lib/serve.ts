@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { BIN } from './paths.js';
 import type { NetNs } from './netns.js';
 
-export interface PortStatsLine { port: number; txFrames: number; rxFrames: number; txDropped: number; rxDropped: number; badChains: number; brokenQueues: number; connected: boolean }
+export interface PortStatsLine { port: number; txFrames: number; txNative: number; rxFrames: number; txDropped: number; rxDropped: number; badChains: number; brokenQueues: number; connected: boolean }
 
 /** One `--events` line. */
 export interface EventLine { event: string; port: number | 'uplink'; socket: string | null; time: string; mac?: string; moved?: boolean; reason?: string }

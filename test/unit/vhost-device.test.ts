@@ -96,7 +96,7 @@ class RecordingDataplane implements PortDataplane {
     this.onReset?.();
   }
   stats(): PortStats {
-    return { txFrames: 0, rxFrames: 0, txDropped: 0, rxDropped: 0, badChains: 0, brokenQueues: 0 };
+    return { txFrames: 0, txNative: 0, rxFrames: 0, txDropped: 0, rxDropped: 0, badChains: 0, brokenQueues: 0 };
   }
 
   ops(filter?: Call['op'][]): string[] {

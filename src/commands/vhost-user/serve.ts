@@ -6,6 +6,7 @@ import { encodeLine } from '../../vhost-user/control/codec.js';
 import { VhostUserServer } from '../../vhost-user/server.js';
 import { parseSocketMode, resolveGroup } from '../../vhost-user/socket-path.js';
 import type { PortModeName } from '../../vhost-user/switch/forwarding.js';
+import { fastPathStatus } from '../../vhost-user/virtq/native.js';
 
 export default class Serve extends Command {
   static override summary = 'Serve vhost-user virtio-net ports in this process: a learning switch (QEMU -netdev vhost-user, DPDK virtio-user).';
@@ -71,7 +72,7 @@ QEMU needs shared guest memory for vhost-user:
       this.exit(exitCode);
     }
     const s = server!;
-    log(`serving ${flags.socket.length} port(s), ${flags.queues} queue pair(s) each, ${flags.poll} mode, ${flags.mode}${flags.control ? `, control ${flags.control}` : ''}`);
+    log(`serving ${flags.socket.length} port(s), ${flags.queues} queue pair(s) each, ${flags.poll} mode, ${flags.mode}${flags.control ? `, control ${flags.control}` : ''}, data path: ${fastPathStatus === 'native' ? 'native fast path + TypeScript' : `TypeScript only, fast path ${fastPathStatus}`}`);
     const timer = flags['stats-interval'] > 0
       ? setInterval(() => { void s.stats().then((st) => log(JSON.stringify(st))); }, flags['stats-interval'] * 1000)
       : null;

@@ -59,6 +59,8 @@ export interface PortDataplane {
 
 export interface PortStats {
   txFrames: number;
+  /** Of txFrames, those the native fast path moved (virtq/native.ts). */
+  txNative: number;
   rxFrames: number;
   txDropped: number;
   rxDropped: number;

@@ -12,7 +12,7 @@ export type { PollMode } from './commands.js';
 type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void };
 type Args<O extends Op> = Omit<CommandOf<O>, 'op'>;
 
-export const ZERO_STATS: Readonly<PortStats> = { txFrames: 0, rxFrames: 0, txDropped: 0, rxDropped: 0, badChains: 0, brokenQueues: 0 };
+export const ZERO_STATS: Readonly<PortStats> = { txFrames: 0, txNative: 0, rxFrames: 0, txDropped: 0, rxDropped: 0, badChains: 0, brokenQueues: 0 };
 
 export class DataplaneWorker {
   private readonly worker: Worker;

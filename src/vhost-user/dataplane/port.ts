@@ -47,7 +47,7 @@ export class WorkerPort {
   readonly queues: (WorkerQueue | null)[];
   /** Bad chains of queues since stopped (a restart must not erase the evidence). */
   private pastBadChains = 0;
-  readonly stats: PortStats = { txFrames: 0, rxFrames: 0, txDropped: 0, rxDropped: 0, badChains: 0, brokenQueues: 0 };
+  readonly stats: PortStats = { txFrames: 0, txNative: 0, rxFrames: 0, txDropped: 0, rxDropped: 0, badChains: 0, brokenQueues: 0 };
 
   constructor(readonly id: number, readonly queuePairs: number) {
     this.queues = new Array<WorkerQueue | null>(queuePairs * 2).fill(null);

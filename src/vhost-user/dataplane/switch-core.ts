@@ -31,7 +31,7 @@ export class SwitchCore {
   readonly topo = new Topology();
   readonly ports = new Map<number, WorkerPort>();
   uplinkFd = -1;
-  readonly uplinkStats: PortStats = { txFrames: 0, rxFrames: 0, txDropped: 0, rxDropped: 0, badChains: 0, brokenQueues: 0 };
+  readonly uplinkStats: PortStats = { txFrames: 0, txNative: 0, rxFrames: 0, txDropped: 0, rxDropped: 0, badChains: 0, brokenQueues: 0 };
   /**
    * Two ports and no uplink: the VM-to-VM patch. A frame for a guest without
    * RX buffers waits in the sender's ring (back-pressure, lossless) instead
@@ -143,6 +143,7 @@ export class SwitchCore {
     const n = fastForward(tx.q, rx.q, max, tx.spec.hdrLen, rx.spec.hdrLen, this.cDst, this.cSrc);
     if (n !== 0) {
       from.stats.txFrames += n;
+      from.stats.txNative += n;
       to.stats.rxFrames += n;
       this.markDirty(rx);
     }
