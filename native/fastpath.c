@@ -51,6 +51,7 @@ struct qnh_ring {
   uint32_t reserved;
 };
 
+_Static_assert(sizeof(void *) == 8, "64-bit hosts only: addresses cross koffi as uint64_t");
 _Static_assert(sizeof(struct qnh_ring) == 56, "ring block layout is shared with virtq/native.ts");
 _Static_assert(sizeof(struct qnh_region) == 24, "region layout is shared with virtq/native.ts");
 _Static_assert(offsetof(struct qnh_mem, r) == 16, "region table layout is shared with virtq/native.ts");
@@ -70,7 +71,11 @@ enum {
 
 static inline uint16_t load16(const void *p) { return __atomic_load_n((const uint16_t *)p, __ATOMIC_RELAXED); }
 static inline uint32_t load32(const void *p) { return __atomic_load_n((const uint32_t *)p, __ATOMIC_RELAXED); }
-static inline uint64_t load64(const void *p) { return __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED); }
+// Descriptor tables are only 4-byte aligned in host memory (region views are
+// 8-aligned, rings 16-aligned in guest-physical space): two 32-bit reads.
+static inline uint64_t load_addr(const void *p) {
+  return (uint64_t)load32(p) | ((uint64_t)load32((const uint8_t *)p + 4) << 32);
+}
 
 // Host address of [gpa, gpa + len) if it lies inside one region, else NULL.
 static inline uint8_t *translate(struct qnh_mem *m, uint64_t gpa, uint32_t len) {
@@ -136,6 +141,12 @@ int qnh_forward(double tx_block, double rx_block, uint32_t max, uint32_t tx_hdr,
   struct qnh_ring *rx = (struct qnh_ring *)(uintptr_t)rx_block;
   struct qnh_mem *tmem = (struct qnh_mem *)(uintptr_t)tx->mem;
   struct qnh_mem *rmem = (struct qnh_mem *)(uintptr_t)rx->mem;
+  // The caller passes 48-bit MACs; anything else is its bug, refused (a
+  // negative or NaN double has no defined conversion to an integer).
+  if (!(dst_mac >= 0 && dst_mac < 281474976710656.0 && src_mac >= 0 && src_mac < 281474976710656.0)) {
+    tx->stop = QNH_STOP_MAC;
+    return 0;
+  }
   const uint64_t want_dst = (uint64_t)dst_mac, want_src = (uint64_t)src_mac;
   const uint8_t *tdesc = (const uint8_t *)(uintptr_t)tx->desc;
   const uint8_t *rdesc = (const uint8_t *)(uintptr_t)rx->desc;
@@ -146,7 +157,7 @@ int qnh_forward(double tx_block, double rx_block, uint32_t max, uint32_t tx_hdr,
     int32_t th = peek_head(tx, QNH_STOP_TX_EMPTY, QNH_STOP_TX_OTHER, &why);
     if (th < 0) break;
     const uint8_t *d = tdesc + 16 * (uint32_t)th;
-    uint64_t addr = load64(d);
+    uint64_t addr = load_addr(d);
     uint32_t len = load32(d + 8);
     uint16_t flags = load16(d + 12);
     // No NEXT, no INDIRECT, not device-writable: one readable buffer.
@@ -155,16 +166,17 @@ int qnh_forward(double tx_block, double rx_block, uint32_t max, uint32_t tx_hdr,
     if (src == NULL) { why = QNH_STOP_TX_OTHER; break; }
     const uint8_t *frame = src + tx_hdr;
     const uint32_t flen = len - tx_hdr;
-    if (mac_at(frame) != want_dst || mac_at(frame + 6) != want_src) { why = QNH_STOP_MAC; break; }
 
     int32_t rh = peek_head(rx, QNH_STOP_RX_EMPTY, QNH_STOP_RX_OTHER, &why);
     if (rh < 0) break;
     const uint8_t *e = rdesc + 16 * (uint32_t)rh;
-    uint64_t raddr = load64(e);
+    uint64_t raddr = load_addr(e);
     uint32_t rlen = load32(e + 8);
     uint16_t rflags = load16(e + 12);
     if (rflags != F_WRITE || rlen < rx_hdr + flen) { why = QNH_STOP_RX_OTHER; break; }
-    uint8_t *dstp = translate(rmem, raddr, rx_hdr + flen);
+    // The whole buffer, as the TypeScript walk checks it (a buffer whose tail
+    // lies outside memory is a bad chain there, not one to deliver into).
+    uint8_t *dstp = translate(rmem, raddr, rlen);
     if (dstp == NULL) { why = QNH_STOP_RX_OTHER; break; }
 
     // virtio_net_hdr: no offloads, GSO_NONE, num_buffers 1 (12-byte form).
@@ -172,6 +184,11 @@ int qnh_forward(double tx_block, double rx_block, uint32_t max, uint32_t tx_hdr,
     if (rx_hdr == 12) dstp[10] = 1;
     // memmove: a front-end may map one memory into two ports and make buffers overlap.
     memmove(dstp + rx_hdr, frame, flen);
+    // The MACs are checked on our copy, not on the guest's buffer, which the
+    // guest may rewrite at any time: what is delivered is what was checked.
+    // On a mismatch the receiver's buffer was written but not used (it is
+    // still the device's) and the frame is left for the general path.
+    if (mac_at(dstp + rx_hdr) != want_dst || mac_at(dstp + rx_hdr + 6) != want_src) { why = QNH_STOP_MAC; break; }
 
     rx->last_avail = (rx->last_avail + 1) & 0xffff;
     push_used(rx, (uint32_t)rh, rx_hdr + flen);

@@ -105,8 +105,9 @@ describe('native fast path', { skip: disabled ? 'QNH_NATIVE=0' : false }, () => 
   // must leave alone; it stops after two, and that chain is still the next
   // one the TypeScript path pops.
   const leaves: [string, number, (a: Side, b: Side) => void][] = [
-    ['another destination MAC', STOP_MAC, (a) => send(a, 2, frame(64, 0x525400000099))],
-    ['another source MAC', STOP_MAC, (a) => send(a, 2, frame(64, DST, 0x525400000099))],
+    // (The MACs are checked on the copy in the receiver's buffer, so these post one.)
+    ['another destination MAC', STOP_MAC, (a, b) => { send(a, 2, frame(64, 0x525400000099)); post(b, 2); }],
+    ['another source MAC', STOP_MAC, (a, b) => { send(a, 2, frame(64, DST, 0x525400000099)); post(b, 2); }],
     ['a chained TX buffer', STOP_TX_OTHER, (a) => {
       const f = frame(64);
       a.g.write(BUF + 0x2000, new Uint8Array(12));
@@ -151,6 +152,7 @@ describe('native fast path', { skip: disabled ? 'QNH_NATIVE=0' : false }, () => 
       ['TX buffer at 2^64 - 64', (a) => { const h = a.drv.addChain([{ addr: BUF, len: 76 }], false); writeDesc(a.g, a.drv.descGpa + 16 * h, 0xffffffffffffffc0n, 76, 0, 0); a.drv.publish(h); }],
       ['TX length 2^32 - 1', (a) => a.drv.addChain([{ addr: BUF, len: 0xffffffff }])],
       ['RX buffer outside memory', (a, b) => { send(a, 0, frame(64)); b.drv.addChain([{ addr: 0x5000000, len: 2048, write: true }]); }],
+      ['RX buffer whose tail lies outside memory (a bad chain for the TypeScript walk)', (a, b) => { send(a, 0, frame(64)); b.drv.addChain([{ addr: BUF + 0x40000 - 100, len: 2048, write: true }]); }],
       ['RX buffer straddling two regions', (a, b) => { send(a, 0, frame(64)); b.drv.addChain([{ addr: BUF - 32, len: 2048, write: true }]); }],
       ['TX avail entry beyond the ring', (a) => { a.drv.setAvailEntry(0, QSIZE + 3); a.drv.setAvailIdx(1); }],
       ['RX avail entry beyond the ring', (a, b) => { send(a, 0, frame(64)); b.drv.setAvailEntry(0, 0xffff); b.drv.setAvailIdx(1); }],

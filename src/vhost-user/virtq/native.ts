@@ -67,8 +67,14 @@ interface RingBlock { u32: Uint32Array; addr: number; gen: number; mem: GuestMem
 const tables = new WeakMap<GuestMemory, MemTable>();
 const blocks = new WeakMap<SplitQueue, RingBlock>();
 
+// Addresses cross as doubles (koffi passes them fastest): exact below 2^53,
+// which user-space addresses are (47 bits, 56 with 5-level paging). Checked
+// anyway: a rounded address would be a wild pointer.
 function addressOf(v: ArrayBufferView): number {
-  return Number(lib!.address(v));
+  const a = lib!.address(v);
+  const n = Number(a);
+  if (!Number.isSafeInteger(n) || BigInt(n) !== BigInt(a)) throw new RangeError(`buffer address ${a} beyond 2^53`);
+  return n;
 }
 
 function memTable(mem: GuestMemory): MemTable {
@@ -96,17 +102,21 @@ function ringBlock(q: SplitQueue): RingBlock | null {
   if (!q.ready || q.broken || mem === null) return null;
   let b = blocks.get(q);
   if (b && b.gen === q.layoutGen && b.mem === mem) return b;
-  const table = memTable(mem);
-  const buf = new ArrayBuffer(RING_BLOCK);
-  const u64 = new BigUint64Array(buf, 0, 4);
-  const pl = q.place;
-  u64[0] = BigInt(table.host[pl[0]!]! + pl[1]!);
-  u64[1] = BigInt(table.host[pl[2]!]! + pl[3]!);
-  u64[2] = BigInt(table.host[pl[4]!]! + pl[5]!);
-  u64[3] = BigInt(table.addr);
-  const u32 = new Uint32Array(buf);
-  u32[8] = q.size;
-  b = { u32, addr: addressOf(u32), gen: q.layoutGen, mem, table };
+  try {
+    const table = memTable(mem);
+    const buf = new ArrayBuffer(RING_BLOCK);
+    const u64 = new BigUint64Array(buf, 0, 4);
+    const pl = q.place;
+    u64[0] = BigInt(table.host[pl[0]!]! + pl[1]!);
+    u64[1] = BigInt(table.host[pl[2]!]! + pl[3]!);
+    u64[2] = BigInt(table.host[pl[4]!]! + pl[5]!);
+    u64[3] = BigInt(table.addr);
+    const u32 = new Uint32Array(buf);
+    u32[8] = q.size;
+    b = { u32, addr: addressOf(u32), gen: q.layoutGen, mem, table };
+  } catch {
+    return null; // an address beyond 2^53: this queue stays on the TypeScript path
+  }
   blocks.set(q, b);
   return b;
 }
@@ -128,7 +138,7 @@ export function lastStop(tx: SplitQueue): number {
  * without the native library, when a ring is not ready or is logging).
  */
 export function fastForward(tx: SplitQueue, rx: SplitQueue, max: number, txHdr: number, rxHdr: number, dst: number, src: number): number {
-  if (lib === null || tx.log !== null || rx.log !== null) return 0;
+  if (lib === null || tx.log !== null || rx.log !== null || !(dst >= 0 && src >= 0)) return 0;
   const tb = ringBlock(tx);
   const rb = ringBlock(rx);
   if (tb === null || rb === null) return 0;
