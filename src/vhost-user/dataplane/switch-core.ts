@@ -124,6 +124,11 @@ export class SwitchCore {
     this.cGen = this.fdb.gen; this.cEpoch = this.epoch; this.cNow = this.now;
   }
 
+  /** The cached decision was taken for frames from `from` and nothing that could change it changed. */
+  private cachedFor(from: number): boolean {
+    return from === this.cFrom && this.fdb.gen === this.cGen && this.epoch === this.cEpoch && this.now === this.cNow;
+  }
+
   private peekDst = 0;
   private peekSrc = 0;
 
@@ -137,7 +142,7 @@ export class SwitchCore {
    */
   fastForward(from: WorkerPort, pair: number, tx: WorkerQueue, max: number): number {
     const to = this.cTo;
-    if (to === null || from.id !== this.cFrom || this.fdb.gen !== this.cGen || this.epoch !== this.cEpoch || this.now !== this.cNow) return 0;
+    if (to === null || !this.cachedFor(from.id)) return 0;
     const rx = to.rxQueue(pair);
     if (!rx) return 0;
     const n = fastForward(tx.q, rx.q, max, tx.spec.hdrLen, rx.spec.hdrLen, this.cDst, this.cSrc);
@@ -166,7 +171,7 @@ export class SwitchCore {
     const src = this.peekSrc;
     let to: WorkerPort | null | undefined;
     let n = 1;
-    const hit = dst === this.cDst && src === this.cSrc && from.id === this.cFrom && this.fdb.gen === this.cGen && this.epoch === this.cEpoch && this.now === this.cNow;
+    const hit = dst === this.cDst && src === this.cSrc && this.cachedFor(from.id);
     if (hit) {
       to = this.cTo;
       // Cached "nowhere" (filtered, or a flood with no other port): as below.

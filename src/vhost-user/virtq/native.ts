@@ -61,6 +61,7 @@ function load(): Lib | null {
 
 const lib = load();
 
+// `buf` keeps the table alive while ring blocks hold its address.
 interface MemTable { buf: ArrayBuffer; addr: number; host: number[] }
 interface RingBlock { u32: Uint32Array; addr: number; gen: number; mem: GuestMemory; table: MemTable }
 
