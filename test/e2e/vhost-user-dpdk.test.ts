@@ -59,42 +59,47 @@ describe('vhost-user back-end with DPDK testpmd (virtio-user)', { skip }, () => 
     });
   }
 
-  it('two patched ports: testpmd io-forwards between them, counts agree on both sides', async () => {
-    const a = join(dir, 'a.sock');
-    const b = join(dir, 'b.sock');
-    const s = new Serve(['--socket', a, '--socket', b, '--poll', 'busy', TRUST]);
-    try {
-      await s.ready([a, b]);
-      // --tx-first injects a burst on each port; io mode then bounces frames
-      // port0 <-> port1 through our patch forever.
-      const r = await runTestpmd({
-        vdevs: [`net_virtio_user0,path=${a},queues=1`, `net_virtio_user1,path=${b},queues=1`],
-        forwardMode: 'io', lcores: '0@1,1@0', prefix: 'qnh-bounce', extra: ['--tx-first'],
-      }, 2);
-      const { final } = await s.stop();
-      const [p0, p1] = r.ports;
-      assert.ok(p0 && p1, r.output.slice(-2000));
-      assert.ok(p0.rxPackets > 1000, `bounced only ${p0.rxPackets} frames`);
-      // Inside the back-end nothing is lost: what one guest sent, the other received.
-      assert.equal(final[0]!.txFrames, final[1]!.rxFrames + final[0]!.txDropped);
-      assert.equal(final[1]!.txFrames, final[0]!.rxFrames + final[1]!.txDropped);
-      assert.equal(final[0]!.txDropped + final[1]!.txDropped, 0, 'a patched pair is lossless (back-pressure)');
-      // testpmd posts one descriptor per frame on both rings, and every frame
-      // of a port carries the same MACs: after each run's first frame the
-      // native fast path moves them (the first of each batch is decided in
-      // TypeScript).
-      if (process.env.QNH_NATIVE !== '0') {
-        for (const p of final) assert.ok(p.txNative > p.txFrames * 0.5, `native fast path moved ${p.txNative} of ${p.txFrames}`);
+  // Both data paths against the same peer: the C fast path (default) and the
+  // TypeScript path alone, which then carries every frame.
+  for (const native of [true, false]) {
+    it(`two patched ports: testpmd io-forwards between them, counts agree on both sides (${native ? 'native fast path' : 'QNH_NATIVE=0'})`, async () => {
+      const a = join(dir, `a-${native}.sock`);
+      const b = join(dir, `b-${native}.sock`);
+      const s = new Serve(['--socket', a, '--socket', b, '--poll', 'busy', TRUST], undefined, native ? {} : { QNH_NATIVE: '0' });
+      try {
+        await s.ready([a, b]);
+        // --tx-first injects a burst on each port; io mode then bounces frames
+        // port0 <-> port1 through our patch forever.
+        const r = await runTestpmd({
+          vdevs: [`net_virtio_user0,path=${a},queues=1`, `net_virtio_user1,path=${b},queues=1`],
+          forwardMode: 'io', lcores: '0@1,1@0', prefix: `qnh-bounce-${native}`, extra: ['--tx-first'],
+        }, 2);
+        const { final } = await s.stop();
+        const [p0, p1] = r.ports;
+        assert.ok(p0 && p1, r.output.slice(-2000));
+        assert.ok(p0.rxPackets > 1000, `bounced only ${p0.rxPackets} frames`);
+        // Inside the back-end nothing is lost: what one guest sent, the other received.
+        assert.equal(final[0]!.txFrames, final[1]!.rxFrames + final[0]!.txDropped);
+        assert.equal(final[1]!.txFrames, final[0]!.rxFrames + final[1]!.txDropped);
+        assert.equal(final[0]!.txDropped + final[1]!.txDropped, 0, 'a patched pair is lossless (back-pressure)');
+        // testpmd posts one descriptor per frame on both rings, and every frame
+        // of a port carries the same MACs: after each run's first frame the
+        // native fast path moves them (the first of each batch is decided in
+        // TypeScript).
+        for (const p of final) {
+          if (native && process.env.QNH_NATIVE !== '0') assert.ok(p.txNative > p.txFrames * 0.5, `native fast path moved ${p.txNative} of ${p.txFrames}`);
+          else assert.equal(p.txNative, 0, 'QNH_NATIVE=0: nothing goes native');
+        }
+        // And it matches what testpmd saw on both ports.
+        assertCounts(final[0]!.txFrames, p0.txPackets, 'port 0 TX');
+        assertCounts(final[1]!.txFrames, p1.txPackets, 'port 1 TX');
+        assertCounts(p0.rxPackets, final[0]!.rxFrames, 'port 0 RX');
+        assertCounts(p1.rxPackets, final[1]!.rxFrames, 'port 1 RX');
+      } finally {
+        await s.stop();
       }
-      // And it matches what testpmd saw on both ports.
-      assertCounts(final[0]!.txFrames, p0.txPackets, 'port 0 TX');
-      assertCounts(final[1]!.txFrames, p1.txPackets, 'port 1 TX');
-      assertCounts(p0.rxPackets, final[0]!.rxFrames, 'port 0 RX');
-      assertCounts(p1.rxPackets, final[1]!.rxFrames, 'port 1 RX');
-    } finally {
-      await s.stop();
-    }
-  });
+    });
+  }
 
   it('txonly on one patched port, rxonly on the other (two testpmd processes): counts agree end to end', async () => {
     const a = join(dir, 'tx.sock');

@@ -18,10 +18,11 @@ export class Serve {
   readonly events: EventLine[] = [];
   readonly exited: Promise<number | null>;
 
-  constructor(args: string[], ns?: NetNs) {
+  /** `env`: added to ours (e.g. QNH_NATIVE=0 for the TypeScript data path alone). */
+  constructor(args: string[], ns?: NetNs, env: Record<string, string> = {}) {
     const cmd = [process.execPath, BIN, 'vhost-user', 'serve', ...args];
-    const stdio: ['ignore', 'pipe', 'pipe'] = ['ignore', 'pipe', 'pipe'];
-    this.proc = ns ? ns.spawn(cmd[0]!, cmd.slice(1), { stdio }) : spawn(cmd[0]!, cmd.slice(1), { stdio });
+    const opts = { stdio: ['ignore', 'pipe', 'pipe'] as ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } };
+    this.proc = ns ? ns.spawn(cmd[0]!, cmd.slice(1), opts) : spawn(cmd[0]!, cmd.slice(1), opts);
     this.proc.stderr!.setEncoding('utf8').on('data', (d: string) => { this.err += d; });
     this.proc.stdout!.setEncoding('utf8').on('data', (d: string) => {
       this.out += d;
