@@ -11,7 +11,7 @@ import type { QueueSpec } from '../../src/vhost-user/dataplane/api.js';
 import { VEB } from '../../src/vhost-user/switch/forwarding.js';
 import { ChainScratch, SplitQueue } from '../../src/vhost-user/virtq/index.js';
 import {
-  fastForward, fastPathStatus, hasFastPath, lastStop,
+  fastForward, fastPathStatus, hasFastPath, lastStop, nativeCalls,
   STOP_MAC, STOP_MAX, STOP_RX_EMPTY, STOP_RX_OTHER, STOP_TX_EMPTY, STOP_TX_OTHER,
 } from '../../src/vhost-user/virtq/native.js';
 import { MockGuest, MockVirtq, writeDesc } from '../lib/mock-driver.js';
@@ -218,22 +218,25 @@ describe('native fast path', { skip: disabled ? 'QNH_NATIVE=0' : false }, () => 
 // The switch with the fast path under it: runs of decided frames go native,
 // every other frame the TypeScript way, and the receiver sees them all, in
 // order, with every counter right.
+interface SwitchGuest { port: WorkerPort; rx: MockVirtq; tx: MockVirtq; g: MockGuest }
+
+function switchGuest(sw: SwitchCore, id: number): SwitchGuest {
+  const g = new MockGuest([{ gpa: 0, size: 0x10000, ua: 0x7f0000000000 }, { gpa: BUF, size: 0x80000, ua: 0x7f1000000000 }]);
+  const port = new WorkerPort(id, 1);
+  port.mem = g.mem;
+  const drv = [MockVirtq.at(g, 64, 0x1000), MockVirtq.at(g, 64, 0x6000)];
+  for (let q = 0; q < 2; q++) {
+    const spec: QueueSpec = { size: 64, desc: drv[q]!.descUA, avail: drv[q]!.availUA, used: drv[q]!.usedUA, lastAvail: 0, eventIdx: true, indirect: true, mrgRxbuf: true, hdrLen: 12, kickFd: -1, callFd: -1, enabled: true, logAll: false, logUsedGpa: -1 };
+    port.startQueue(q, spec);
+  }
+  sw.ports.set(id, port);
+  sw.topo.set(id, VEB);
+  return { port, rx: drv[0]!, tx: drv[1]!, g };
+}
+
 test('switch: mixed frames and MACs arrive in order, counted once', () => {
   const sw = new SwitchCore(() => undefined);
-  const mk = (id: number): { port: WorkerPort; rx: MockVirtq; tx: MockVirtq; g: MockGuest } => {
-    const g = new MockGuest([{ gpa: 0, size: 0x10000, ua: 0x7f0000000000 }, { gpa: BUF, size: 0x80000, ua: 0x7f1000000000 }]);
-    const port = new WorkerPort(id, 1);
-    port.mem = g.mem;
-    const drv = [MockVirtq.at(g, 64, 0x1000), MockVirtq.at(g, 64, 0x6000)];
-    for (let q = 0; q < 2; q++) {
-      const spec: QueueSpec = { size: 64, desc: drv[q]!.descUA, avail: drv[q]!.availUA, used: drv[q]!.usedUA, lastAvail: 0, eventIdx: true, indirect: true, mrgRxbuf: true, hdrLen: 12, kickFd: -1, callFd: -1, enabled: true, logAll: false, logUsedGpa: -1 };
-      port.startQueue(q, spec);
-    }
-    sw.ports.set(id, port);
-    sw.topo.set(id, VEB);
-    return { port, rx: drv[0]!, tx: drv[1]!, g };
-  };
-  const a = mk(0), b = mk(1);
+  const a = switchGuest(sw, 0), b = switchGuest(sw, 1);
   sw.refreshTopology();
   sw.now = Date.now();
   // B announces itself so A's frames to it are unicast.
@@ -273,4 +276,37 @@ test('switch: mixed frames and MACs arrive in order, counted once', () => {
   assert.equal(a.port.stats.txFrames, 40);
   assert.equal(b.port.stats.rxFrames, 40);
   assert.equal(a.port.stats.txDropped, 0);
+  if (!disabled) assert.ok(a.port.stats.txNative > 20, `${a.port.stats.txNative} of 40 went native`);
+});
+
+// Two streams interleaved frame by frame never hit the decision cache; the
+// switch must not try the fast path for each of them (a call that moves
+// nothing would cost more than it saves).
+test('switch: interleaved streams stay on the TypeScript path, delivered in order', () => {
+  const sw = new SwitchCore(() => undefined);
+  const a = switchGuest(sw, 0), b = switchGuest(sw, 1), c = switchGuest(sw, 2);
+  sw.refreshTopology();
+  sw.now = Date.now();
+  sw.fdb.learn(0x52540000000b, 1, sw.now);
+  sw.fdb.learn(0x52540000000c, 2, sw.now);
+  for (let i = 0; i < 40; i++) {
+    const gpa = BUF + 0x1000 * i;
+    a.g.write(gpa, new Uint8Array(12));
+    a.g.write(gpa + 12, frame(60, 0x52540000000b + (i & 1), SRC, i));
+    a.tx.addChain([{ addr: gpa, len: 72 }]);
+  }
+  for (const p of [b, c]) for (let i = 0; i < 20; i++) p.rx.addChain([{ addr: BUF + 0x50000 + 0x800 * i, len: 2048, write: true }]);
+  const pipe = new GuestTxPipe(sw, a.port, a.port.queues[1]!);
+  const calls = nativeCalls;
+  let moved = 0;
+  for (let k = 0; k < 5 && moved < 40; k++) moved += pipe.run();
+  assert.equal(moved, 40);
+  assert.equal(nativeCalls - calls, 0, 'no fast-path call for frames that never repeat a decision');
+  for (const [p, first] of [[b, 0], [c, 1]] as const) {
+    const used = p.rx.takeUsed();
+    assert.equal(used.length, 20);
+    used.forEach((_, k) => assert.deepEqual(p.g.read(BUF + 0x50000 + 0x800 * k + 12, 60), frame(60, 0x52540000000b + first, SRC, 2 * k + first)));
+  }
+  assert.equal(a.port.stats.txFrames, 40);
+  assert.equal(a.port.stats.txNative, 0);
 });

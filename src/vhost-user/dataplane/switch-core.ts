@@ -65,6 +65,11 @@ export class SwitchCore {
   private cEpoch = -1;
   private cNow = -1;
   private cTo: WorkerPort | null = null;
+  // Whether the stream looks like a run: the last frame decided here was a
+  // cache hit, or the fast path moved frames. Interleaved streams (a guest
+  // talking to two peers frame by frame) never hit, and a native call that
+  // moves nothing would only add its cost to each of their frames.
+  private streak = false;
 
   constructor(private readonly post: (event: { event: 'mac-learned'; mac: string; port: number; moved: boolean }) => void) {}
 
@@ -142,10 +147,11 @@ export class SwitchCore {
    */
   fastForward(from: WorkerPort, pair: number, tx: WorkerQueue, max: number): number {
     const to = this.cTo;
-    if (to === null || !this.cachedFor(from.id)) return 0;
+    if (!this.streak || to === null || !this.cachedFor(from.id)) return 0;
     const rx = to.rxQueue(pair);
     if (!rx) return 0;
     const n = fastForward(tx.q, rx.q, max, tx.spec.hdrLen, rx.spec.hdrLen, this.cDst, this.cSrc);
+    this.streak = n !== 0;
     if (n !== 0) {
       from.stats.txFrames += n;
       from.stats.txNative += n;
@@ -172,6 +178,7 @@ export class SwitchCore {
     let to: WorkerPort | null | undefined;
     let n = 1;
     const hit = dst === this.cDst && src === this.cSrc && this.cachedFor(from.id);
+    this.streak = hit;
     if (hit) {
       to = this.cTo;
       // Cached "nowhere" (filtered, or a flood with no other port): as below.
