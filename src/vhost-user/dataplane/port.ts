@@ -6,6 +6,7 @@ import { fstatSync } from 'node:fs';
 import { mapShared, unmap, type Mapping } from '../../sys/mmap.js';
 import { DirtyLog, GuestMemory, SplitQueue, type MemoryRegion } from '../virtq/index.js';
 import type { LogSpec, PortStats, QueueSpec, RegionSpec } from './api.js';
+import { Decision } from './decision.js';
 
 // 2 GiB: a multiple of every page size (4 KiB, 2 MiB, 1 GiB huge pages) and,
 // with the in-page skew, always under the 4 GiB a view may span.
@@ -47,6 +48,8 @@ export class WorkerPort {
   readonly queues: (WorkerQueue | null)[];
   /** Bad chains of queues since stopped (a restart must not erase the evidence). */
   private pastBadChains = 0;
+  /** The switch's last decision for frames from this port (switch-core.ts). */
+  readonly decision = new Decision<WorkerPort>();
   readonly stats: PortStats = { txFrames: 0, txNative: 0, rxFrames: 0, txDropped: 0, rxDropped: 0, badChains: 0, brokenQueues: 0 };
 
   constructor(readonly id: number, readonly queuePairs: number) {

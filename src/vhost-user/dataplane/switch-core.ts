@@ -10,6 +10,7 @@ import { fastForward } from '../virtq/native.js';
 import { macAt, MacTable, macToString, UPLINK } from '../switch/fdb.js';
 import { decide, Topology } from '../switch/forwarding.js';
 import type { PortStats } from './api.js';
+import type { Decision } from './decision.js';
 import type { WorkerPort, WorkerQueue } from './port.js';
 
 // deliver() results.
@@ -51,25 +52,9 @@ export class SwitchCore {
   private readonly flat = Buffer.allocUnsafe(MAX_FRAME_LEN);
   private eventBudget = EVENTS_PER_SECOND;
   private eventSecond = 0;
-  // The last decision that sent a frame to one port or to none (ingress,
-  // destination, source -> port or null), reused while nothing that could
-  // change it changed: same MAC table generation, same topology epoch, same
-  // coarse clock tick (so ageing and the source's refresh still happen every
-  // tick). A stream of frames between two guests (or into a port with no one
-  // to reach) then skips both table lookups and the learning write.
+  // Bumped when ports, modes or the uplink change: every port's cached
+  // decision (WorkerPort.decision, decision.ts) is void then.
   private epoch = 0;
-  private cFrom = -1;
-  private cDst = -1;
-  private cSrc = -1;
-  private cGen = -1;
-  private cEpoch = -1;
-  private cNow = -1;
-  private cTo: WorkerPort | null = null;
-  // Whether the stream looks like a run: the last frame decided here was a
-  // cache hit, or the fast path moved frames. Interleaved streams (a guest
-  // talking to two peers frame by frame) never hit, and a native call that
-  // moves nothing would only add its cost to each of their frames.
-  private streak = false;
 
   constructor(private readonly post: (event: { event: 'mac-learned'; mac: string; port: number; moved: boolean }) => void) {}
 
@@ -123,15 +108,15 @@ export class SwitchCore {
     return true;
   }
 
-  /** Caches a decision taken for (from, dst, src): one port, or null for nowhere. */
-  private remember(from: number, dst: number, src: number, to: WorkerPort | null): void {
-    this.cFrom = from; this.cDst = dst; this.cSrc = src; this.cTo = to;
-    this.cGen = this.fdb.gen; this.cEpoch = this.epoch; this.cNow = this.now;
+  /** Caches a decision taken for (dst, src) from a port: one port, or null for nowhere. */
+  private remember(d: Decision<WorkerPort>, dst: number, src: number, to: WorkerPort | null): void {
+    d.dst = dst; d.src = src; d.to = to;
+    d.gen = this.fdb.gen; d.epoch = this.epoch; d.now = this.now;
   }
 
-  /** The cached decision was taken for frames from `from` and nothing that could change it changed. */
-  private cachedFor(from: number): boolean {
-    return from === this.cFrom && this.fdb.gen === this.cGen && this.epoch === this.cEpoch && this.now === this.cNow;
+  /** Nothing that could change the cached decision changed. */
+  private stands(d: Decision<WorkerPort>): boolean {
+    return this.fdb.gen === d.gen && this.epoch === d.epoch && this.now === d.now;
   }
 
   private peekDst = 0;
@@ -146,12 +131,13 @@ export class SwitchCore {
    * next frame needs fromGuest() (which then takes it).
    */
   fastForward(from: WorkerPort, pair: number, tx: WorkerQueue, max: number): number {
-    const to = this.cTo;
-    if (!this.streak || to === null || !this.cachedFor(from.id)) return 0;
+    const d = from.decision;
+    const to = d.to;
+    if (!d.streak || to === null || !this.stands(d)) return 0;
     const rx = to.rxQueue(pair);
     if (!rx) return 0;
-    const n = fastForward(tx.q, rx.q, max, tx.spec.hdrLen, rx.spec.hdrLen, this.cDst, this.cSrc);
-    this.streak = n !== 0;
+    const n = fastForward(tx.q, rx.q, max, tx.spec.hdrLen, rx.spec.hdrLen, d.dst, d.src);
+    d.streak = n !== 0;
     if (n !== 0) {
       from.stats.txFrames += n;
       from.stats.txNative += n;
@@ -177,10 +163,11 @@ export class SwitchCore {
     const src = this.peekSrc;
     let to: WorkerPort | null | undefined;
     let n = 1;
-    const hit = dst === this.cDst && src === this.cSrc && this.cachedFor(from.id);
-    this.streak = hit;
+    const d = from.decision;
+    const hit = dst === d.dst && src === d.src && this.stands(d);
+    d.streak = hit;
     if (hit) {
-      to = this.cTo;
+      to = d.to;
       // Cached "nowhere" (filtered, or a flood with no other port): as below.
       if (to === null) { st.txFrames++; return SENT; }
     } else {
@@ -188,7 +175,7 @@ export class SwitchCore {
       to = n === 1 && this.out[0]! >= 0 ? this.ports.get(this.out[0]!) : null;
       if (n === 0) {
         this.learn(src, from.id);
-        this.remember(from.id, dst, src, null);
+        this.remember(d, dst, src, null);
         st.txFrames++;
         return SENT;
       }
@@ -202,7 +189,7 @@ export class SwitchCore {
       if (!hit) {
         this.learn(src, from.id);
         // Cache after learning: a first sighting bumps the generation.
-        this.remember(from.id, dst, src, to);
+        this.remember(d, dst, src, to);
       }
       st.txFrames++;
       if (r === RX_OK) { to.stats.rxFrames++; this.markDirty(rx); }

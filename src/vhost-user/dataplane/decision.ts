@@ -1,0 +1,23 @@
+// The switch's last decision for frames entering from one port: (destination,
+// source) -> one port, or nowhere (null). It is reused while nothing that
+// could change it changed: the same MAC table generation, topology epoch and
+// coarse clock tick (so ageing and the source's refresh still happen every
+// tick). A stream then skips both table lookups and the learning write, and
+// its frames can go through the native fast path. One per ingress port, so
+// that streams from several guests do not evict each other's decision at
+// every batch.
+export class Decision<P> {
+  dst = -1;
+  src = -1;
+  gen = -1;
+  epoch = -1;
+  now = -1;
+  to: P | null = null;
+  /**
+   * The stream looks like a run: the last frame from this port hit the
+   * decision, or the fast path moved frames. Streams interleaved frame by
+   * frame never hit, and a native call that moves nothing would only add its
+   * cost to each of their frames.
+   */
+  streak = false;
+}
