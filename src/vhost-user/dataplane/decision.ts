@@ -14,10 +14,11 @@ export class Decision<P> {
   now = -1;
   to: P | null = null;
   /**
-   * The stream looks like a run: the last frame from this port hit the
-   * decision, or the fast path moved frames. Streams interleaved frame by
-   * frame never hit, and a native call that moves nothing would only add its
-   * cost to each of their frames.
+   * The stream looks like a run: the last frame from this port decided in
+   * TypeScript hit the decision, and the fast path has not met other MACs
+   * since without moving a frame. Streams interleaved frame by frame never
+   * hit, and a native call that moves nothing would only add its cost to
+   * each of their frames.
    */
   streak = false;
 }

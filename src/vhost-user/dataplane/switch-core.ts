@@ -6,7 +6,7 @@
 import { c } from '../../sys/libc.js';
 import { eventfdSignal } from '../../sys/eventfd.js';
 import { ChainScratch, deliverFrame, MAX_FRAME_LEN, readFrame, RX_NO_BUFFERS, RX_OK, RX_TOO_BIG } from '../virtq/index.js';
-import { fastForward } from '../virtq/native.js';
+import { fastForward, STOP_MAC, stopReason } from '../virtq/native.js';
 import { macAt, MacTable, macToString, UPLINK } from '../switch/fdb.js';
 import { decide, Topology } from '../switch/forwarding.js';
 import type { PortStats } from './api.js';
@@ -137,7 +137,9 @@ export class SwitchCore {
     const rx = to.rxQueue(pair);
     if (!rx) return 0;
     const n = fastForward(tx.q, rx.q, max, tx.spec.hdrLen, rx.spec.hdrLen, d.dst, d.src);
-    d.streak = n !== 0;
+    // A stream that ended (other MACs next) waits for a frame that repeats a
+    // decision; an empty ring or a frame for the general path does not end it.
+    if (n === 0 && stopReason === STOP_MAC) d.streak = false;
     if (n !== 0) {
       from.stats.txFrames += n;
       from.stats.txNative += n;

@@ -124,6 +124,8 @@ function ringBlock(q: SplitQueue): RingBlock | null {
 
 /** Calls into C so far (to see that the switch does not call it in vain). */
 export let nativeCalls = 0;
+/** Why the last fastForward() call that reached C stopped (STOP_*). */
+export let stopReason = STOP_MAX;
 
 /** The native fast path is loaded. */
 export const hasFastPath = lib !== null;
@@ -152,5 +154,6 @@ export function fastForward(tx: SplitQueue, rx: SplitQueue, max: number, txHdr: 
   const n = lib.forward(tb.addr, rb.addr, max, txHdr, rxHdr, dst, src);
   tx.loadPositions(tb.u32, POS);
   rx.loadPositions(rb.u32, POS);
+  stopReason = tb.u32[STOP]!;
   return n;
 }
