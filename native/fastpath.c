@@ -110,6 +110,17 @@ static inline int32_t peek_head(struct qnh_ring *q, uint32_t empty, uint32_t oth
   return head;
 }
 
+// The buffer of descriptor `head` if it is a single descriptor with exactly
+// `flags` (so no NEXT, no INDIRECT) lying entirely inside one region; its
+// length in *len. The descriptor is read once.
+static inline uint8_t *single_buffer(const struct qnh_ring *q, struct qnh_mem *m, uint32_t head, uint16_t flags, uint32_t *len) {
+  const uint8_t *d = (const uint8_t *)(uintptr_t)q->desc + 16 * head;
+  uint64_t addr = load_addr(d);
+  *len = load32(d + 8);
+  if (load16(d + 12) != flags) return NULL;
+  return translate(m, addr, *len);
+}
+
 static inline void push_used(struct qnh_ring *q, uint32_t head, uint32_t len) {
   uint8_t *e = (uint8_t *)(uintptr_t)q->used + 4 + 8 * (q->last_used & (q->size - 1));
   __atomic_store_n((uint32_t *)e, head, __ATOMIC_RELAXED);
@@ -148,36 +159,27 @@ int qnh_forward(double tx_block, double rx_block, uint32_t max, uint32_t tx_hdr,
     return 0;
   }
   const uint64_t want_dst = (uint64_t)dst_mac, want_src = (uint64_t)src_mac;
-  const uint8_t *tdesc = (const uint8_t *)(uintptr_t)tx->desc;
-  const uint8_t *rdesc = (const uint8_t *)(uintptr_t)rx->desc;
   uint32_t why = QNH_STOP_MAX;
   uint32_t n = 0;
   if ((tx_hdr != 10 && tx_hdr != 12) || (rx_hdr != 10 && rx_hdr != 12)) { tx->stop = QNH_STOP_TX_OTHER; return 0; }
   for (; n < max; n++) {
     int32_t th = peek_head(tx, QNH_STOP_TX_EMPTY, QNH_STOP_TX_OTHER, &why);
     if (th < 0) break;
-    const uint8_t *d = tdesc + 16 * (uint32_t)th;
-    uint64_t addr = load_addr(d);
-    uint32_t len = load32(d + 8);
-    uint16_t flags = load16(d + 12);
-    // No NEXT, no INDIRECT, not device-writable: one readable buffer.
-    if (flags != 0 || len < tx_hdr + ETH_MIN || len - tx_hdr > MAX_FRAME) { why = QNH_STOP_TX_OTHER; break; }
-    const uint8_t *src = translate(tmem, addr, len);
-    if (src == NULL) { why = QNH_STOP_TX_OTHER; break; }
+    uint32_t len;
+    // One device-readable buffer holding a header and an Ethernet frame.
+    const uint8_t *src = single_buffer(tx, tmem, (uint32_t)th, 0, &len);
+    if (src == NULL || len < tx_hdr + ETH_MIN || len - tx_hdr > MAX_FRAME) { why = QNH_STOP_TX_OTHER; break; }
     const uint8_t *frame = src + tx_hdr;
     const uint32_t flen = len - tx_hdr;
 
     int32_t rh = peek_head(rx, QNH_STOP_RX_EMPTY, QNH_STOP_RX_OTHER, &why);
     if (rh < 0) break;
-    const uint8_t *e = rdesc + 16 * (uint32_t)rh;
-    uint64_t raddr = load_addr(e);
-    uint32_t rlen = load32(e + 8);
-    uint16_t rflags = load16(e + 12);
-    if (rflags != F_WRITE || rlen < rx_hdr + flen) { why = QNH_STOP_RX_OTHER; break; }
-    // The whole buffer, as the TypeScript walk checks it (a buffer whose tail
-    // lies outside memory is a bad chain there, not one to deliver into).
-    uint8_t *dstp = translate(rmem, raddr, rlen);
-    if (dstp == NULL) { why = QNH_STOP_RX_OTHER; break; }
+    uint32_t rlen;
+    // One device-writable buffer, all of it inside memory (as the TypeScript
+    // walk checks it: one whose tail lies outside is a bad chain there, not one
+    // to deliver into), that holds header + frame.
+    uint8_t *dstp = single_buffer(rx, rmem, (uint32_t)rh, F_WRITE, &rlen);
+    if (dstp == NULL || rlen < rx_hdr + flen) { why = QNH_STOP_RX_OTHER; break; }
 
     // virtio_net_hdr: no offloads, GSO_NONE, num_buffers 1 (12-byte form).
     memset(dstp, 0, rx_hdr);
