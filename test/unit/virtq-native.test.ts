@@ -11,7 +11,7 @@ import type { QueueSpec } from '../../src/vhost-user/dataplane/api.js';
 import { VEB } from '../../src/vhost-user/switch/forwarding.js';
 import { ChainScratch, SplitQueue } from '../../src/vhost-user/virtq/index.js';
 import {
-  fastForward, fastPathStatus, hasFastPath, lastStop, nativeCalls,
+  fastForward, fastPathStatus, hasFastPath, nativeCalls, stopReason,
   STOP_MAC, STOP_MAX, STOP_RX_EMPTY, STOP_RX_OTHER, STOP_TX_EMPTY, STOP_TX_OTHER,
 } from '../../src/vhost-user/virtq/native.js';
 import { MockGuest, MockVirtq, writeDesc } from '../lib/mock-driver.js';
@@ -75,7 +75,7 @@ describe('native fast path', { skip: disabled ? 'QNH_NATIVE=0' : false }, () => 
       const heads = lens.map((l, i) => send(a, i, frame(l, DST, SRC, i), txHdr));
       const rxHeads = lens.map((_, i) => post(b, i));
       assert.equal(fastForward(a.q, b.q, 64, txHdr, rxHdr, DST, SRC), lens.length);
-      assert.equal(lastStop(a.q), STOP_TX_EMPTY);
+      assert.equal(stopReason, STOP_TX_EMPTY);
       assert.equal(a.q.flushUsed(), lens.length);
       assert.equal(b.q.flushUsed(), lens.length);
       assert.deepEqual(a.drv.takeUsed(), heads.map((id) => ({ id, len: 0 })));
@@ -95,7 +95,7 @@ describe('native fast path', { skip: disabled ? 'QNH_NATIVE=0' : false }, () => 
     const a = side(), b = side();
     for (let i = 0; i < 5; i++) { send(a, i, frame(64)); post(b, i); }
     assert.equal(fastForward(a.q, b.q, 3, 12, 12, DST, SRC), 3);
-    assert.equal(lastStop(a.q), STOP_MAX);
+    assert.equal(stopReason, STOP_MAX);
     assert.equal(fastForward(a.q, b.q, 3, 12, 12, DST, SRC), 2);
     assert.equal(a.q.lastAvail, 5);
     assert.equal(b.q.lastUsed, 5);
@@ -136,7 +136,7 @@ describe('native fast path', { skip: disabled ? 'QNH_NATIVE=0' : false }, () => 
       const txAvail = a.drv.availIdx;
       const rxAvail = b.drv.availIdx;
       assert.equal(fastForward(a.q, b.q, 64, 12, 12, DST, SRC), 2);
-      assert.equal(lastStop(a.q), stop);
+      assert.equal(stopReason, stop);
       assert.equal(a.q.availCount(), txAvail - 2);
       assert.equal(b.q.availCount(), rxAvail - 2);
       // The TypeScript path takes it from here.

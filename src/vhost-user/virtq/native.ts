@@ -63,7 +63,7 @@ const lib = load();
 
 // `buf` keeps the table alive while ring blocks hold its address.
 interface MemTable { buf: ArrayBuffer; addr: number; host: number[] }
-interface RingBlock { u32: Uint32Array; addr: number; gen: number; mem: GuestMemory; table: MemTable }
+interface RingBlock { u32: Uint32Array; addr: number; gen: number; table: MemTable }
 
 const tables = new WeakMap<GuestMemory, MemTable>();
 const blocks = new WeakMap<SplitQueue, RingBlock>();
@@ -102,7 +102,8 @@ function ringBlock(q: SplitQueue): RingBlock | null {
   const mem = q.mem;
   if (!q.ready || q.broken || mem === null) return null;
   let b = blocks.get(q);
-  if (b && b.gen === q.layoutGen && b.mem === mem) return b;
+  // setMemory()/setRings() bump layoutGen (the memory can change no other way).
+  if (b && b.gen === q.layoutGen) return b;
   try {
     const table = memTable(mem);
     const buf = new ArrayBuffer(RING_BLOCK);
@@ -114,7 +115,7 @@ function ringBlock(q: SplitQueue): RingBlock | null {
     u64[3] = BigInt(table.addr);
     const u32 = new Uint32Array(buf);
     u32[8] = q.size;
-    b = { u32, addr: addressOf(u32), gen: q.layoutGen, mem, table };
+    b = { u32, addr: addressOf(u32), gen: q.layoutGen, table };
   } catch {
     return null; // an address beyond 2^53: this queue stays on the TypeScript path
   }
@@ -129,12 +130,6 @@ export let stopReason = STOP_MAX;
 
 /** The native fast path is loaded. */
 export const hasFastPath = lib !== null;
-
-/** Why the last fastForward() on `tx` stopped (STOP_*), or -1 if it never ran. */
-export function lastStop(tx: SplitQueue): number {
-  const b = blocks.get(tx);
-  return b ? b.u32[STOP]! : -1;
-}
 
 /**
  * Moves up to `max` frames from `tx` into `rx` natively while each TX chain
