@@ -9,7 +9,8 @@ import { fileURLToPath } from 'node:url';
 // Narrower than a terminal: man indents the verbatim blocks by 7 columns.
 const COLUMNS = '72';
 
-// The helper form prints its usage on stderr (stdout may be QEMU's monitor).
+// The helper form has its own usage (QEMU's path never loads oclif), printed
+// on stderr (stdout may be QEMU's monitor): from the program itself.
 function helpText(root, args) {
   const r = spawnSync(process.execPath, [join(root, 'bin/qemu-net-helper.cjs'), ...args, '--help'], {
     encoding: 'utf8',
@@ -29,15 +30,30 @@ function verbatim(text) {
   return ['.nf', ...lines, '.fi'].join('\n');
 }
 
-/** Command ids (with spaces, as typed) from the oclif manifest of the built tree. */
-async function commandIds(root) {
-  const { Config } = await import(join(root, 'node_modules/@oclif/core/lib/index.js'));
+/**
+ * oclif's own --help, rendered in this process (one Node start for all the
+ * commands instead of one each): showHelp() with its output captured.
+ */
+async function oclifHelp(root) {
+  const { Config, Help } = await import(join(root, 'node_modules/@oclif/core/lib/index.js'));
   const config = await Config.load({ root });
-  return config.commands.filter((c) => !c.hidden).map((c) => c.id.replace(/:/g, ' ')).sort();
+  class Capture extends Help {
+    text = [];
+    log(...args) { this.text.push(args.join(' ')); }
+  }
+  const render = async (argv) => {
+    const h = new Capture(config, { maxWidth: Number(COLUMNS), stripAnsi: true });
+    await h.showHelp(argv);
+    return h.text.join('\n').replace(/\s+$/, '');
+  };
+  const ids = config.commands.filter((c) => !c.hidden).map((c) => c.id).sort();
+  const commands = [];
+  for (const id of ids) commands.push({ id: id.replace(/:/g, ' '), text: id === 'helper' ? helpText(root, ['helper']) : await render([id]) });
+  return { root: await render([]), commands };
 }
 
 export async function manPage(root, { version, date }) {
-  const ids = await commandIds(root);
+  const help = await oclifHelp(root);
   const out = [
     `.TH QEMU\\-NET\\-HELPER 8 "${date}" "qemu\\-net\\-helper ${version}" "System Administration"`,
     '.SH NAME',
@@ -58,10 +74,10 @@ export async function manPage(root, { version, date }) {
     'without \\fBCAP_NET_ADMIN\\fR it asks the broker (\\fBqemu\\-net\\-helper daemon\\fR),',
     'which systemd starts on the first connection to its socket.',
     '.PP',
-    verbatim(helpText(root, [])),
+    verbatim(help.root),
     '.SH COMMANDS',
   ];
-  for (const id of ids) out.push(`.SS "${id.replace(/-/g, '\\-')}"`, verbatim(helpText(root, id.split(' '))));
+  for (const c of help.commands) out.push(`.SS "${c.id.replace(/-/g, '\\-')}"`, verbatim(c.text));
   out.push(
     '.SH FILES',
     '.TP', '.I /etc/qemu\\-net\\-helper/bridge.conf', 'Access control list: who may use which bridge, device, mode or profile (default: deny all).',
