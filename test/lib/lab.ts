@@ -74,7 +74,8 @@ export async function runLab(files: string[], onResult: (r: LabResult) => void, 
     '-machine', 'pc,accel=tcg', '-cpu', 'max', '-m', String(opts.memoryMb ?? 1536), '-smp', String(opts.smp ?? 2),
     '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot', '-serial', 'stdio',
     '-kernel', img.kernel, '-initrd', img.initrd,
-    '-append', ['console=ttyS0', 'quiet', 'loglevel=1', 'panic=-1', `qnh.root=${ROOT}`, `qnh.files=${files.join(',')}`].join(' '),
+    // The checkout's path in hex: the kernel command line splits at spaces.
+    '-append', ['console=ttyS0', 'quiet', 'loglevel=1', 'panic=-1', `qnh.roothex=${Buffer.from(ROOT).toString('hex')}`, `qnh.files=${files.join(',')}`].join(' '),
     '-fsdev', 'local,id=hostroot,path=/,security_model=none,readonly=on',
     '-device', 'virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot',
   ];
