@@ -8,6 +8,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UnsupportedError, PermissionError } from '../errors.js';
 import { tapsHeldBy } from '../qemu/fdinfo.js';
+import { qemuHelperPath } from '../qemu/helper-path.js';
 import { Qmp } from '../qemu/qmp.js';
 
 const QEMU = 'qemu-system-x86_64';
@@ -62,9 +63,10 @@ export async function runBridgeDemo(log: (line: string) => void = () => undefine
     const acl = join(dir, 'bridge.conf');
     writeFileSync(acl, `allow ${bridge}\n`);
     const qmpPath = join(dir, 'qmp.sock');
+    const helper = qemuHelperPath(BIN, dir);
     const args = ['netns', 'exec', ns, QEMU, '-machine', 'none', '-nodefaults', '-display', 'none', '-S',
-      '-qmp', `unix:${qmpPath},server=on,wait=off`, '-netdev', `tap,id=n0,helper=${BIN}`];
-    log(`starting: QEMU_NET_HELPER_ACL=${acl} qemu-system-x86_64 ... -netdev tap,id=n0,helper=${BIN}`);
+      '-qmp', `unix:${qmpPath},server=on,wait=off`, '-netdev', `tap,id=n0,helper=${helper}`];
+    log(`starting: QEMU_NET_HELPER_ACL=${acl} qemu-system-x86_64 ... -netdev tap,id=n0,helper=${helper}`);
     child = spawn('ip', args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, QEMU_NET_HELPER_ACL: acl } });
     let stderr = '';
     child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
@@ -73,7 +75,7 @@ export async function runBridgeDemo(log: (line: string) => void = () => undefine
     const pid = child.pid!;
     const taps: DemoTap[] = [];
     for (const name of tapsHeldBy(pid)) taps.push(describeTap(ns, name, 'at start-up (-netdev tap,helper=...)'));
-    const r = await qmp.cmd('netdev_add', { type: 'tap', id: 'hot1', helper: BIN });
+    const r = await qmp.cmd('netdev_add', { type: 'tap', id: 'hot1', helper });
     if (!('return' in r)) throw new Error(`netdev_add failed: ${JSON.stringify(r)}`);
     for (const name of tapsHeldBy(pid)) if (!taps.some((t) => t.name === name)) taps.push(describeTap(ns, name, 'hotplugged (QMP netdev_add)'));
     for (const t of taps) log(`QEMU pid ${pid} holds ${t.name} (${t.how}): master ${t.master}, mtu ${t.mtu}, vnet_hdr ${t.vnetHdr ? 'on' : 'off'}, mac ${t.mac}`);
