@@ -79,9 +79,19 @@ function fdSoftLimit(): number {
   return 1 << 20;
 }
 
-/** Requests that may leave a durable endpoint behind (counted against the endpoint bounds). */
+/** Requests checked against the endpoint bounds: both may leave a durable endpoint behind. */
 function mayMakeEndpoint(req: BrokerRequest): boolean {
   return req.op === 'up' || req.op === 'helper';
+}
+
+/**
+ * Requests counted as endpoints while they wait or run: `up` always makes one;
+ * a helper request mostly makes none (a plain tap lives as long as QEMU's fd),
+ * so it is checked against the records alone, and a user's concurrent helper
+ * requests can pass the bound by at most --max-running-per-user.
+ */
+function reservesEndpoint(req: BrokerRequest): boolean {
+  return req.op === 'up';
 }
 
 interface Pending {
@@ -238,7 +248,7 @@ class BrokerCore {
         p.answer({ v: 1, ok: false, exit: ExitCode.EXHAUSTED, error: `no more endpoints: ${why}` }, `refused (exit ${ExitCode.EXHAUSTED}): ${why}`);
         return;
       }
-      this.pendingEndpoints.set(uid, (this.pendingEndpoints.get(uid) ?? 0) + 1);
+      if (reservesEndpoint(p.req)) this.pendingEndpoints.set(uid, (this.pendingEndpoints.get(uid) ?? 0) + 1);
     }
     const seconds = this.limits.requestTimeoutMs / 1000;
     p.deadline = setTimeout(() => {
@@ -268,7 +278,7 @@ class BrokerCore {
     p.done = true;
     closeFd(p.peer.pidfd);
     const uid = p.peer.caller.uid;
-    if (mayMakeEndpoint(p.req)) {
+    if (reservesEndpoint(p.req)) {
       const n = (this.pendingEndpoints.get(uid) ?? 1) - 1;
       if (n > 0) this.pendingEndpoints.set(uid, n);
       else this.pendingEndpoints.delete(uid);
