@@ -19,7 +19,9 @@ const ATTACKER = 65534;
 const VICTIM = 65533;
 /** The issue's bar: another user's answer within 3 s, whatever the attacker does. */
 const SERVED_WITHIN_MS = 3000;
-const ACL = ['allow br0', `allow mode:bridge user=${ATTACKER}`, `allow mode:bridge user=${VICTIM}`, ''].join('\n');
+const ACL = ['allow br0', `allow mode:bridge user=${ATTACKER}`, `allow mode:bridge user=${VICTIM}`, `allow profile:vp user=${VICTIM}`, ''].join('\n');
+/** The victim's profile pins its guest's MAC. */
+const VICTIM_MAC = '52:54:00:aa:00:01';
 
 interface Timed { ms: number; ok: boolean; exit: number; error?: string }
 
@@ -52,7 +54,7 @@ describe('broker: a hostile tenant slows only itself', () => {
   before(async () => {
     ns = NetNs.create();
     ns.addBridge('br0', '10.78.0.1/24');
-    b = await startTestBroker(ns, { acl: ACL, startTimeoutMs: 60_000, args: ['--max-connections-per-user=32', '--max-endpoints-per-user=3'] });
+    b = await startTestBroker(ns, { acl: ACL, profiles: { vp: { mode: 'bridge', dev: 'br0', mac: VICTIM_MAC } }, startTimeoutMs: 60_000, args: ['--max-connections-per-user=32', '--max-endpoints-per-user=3'] });
     env = b.clientEnv({ PATH: process.env.PATH });
   });
   after(async () => {
@@ -149,5 +151,13 @@ describe('broker: a hostile tenant slows only itself', () => {
     servedInTime(seen);
     const downs = await as<Timed[]>(ATTACKER, { kind: 'timed', socket: b.socket, requests: ['a1', 'a2', 'a3'].map((id) => ({ v: 1, op: 'down', id })) });
     assert.deepEqual(downs.map((r) => r.exit), [0, 0, 0]);
+  });
+
+  it("a MAC pinned by another user's profile cannot be squatted: only a request using that profile gets it", async () => {
+    const squat = await as<Timed[]>(ATTACKER, { kind: 'timed', socket: b.socket, requests: [{ v: 1, op: 'up', options: { mode: 'bridge', dev: 'br0', mac: VICTIM_MAC.toUpperCase(), id: 'sq' } }] });
+    assert.equal(squat[0]!.exit, 3, JSON.stringify(squat));
+    assert.match(squat[0]!.error!, /MAC 52:54:00:aa:00:01 is reserved by profile 'vp'/);
+    const mine = await victim([{ v: 1, op: 'up', options: { profile: 'vp', id: 'vm' } }, { v: 1, op: 'down', id: 'vm' }]);
+    servedInTime(mine);
   });
 });
