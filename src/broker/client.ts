@@ -33,7 +33,7 @@ function noBroker(path: string, code: string): PermissionError {
 /** Sends one request and resolves with the broker's reply. */
 export function askBroker(req: BrokerRequest, path: string, timeoutMs = CLIENT_TIMEOUT_MS): Promise<BrokerReply> {
   return new Promise((resolve, reject) => {
-    const sock = connect(path);
+    let sock = connect(path);
     let buf = '';
     let done = false;
     const finish = (err: Error | null, reply?: BrokerReply): void => {
@@ -45,24 +45,40 @@ export function askBroker(req: BrokerRequest, path: string, timeoutMs = CLIENT_T
       else resolve(reply!);
     };
     const timer = setTimeout(() => finish(new SetupError(`the broker at ${path} did not answer within ${timeoutMs / 1000} s`, 'look at its log')), timeoutMs);
-    sock.setEncoding('utf8');
-    sock.on('connect', () => sock.write(encodeRequest(req)));
-    sock.on('data', (d: string) => {
-      buf += d;
-      const nl = buf.indexOf('\n');
-      if (nl < 0) return;
-      try {
-        finish(null, decodeReply(buf.slice(0, nl)));
-      } catch (e) {
-        finish(new SetupError((e as Error).message));
-      }
-    });
-    sock.on('error', (e: NodeJS.ErrnoException) => {
-      const code = e.code ?? 'error';
-      if (['ENOENT', 'ECONNREFUSED', 'EACCES', 'ENOTSOCK'].includes(code)) finish(noBroker(path, code));
-      else finish(new SetupError(`talking to the broker at ${path} failed: ${code}`));
-    });
-    sock.on('close', () => finish(new SetupError(`the broker at ${path} closed the connection without an answer`, 'look at its log')));
+    const attach = (): void => {
+      sock.setEncoding('utf8');
+      sock.on('connect', () => sock.write(encodeRequest(req)));
+      sock.on('data', (d: string) => {
+        buf += d;
+        const nl = buf.indexOf('\n');
+        if (nl < 0) return;
+        try {
+          finish(null, decodeReply(buf.slice(0, nl)));
+        } catch (e) {
+          finish(new SetupError((e as Error).message));
+        }
+      });
+      sock.on('error', (e: NodeJS.ErrnoException) => {
+        const code = e.code ?? 'error';
+        if (code === 'EAGAIN' && !done) {
+          // The broker's listen queue is full (someone floods it): it accepts
+          // and sheds the flood quickly, so try again shortly, within our time.
+          sock.removeAllListeners();
+          sock.on('error', () => undefined);
+          sock.destroy();
+          setTimeout(() => {
+            if (done) return;
+            sock = connect(path);
+            attach();
+          }, 20 + Math.random() * 80);
+          return;
+        }
+        if (['ENOENT', 'ECONNREFUSED', 'EACCES', 'ENOTSOCK'].includes(code)) finish(noBroker(path, code));
+        else finish(new SetupError(`talking to the broker at ${path} failed: ${code}`));
+      });
+      sock.on('close', () => finish(new SetupError(`the broker at ${path} closed the connection without an answer`, 'look at its log')));
+    };
+    attach();
   });
 }
 

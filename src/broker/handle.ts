@@ -3,10 +3,10 @@
 // against the broker's ACL — and never a file, a device path or a program.
 // The host context, ACL and configuration are the broker's own.
 import type { Caller } from '../access/caller.js';
-import { AccessDeniedError, BadFdError, describeError, ExitCode } from '../errors.js';
+import { AccessDeniedError, BadFdError, describeError, ExitCode, UsageError } from '../errors.js';
 import { needsPolicy, parseHelperArgs } from '../helper/args.js';
 import { profileExists } from '../helper/main.js';
-import { serveBridgeTap } from '../helper/run.js';
+import { checkHelperSocket, serveBridgeTap, socketLabel } from '../helper/run.js';
 import { serveHelper } from '../helper/full.js';
 import { pathsChosen, type HostContext } from '../host/context.js';
 import { gcAll } from '../lifecycle/gc.js';
@@ -16,12 +16,16 @@ import { up } from '../lifecycle/up.js';
 import { closeFd, SysError } from '../sys/libc.js';
 import { pidfdGetfd } from '../sys/pidfd.js';
 import { peerCred } from '../sys/unix-fd.js';
+import { validEndpointId } from '../state/endpoints.js';
+import { checkTakeable } from './target-check.js';
 import type { BrokerReply, BrokerRequest } from './protocol.js';
 
 export interface BrokerConfig {
   host: HostContext;
   acl: string;
   config: string;
+  /** The broker's own pid (requests run in a child of it): owner of claims when QEMU cannot be identified. */
+  brokerPid?: number;
 }
 
 export interface Handled {
@@ -38,19 +42,28 @@ function helper(req: Extract<BrokerRequest, { op: 'helper' }>, caller: Caller, p
   const what = `helper ${req.argv.join(' ')}`;
   if (a.help) return { reply: { v: 1, ok: true, exit: 0 }, what, verdict: 'help' };
   const clientFd = a.socketpair ?? a.fd;
+  const label = socketLabel(a);
+  // Checked before taking anything: root's pidfd_getfd would take an fd out
+  // of any process, a setuid one the caller forked into included.
+  checkTakeable(pidfd, clientFd, caller, label);
   let sock: number;
   try {
     sock = pidfdGetfd(pidfd, clientFd);
   } catch (e) {
-    throw new BadFdError(`--fd=${clientFd}: the broker cannot take it from the helper (${e instanceof SysError ? e.code : String(e)})`, 'the helper must be run by QEMU or libvirt, which pass one end of a socketpair');
+    throw new BadFdError(`${label}: the broker cannot take it from the helper (${e instanceof SysError ? e.code : String(e)})`, 'the helper must be run by QEMU or libvirt, which pass one end of a socketpair');
   }
   try {
+    // Again after taking it: the process may have exec'd a setuid program in
+    // between. Then the fd is closed unused (it is a socket: closing one
+    // cannot wait on anybody).
+    checkHelperSocket(sock, label);
+    checkTakeable(pidfd, clientFd, caller, label);
     // QEMU runs as the user whose helper this is; a socket whose other end is
     // someone else's process would hand that process our fd.
     let peerUid: number | null = null;
     try { peerUid = peerCred(sock).uid; } catch { /* checked by serveHelper */ }
     if (peerUid !== null && !caller.isRoot && peerUid !== caller.uid) {
-      throw new AccessDeniedError(`access denied: the socket passed with --fd=${clientFd} leads to a process of uid ${peerUid}, not to the caller's QEMU`, 'pass the socket QEMU or libvirt gave the helper');
+      throw new AccessDeniedError(`access denied: the socket passed with ${label} leads to a process of uid ${peerUid}, not to the caller's QEMU`, 'pass the socket QEMU or libvirt gave the helper');
     }
     const paths = pathsChosen(a, cfg, caller.isRoot);
     if (!needsPolicy(a) && !profileExists(a, paths.config)) {
@@ -59,7 +72,7 @@ function helper(req: Extract<BrokerRequest, { op: 'helper' }>, caller: Caller, p
       return { reply: { v: 1, ok: true, exit: 0 }, what, verdict: `allowed: bridge bridge/tap ${t.tapName}` };
     }
     const lines: string[] = [];
-    const r = serveHelper(a, sock, { host: cfg.host, ...paths, caller, fallbackOwnerPid: process.pid, log: (l) => lines.push(l) });
+    const r = serveHelper(a, sock, { host: cfg.host, ...paths, caller, fallbackOwnerPid: cfg.brokerPid ?? process.pid, log: (l) => lines.push(l) });
     const verdict = `allowed: ${r.mode} ${r.choice.endpoint.kernel}/${r.choice.transport.transport} ${r.choice.endpoint.ifname}${r.durable ? ` (endpoint ${r.record.id})` : ''}`;
     return { reply: { v: 1, ok: true, exit: 0, ...(lines.length ? { lines } : {}) }, what, verdict, ...(r.durable ? { watch: r.record.id } : {}) };
   } finally {
@@ -79,6 +92,7 @@ export function handle(req: BrokerRequest, caller: Caller, pidfd: number, cfg: B
         return { reply: { v: 1, ok: true, exit: 0, result: r }, what: `up ${JSON.stringify(o)}`, verdict: `allowed: endpoint ${r.endpoint.id} ${r.endpoint.ifname}` };
       }
       case 'down': {
+        if (!validEndpointId(req.id)) throw new UsageError(`malformed endpoint id ${JSON.stringify(req.id.slice(0, 64))}`, "ids are letters, digits, '_', '.' and '-' (see 'qemu-net-helper list')");
         const r = takeDown(req.id, cfg.host, caller);
         const exit = r.failed.length ? ExitCode.SETUP_FAILED : 0;
         const reply: BrokerReply = exit === 0

@@ -41,7 +41,8 @@ function upOptions(v: unknown): UpOptionsWire {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new BrokerProtocolError('options must be an object');
   const out: Record<string, unknown> = {};
   for (const [k, val] of Object.entries(v)) {
-    const kind = UP_FIELDS[k as keyof UpOptionsWire];
+    // Own properties only: '__proto__', 'toString' and the like are unknown options, not Object.prototype's.
+    const kind = Object.hasOwn(UP_FIELDS, k) ? UP_FIELDS[k as keyof UpOptionsWire] : undefined;
     if (!kind) throw new BrokerProtocolError(`unknown option '${k}'`);
     const ok = kind === 'string' ? typeof val === 'string' && val.length <= MAX_ARG_BYTES
       : kind === 'number' ? Number.isSafeInteger(val)

@@ -33,12 +33,11 @@ export const NetConfSchema = z.object({
   owner: z.number().int().min(0).max(0xfffffffe).optional(),
   group: z.number().int().min(0).max(0xfffffffe).optional(),
   /**
-   * The helper's state directory (endpoint records, VF claims) when it is not
-   * the default: runtimes do not promise to pass their environment on (podman's
-   * cleanup process, which runs DEL, does not), so it can live in the config.
+   * Accepted only when it names the state directory in force (host-paths.ts):
+   * a network configuration does not choose where root writes.
    */
   stateDir: z.string().regex(/^\/[^\0]*$/, 'an absolute path').optional(),
-  /** The vhost-user switch's control socket when not the default (root callers only, like stateDir). */
+  /** Likewise for the switch's control socket: accepted only when it names the one in force. */
   switchControl: z.string().regex(/^\/[^\0]*$/, 'an absolute path').optional(),
   ipam: z.object({ type: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'a plugin file name') }).passthrough().optional(),
   dns: z.object({

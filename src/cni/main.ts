@@ -4,11 +4,11 @@
 // go to stderr. Exit status 0 on success, 1 on any error (the code is in the JSON).
 import { callerIsRoot, hasNetAdmin } from '../host/context.js';
 import { readFileSync } from 'node:fs';
-import { processHost, type HostContext } from '../host/context.js';
 import { cmdAdd } from './add.js';
 import { cmdCheck } from './check.js';
 import { parseConfig, peekVersion } from './config.js';
 import { cmdDel, cmdGc } from './del-gc.js';
+import { cniHost } from './host-paths.js';
 import { readEnv } from './env.js';
 import { CniCode, CniError, errorJson, toCniError } from './errors.js';
 import { writeResult } from './result.js';
@@ -23,22 +23,6 @@ function readStdin(): string {
     if (code === 'EAGAIN' || code === 'EOF') return '';
     throw new CniError(CniCode.IO_FAILURE, `cannot read the network configuration from stdin: ${code ?? String(e)}`);
   }
-}
-
-/**
- * The host context: paths from the environment or the config only when a
- * real root runs us (runtimes do), as for the helper; anyone else gets the
- * fixed defaults.
- */
-function hostFor(conf: { stateDir?: string | undefined; switchControl?: string | undefined }, env: NodeJS.ProcessEnv): HostContext {
-  const host = processHost(env);
-  for (const key of ['stateDir', 'switchControl'] as const) {
-    const v = conf[key];
-    if (!v || v === host[key]) continue;
-    if (!host.trusted) throw new CniError(CniCode.INVALID_CONFIG, `${key} '${v}' may only be chosen by a root caller`, `drop ${key} from the network configuration`);
-    host[key] = v;
-  }
-  return host;
 }
 
 export interface CniOutcome { status: number; stdout: string }
@@ -65,7 +49,7 @@ export async function runCni(env: NodeJS.ProcessEnv, stdin: string): Promise<Cni
     requireCommandIn(e.command, asked);
     const conf = parseConfig(stdin);
     const raw = JSON.parse(stdin) as Record<string, unknown>;
-    const host = hostFor(conf, env);
+    const host = cniHost(conf, env);
     switch (e.command) {
       case 'ADD': {
         const r = await cmdAdd(conf, raw, e, host);

@@ -4,18 +4,18 @@
 // broker runs the same function for its clients, with QEMU's socket taken
 // from the client and the broker's own host context.
 import type { TransportName } from '../backends/types.js';
-import { sendHelperFd } from '../backends/transport/helper-fd.js';
+import { sendHelperFd, sendOnHelperSocket } from '../backends/transport/helper-fd.js';
 import { processCaller, type Caller } from '../access/caller.js';
 import { callerIsRoot, childEnv, configPaths, processHost, type HostContext } from '../host/context.js';
 import type { Choice } from '../policy/choose.js';
 import { setupEndpoint, type SetupResult } from '../setup/endpoint.js';
 import { setCloseOnExec } from '../sys/libc.js';
-import { peerCred, sendWithFds } from '../sys/unix-fd.js';
+import { peerCred } from '../sys/unix-fd.js';
 import { saveEndpoint, type EndpointRecord } from '../state/endpoints.js';
 import { ownerOf, type OwnerRef } from '../state/owner.js';
 import { spawnWatcher } from '../lifecycle/watcher.js';
 import type { HelperArgs } from './args.js';
-import { checkHelperSocket } from './run.js';
+import { checkHelperSocket, socketLabel } from './run.js';
 
 const PLAIN_PROTOCOLS: TransportName[] = ['tap', 'macvtap'];
 
@@ -36,7 +36,8 @@ export interface ServeContext {
 
 /** Serves one helper request on QEMU's socket `sock`: set up, send the fd (or the JSON reply and fds), commit. */
 export function serveHelper(a: HelperArgs, sock: number, ctx: ServeContext): PolicyOutcome {
-  checkHelperSocket(sock);
+  const label = socketLabel(a);
+  checkHelperSocket(sock, label);
   const extended = a.socketpair !== undefined;
   const protocols = (extended ? (a.protocols ?? PLAIN_PROTOCOLS) : PLAIN_PROTOCOLS) as TransportName[];
   let reply: Record<string, unknown> = {};
@@ -55,8 +56,8 @@ export function serveHelper(a: HelperArgs, sock: number, ctx: ServeContext): Pol
       fds: choice.transport.fds.length,
       info: { ...choice.endpoint.info, ...choice.transport.info },
     };
-    if (extended) sendWithFds(sock, Buffer.from(JSON.stringify(reply) + '\n'), choice.transport.fds);
-    else sendHelperFd(sock, choice.transport.fds[0]!);
+    if (extended) sendOnHelperSocket(sock, Buffer.from(JSON.stringify(reply) + '\n'), choice.transport.fds, label);
+    else sendHelperFd(sock, choice.transport.fds[0]!, label);
   };
   const r = setupEndpoint(a, {
     host: ctx.host, acl: ctx.acl, config: ctx.config, caller: ctx.caller, protocols,

@@ -1,6 +1,5 @@
 // The helper protocol end to end: check the socket, the ACL and permissions,
 // make the endpoint, send exactly one byte 0x00 with one fd, and leave.
-import { fstatSync } from 'node:fs';
 import { BadFdError, PermissionError } from '../errors.js';
 import { setupBridgeTap } from '../backends/kernel/bridge-tap.js';
 import { sendHelperFd } from '../backends/transport/helper-fd.js';
@@ -19,22 +18,29 @@ export interface HelperResult {
   vnetHdr: boolean;
 }
 
-/** The fd QEMU/libvirt gave us must be a connected unix stream socket. */
-export function checkHelperSocket(fd: number): void {
-  let isSocket: boolean;
-  try {
-    isSocket = fstatSync(fd).isSocket();
-  } catch {
-    throw new BadFdError(`--fd=${fd} is not an open file descriptor`, 'the helper must be run by QEMU or libvirt, which pass one end of a socketpair');
-  }
-  if (!isSocket) throw new BadFdError(`--fd=${fd} is not a socket`, 'the helper must be run by QEMU or libvirt, which pass one end of a socketpair');
+/**
+ * The fd QEMU/libvirt gave us must be a connected unix stream socket. Asked
+ * with getsockopt only, never fstat: the fd is the caller's choice, and an
+ * fstat of a file on a stalled FUSE mount never returns. `label` names the fd
+ * as the caller knows it (the broker's copy has another number).
+ */
+export function checkHelperSocket(fd: number, label = `--fd=${fd}`): void {
+  const hint = 'the helper must be run by QEMU or libvirt, which pass one end of a socketpair';
   let type: number;
   try {
     type = socketType(fd);
   } catch (e) {
-    throw new BadFdError(`--fd=${fd}: cannot query the socket (${e instanceof SysError ? e.code : String(e)})`);
+    const code = e instanceof SysError ? e.code : String(e);
+    if (code === 'EBADF') throw new BadFdError(`${label} is not an open file descriptor`, hint);
+    if (code === 'ENOTSOCK') throw new BadFdError(`${label} is not a socket`, hint);
+    throw new BadFdError(`${label}: cannot query the socket (${code})`);
   }
-  if (type !== SOCK_STREAM) throw new BadFdError(`--fd=${fd} is a socket of type ${type}, not a unix stream socket`);
+  if (type !== SOCK_STREAM) throw new BadFdError(`${label} is a socket of type ${type}, not a unix stream socket`);
+}
+
+/** How the caller named QEMU's socket: the fd number in its own process. */
+export function socketLabel(args: Pick<HelperArgs, 'fd' | 'socketpair'>): string {
+  return args.socketpair !== undefined ? `--socketpair=${args.socketpair}` : `--fd=${args.fd}`;
 }
 
 /** What the plain bridge path needs, from the helper itself or from the broker for its client. */
@@ -46,12 +52,13 @@ export interface BridgeServeContext {
 
 /** qemu-bridge-helper's job: ACL, a tap on the bridge, one byte and one fd on QEMU's socket `sock`. */
 export function serveBridgeTap(args: HelperArgs, sock: number, ctx: BridgeServeContext): HelperResult {
-  checkHelperSocket(sock);
+  const label = socketLabel(args);
+  checkHelperSocket(sock, label);
   checkAccess(ctx.acl, args.bridge, ctx.caller);
   const rb = new Rollback();
   try {
     const ep = setupBridgeTap({ bridge: args.bridge, vnetHdr: args.useVnet, tunDevice: ctx.tunDevice }, rb);
-    sendHelperFd(sock, ep.tap.fd);
+    sendHelperFd(sock, ep.tap.fd, label);
     // QEMU holds its own reference now; ours goes, and the tap lives as long as QEMU's.
     rb.undoAllSync();
     return { tapName: ep.tap.name, bridge: ep.bridge, mtu: ep.mtu, vnetHdr: ep.tap.vnetHdr };

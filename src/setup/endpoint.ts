@@ -3,21 +3,21 @@
 // authorized for the caller, a record is drafted and journaled step by step,
 // the chosen candidate is realized, its fds are delivered, and only then is
 // the setup committed; any failure undoes everything made so far.
-import { formatMac } from '../net/mac.js';
 import { kernels, transports } from '../backends/registry.js';
 import type { Mode, TransportName } from '../backends/types.js';
 import type { HostContext } from '../host/context.js';
 import { authorize, parseAcl } from '../access/acl.js';
 import type { Caller } from '../access/caller.js';
 import { resourcesOf } from '../access/resources.js';
-import { AccessDeniedError, UsageError } from '../errors.js';
+import { UsageError } from '../errors.js';
 import { completeRecord, draftRecord, journalingRollback } from '../lifecycle/record.js';
 import { closeChoiceFds, realize, type Choice } from '../policy/choose.js';
 import { loadProfile, policyFor } from '../policy/load.js';
 import { buildRequest, type RequestFlags } from '../policy/request.js';
-import { listEndpoints, loadEndpoint, newEndpointId, removeEndpoint, saveEndpoint, validEndpointId, type EndpointRecord } from '../state/endpoints.js';
+import { loadEndpoint, newEndpointId, removeEndpoint, saveEndpoint, validEndpointId, type EndpointRecord } from '../state/endpoints.js';
 import type { OwnerRef } from '../state/owner.js';
 import { checkStateDir } from '../state/state-dir.js';
+import { checkMacFree } from './mac-claim.js';
 
 export interface SetupFlags extends RequestFlags {
   /** An explicit profile; otherwise a profile named like --br is used when it exists. */
@@ -52,17 +52,6 @@ export interface SetupResult {
   durable: boolean;
 }
 
-/** A guest MAC already given to another endpoint is refused: two guests with one MAC break both. */
-function checkMacFree(stateDir: string, mac: Buffer | undefined): void {
-  if (!mac) return;
-  const text = formatMac(mac);
-  for (const e of listEndpoints(stateDir)) {
-    if ('record' in e && e.record.mac === text) {
-      throw new AccessDeniedError(`access denied: MAC ${text} is in use by endpoint ${e.record.id}`, 'give each guest NIC its own MAC');
-    }
-  }
-}
-
 export function setupEndpoint(flags: SetupFlags, o: SetupOptions): SetupResult {
   const profileName = flags.profile ?? (flags.bridgeGiven ? flags.bridge : undefined);
   const profile = profileName ? loadProfile(o.config, profileName) : null;
@@ -70,7 +59,7 @@ export function setupEndpoint(flags: SetupFlags, o: SetupOptions): SetupResult {
   const { mode, req } = buildRequest(flags, profile);
   checkStateDir(o.host.stateDir);
   if (o.acl !== null) authorize(o.acl, parseAcl(o.acl), o.caller, resourcesOf(req, profile ? profileName! : null, o.caller));
-  checkMacFree(o.host.stateDir, req.mac);
+  checkMacFree(req.mac, { host: o.host, config: o.config, caller: o.caller, profile: profile ? profileName! : null });
   const policy = policyFor(o.config, mode);
   const protocols = (profile?.protocols && !o.manual ? profile.protocols.filter((p) => o.protocols.includes(p)) : o.protocols);
 

@@ -1,6 +1,6 @@
 // File descriptors over AF_UNIX sockets (SCM_RIGHTS): the helper protocol
 // QEMU and libvirt speak, and vhost-user's fd-carrying messages.
-import { addressOf, c, check, O_CLOEXEC } from './libc.js';
+import { addressOf, c, check, koffi, O_CLOEXEC, SysError } from './libc.js';
 
 const SOL_SOCKET = 1;
 const SCM_RIGHTS = 1;
@@ -42,7 +42,7 @@ function msghdr(iov: Uint8Array, iovLen: number, control: Buffer | null, control
 }
 
 /** Sends data with fds attached in one sendmsg. Returns bytes sent. */
-export function sendWithFds(sock: number, data: Uint8Array, fds: readonly number[]): number {
+export function sendWithFds(sock: number, data: Uint8Array, fds: readonly number[], flags = 0): number {
   if (fds.length > MAX_FDS) throw new RangeError(`at most ${MAX_FDS} fds per message`);
   let control: Buffer | null = null;
   let controlLen = 0;
@@ -58,9 +58,47 @@ export function sendWithFds(sock: number, data: Uint8Array, fds: readonly number
   }
   const m = msghdr(data, data.length, control, controlLen);
   try {
-    return check(c.sendmsg(sock, m, MSG_NOSIGNAL), 'sendmsg');
+    return check(c.sendmsg(sock, m, MSG_NOSIGNAL | flags), 'sendmsg');
   } finally {
     pin.buf = null;
+  }
+}
+
+const MSG_DONTWAIT = 0x40;
+const POLLOUT = 4;
+const EAGAIN = 11;
+const EINTR = 4;
+
+/** Thrown by sendAllWithFds when the peer's socket stays full until the deadline. */
+export class SendTimeoutError extends Error {}
+
+/**
+ * Sends all of data (fds with its first byte) without ever blocking in
+ * sendmsg: the socket's blocking mode belongs to whoever made it (a hostile
+ * caller can fill it), so each sendmsg is MSG_DONTWAIT and the wait for room
+ * is a poll bounded by timeoutMs overall. Throws SendTimeoutError when the
+ * peer does not make room in time.
+ */
+export function sendAllWithFds(sock: number, data: Uint8Array, fds: readonly number[], timeoutMs: number): void {
+  const deadline = Date.now() + timeoutMs;
+  const pfd = Buffer.alloc(8);
+  let off = 0;
+  let pending = fds;
+  while (off < data.length) {
+    try {
+      off += sendWithFds(sock, data.subarray(off), pending, MSG_DONTWAIT);
+      pending = [];
+      continue;
+    } catch (e) {
+      if (!(e instanceof SysError) || e.errno !== EAGAIN) throw e;
+    }
+    const left = deadline - Date.now();
+    if (left <= 0) throw new SendTimeoutError(`the socket stayed full for ${timeoutMs / 1000} s`);
+    pfd.writeInt32LE(sock, 0);
+    pfd.writeInt16LE(POLLOUT, 4);
+    pfd.writeInt16LE(0, 6);
+    const n = Number(c.poll(pfd, 1, left));
+    if (n < 0 && koffi.errno() !== EINTR) throw new SysError('poll', koffi.errno());
   }
 }
 
@@ -109,7 +147,12 @@ export function socketPair(): [number, number] {
   return [sv[0]!, sv[1]!];
 }
 
-/** SO_TYPE of an fd: tells a stream socket from anything else. */
+/**
+ * SO_TYPE of an fd: tells a stream socket from anything else. A getsockopt on
+ * a non-socket fails with ENOTSOCK without calling into the file's driver,
+ * unlike fstat (which a FUSE file can make hang): the kind check for fds a
+ * caller chose.
+ */
 export function socketType(fd: number): number {
   const val = Buffer.alloc(4);
   const len = [4];

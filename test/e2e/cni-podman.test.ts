@@ -25,7 +25,7 @@ describe('podman (CNI backend) runs containers on our plugin', { skip }, () => {
   let baseline: string[];
   const leases = (): string[] => (existsSync(pm.ipamDir) ? readdirSync(pm.ipamDir).flatMap((n) => readdirSync(join(pm.ipamDir, n)).filter((f) => /^\d/.test(f))) : []);
   const ours = (extra: Record<string, unknown>, subnet?: string): Record<string, unknown> => ({
-    type: 'qemu-net-helper', stateDir: pm.stateDir, ...extra,
+    type: 'qemu-net-helper', ...extra,
     ...(subnet ? { ipam: { type: 'host-local', subnet, dataDir: pm.ipamDir, ...(subnet.startsWith('10.97.') ? { gateway: '10.97.0.1' } : subnet.startsWith('10.96.') ? { rangeStart: '10.96.0.10' } : {}) } } : {}),
   });
   const ok = (r: { status: number | null; stdout: string; stderr: string }, what: string): string => {

@@ -24,9 +24,11 @@ describe('CNI vhost-user transport on the running switch', () => {
   let pod: NetNs;
   const conf = (extra: Record<string, unknown> = {}): Record<string, unknown> => ({
     cniVersion: '1.1.0', name: 'vu', type: 'qemu-net-helper', transport: 'vhost-user', mode: 'vepa',
-    mac: '52:54:00:55:00:01', stateDir: join(dir, 'state'), switchControl: ctl, ...extra,
+    mac: '52:54:00:55:00:01', ...extra,
   });
-  const call = (command: string): CniCall => ({ command, containerId: 'vm1', netns: `/run/netns/${pod.name}`, ifname: 'net1' });
+  // The runtime's (root's) environment chooses the paths; the network configuration cannot.
+  const env = (): Record<string, string> => ({ QEMU_NET_HELPER_STATE_DIR: join(dir, 'state'), QEMU_NET_HELPER_SWITCH: ctl });
+  const call = (command: string): CniCall => ({ command, containerId: 'vm1', netns: `/run/netns/${pod.name}`, ifname: 'net1', extraEnv: env() });
   const ports = async (): Promise<{ port: number; socket: string; mode?: string }[]> => (await control.request({ op: 'list' })).ports as { port: number; socket: string }[];
 
   before(async () => {
@@ -78,8 +80,8 @@ describe('CNI vhost-user transport on the running switch', () => {
   });
 
   it('a 1.0.0 result has no socketPath; STATUS is 50 without a switch; mode passthrough is refused naming the field', () => {
-    assert.equal(cni(h, { command: 'STATUS' }, conf()).status, 0);
-    const none = cni(h, { command: 'STATUS' }, conf({ switchControl: join(dir, 'nothing.ctl') }));
+    assert.equal(cni(h, { command: 'STATUS', extraEnv: env() }, conf()).status, 0);
+    const none = cni(h, { command: 'STATUS', extraEnv: { ...env(), QEMU_NET_HELPER_SWITCH: join(dir, 'nothing.ctl') } }, conf());
     assert.equal(none.json?.code, 50, none.stdout);
     const bad = cni(h, call('ADD'), conf({ mode: 'passthrough' }));
     assert.equal(bad.json?.code, 7);
@@ -88,5 +90,17 @@ describe('CNI vhost-user transport on the running switch', () => {
     assert.equal(add.status, 0, add.stdout);
     assert.equal(add.json.interfaces.at(-1).socketPath, undefined, '1.0.0 knows no socketPath');
     assert.equal(cni(h, call('DEL'), conf({ cniVersion: '1.0.0' })).status, 0);
+  });
+
+  it("the network configuration's stateDir and switchControl choose nothing: refused unless they name the paths in force", () => {
+    assert.equal(cni(h, { command: 'STATUS', extraEnv: env() }, conf({ switchControl: ctl, stateDir: join(dir, 'state') })).status, 0, 'naming the paths in force is fine');
+    const elsewhere = join(dir, 'elsewhere');
+    const w = cni(h, call('ADD'), conf({ stateDir: elsewhere }));
+    assert.equal(w.json?.code, 7, w.stdout);
+    assert.match(w.json.msg, /stateDir '.*elsewhere' in the network configuration is not the plugin's .*does not choose where root writes or connects/);
+    assert.equal(existsSync(elsewhere), false, 'nothing written there');
+    const c = cni(h, call('ADD'), conf({ switchControl: join(dir, 'evil.ctl') }));
+    assert.equal(c.json?.code, 7, c.stdout);
+    assert.match(c.json.msg, /switchControl/);
   });
 });

@@ -37,6 +37,8 @@ export class Podman {
     for (const d of [p.netDir, p.pluginDir]) mkdirSync(d, { recursive: true });
     // Our executable under its CNI type name, next to the reference plugins we delegate to.
     symlinkSync(BIN, join(p.pluginDir, 'qemu-net-helper'));
+    // The state directory comes from root's paths file beside the plugin, never from the network configuration.
+    writeFileSync(join(p.pluginDir, 'qemu-net-helper.json'), JSON.stringify({ stateDir: p.stateDir }), { mode: 0o644 });
     for (const x of ['host-local', 'loopback', 'bridge', 'macvlan', 'tap']) {
       if (existsSync(join(DEBIAN_CNI_DIR, x))) symlinkSync(join(DEBIAN_CNI_DIR, x), join(p.pluginDir, x));
     }

@@ -22,6 +22,11 @@ describe('broker protocol: requests', () => {
     assert.equal(line, '{"v":1,"op":"helper","argv":["--fd=3"]}\n');
     assert.deepEqual(decodeRequest(line.trimEnd()), { v: 1, op: 'helper', argv: ['--fd=3'] });
   });
+  it("refuses Object.prototype's names as up options (own properties only)", () => {
+    for (const k of ['__proto__', 'toString', 'hasOwnProperty', 'constructor', 'valueOf']) {
+      refused(`{"v":1,"op":"up","options":{"${k}":["x"]}}`, new RegExp(`unknown option '${k}'`));
+    }
+  });
   it('refuses what a hostile client may send', () => {
     refused('not json', /not JSON/);
     refused('[1,2]', /JSON object/);
