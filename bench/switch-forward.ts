@@ -25,7 +25,7 @@ function guest(sw: SwitchCore, id: number): { port: WorkerPort; drv: MockVirtq[]
   port.mem = g.mem;
   const drv = [MockVirtq.at(g, QSIZE, 0x1000), MockVirtq.at(g, QSIZE, 0x8000)];
   for (let q = 0; q < 2; q++) {
-    const spec: QueueSpec = { size: QSIZE, desc: drv[q]!.descUA, avail: drv[q]!.availUA, used: drv[q]!.usedUA, lastAvail: 0, eventIdx: true, indirect: true, mrgRxbuf: true, hdrLen: HDR, kickFd: -1, callFd: -1, enabled: true, logAll: false, logUsedGpa: -1 };
+    const spec: QueueSpec = { size: QSIZE, desc: drv[q]!.descUA, avail: drv[q]!.availUA, used: drv[q]!.usedUA, lastAvail: 0, eventIdx: true, indirect: true, mrgRxbuf: true, hdrLen: HDR, kickFd: -1, callFd: -1, enabled: true, logAll: false, logUsedGpa: -1, sendOffloads: 0, recvOffloads: 0 };
     port.startQueue(q, spec);
   }
   sw.ports.set(id, port);

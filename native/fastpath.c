@@ -169,6 +169,11 @@ int qnh_forward(double tx_block, double rx_block, uint32_t max, uint32_t tx_hdr,
     // One device-readable buffer holding a header and an Ethernet frame.
     const uint8_t *src = single_buffer(tx, tmem, (uint32_t)th, 0, &len);
     if (src == NULL || len < tx_hdr + ETH_MIN || len - tx_hdr > MAX_FRAME) { why = QNH_STOP_TX_OTHER; break; }
+    // An offload header (flags or gso_type set: a partial checksum or a GSO
+    // frame) needs the switch's checks and per-receiver decision, in
+    // TypeScript. A guest rewriting these bytes after this read only gets a
+    // plain header delivered, which it could have sent anyway.
+    if ((src[0] | src[1]) != 0) { why = QNH_STOP_TX_OTHER; break; }
     const uint8_t *frame = src + tx_hdr;
     const uint32_t flen = len - tx_hdr;
 

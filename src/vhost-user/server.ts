@@ -30,6 +30,8 @@ export interface ServeOptions {
   poll?: PollMode;
   socketAccess?: SocketAccess;
   allowUnsealedMemory?: boolean;
+  /** Offer checksum/TSO/ECN offloads to front-ends (default true). */
+  offloads?: boolean;
   log?: (msg: string) => void;
 }
 
@@ -187,7 +189,7 @@ export class VhostUserServer {
   private attach(port: Port, fd: number): void {
     let conn: Connection | null = null;
     const device = new VhostUserNetDevice(this.watchedDataplane(port, () => conn), {
-      queuePairs: this.queuePairs, allowUnsealedMemory: this.opts.allowUnsealedMemory ?? false,
+      queuePairs: this.queuePairs, allowUnsealedMemory: this.opts.allowUnsealedMemory ?? false, offloads: this.opts.offloads ?? true,
     });
     conn = new Connection(fd, device, (m) => this.log(`port ${port.id}: ${m}`));
     port.conn = conn;

@@ -36,6 +36,13 @@ export interface GuestSettings {
   watch?: string;
   /** 1: print QNH-QUEUES (sysfs rx-/tx- queue counts) and QNH-ETHTOOL lines (`ethtool -l`) once up. */
   queues?: number;
+  /** 1: print QNH-FEATURES (negotiated virtio feature bits) and QNH-OFFLOAD lines (`ethtool -k`). */
+  features?: number;
+  /** serve mode: TCP ports (comma-separated) each accepting one connection; QNH-TCP-RECEIVED PORT MD5 BYTES. */
+  listen?: string;
+  /** serve mode: IP:PORT targets (comma-separated) to send `sendkb` KiB of random bytes to; QNH-TCP-DATA MD5 BYTES, QNH-TCP-SENT IP:PORT. */
+  send?: string;
+  sendkb?: number;
 }
 
 export interface GuestOptions {
@@ -312,7 +319,8 @@ export function tapNicArgs(ifname: string, opts: { id?: string; mac?: string } =
  * for a vhost-user netdev. vectors=0: QEMU 7.2 under TCG segfaults with vhost-user
  * when the device has MSI-X.
  */
-export function vhostUserNicArgs(socket: string, opts: { id?: string; mac?: string; server?: boolean; reconnect?: number; queues?: number } = {}): string[] {
+/** `device`: extra virtio-net-pci properties, e.g. 'csum=off,guest_csum=off' (comma-separated). */
+export function vhostUserNicArgs(socket: string, opts: { id?: string; mac?: string; server?: boolean; reconnect?: number; queues?: number; device?: string } = {}): string[] {
   const id = opts.id ?? 'n0';
   const chardev = opts.server
     ? `socket,id=${id}c,path=${socket},server=on,wait=off`
@@ -322,7 +330,7 @@ export function vhostUserNicArgs(socket: string, opts: { id?: string; mac?: stri
   return [
     '-chardev', chardev,
     '-netdev', `vhost-user,id=${id},chardev=${id}c${mq ? `,queues=${opts.queues}` : ''}`,
-    '-device', `virtio-net-pci,netdev=${id},vectors=0${mq ? ',mq=on' : ''}${opts.mac ? `,mac=${opts.mac}` : ''}`,
+    '-device', `virtio-net-pci,netdev=${id},vectors=0${mq ? ',mq=on' : ''}${opts.mac ? `,mac=${opts.mac}` : ''}${opts.device ? `,${opts.device}` : ''}`,
   ];
 }
 

@@ -10,7 +10,7 @@ import { openSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { closeFd } from '../../src/sys/libc.js';
 import { socketPair } from '../../src/sys/unix-fd.js';
-import type { LogSpec, PortDataplane, PortStats, QueueSpec, RegionSpec } from '../../src/vhost-user/dataplane/api.js';
+import { zeroStats, type LogSpec, type PortDataplane, type PortStats, type QueueSpec, type RegionSpec } from '../../src/vhost-user/dataplane/api.js';
 import { Connection } from '../../src/vhost-user/device/connection.js';
 import { VhostUserNetDevice } from '../../src/vhost-user/device/device.js';
 import * as F from '../lib/frontend-codec.js';
@@ -96,7 +96,7 @@ class RecordingDataplane implements PortDataplane {
     this.onReset?.();
   }
   stats(): PortStats {
-    return { txFrames: 0, txNative: 0, rxFrames: 0, txDropped: 0, rxDropped: 0, badChains: 0, brokenQueues: 0 };
+    return zeroStats();
   }
 
   ops(filter?: Call['op'][]): string[] {
@@ -122,10 +122,10 @@ interface Session {
   end(): Promise<string>;
 }
 
-function session(queuePairs = 1): Session {
+function session(queuePairs = 1, offloads?: boolean): Session {
   const [a, b] = socketPair();
   const dp = new RecordingDataplane();
-  const dev = new VhostUserNetDevice(dp, { queuePairs });
+  const dev = new VhostUserNetDevice(dp, { queuePairs, ...(offloads === undefined ? {} : { offloads }) });
   const logs: string[] = [];
   const conn = new Connection(b, dev, (m) => logs.push(m));
   conn.start();
@@ -157,8 +157,8 @@ function effective(dp: RecordingDataplane): Record<number, unknown> {
   return out;
 }
 
-async function withSession<T>(fn: (s: Session) => Promise<T>, queuePairs = 1): Promise<T> {
-  const s = session(queuePairs);
+async function withSession<T>(fn: (s: Session) => Promise<T>, queuePairs = 1, offloads?: boolean): Promise<T> {
+  const s = session(queuePairs, offloads);
   let r: T;
   try {
     r = await fn(s);
@@ -194,6 +194,22 @@ describe('vhost-user device: replies', () => {
         assert.equal(await fe.callU64(Req.GET_FEATURES), f, 'no stray ack was queued in between');
       }, pairs);
     }
+  });
+
+  it('offers checksum, TSO and ECN offloads both ways unless turned off; UFO/USO never', async () => {
+    const offload = [Feature.CSUM, Feature.GUEST_CSUM, Feature.HOST_TSO4, Feature.HOST_TSO6, Feature.HOST_ECN, Feature.GUEST_TSO4, Feature.GUEST_TSO6, Feature.GUEST_ECN];
+    await withSession(async ({ fe }) => {
+      const f = await fe.callU64(Req.GET_FEATURES);
+      for (const bit of offload) assert.ok(hasFeature(f, bit), `offload bit ${bit} offered`);
+      for (const bit of [Feature.HOST_UFO, Feature.GUEST_UFO]) assert.ok(!hasFeature(f, bit), `bit ${bit} not offered`);
+    });
+    await withSession(async ({ fe }) => {
+      const f = await fe.callU64(Req.GET_FEATURES);
+      for (const bit of offload) assert.ok(!hasFeature(f, bit), `offload bit ${bit} not offered with offloads off`);
+      await fe.set(Req.SET_OWNER);
+      await fe.negotiateProtocol({ protocolFeatures: DEFAULT_PROTOCOL_FEATURES });
+      assert.notEqual(await fe.ack(Req.SET_FEATURES, F.u64(f | featureBit(Feature.CSUM))), 0n, 'CSUM acked though not offered');
+    }, 1, false);
   });
 
   it('GET_STATUS returns what SET_STATUS stored; GET_CONFIG fails with an empty reply', async () => {
@@ -319,7 +335,7 @@ describe('vhost-user device: ring life cycle', () => {
     assert.deepEqual(states[0], states[1]);
     assert.deepEqual(states[0]![1], {
       size: 256, desc: 0x7f12_3401_0000, avail: 0x7f12_3401_1000, used: 0x7f12_3401_2000, lastAvail: 0,
-      eventIdx: true, indirect: true, mrgRxbuf: true, hdrLen: 12, enabled: true, kick: true, call: true, logAll: false, logUsedGpa: -1,
+      eventIdx: true, indirect: true, mrgRxbuf: true, hdrLen: 12, enabled: true, kick: true, call: true, logAll: false, logUsedGpa: -1, sendOffloads: 0, recvOffloads: 0,
     });
   });
 

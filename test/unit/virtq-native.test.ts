@@ -226,7 +226,7 @@ function switchGuest(sw: SwitchCore, id: number): SwitchGuest {
   port.mem = g.mem;
   const drv = [MockVirtq.at(g, 64, 0x1000), MockVirtq.at(g, 64, 0x6000)];
   for (let q = 0; q < 2; q++) {
-    const spec: QueueSpec = { size: 64, desc: drv[q]!.descUA, avail: drv[q]!.availUA, used: drv[q]!.usedUA, lastAvail: 0, eventIdx: true, indirect: true, mrgRxbuf: true, hdrLen: 12, kickFd: -1, callFd: -1, enabled: true, logAll: false, logUsedGpa: -1 };
+    const spec: QueueSpec = { size: 64, desc: drv[q]!.descUA, avail: drv[q]!.availUA, used: drv[q]!.usedUA, lastAvail: 0, eventIdx: true, indirect: true, mrgRxbuf: true, hdrLen: 12, kickFd: -1, callFd: -1, enabled: true, logAll: false, logUsedGpa: -1, sendOffloads: 0, recvOffloads: 0 };
     port.startQueue(q, spec);
   }
   sw.ports.set(id, port);

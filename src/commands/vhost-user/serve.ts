@@ -31,6 +31,7 @@ QEMU needs shared guest memory for vhost-user:
     'socket-mode': Flags.string({ summary: 'permission bits of the sockets we create, octal (e.g. 0660)' }),
     'socket-group': Flags.string({ summary: 'group owner of the sockets we create (name or gid)' }),
     'allow-unsealed-memory': Flags.boolean({ summary: 'accept guest memory that cannot be sealed against shrinking (DPDK --no-huge, hugetlbfs files): a front-end truncating it kills every port' }),
+    offloads: Flags.string({ summary: 'offer checksum and TCP segmentation offloads (CSUM, TSO4/6, ECN) to guests: on, or off to make every guest checksum and segment itself', options: ['on', 'off'], default: 'on' }),
     queues: Flags.integer({ summary: 'queue pairs per port', default: 1, min: 1, max: 8 }),
     poll: Flags.string({ summary: 'data path mode: event (wait for kicks) or busy (spin a core: lowest latency, highest rate)', options: ['event', 'busy'], default: 'event' }),
     'stats-interval': Flags.integer({ summary: 'print per-port counters to stderr every N seconds (0: never)', default: 0 }),
@@ -54,7 +55,7 @@ QEMU needs shared guest memory for vhost-user:
       };
       server = new VhostUserServer({
         sockets: flags.socket, client: flags.client, queuePairs: flags.queues, poll: flags.poll as 'event' | 'busy', log,
-        mode: flags.mode as PortModeName, socketAccess, allowUnsealedMemory: flags['allow-unsealed-memory'],
+        mode: flags.mode as PortModeName, socketAccess, allowUnsealedMemory: flags['allow-unsealed-memory'], offloads: flags.offloads === 'on',
         ...(flags.br ? { bridge: flags.br } : {}), ...(flags.uplink ? { uplink: flags.uplink } : {}),
       });
       // Subscribed before start: the first port-added events are printed too.
@@ -72,7 +73,7 @@ QEMU needs shared guest memory for vhost-user:
       this.exit(exitCode);
     }
     const s = server!;
-    log(`serving ${flags.socket.length} port(s), ${flags.queues} queue pair(s) each, ${flags.poll} mode, ${flags.mode}${flags.control ? `, control ${flags.control}` : ''}, data path: ${fastPathStatus === 'native' ? 'native fast path + TypeScript' : `TypeScript only, fast path ${fastPathStatus}`}`);
+    log(`serving ${flags.socket.length} port(s), ${flags.queues} queue pair(s) each, ${flags.poll} mode, ${flags.mode}, offloads ${flags.offloads}${flags.control ? `, control ${flags.control}` : ''}, data path: ${fastPathStatus === 'native' ? 'native fast path + TypeScript' : `TypeScript only, fast path ${fastPathStatus}`}`);
     const timer = flags['stats-interval'] > 0
       ? setInterval(() => { void s.stats().then((st) => log(JSON.stringify(st))); }, flags['stats-interval'] * 1000)
       : null;

@@ -31,6 +31,10 @@ export interface QueueSpec {
   logAll: boolean;
   /** Guest-physical address of the used ring for the log (SET_VRING_ADDR with VRING_F_LOG), or -1. */
   logUsedGpa: number;
+  /** Offloads the guest may use on frames it sends (CAN_* of switch/offload.ts: CSUM, HOST_TSO4/6, HOST_ECN). */
+  sendOffloads: number;
+  /** Offloads the guest takes on frames it receives (GUEST_CSUM, GUEST_TSO4/6, GUEST_ECN). */
+  recvOffloads: number;
 }
 
 /** The dirty log shared with the front-end (SET_LOG_BASE): mmap `size` bytes of fd at `offset`. */
@@ -66,4 +70,19 @@ export interface PortStats {
   rxDropped: number;
   badChains: number;
   brokenQueues: number;
+  /** GSO frames delivered as they are to a receiver that negotiated their offloads (counted on the sender). */
+  gsoPassed: number;
+  /** GSO frames the switch cut into segments for a receiver (or the uplink) without TSO. */
+  gsoSegmented: number;
+  /** Partial checksums the switch completed for a receiver without GUEST_CSUM. */
+  csumCompleted: number;
+  /** Frames dropped for an offload header that lies about the frame or was not negotiated. */
+  badOffload: number;
+}
+
+export function zeroStats(): PortStats {
+  return {
+    txFrames: 0, txNative: 0, rxFrames: 0, txDropped: 0, rxDropped: 0, badChains: 0, brokenQueues: 0,
+    gsoPassed: 0, gsoSegmented: 0, csumCompleted: 0, badOffload: 0,
+  };
 }

@@ -3,7 +3,7 @@
 // data path to stop using an fd before it closes it. Commands are the typed
 // union of commands.ts: call('stopQueue', ...) is known to return a number.
 import { Worker } from 'node:worker_threads';
-import type { LogSpec, PortDataplane, PortStats, QueueSpec, RegionSpec } from './api.js';
+import { zeroStats, type LogSpec, type PortDataplane, type PortStats, type QueueSpec, type RegionSpec } from './api.js';
 import type { CommandOf, CommandResults, MacEntry, Op, PollMode, WorkerMessage } from './commands.js';
 import type { PortModeName } from '../switch/forwarding.js';
 
@@ -12,7 +12,7 @@ export type { PollMode } from './commands.js';
 type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void };
 type Args<O extends Op> = Omit<CommandOf<O>, 'op'>;
 
-export const ZERO_STATS: Readonly<PortStats> = { txFrames: 0, txNative: 0, rxFrames: 0, txDropped: 0, rxDropped: 0, badChains: 0, brokenQueues: 0 };
+export const ZERO_STATS: Readonly<PortStats> = zeroStats();
 
 export class DataplaneWorker {
   private readonly worker: Worker;

@@ -5,7 +5,7 @@
 import { fstatSync } from 'node:fs';
 import { mapShared, unmap, type Mapping } from '../../sys/mmap.js';
 import { DirtyLog, GuestMemory, SplitQueue, type MemoryRegion } from '../virtq/index.js';
-import type { LogSpec, PortStats, QueueSpec, RegionSpec } from './api.js';
+import { zeroStats, type LogSpec, type PortStats, type QueueSpec, type RegionSpec } from './api.js';
 import { Decision } from './decision.js';
 
 // 2 GiB: a multiple of every page size (4 KiB, 2 MiB, 1 GiB huge pages) and,
@@ -50,7 +50,10 @@ export class WorkerPort {
   private pastBadChains = 0;
   /** The switch's last decision for frames from this port (switch-core.ts). */
   readonly decision = new Decision<WorkerPort>();
-  readonly stats: PortStats = { txFrames: 0, txNative: 0, rxFrames: 0, txDropped: 0, rxDropped: 0, badChains: 0, brokenQueues: 0 };
+  readonly stats: PortStats = zeroStats();
+  /** Offloads negotiated (CAN_* bits, switch/offload.ts): on frames it sends, on frames it takes. */
+  sendOffloads = 0;
+  recvOffloads = 0;
 
   constructor(readonly id: number, readonly queuePairs: number) {
     this.queues = new Array<WorkerQueue | null>(queuePairs * 2).fill(null);
@@ -100,6 +103,9 @@ export class WorkerPort {
     if (index < 0 || index >= this.queues.length) throw new Error(`ring ${index} out of range`);
     const wq = new WorkerQueue(index, spec, this.mem);
     wq.useLog(this.log);
+    // Features are per device: every ring's spec carries the same bits.
+    this.sendOffloads = spec.sendOffloads;
+    this.recvOffloads = spec.recvOffloads;
     this.queues[index] = wq;
     return wq;
   }

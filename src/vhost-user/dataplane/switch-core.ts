@@ -9,8 +9,9 @@ import { ChainScratch, deliverFrame, MAX_FRAME_LEN, readFrame, RX_NO_BUFFERS, RX
 import { fastForward, STOP_MAC, stopReason } from '../virtq/native.js';
 import { macAt, MacTable, macToString, UPLINK } from '../switch/fdb.js';
 import { decide, Topology } from '../switch/forwarding.js';
-import type { PortStats } from './api.js';
+import { zeroStats, type PortStats } from './api.js';
 import type { Decision } from './decision.js';
+import { OffloadPath } from './offload-path.js';
 import type { WorkerPort, WorkerQueue } from './port.js';
 
 // deliver() results.
@@ -32,7 +33,7 @@ export class SwitchCore {
   readonly topo = new Topology();
   readonly ports = new Map<number, WorkerPort>();
   uplinkFd = -1;
-  readonly uplinkStats: PortStats = { txFrames: 0, txNative: 0, rxFrames: 0, txDropped: 0, rxDropped: 0, badChains: 0, brokenQueues: 0 };
+  readonly uplinkStats: PortStats = zeroStats();
   /**
    * Two ports and no uplink: the VM-to-VM patch. A frame for a guest without
    * RX buffers waits in the sender's ring (back-pressure, lossless) instead
@@ -50,6 +51,8 @@ export class SwitchCore {
   private readonly head = new Uint8Array(12);
   private readonly rxChain = new ChainScratch();
   private readonly flat = Buffer.allocUnsafe(MAX_FRAME_LEN);
+  private readonly offload = new OffloadPath();
+  private readonly sendUplink = (b: Uint8Array, len: number): void => this.toUplink(b, len);
   private eventBudget = EVENTS_PER_SECOND;
   private eventSecond = 0;
   // Bumped when ports, modes or the uplink change: every port's cached
@@ -161,6 +164,10 @@ export class SwitchCore {
       st.txDropped++;
       return SENT;
     }
+    // flags and gso_type: any offload takes the copying path below.
+    if (chain.length[0]! >= 2 ? chain.mem!.dv[chain.region[0]!]!.getUint16(chain.offset[0]!) !== 0 : this.offload.readHeader(chain) && !this.offload.vh.plain) {
+      return this.fromGuestOffloaded(from, pair, chain, hdrLen, frameLen);
+    }
     const dst = this.peekDst;
     const src = this.peekSrc;
     let to: WorkerPort | null | undefined;
@@ -216,6 +223,41 @@ export class SwitchCore {
       const r = deliverFrame(rx.q, this.rxChain, rx.spec.hdrLen, rx.spec.mrgRxbuf, chain, hdrLen, null, 0, frameLen);
       if (r === RX_OK) { to.stats.rxFrames++; this.markDirty(rx); } else to.stats.rxDropped++;
     }
+    return SENT;
+  }
+
+  /**
+   * fromGuest() for a frame whose header asks for an offload: copied out
+   * once, checked (a lying or unnegotiated header drops it, counted in
+   * badOffload), then passed on as it is or completed in software per
+   * destination (offload-path.ts). Not cached: the native fast path stops in
+   * front of such frames anyway.
+   */
+  private fromGuestOffloaded(from: WorkerPort, pair: number, chain: ChainScratch, hdrLen: number, frameLen: number): number {
+    const st = from.stats;
+    const o = this.offload;
+    const flat = this.flat;
+    if (!o.readHeader(chain) || readFrame(chain, hdrLen, flat, 0) !== frameLen || o.check(from.sendOffloads, flat, frameLen) !== 0) {
+      st.badOffload++;
+      st.txDropped++;
+      return SENT;
+    }
+    const dst = macAt(flat, 0);
+    const src = macAt(flat, 6);
+    const out = this.out;
+    const n = decide(this.fdb, this.topo, from.id, dst, src, this.now, out);
+    for (let i = 0; i < n; i++) {
+      const p = out[i]!;
+      if (p === UPLINK) { o.toUplink(this.sendUplink, flat, frameLen, st); continue; }
+      const to = this.ports.get(p);
+      const rx = to?.rxQueue(pair);
+      if (!to || !rx) continue;
+      const got = o.toGuest(rx, this.rxChain, to.recvOffloads, flat, frameLen, st);
+      if (got < 0 && n === 1 && this.lossless) return BACKPRESSURE;
+      if (got > 0) { to.stats.rxFrames += got; this.markDirty(rx); } else to.stats.rxDropped++;
+    }
+    this.learn(src, from.id);
+    st.txFrames++;
     return SENT;
   }
 

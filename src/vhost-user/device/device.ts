@@ -7,6 +7,7 @@
 import { closeFd } from '../../sys/libc.js';
 import { Feature, hasFeature, ProtoFeature, Req, encodeAck, encodeU64Reply, encodeVringStateReply, encodeConfigErrorReply, requestFds, type Request } from '../protocol/index.js';
 import type { PortDataplane, QueueSpec } from '../dataplane/api.js';
+import { CAN_CSUM, CAN_ECN, CAN_TSO4, CAN_TSO6 } from '../switch/offload.js';
 import { offeredFeatures, offeredProtocolFeatures } from './features.js';
 import { MemoryError, MemoryTable, MAX_REGIONS, regionSpec } from './memory-table.js';
 import { checkNotifyFd, sealRegions } from './fd-checks.js';
@@ -45,6 +46,14 @@ export interface DeviceOptions {
    * cannot seal (DPDK --no-huge, files on hugetlbfs).
    */
   allowUnsealedMemory?: boolean;
+  /** Offer checksum and TSO offloads (default true). */
+  offloads?: boolean;
+}
+
+/** CAN_* bits (switch/offload.ts) from four feature bits: checksum, TSO4, TSO6, ECN. */
+function offloadBits(features: bigint, csum: number, tso4: number, tso6: number, ecn: number): number {
+  return (hasFeature(features, csum) ? CAN_CSUM : 0) | (hasFeature(features, tso4) ? CAN_TSO4 : 0)
+    | (hasFeature(features, tso6) ? CAN_TSO6 : 0) | (hasFeature(features, ecn) ? CAN_ECN : 0);
 }
 
 export class VhostUserNetDevice {
@@ -68,9 +77,9 @@ export class VhostUserNetDevice {
   /** Handles one request; returns the reply bytes, or null when none is due. */
   async handle(req: Request): Promise<Uint8Array | null> {
     switch (req.kind) {
-      case 'GET_FEATURES': return encodeU64Reply(Req.GET_FEATURES, offeredFeatures(this.opts.queuePairs));
+      case 'GET_FEATURES': return encodeU64Reply(Req.GET_FEATURES, offeredFeatures(this.opts.queuePairs, this.opts.offloads ?? true));
       case 'SET_FEATURES': {
-        const unknown = req.features & ~offeredFeatures(this.opts.queuePairs);
+        const unknown = req.features & ~offeredFeatures(this.opts.queuePairs, this.opts.offloads ?? true);
         if (unknown) throw new DeviceError(`SET_FEATURES acks features we never offered: 0x${unknown.toString(16)}`);
         this.features = req.features;
         // Without PROTOCOL_FEATURES rings are enabled as soon as they start (spec).
@@ -283,6 +292,8 @@ export class VhostUserNetDevice {
       enabled: v.enabled || !hasFeature(this.features, Feature.PROTOCOL_FEATURES),
       logAll: hasFeature(this.features, Feature.LOG_ALL),
       logUsedGpa: v.logUsed,
+      sendOffloads: offloadBits(this.features, Feature.CSUM, Feature.HOST_TSO4, Feature.HOST_TSO6, Feature.HOST_ECN),
+      recvOffloads: offloadBits(this.features, Feature.GUEST_CSUM, Feature.GUEST_TSO4, Feature.GUEST_TSO6, Feature.GUEST_ECN),
     };
   }
 

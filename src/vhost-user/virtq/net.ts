@@ -90,11 +90,16 @@ export function writeFrame(
  * - With MRG_RXBUF every buffer MUST hold at least a header (5.1.6.3.1); a
  *   smaller chain is returned with len 0 and counted as bad.
  * - Running out of chains mid-frame rolls back with SplitQueue.rewind().
+ *
+ * vnetHdr: the first 10 bytes of the header to write (flags, gso_type,
+ * hdr_len, gso_size, csum_start, csum_offset) for a receiver that takes the
+ * frame's offloads as they are; null writes a plain header.
  */
 export function deliverFrame(
   rx: SplitQueue, rc: ChainScratch, rxHdr: number, mrg: boolean,
   src: ChainScratch | null, srcSkip: number,
   flat: Uint8Array | null, flatOff: number, frameLen: number,
+  vnetHdr: Uint8Array | null = null,
 ): number {
   // The common case first: the whole frame in one source buffer and an RX
   // chain of one writable buffer that holds header + frame (what DPDK's PMD
@@ -114,6 +119,7 @@ export function deliverFrame(
       // csum_offset 0, then num_buffers 1 (12-byte header only).
       if (rxHdr === NET_HDR_LEN) dDv.setUint32(dOff + 8, 0x10000, true);
       else dDv.setUint16(dOff + 8, 0, true);
+      if (vnetHdr !== null) dMem.u8[r]!.set(vnetHdr.subarray(0, 10), dOff);
       if (src === null) {
         copyBytes(flat!, dataViewOf(flat!), flatOff, dMem.u8[r]!, dDv, dOff + rxHdr, frameLen);
       } else {
@@ -195,6 +201,7 @@ export function deliverFrame(
           nbO0 = dOff + 10;
           nbO1 = dOff + 11;
         }
+        if (vnetHdr !== null) dU8.set(vnetHdr.subarray(0, 10), dOff);
         dOff += rxHdr;
         dRem -= rxHdr;
       } else {
@@ -206,7 +213,7 @@ export function deliverFrame(
             dOff = rc.offset[di]!;
             dRem = rc.length[di]!;
           }
-          dU8[dOff] = h === 10 ? 1 : 0;
+          dU8[dOff] = h === 10 ? 1 : h < 10 && vnetHdr !== null ? vnetHdr[h]! : 0;
           if (h === 10) { nbR0 = r; nbO0 = dOff; }
           if (h === 11) { nbR1 = r; nbO1 = dOff; }
           dOff++;
