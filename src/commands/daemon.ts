@@ -1,10 +1,11 @@
-import { Command, Flags } from '@oclif/core';
+import { Flags } from '@oclif/core';
+import { QnhCommand } from '../cli/base.js';
 import { fail } from '../cli/fail.js';
 import { PermissionError } from '../errors.js';
 import { callerIsRoot, configPaths, DEFAULT_PATHS, processHost } from '../host/context.js';
 import { startBroker } from '../broker/server.js';
 
-export default class Daemon extends Command {
+export default class Daemon extends QnhCommand {
   static override summary = 'Run the broker: serve unprivileged helpers (QEMU, libvirt session mode) and up/down/list/gc for them, as root.';
   static override description = 'Listens on a unix socket (mode 0666; the ACL decides), or on the socket systemd passes (LISTEN_FDS). Logs one line per decision on stderr. Runs in the foreground until SIGTERM.';
   static override examples = [

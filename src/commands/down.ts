@@ -1,4 +1,5 @@
-import { Args, Command } from '@oclif/core';
+import { Args } from '@oclif/core';
+import { QnhCommand } from '../cli/base.js';
 import { ExitCode } from '../errors.js';
 import { fail } from '../cli/fail.js';
 import { takeDown, type DownReport } from '../lifecycle/release.js';
@@ -6,7 +7,7 @@ import { processCaller } from '../access/caller.js';
 import { needsBroker, viaBroker } from '../broker/client.js';
 import { processHost } from '../host/context.js';
 
-export default class Down extends Command {
+export default class Down extends QnhCommand {
   static override summary = 'Tear an endpoint down. Idempotent: an endpoint that is already gone is success.';
   static override enableJsonFlag = true;
   static override args = { id: Args.string({ required: true, description: 'endpoint id (see list)' }) };

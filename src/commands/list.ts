@@ -1,11 +1,11 @@
-import { Command } from '@oclif/core';
+import { QnhCommand } from '../cli/base.js';
 import { processCaller } from '../access/caller.js';
 import { needsBroker, viaBroker } from '../broker/client.js';
 import { fail } from '../cli/fail.js';
 import { processHost } from '../host/context.js';
 import { listFor, type Listing } from '../lifecycle/list.js';
 
-export default class List extends Command {
+export default class List extends QnhCommand {
   static override summary = 'List endpoints and SR-IOV VF claims with their owners and state (an unprivileged user: its own, through the broker).';
   static override enableJsonFlag = true;
 

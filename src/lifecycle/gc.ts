@@ -3,7 +3,7 @@
 // or (owner unknown) nobody holds its fd — then VF claims of vanished owners.
 import type { HostContext } from '../host/context.js';
 import { gcStaleVfClaims } from '../backends/kernel/sriov.js';
-import { endpointDir, endpointOwnerStatus, lifetimeOf, listEndpoints, type EndpointRecord } from '../state/endpoints.js';
+import { endpointDir, endpointOwnerStatus, lifetimeOf, listEndpoints, pruneTombstones, type EndpointRecord } from '../state/endpoints.js';
 import { removeStaleTemps } from '../state/atomic-file.js';
 import { ownerStatus, procState, type OwnerRef } from '../state/owner.js';
 import { checkStateDir } from '../state/state-dir.js';
@@ -41,6 +41,7 @@ export function gcEndpoints(host: HostContext, mine: (r: EndpointRecord) => bool
   checkStateDir(host.stateDir);
   const report: GcReport = { released: [], kept: [], corrupt: [] };
   removeStaleTemps(endpointDir(host.stateDir), (pid) => procState(pid).alive !== false);
+  pruneTombstones(host.stateDir);
   for (const e of listEndpoints(host.stateDir)) {
     if ('corrupt' in e) {
       report.corrupt.push({ file: e.file, why: e.corrupt });

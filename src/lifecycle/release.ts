@@ -3,12 +3,12 @@
 // success) and checks the object is still the one we made, so running it
 // twice, after a crash half-way, or on a forged record, is safe.
 import type { Caller } from '../access/caller.js';
-import { AccessDeniedError } from '../errors.js';
+import { AccessDeniedError, NotFoundError, UsageError } from '../errors.js';
 import { visibleTo } from './list.js';
 import { MARKER_PREFIX } from '../backends/kernel/klink.js';
 import { kernels } from '../backends/registry.js';
 import type { HostContext } from '../host/context.js';
-import { loadEndpoint, removeEndpoint, type EndpointRecord } from '../state/endpoints.js';
+import { loadEndpoint, noteReleased, releasedTombstone, removeEndpoint, validEndpointId, type EndpointRecord } from '../state/endpoints.js';
 import { checkStateDir } from '../state/state-dir.js';
 
 export interface ReleaseReport {
@@ -63,16 +63,28 @@ export function releaseEndpoint(rec: EndpointRecord, host: HostContext): Release
   }
   // A record stays while anything could not be released, so gc can retry.
   // Skipped objects do not keep it: what is not ours never becomes ours.
-  if (failed.length === 0) removeEndpoint(host.stateDir, rec.id);
+  if (failed.length === 0) {
+    removeEndpoint(host.stateDir, rec.id);
+    noteReleased(host.stateDir, rec);
+  }
   return { id: rec.id, released, skipped, failed };
 }
 
 export interface DownReport extends ReleaseReport { alreadyGone: boolean }
 
-/** `down ID` for a caller: idempotent (already gone = success); only the caller's own endpoints (root: any). */
+/**
+ * `down ID` for a caller: only the caller's own endpoints (root: any).
+ * Idempotent for an endpoint released before (its tombstone says so); an id
+ * that never had a record (a typo) is not found (exit 5), not a success.
+ */
 export function takeDown(id: string, host: HostContext, caller: Caller): DownReport {
+  if (!validEndpointId(id)) throw new UsageError(`endpoint id '${id}' is not valid`, "ids are letters, digits, . _ - (see 'qemu-net-helper list')");
   const rec = loadEndpoint(host.stateDir, id);
-  if (!rec) return { id, released: [], skipped: [], failed: [], alreadyGone: true };
+  if (!rec) {
+    const t = releasedTombstone(host.stateDir, id);
+    if (t && (caller.isRoot || t.uid === caller.uid)) return { id, released: [], skipped: [], failed: [], alreadyGone: true };
+    throw new NotFoundError(`no endpoint ${id}`, "see 'qemu-net-helper list' for the ids (endpoints released over a week ago or before a reboot are forgotten)");
+  }
   if (!visibleTo(caller, rec)) throw new AccessDeniedError(`access denied: endpoint ${id} belongs to another user`, 'a user can take down only the endpoints it made');
   return { ...releaseEndpoint(rec, host), alreadyGone: false };
 }
