@@ -4,7 +4,7 @@
 // the README's exit-code table is produced by a real invocation.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -119,6 +119,15 @@ describe('CLI error style, help and exit codes', () => {
     assert.equal(b.code, 0, b.err);
     assert.equal((ns.linkDetails(b.json.endpoint.ifname) as { master: string }).master, 'br0');
     assert.equal(cli(['down', 'b1']).code, 0);
+  });
+
+  it('the broker refuses to start without a readable ACL, with one line saying how to create it', () => {
+    const acl = join(dir, 'no-acl.conf');
+    const socket = join(dir, 'broker.sock');
+    const r = cli(['daemon', '--socket', socket, '--acl', acl, '--config', join(dir, 'config')]);
+    assertOneLine(r, ExitCode.CONFIG, 'daemon without an ACL', false);
+    assert.match(r.err, new RegExp(`ACL file ${acl} does not exist; create it: echo 'allow br0' > ${acl}`));
+    assert.equal(existsSync(socket), false, 'no socket: nothing listens');
   });
 
   it('every code of the README table is produced by a real invocation, and the table is the code\'s', async () => {
