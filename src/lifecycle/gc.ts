@@ -8,7 +8,8 @@ import { removeStaleTemps } from '../state/atomic-file.js';
 import { ownerStatus, procState, type OwnerRef } from '../state/owner.js';
 import { checkStateDir } from '../state/state-dir.js';
 import { fdTargetOf, holdersOf } from './holders.js';
-import { releaseEndpoint, type ReleaseReport } from './release.js';
+import { netnsGoneLine, releaseEndpoint, type ReleaseReport } from './release.js';
+import { locateNetns } from '../net/netns.js';
 
 export interface GcReport {
   released: ReleaseReport[];
@@ -48,6 +49,8 @@ export function gcEndpoints(host: HostContext, mine: (r: EndpointRecord) => bool
       continue;
     }
     if (!mine(e.record)) continue;
+    // Not a release, not a success: the record stays and says why.
+    if (e.record.netns && locateNetns(e.record.netns).kind === 'gone') { report.kept.push({ id: e.record.id, why: netnsGoneLine(e.record) }); continue; }
     if (deadBecause(e.record) !== null) report.released.push(releaseEndpoint(e.record, host));
     else report.kept.push({ id: e.record.id, why: lifetimeOf(e.record) === 'manual' ? 'manual endpoint (use down)' : `owner ${e.record.owner ? `pid ${e.record.owner.pid}` : '(fd holder)'} is ${endpointOwnerStatus(e.record)}` });
   }

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { OwnedBy } from './owned.js';
 import { ensureDir, readFileOrNull, removeFileDurable, writeFileAtomic } from './atomic-file.js';
 import { isOwnerRef, ownerStatus, type OwnerRef } from './owner.js';
+import { isNetnsRef, type NetnsRef } from '../net/netns.js';
 
 export const ENDPOINT_VERSION = 1;
 
@@ -37,6 +38,11 @@ export interface EndpointRecord {
   mtu: number;
   devicePath: string | null;
   owned: OwnedBy[];
+  /**
+   * The network namespace the objects were made in: down/gc act there (or
+   * refuse when it is gone). Absent in older records: wherever `down` runs.
+   */
+  netns?: NetnsRef;
   /** Extra facts for list/--json. */
   info: Record<string, unknown>;
 }
@@ -65,7 +71,8 @@ export function isEndpointRecord(v: unknown): v is EndpointRecord {
   return typeof v === 'object' && v !== null && r.version === ENDPOINT_VERSION && typeof r.id === 'string' && Array.isArray(r.owned)
     && (r.owner === null || isOwnerRef(r.owner)) && (r.watcher === null || isOwnerRef(r.watcher))
     && (r.uid === undefined || (Number.isSafeInteger(r.uid) && r.uid >= 0))
-    && (r.lifetime === undefined || r.lifetime === 'owner' || r.lifetime === 'manual' || r.lifetime === 'fd');
+    && (r.lifetime === undefined || r.lifetime === 'owner' || r.lifetime === 'manual' || r.lifetime === 'fd')
+    && (r.netns === undefined || isNetnsRef(r.netns));
 }
 
 export type LoadedEndpoint = { record: EndpointRecord; file: string } | { corrupt: string; file: string; id: string };
