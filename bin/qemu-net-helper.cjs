@@ -16,9 +16,11 @@ if (process.env.CNI_COMMAND !== undefined) {
 }
 const argv = process.argv.slice(2);
 const first = argv[0];
+// QEMU's form starts with a helper flag; --help, --version and --json (a
+// global flag before the command word: `--json list`) are the CLI's.
 const helperForm =
   first === 'helper' ||
-  (first !== undefined && first.startsWith('--') && first !== '--help' && first !== '--version');
+  (first !== undefined && first.startsWith('--') && first !== '--help' && first !== '--version' && first !== '--json');
 
 // Root, or CAP_NET_ADMIN (bit 12 of CapEff): host/context.ts hasNetAdmin(),
 // repeated here so that the privileged path does not load the client bundle
@@ -43,5 +45,5 @@ if (helperForm) {
     process.exit(helperMain(args, loadFull));
   }
 } else {
-  import('@oclif/core').then(({ execute }) => execute({ dir: __filename }));
+  import('../dist/src/cli/main.js').then(({ main }) => main(argv, __filename));
 }

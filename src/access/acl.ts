@@ -8,7 +8,7 @@
 // applies to the caller matches and no deny rule does: deny wins, default deny.
 // Unlike qemu-bridge-helper we report the file and line of every parse error
 // and of the rule that decided, and we refuse include loops.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { AccessDeniedError, ConfigError } from '../errors.js';
 import { interfaceNameProblem } from '../net/ifname.js';
@@ -81,6 +81,15 @@ function parseRule(action: 'allow' | 'deny', words: string[], where: string): Om
   return { action, kind, name, users, groups };
 }
 
+/** QEMU's own ACL (qemu-bridge-helper's): an admin who has one can include it. */
+export const QEMU_BRIDGE_CONF = '/etc/qemu/bridge.conf';
+
+/** How to create a missing ACL (the first-run message); suggests including QEMU's when it exists. */
+export function createAclHint(path: string, qemuConf = QEMU_BRIDGE_CONF): string {
+  const reuse = existsSync(qemuConf) ? `, or reuse QEMU's: echo 'include ${qemuConf}' > ${path}` : '';
+  return `create it: echo 'allow br0' > ${path} (one 'allow BRIDGE' per line)${reuse}`;
+}
+
 export function parseAcl(path: string, read: FileReader = (p) => readFileSync(p, 'utf8'), depth = 0, stack: string[] = []): AclRule[] {
   if (depth > MAX_INCLUDE_DEPTH || stack.includes(path)) {
     throw new ConfigError(`ACL file ${stack[stack.length - 1] ?? path}: include loop through ${path}`, 'remove the circular include');
@@ -91,7 +100,7 @@ export function parseAcl(path: string, read: FileReader = (p) => readFileSync(p,
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     const from = stack.length ? ` (included from ${stack[stack.length - 1]})` : '';
-    if (code === 'ENOENT') throw new ConfigError(`ACL file ${path}${from} does not exist`, "create it with a line 'allow BRIDGE'");
+    if (code === 'ENOENT') throw new ConfigError(`ACL file ${path}${from} does not exist`, from ? 'create it or drop the include' : createAclHint(path));
     if (code === 'EACCES') throw new ConfigError(`ACL file ${path}${from} is not readable`, 'check its permissions');
     throw new ConfigError(`ACL file ${path}${from} cannot be read: ${code ?? String(e)}`);
   }

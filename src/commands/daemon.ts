@@ -1,16 +1,18 @@
-import { Command, Flags } from '@oclif/core';
+import { Flags } from '@oclif/core';
+import { QnhCommand } from '../cli/base.js';
 import { fail } from '../cli/fail.js';
 import { PermissionError, UsageError } from '../errors.js';
 import { callerIsRoot, configPaths, DEFAULT_PATHS, processHost } from '../host/context.js';
 import { startBroker } from '../broker/server.js';
 import { checkLimits, DEFAULT_LIMITS, type BrokerLimits } from '../broker/limits.js';
+import { parseAcl } from '../access/acl.js';
 
 const D = DEFAULT_LIMITS;
 const bound = (summary: string, dflt: number): { summary: string; default: number; min: number } => ({ summary: `${summary} (default ${dflt})`, default: dflt, min: 1 });
 
-export default class Daemon extends Command {
+export default class Daemon extends QnhCommand {
   static override summary = 'Run the broker: serve unprivileged helpers (QEMU, libvirt session mode) and up/down/list/gc for them, as root.';
-  static override description = 'Listens on a unix socket (mode 0666; the ACL decides), or on the socket systemd passes (LISTEN_FDS). Logs one line per decision on stderr. Runs in the foreground until SIGTERM.';
+  static override description = 'Listens on a unix socket (mode 0666; the ACL decides), or on the socket systemd passes (LISTEN_FDS). Logs one line per decision on stderr. Runs in the foreground until SIGTERM. Refuses to start (exit 8) without a readable, valid ACL.';
   static override examples = [
     '<%= config.bin %> daemon',
     '<%= config.bin %> daemon --socket /run/qnh.sock --acl /etc/qemu-net-helper/bridge.conf',
@@ -36,6 +38,8 @@ export default class Daemon extends Command {
       if (!callerIsRoot() || process.geteuid?.() !== 0) throw new PermissionError('the broker must run as root', 'start it from systemd (contrib/systemd) or as root');
       const host = processHost();
       const { acl, config } = configPaths({ acl: flags.acl, config: flags.config }, process.env, true);
+      // Without a readable, valid ACL every request would be refused: refuse to start instead, saying how to make one.
+      parseAcl(acl);
       const log = (l: string): void => { process.stderr.write(l + '\n'); };
       const limits: BrokerLimits = {
         maxConnections: flags['max-connections'],

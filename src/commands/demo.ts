@@ -1,8 +1,9 @@
-import { Command, Flags } from '@oclif/core';
+import { Flags } from '@oclif/core';
+import { QnhCommand } from '../cli/base.js';
 import { runBridgeDemo } from '../demo/bridge-demo.js';
 import { fail } from '../cli/fail.js';
 
-export default class Demo extends Command {
+export default class Demo extends QnhCommand {
   static override summary = 'Run the built-in demo: QEMU gets taps on a bridge from our helper, in a throwaway network namespace.';
   static override enableJsonFlag = true;
   static override flags = { quiet: Flags.boolean({ char: 'q', summary: 'print only the result' }) };

@@ -1,11 +1,11 @@
-import { Command } from '@oclif/core';
+import { QnhCommand } from '../cli/base.js';
 import { ExitCode } from '../errors.js';
 import { fail } from '../cli/fail.js';
 import { gcAll, type GcAllReport } from '../lifecycle/gc.js';
 import { needsBroker, viaBroker } from '../broker/client.js';
 import { processHost } from '../host/context.js';
 
-export default class Gc extends Command {
+export default class Gc extends QnhCommand {
   static override summary = 'Remove endpoints and VF claims whose owners are gone (the safety net when a watcher died).';
   static override enableJsonFlag = true;
 

@@ -1,11 +1,11 @@
-import { Command } from '@oclif/core';
+import { QnhCommand } from '../cli/base.js';
 import { HELPER_USAGE } from '../helper/args.js';
 import { createRequire } from 'node:module';
 import { helperMain } from '../helper/main.js';
 
 // The bin script dispatches `helper` before oclif loads (start-up cost); this
 // class exists so the command is listed and documented, and for programmatic use.
-export default class Helper extends Command {
+export default class Helper extends QnhCommand {
   static override summary = 'Run the QEMU/libvirt network helper protocol (what -netdev tap,helper= and bridge_helper execute).';
   static override description = `${HELPER_USAGE}
 

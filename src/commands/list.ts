@@ -1,11 +1,12 @@
-import { Command } from '@oclif/core';
+import { QnhCommand } from '../cli/base.js';
 import { processCaller } from '../access/caller.js';
 import { needsBroker, viaBroker } from '../broker/client.js';
 import { fail } from '../cli/fail.js';
 import { processHost } from '../host/context.js';
 import { listFor, type Listing } from '../lifecycle/list.js';
+import { describeNetns } from '../net/netns.js';
 
-export default class List extends Command {
+export default class List extends QnhCommand {
   static override summary = 'List endpoints and SR-IOV VF claims with their owners and state (an unprivileged user: its own, through the broker).';
   static override enableJsonFlag = true;
 
@@ -18,7 +19,8 @@ export default class List extends Command {
         for (const e of r.endpoints) {
           if ('corrupt' in e) { this.log(`${e.id}  UNREADABLE: ${e.corrupt}`); continue; }
           const owner = e.owner ? `pid ${e.owner.pid} (${e.ownerStatus})` : e.lifetime === 'fd' ? 'fd holder' : 'manual';
-          this.log(`${e.id}  ${e.mode}  ${e.kernel}/${e.transport}  ${e.ifname}  uid ${e.uid ?? 0}  owner ${owner}  ${String(e.info.state ?? '')}  owns: ${e.owned.map((o) => o.obj.kind).join(', ') || '-'}`);
+          const netns = e.netns ? `netns ${describeNetns(e.netns)}${e.netnsStatus === 'gone' ? ' GONE' : e.netnsStatus === 'here' ? ' (this one)' : ''}` : 'netns -';
+          this.log(`${e.id}  ${e.mode}  ${e.kernel}/${e.transport}  ${e.ifname}  ${netns}  uid ${e.uid ?? 0}  owner ${owner}  ${String(e.info.state ?? '')}  owns: ${e.owned.map((o) => o.obj.kind).join(', ') || '-'}`);
         }
         for (const c of r.vfClaims) this.log(`VF ${JSON.stringify(c)}`);
       }

@@ -1,8 +1,9 @@
-import { Command, Flags } from '@oclif/core';
+import { Flags } from '@oclif/core';
+import { QnhCommand } from '../cli/base.js';
 import { probeHost } from '../lifecycle/probe.js';
 import { processHost } from '../host/context.js';
 
-export default class Probe extends Command {
+export default class Probe extends QnhCommand {
   static override summary = 'Show which kernel implementations and transports work on this host, and why not when they do not.';
   static override enableJsonFlag = true;
   static override flags = {

@@ -1,9 +1,10 @@
-import { Command, Flags } from '@oclif/core';
+import { Flags } from '@oclif/core';
+import { QnhCommand } from '../cli/base.js';
 import { runRelay } from '../lifecycle/relay.js';
 import { setNonBlocking } from '../sys/unix-socket.js';
 
 // Started by the socket transport, detached, with its sockets as fds 3 and 4.
-export default class Relay extends Command {
+export default class Relay extends QnhCommand {
   static override summary = 'Relay frames between a QEMU datagram socket (fd 4) and a packet socket (fd 3) until the owner exits (started by the helper).';
   static override hidden = true;
   static override flags = {

@@ -1,9 +1,10 @@
 // `qemu-net-helper run`: the thin CLI over src/launch/launcher.ts.
-import { Command, Flags } from '@oclif/core';
+import { Flags } from '@oclif/core';
+import { QnhCommand } from '../cli/base.js';
 import { fail } from '../cli/fail.js';
 import { runWithNics } from '../launch/launcher.js';
 
-export default class Run extends Command {
+export default class Run extends QnhCommand {
   static override summary = 'Set up NICs from the policies and run QEMU with them (multiqueue taps, macvtap, vhost-net fds), removing everything when QEMU exits.';
   static override description = 'Each --nic is the helper\'s policy flags as key=value,...: mode, br, dev, mac, mtu, queues, vhost (on|off|auto), profile, config, vfpool (a+b), id. QEMU gets the fds by inheritance; its exit status is ours.';
   static override strict = false;

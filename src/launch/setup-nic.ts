@@ -3,7 +3,7 @@
 // `run` can hand over by inheritance (tap, macvtap, vhost-kernel).
 import { kernels, transports } from '../backends/registry.js';
 import type { HostContext, TransportName } from '../backends/types.js';
-import { UsageError } from '../errors.js';
+import { ConfigError } from '../errors.js';
 import { realize, type Choice } from '../policy/choose.js';
 import { loadProfile, policyFor } from '../policy/load.js';
 import { callerIsRoot, configPaths } from '../host/context.js';
@@ -33,7 +33,7 @@ export function transportsFor(spec: NicSpec): TransportName[] {
 export function setupNic(spec: NicSpec, host: HostContext, env: NodeJS.ProcessEnv): NicSetup {
   const { config } = configPaths(spec.args, env, callerIsRoot());
   const profile = spec.args.profile ? loadProfile(config, spec.args.profile) : null;
-  if (spec.args.profile && !profile) throw new UsageError(`--nic '${spec.text}': no profile '${spec.args.profile}' in ${config}/profiles`, 'create it or drop profile=');
+  if (spec.args.profile && !profile) throw new ConfigError(`--nic '${spec.text}': no profile '${spec.args.profile}' in ${config}/profiles`, 'create it or drop profile=');
   const { mode, req } = buildRequest(spec.args, profile);
   const policy = policyFor(config, mode);
   // `run` waits for QEMU and releases everything itself; until QEMU runs, the

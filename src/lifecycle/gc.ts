@@ -3,12 +3,13 @@
 // or (owner unknown) nobody holds its fd — then VF claims of vanished owners.
 import type { HostContext } from '../host/context.js';
 import { gcStaleVfClaims } from '../backends/kernel/sriov.js';
-import { endpointDir, endpointOwnerStatus, lifetimeOf, listEndpoints, type EndpointRecord } from '../state/endpoints.js';
+import { endpointDir, endpointOwnerStatus, lifetimeOf, listEndpoints, pruneTombstones, type EndpointRecord } from '../state/endpoints.js';
 import { removeStaleTemps } from '../state/atomic-file.js';
 import { ownerStatus, procState, type OwnerRef } from '../state/owner.js';
 import { checkStateDir } from '../state/state-dir.js';
 import { fdTargetOf, holdersOf } from './holders.js';
-import { releaseEndpoint, type ReleaseReport } from './release.js';
+import { netnsGoneLine, releaseEndpoint, type ReleaseReport } from './release.js';
+import { locateNetns } from '../net/netns.js';
 
 export interface GcReport {
   released: ReleaseReport[];
@@ -41,12 +42,15 @@ export function gcEndpoints(host: HostContext, mine: (r: EndpointRecord) => bool
   checkStateDir(host.stateDir);
   const report: GcReport = { released: [], kept: [], corrupt: [] };
   removeStaleTemps(endpointDir(host.stateDir), (pid) => procState(pid).alive !== false);
+  pruneTombstones(host.stateDir);
   for (const e of listEndpoints(host.stateDir)) {
     if ('corrupt' in e) {
       report.corrupt.push({ file: e.file, why: e.corrupt });
       continue;
     }
     if (!mine(e.record)) continue;
+    // Not a release, not a success: the record stays and says why.
+    if (e.record.netns && locateNetns(e.record.netns).kind === 'gone') { report.kept.push({ id: e.record.id, why: netnsGoneLine(e.record) }); continue; }
     if (deadBecause(e.record) !== null) report.released.push(releaseEndpoint(e.record, host));
     else report.kept.push({ id: e.record.id, why: lifetimeOf(e.record) === 'manual' ? 'manual endpoint (use down)' : `owner ${e.record.owner ? `pid ${e.record.owner.pid}` : '(fd holder)'} is ${endpointOwnerStatus(e.record)}` });
   }

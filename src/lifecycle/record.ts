@@ -5,11 +5,14 @@ import { Rollback } from '../setup/rollback.js';
 import { ENDPOINT_VERSION, newEndpointId, saveEndpoint, type EndpointRecord } from '../state/endpoints.js';
 import { selfOwner, type OwnerRef } from '../state/owner.js';
 import { ownNetns } from './holders.js';
+import { ownNetnsRef } from '../net/netns.js';
 
 export function draftRecord(mode: string, owner: OwnerRef | null, id = newEndpointId()): EndpointRecord {
   return {
     version: ENDPOINT_VERSION, id, createdAt: new Date().toISOString(), owner, watcher: null,
     mode, kernel: '', transport: '', ifname: '', mac: null, mtu: 0, devicePath: null, owned: [],
+    // Where down/gc must act later, whichever namespace they are run from.
+    netns: ownNetnsRef(),
     // netns: where the endpoint's interfaces live, so the watcher never takes a
     // process of another namespace holding a tap of the same name for its user.
     info: { state: 'setting-up', setupBy: selfOwner(), netns: ownNetns() },

@@ -1,7 +1,7 @@
 // Guest MAC addresses: parse, validate, generate. A guest NIC needs a unicast
 // address (bit 0 of the first byte clear) that is not all zero; when the user
-// gives none we make a random locally administered one (bit 1 set), which can
-// never collide with a vendor-assigned address.
+// gives none we make one in QEMU's OUI 52:54:00, as QEMU and libvirt do, so
+// admins recognise guest NICs by their prefix.
 import { randomBytes } from 'node:crypto';
 import { UsageError } from '../errors.js';
 
@@ -55,15 +55,19 @@ export function parseGuestMac(text: string, what = 'guest MAC'): Buffer {
   return checkGuestMac(mac, what);
 }
 
+/** QEMU's OUI, used by QEMU and libvirt for the MACs they make. */
+export const QEMU_OUI = [0x52, 0x54, 0x00] as const;
+
 /**
- * A random locally administered unicast address. The first byte is never
- * 0xfe: that prefix is what the bridge+tap kernel gives host-side taps so the
- * bridge keeps its own address, and a guest must not look like one of them.
+ * A random guest address 52:54:00:xx:xx:xx. QEMU numbers its own defaults
+ * 52:54:00:12:34:56 upwards (every guest without mac= gets them): those are
+ * drawn again, as is one that would be all zero in its random part.
  */
 export function generateMac(random: (n: number) => Buffer = randomBytes): Buffer {
   for (;;) {
-    const mac = Buffer.from(random(MAC_LEN));
-    mac[0] = (mac[0]! & 0xfc) | 0x02;
-    if (mac[0] !== 0xfe && !isZeroMac(mac)) return mac;
+    const r = random(3);
+    const mac = Buffer.from([...QEMU_OUI, r[0]!, r[1]!, r[2]!]);
+    const qemuDefault = mac[3] === 0x12 && mac[4] === 0x34 && (mac[5]! & 0xf0) === 0x50;
+    if (!qemuDefault && !(mac[3] === 0 && mac[4] === 0 && mac[5] === 0)) return mac;
   }
 }

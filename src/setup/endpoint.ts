@@ -9,7 +9,7 @@ import type { HostContext } from '../host/context.js';
 import { authorize, parseAcl } from '../access/acl.js';
 import type { Caller } from '../access/caller.js';
 import { resourcesOf } from '../access/resources.js';
-import { UsageError } from '../errors.js';
+import { ConfigError, UsageError } from '../errors.js';
 import { completeRecord, draftRecord, journalingRollback } from '../lifecycle/record.js';
 import { closeChoiceFds, realize, type Choice } from '../policy/choose.js';
 import { loadProfile, policyFor } from '../policy/load.js';
@@ -55,7 +55,7 @@ export interface SetupResult {
 export function setupEndpoint(flags: SetupFlags, o: SetupOptions): SetupResult {
   const profileName = flags.profile ?? (flags.bridgeGiven ? flags.bridge : undefined);
   const profile = profileName ? loadProfile(o.config, profileName) : null;
-  if (flags.profile && !profile) throw new UsageError(`no profile '${flags.profile}' in ${o.config}/profiles`, 'create it or drop --profile');
+  if (flags.profile && !profile) throw new ConfigError(`no profile '${flags.profile}' in ${o.config}/profiles`, 'create it or drop --profile');
   const { mode, req } = buildRequest(flags, profile);
   checkStateDir(o.host.stateDir);
   if (o.acl !== null) authorize(o.acl, parseAcl(o.acl), o.caller, resourcesOf(req, profile ? profileName! : null, o.caller));

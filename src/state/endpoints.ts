@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { OwnedBy } from './owned.js';
 import { ensureDir, readFileOrNull, removeFileDurable, writeFileAtomic } from './atomic-file.js';
 import { isOwnerRef, ownerStatus, type OwnerRef } from './owner.js';
+import { isNetnsRef, type NetnsRef } from '../net/netns.js';
 
 export const ENDPOINT_VERSION = 1;
 
@@ -37,6 +38,11 @@ export interface EndpointRecord {
   mtu: number;
   devicePath: string | null;
   owned: OwnedBy[];
+  /**
+   * The network namespace the objects were made in: down/gc act there (or
+   * refuse when it is gone). Absent in older records: wherever `down` runs.
+   */
+  netns?: NetnsRef;
   /** Extra facts for list/--json. */
   info: Record<string, unknown>;
 }
@@ -65,7 +71,8 @@ export function isEndpointRecord(v: unknown): v is EndpointRecord {
   return typeof v === 'object' && v !== null && r.version === ENDPOINT_VERSION && typeof r.id === 'string' && Array.isArray(r.owned)
     && (r.owner === null || isOwnerRef(r.owner)) && (r.watcher === null || isOwnerRef(r.watcher))
     && (r.uid === undefined || (Number.isSafeInteger(r.uid) && r.uid >= 0))
-    && (r.lifetime === undefined || r.lifetime === 'owner' || r.lifetime === 'manual' || r.lifetime === 'fd');
+    && (r.lifetime === undefined || r.lifetime === 'owner' || r.lifetime === 'manual' || r.lifetime === 'fd')
+    && (r.netns === undefined || isNetnsRef(r.netns));
 }
 
 export type LoadedEndpoint = { record: EndpointRecord; file: string } | { corrupt: string; file: string; id: string };
@@ -73,7 +80,9 @@ export type LoadedEndpoint = { record: EndpointRecord; file: string } | { corrup
 export function loadEndpoint(stateDir: string, id: string): EndpointRecord | null {
   const text = readFileOrNull(file(stateDir, id));
   if (text === null) return null;
-  const v = JSON.parse(text) as unknown;
+  let v: unknown;
+  // Records are written only by us, atomically: one that does not parse is damage (internal error, exit 1).
+  try { v = JSON.parse(text); } catch (e) { throw new Error(`${file(stateDir, id)} is not valid JSON (${(e as Error).message.split('\n')[0]}); move it away to release by hand`); }
   if (!isEndpointRecord(v)) throw new Error(`${file(stateDir, id)} is not an endpoint record of version ${ENDPOINT_VERSION}`);
   return v;
 }
@@ -98,6 +107,42 @@ export function listEndpoints(stateDir: string): LoadedEndpoint[] {
 
 export function removeEndpoint(stateDir: string, id: string): boolean {
   return removeFileDurable(file(stateDir, id));
+}
+
+// Tombstones of released endpoints (<stateDir>/released/ID: who owned it,
+// when), so that `down` of an id released before stays an idempotent success
+// while a mistyped id is reported as unknown. The state directory is a tmpfs
+// (/run): they last until reboot; gc drops those older than TOMBSTONE_DAYS.
+export const TOMBSTONE_DAYS = 7;
+export interface Tombstone { uid: number; releasedAt: string }
+function releasedDir(stateDir: string): string { return join(stateDir, 'released'); }
+
+export function noteReleased(stateDir: string, rec: EndpointRecord): void {
+  ensureDir(releasedDir(stateDir));
+  writeFileAtomic(join(releasedDir(stateDir), rec.id), JSON.stringify({ uid: rec.uid ?? 0, releasedAt: new Date().toISOString() }) + '\n');
+}
+
+export function releasedTombstone(stateDir: string, id: string): Tombstone | null {
+  if (!validEndpointId(id)) return null;
+  try {
+    const t = JSON.parse(readFileOrNull(join(releasedDir(stateDir), id)) ?? 'null') as Tombstone | null;
+    return t !== null && Number.isSafeInteger(t.uid) && typeof t.releasedAt === 'string' ? t : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Drops tombstones older than TOMBSTONE_DAYS; returns how many. */
+export function pruneTombstones(stateDir: string, now = Date.now()): number {
+  const dir = releasedDir(stateDir);
+  if (!existsSync(dir)) return 0;
+  let n = 0;
+  for (const id of readdirSync(dir)) {
+    const t = releasedTombstone(stateDir, id);
+    if (t && now - Date.parse(t.releasedAt) < TOMBSTONE_DAYS * 86_400_000) continue;
+    if (validEndpointId(id) || id.startsWith('.')) { removeFileDurable(join(dir, id)); n++; }
+  }
+  return n;
 }
 
 export function lifetimeOf(r: EndpointRecord): 'owner' | 'manual' | 'fd' {

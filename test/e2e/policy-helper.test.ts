@@ -113,7 +113,7 @@ describe('helper policy path', () => {
     { name: '--dev of the wrong kind', args: ['--mode=bridge', '--dev=vx0'], code: ExitCode.NOT_FOUND, msg: /vx0 is a veth device; mode bridge needs --dev of kind bridge/ },
     { name: '--dev that does not exist', args: ['--mode=vepa', '--dev=nope0'], code: ExitCode.NOT_FOUND, msg: /device 'nope0' does not exist/ },
     { name: 'non-unicast MAC', args: ['--mode=bridge', '--mac=01:00:5e:00:00:01'], code: ExitCode.USAGE, msg: /multicast address/ },
-    { name: 'unknown profile', args: ['--profile=ghost'], code: ExitCode.USAGE, msg: /no profile 'ghost'/ },
+    { name: 'unknown profile', args: ['--profile=ghost'], code: ExitCode.CONFIG, msg: /no profile 'ghost'/ },
     {
       name: 'invalid policy file', args: ['--mode=bridge'], code: ExitCode.CONFIG, msg: /invalid policy file: .*broken\.json: modes\.bridge\.candidates\.0\.transport/,
       setup: () => writeFileSync(join(dir, 'config/policies/broken.json'), JSON.stringify({ version: 1, modes: { bridge: { candidates: [{ kernel: 'bridge', transport: 'pigeon' }] } } })),

@@ -52,18 +52,38 @@ describe('vhost-user transport: ports of the running switch through the policies
   });
 
   it('up --transport vhost-user makes a switch port a front-end can connect to; down removes it', async () => {
-    const r = cli(['up', '--mode=veb', '--transport=vhost-user', '--id=vu1', '--json']);
+    const noMemory = cli(['up', '--mode=veb', '--transport=vhost-user', '--id=vu1', '--json']);
+    assert.equal(noMemory.code, 2, 'vhost-user without --memory cannot print a working QEMU line');
+    assert.match(noMemory.err, /--transport=vhost-user needs --memory/);
+    const r = cli(['up', '--mode=veb', '--transport=vhost-user', '--memory=128', '--id=vu1', '--json']);
     assert.equal(r.code, 0, r.err);
+    assert.match(r.json.qemu.shell, / -m 128M -object memory-backend-memfd,id=mem,size=128M,share=on -machine memory-backend=mem /);
+    assert.doesNotMatch(r.json.qemu.shell, /RAM/);
     const socket = r.json.endpoint.info.socket as string;
     assert.equal(socket, join(dir, 'state/vhost-user/vu1.sock'));
     assert.equal(r.json.endpoint.transport, 'vhost-user');
     assert.match(r.json.qemu.netdev, /^vhost-user,id=vu1,chardev=chr-vu1$/);
     assert.match(r.json.qemu.shell, new RegExp(`-chardev socket,id=chr-vu1,path=${socket}`));
     assert.deepEqual((await ports()).map((p) => p.socket), [socket]);
-    const s = connect(socket);
-    await new Promise<void>((res, rej) => { s.once('connect', res); s.once('error', rej); });
-    await eventually('a connected event for the port', () => serve.events.some((e) => e.event === 'connected' && e.socket === socket), 20_000);
-    s.destroy();
+    const qemu = qemuBinary();
+    if (qemu) {
+      // The printed line as it is (machine and display aside): QEMU accepts it and connects.
+      const line = (r.json.qemu.shell as string).replace(/^qemu-system-x86_64 \.\.\. /, '').split(' ');
+      const q = spawn(qemu, ['-machine', 'q35', '-display', 'none', '-nodefaults', '-S', ...line], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let qerr = '';
+      q.stderr!.setEncoding('utf8').on('data', (d: string) => { qerr += d; });
+      try {
+        await eventually(`QEMU to connect with the printed line (${qerr})`, () => serve.events.some((e) => e.event === 'connected' && e.socket === socket), 60_000);
+      } finally {
+        q.kill('SIGKILL');
+        await new Promise((res) => q.once('exit', res));
+      }
+    } else {
+      const s = connect(socket);
+      await new Promise<void>((res, rej) => { s.once('connect', res); s.once('error', rej); });
+      await eventually('a connected event for the port', () => serve.events.some((e) => e.event === 'connected' && e.socket === socket), 20_000);
+      s.destroy();
+    }
     const d = cli(['down', 'vu1', '--json']);
     assert.equal(d.code, 0, d.err);
     assert.deepEqual(await ports(), []);

@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { AccessDeniedError, ConfigError } from '../../src/errors.js';
-import { authorize, checkAccess, decide, parseAcl, type Resource } from '../../src/access/acl.js';
+import { authorize, checkAccess, createAclHint, decide, parseAcl, type Resource } from '../../src/access/acl.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Caller } from '../../src/access/caller.js';
 import { configPaths } from '../../src/host/context.js';
 
@@ -162,4 +165,20 @@ describe('ACL: resource kinds, users and groups', () => {
       assert.throws(() => parseAcl(f, fs), (e: unknown) => e instanceof ConfigError && re.test(e.message));
     });
   }
+});
+
+describe('ACL: first run', () => {
+  it("a missing ACL says how to create it, and suggests including QEMU's ACL only when that exists", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'qnh-acl-'));
+    try {
+      const qemuConf = join(dir, 'qemu-bridge.conf');
+      assert.equal(createAclHint('/etc/q/bridge.conf', qemuConf), "create it: echo 'allow br0' > /etc/q/bridge.conf (one 'allow BRIDGE' per line)");
+      writeFileSync(qemuConf, 'allow br0\n');
+      assert.match(createAclHint('/etc/q/bridge.conf', qemuConf), new RegExp(`or reuse QEMU's: echo 'include ${qemuConf}' > /etc/q/bridge.conf$`));
+      const missing = join(dir, 'none.conf');
+      assert.throws(() => parseAcl(missing), (e: unknown) => e instanceof ConfigError && e.line() === `ACL file ${missing} does not exist; ${createAclHint(missing)}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
