@@ -8,7 +8,7 @@ import { closeFd } from '../../sys/libc.js';
 import { Feature, hasFeature, ProtoFeature, Req, encodeAck, encodeU64Reply, encodeVringStateReply, encodeConfigErrorReply, requestFds, type Request } from '../protocol/index.js';
 import type { PortDataplane, QueueSpec } from '../dataplane/api.js';
 import { offeredFeatures, offeredProtocolFeatures } from './features.js';
-import { MemoryError, MemoryTable, MAX_REGIONS, regionSpec } from './memory-table.js';
+import { DEFAULT_MEMORY_LIMITS, MemoryError, MemoryTable, regionSpec, type MemoryLimits } from './memory-table.js';
 import { checkNotifyFd, sealRegions } from './fd-checks.js';
 import { DeviceError } from './errors.js';
 
@@ -45,6 +45,8 @@ export interface DeviceOptions {
    * cannot seal (DPDK --no-huge, files on hugetlbfs).
    */
   allowUnsealedMemory?: boolean;
+  /** Bounds on the memory table (default DEFAULT_MEMORY_LIMITS). */
+  memoryLimits?: MemoryLimits;
 }
 
 export class VhostUserNetDevice {
@@ -62,6 +64,8 @@ export class VhostUserNetDevice {
     this.vrings = Array.from({ length: opts.queuePairs * 2 }, newVring);
     this.maxRing = opts.maxRingSize ?? 32768;
   }
+
+  private get limits(): MemoryLimits { return this.opts.memoryLimits ?? DEFAULT_MEMORY_LIMITS; }
 
   get replyAck(): boolean { return hasFeature(this.protocolFeatures, ProtoFeature.REPLY_ACK); }
 
@@ -89,12 +93,12 @@ export class VhostUserNetDevice {
       case 'RESET_OWNER':
       case 'RESET_DEVICE': await this.reset(); return null;
       case 'GET_QUEUE_NUM': return encodeU64Reply(Req.GET_QUEUE_NUM, BigInt(this.opts.queuePairs));
-      case 'GET_MAX_MEM_SLOTS': return encodeU64Reply(Req.GET_MAX_MEM_SLOTS, BigInt(MAX_REGIONS));
+      case 'GET_MAX_MEM_SLOTS': return encodeU64Reply(Req.GET_MAX_MEM_SLOTS, BigInt(this.limits.maxRegions));
       case 'SET_MEM_TABLE': {
         let specs;
         try {
           specs = req.regions.map((r) => regionSpec(r, r.fd));
-          MemoryTable.check(specs);
+          MemoryTable.check(specs, this.limits);
           sealRegions(specs.map((r) => r.fd), this.opts.allowUnsealedMemory ?? false);
         } catch (e) {
           requestFds(req).forEach(closeFd);
@@ -114,7 +118,7 @@ export class VhostUserNetDevice {
             closeFd(req.fd);
             return null;
           }
-          MemoryTable.check([...this.mem.regions, spec]);
+          MemoryTable.check([...this.mem.regions, spec], this.limits);
           sealRegions([spec.fd], this.opts.allowUnsealedMemory ?? false);
         } catch (e) {
           closeFd(req.fd);
