@@ -8,7 +8,11 @@ import assert from 'node:assert/strict';
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
+import { startTestBroker } from '../lib/broker.js';
+import { NetNs } from '../lib/netns.js';
+import { BIN } from '../lib/paths.js';
 import { ControlClient } from '../lib/control-client.js';
 import { Serve } from '../lib/serve.js';
 import { asTenant } from '../lib/switch-tenant.js';
@@ -224,5 +228,50 @@ describe('vhost-user switch: tenants cannot stop, see or take each other\'s port
     const bad = new Serve(['--socket', join(dir, 'l-c.sock'), '--max-guest-memory', '1P']);
     assert.equal(await bad.exited, 2);
     assert.match(bad.log(), /--max-guest-memory '1P' is not a size/);
+  });
+});
+
+describe('vhost-user switch: a port asked for through the broker belongs to the caller', () => {
+  it('uid 65534 `up --transport vhost-user`: the port and its socket are its own (0600); its front-end takes it, another user\'s is refused', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'qnh-swtb-'));
+    chmodSync(dir, 0o711);
+    const ctl = join(dir, 'switch.ctl');
+    const s = new Serve(['--control', ctl, '--events']);
+    const ns = NetNs.create('qnhswt');
+    const saved = process.env.QEMU_NET_HELPER_SWITCH;
+    let b: Awaited<ReturnType<typeof startTestBroker>> | undefined;
+    try {
+      await s.ready([ctl], 60_000);
+      process.env.QEMU_NET_HELPER_SWITCH = ctl; // the broker (root) is told where the switch is
+      b = await startTestBroker(ns, { acl: `allow mode:veb user=${T}\n`, startTimeoutMs: 60_000 });
+      chmodSync(b.stateDir, 0o711); // as /run/qemu-net-helper: QEMU must reach its socket inside
+      const up = spawnSync('ip', ['netns', 'exec', ns.name, 'setpriv', `--reuid=${T}`, `--regid=${T}`, '--clear-groups', process.execPath, BIN, 'up', '--mode=veb', '--transport=vhost-user', '--id=t1', '--json'],
+        { encoding: 'utf8', env: b.clientEnv() });
+      assert.equal(up.status, 0, up.stderr + b.lines().join('\n'));
+      const socket = (JSON.parse(up.stdout) as { endpoint: { info: { socket: string } } }).endpoint.info.socket;
+      const st = statSync(socket);
+      assert.deepEqual([st.uid, st.gid, st.mode & 0o777], [T, T, 0o600], 'the socket is the caller\'s');
+      const root = await ControlClient.connect(ctl);
+      const list = await root.request({ op: 'list' });
+      assert.deepEqual((list.ports as { socket: string; owner: unknown }[]).map((p) => [p.socket, p.owner]), [[socket, { uid: T, gid: T }]]);
+      assert.deepEqual(asTenant(T, T, { kind: 'frontend', path: socket, holdMs: 1500 }), { closedBySwitch: false });
+      await s.waitEvent((e) => e.event === 'connected' && e.socket === socket);
+      // Root chmods it open: the file allows anyone now, the switch still does not.
+      chmodSync(socket, 0o666);
+      assert.deepEqual(asTenant(OTHER, OTHER, { kind: 'frontend', path: socket }), { closedBySwitch: true });
+      await s.waitEvent((e) => e.event === 'refused' && e.socket === socket);
+      const down = spawnSync('ip', ['netns', 'exec', ns.name, 'setpriv', `--reuid=${T}`, `--regid=${T}`, '--clear-groups', process.execPath, BIN, 'down', 't1'], { encoding: 'utf8', env: b.clientEnv() });
+      assert.equal(down.status, 0, down.stderr);
+      assert.deepEqual((await root.request({ op: 'list' })).ports, []);
+      assert.ok(!existsSync(socket));
+      root.close();
+    } finally {
+      if (saved === undefined) delete process.env.QEMU_NET_HELPER_SWITCH; else process.env.QEMU_NET_HELPER_SWITCH = saved;
+      await b?.stop();
+      const { code } = await s.stop();
+      ns.destroy();
+      rmSync(dir, { recursive: true, force: true });
+      assert.equal(code, 0, s.log());
+    }
   });
 });
