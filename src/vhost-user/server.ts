@@ -156,6 +156,13 @@ export class VhostUserServer {
     port.mode = mode;
   }
 
+  /** Ports owned by `uid` (a delegated tenant's count against its bound). */
+  portsOwnedBy(uid: number): number {
+    let n = 0;
+    for (const p of this.ports.values()) if (p.owner.uid === uid) n++;
+    return n;
+  }
+
   /** Owner of port `id` (undefined: no such port). */
   ownerOf(id: number): Owner | undefined { return this.ports.get(id)?.owner; }
 

@@ -94,7 +94,7 @@ describe('vhost-user switch: tenants cannot stop, see or take each other\'s port
   it('--control-group: a delegated tenant acts only on its own ports and plants nothing', async () => {
     const ctl = join(dir, 'ctl3.sock');
     const rootPort = join(dir, 'root3.sock');
-    const s = new Serve(['--control', ctl, '--control-group', String(T), '--socket', rootPort, '--events']);
+    const s = new Serve(['--control', ctl, '--control-group', String(T), '--socket', rootPort, '--events', '--max-ports-per-user', '2']);
     const staleFd = listenUnix(join(tenantDir, 'stale.sock')); // root's socket in the tenant's directory
     closeFd(staleFd); // nobody listens any more: stale
     symlinkSync(rootOnly, join(tenantDir, 'link'));
@@ -148,6 +148,14 @@ describe('vhost-user switch: tenants cannot stop, see or take each other\'s port
       assert.deepEqual((list.ports as { port: number; mode: string; owner: unknown; client: boolean }[]).map((p) => [p.port, p.mode, p.owner, p.client]),
         [[0, 'veb', { uid: 0, gid: 0 }, false], [id, 'private', { uid: T, gid: T }, false]], 'root\'s port unchanged; only one port added');
       assert.match(s.log(), /control: refused uid 65534 \(pid \d+\): set-mode 0: the port belongs to uid 0/);
+      // A bound on how many ports one tenant holds (root's own are not counted against anyone).
+      const more = repliesOf(asTenant(T, T, { kind: 'control', path: ctl, requests: [
+        { op: 'add-port', socket: join(tenantDir, 'two.sock') },
+        { op: 'add-port', socket: join(tenantDir, 'three.sock') },
+      ] }));
+      assert.equal(more[0]!.ok, true);
+      assert.match(String(more[1]!.error), /uid 65534 has 2 ports already, the most one user may have/);
+      assert.ok(!existsSync(join(tenantDir, 'three.sock')));
       // Root may act on the tenant's port; the tenant's socket goes with it.
       assert.equal((await root.request({ op: 'remove-port', port: id })).ok, true);
       assert.ok(!existsSync(mine));

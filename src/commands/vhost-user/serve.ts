@@ -1,7 +1,7 @@
 import { Command, Flags } from '@oclif/core';
 import { describeError, UsageError } from '../../errors.js';
 import { checkInterfaceName } from '../../net/ifname.js';
-import { ControlServer } from '../../vhost-user/control/server.js';
+import { ControlServer, DEFAULT_MAX_TENANT_PORTS } from '../../vhost-user/control/server.js';
 import { encodeLine } from '../../vhost-user/control/codec.js';
 import { VhostUserServer } from '../../vhost-user/server.js';
 import { parseSocketMode, resolveGroup } from '../../vhost-user/socket-path.js';
@@ -32,6 +32,7 @@ QEMU needs shared guest memory for vhost-user:
     events: Flags.boolean({ summary: 'print events (connected, ready, disconnected, mac-learned, ...) as JSON lines on stdout' }),
     control: Flags.string({ summary: 'unix socket for JSON-line control: add-port, remove-port, set-mode, list, events (root only, mode 0600, unless --control-group)' }),
     'control-group': Flags.string({ summary: 'delegate the control socket to this group (mode 0660): its members manage only their own ports' }),
+    'max-ports-per-user': Flags.integer({ summary: `ports one delegated (non-root) control user may have at once (default ${DEFAULT_MAX_TENANT_PORTS})`, min: 1, max: 4096 }),
     'socket-owner': Flags.string({ summary: 'owner of the --socket ports, USER[:GROUP]: the only non-root user whose front-end may connect (default: the switch\'s own user)' }),
     'socket-mode': Flags.string({ summary: 'permission bits of root-configured port sockets, octal (default 0600, 0660 with --socket-group)' }),
     'socket-group': Flags.string({ summary: 'group of root-configured port sockets (name or gid); members whose primary group it is may connect when the mode allows' }),
@@ -81,7 +82,7 @@ QEMU needs shared guest memory for vhost-user:
       if (flags.events) server.events.on((e) => process.stdout.write(encodeLine(e)));
       await server.start();
       if (flags.control) {
-        control = new ControlServer(server, log);
+        control = new ControlServer(server, log, flags['max-ports-per-user'] ?? DEFAULT_MAX_TENANT_PORTS);
         await control.start(flags.control, controlAccess);
       }
     } catch (e) {

@@ -14,6 +14,9 @@ import type { Stamped } from '../events.js';
 import type { VhostUserServer } from '../server.js';
 import { ControlError, encodeLine, errorReply, LineSplitter, okReply, parseRequest, type ControlRequest } from './codec.js';
 
+/** Ports one delegated user may have at once (each costs us fds and a data-path slot). */
+export const DEFAULT_MAX_TENANT_PORTS = 16;
+
 // Bytes of events we hold for a subscriber that does not read before dropping it.
 const MAX_BACKLOG = 1 << 20;
 
@@ -21,8 +24,10 @@ export class ControlServer {
   private server: Server | null = null;
   private owned: OwnedSocket | null = null;
   private readonly clients = new Set<Socket>();
+  private readonly adding = new Map<number, number>();
 
-  constructor(private readonly sw: VhostUserServer, private readonly log: (m: string) => void) {}
+  /** `maxTenantPorts`: ports one delegated (non-root) user may have at once. */
+  constructor(private readonly sw: VhostUserServer, private readonly log: (m: string) => void, private readonly maxTenantPorts = DEFAULT_MAX_TENANT_PORTS) {}
 
   async start(path: string, access?: SocketAccess): Promise<void> {
     this.owned = listenOwned(path, access);
@@ -124,7 +129,17 @@ export class ControlServer {
         if (req.client && !admin) throw new Refused('add-port: "client":true (the switch connecting to a path) is for root only');
         let owner;
         try { owner = ownerForAdd(peer, req.owner); } catch (e) { throw new Refused((e as Error).message); }
-        const port = await this.sw.addPort({ socket: req.socket, client: req.client, ...(req.mode ? { mode: req.mode } : {}), ...(owner ? { owner } : {}), byTenant: !admin });
+        // Adds still in flight count too: a tenant may open many connections at once.
+        const adding = this.adding.get(peer.uid) ?? 0;
+        if (!admin && this.sw.portsOwnedBy(peer.uid) + adding >= this.maxTenantPorts) throw new Refused(`add-port: uid ${peer.uid} has ${this.maxTenantPorts} ports already, the most one user may have (--max-ports-per-user)`);
+        this.adding.set(peer.uid, adding + 1);
+        let port: number;
+        try {
+          port = await this.sw.addPort({ socket: req.socket, client: req.client, ...(req.mode ? { mode: req.mode } : {}), ...(owner ? { owner } : {}), byTenant: !admin });
+        } finally {
+          const n = (this.adding.get(peer.uid) ?? 1) - 1;
+          if (n > 0) this.adding.set(peer.uid, n); else this.adding.delete(peer.uid);
+        }
         return { port, socket: req.socket, owner: this.sw.ownerOf(port) };
       }
       case 'remove-port': {
