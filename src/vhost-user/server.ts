@@ -18,8 +18,9 @@ import { UPLINK_STATS_ID, type MacEntry } from './dataplane/commands.js';
 import { EventBus } from './events.js';
 import type { PortModeName } from './switch/forwarding.js';
 import { closeOwned, listenForOwner, type OwnedSocket, type SocketAccess } from './socket-path.js';
-import { describeOwner, frontEndAllowed, type Owner } from './tenancy.js';
+import { describeOwner, frontEndAllowed, isAdmin, type Owner } from './tenancy.js';
 import type { MemoryLimits } from './device/memory-table.js';
+import { MapBudget } from './device/map-budget.js';
 import { openUplink, type Uplink } from './uplink.js';
 
 export interface ServeOptions {
@@ -88,6 +89,8 @@ export class VhostUserServer {
   private readonly log: (msg: string) => void;
   private uplink: Uplink | null = null;
   private stopping = false;
+  /** Per owner uid: how much guest memory its ports may map how often (root's own ports are not bounded). */
+  private readonly budgets = new Map<number, MapBudget>();
   readonly events = new EventBus();
 
   constructor(private readonly opts: ServeOptions) {
@@ -154,6 +157,12 @@ export class VhostUserServer {
     if (!port) throw new UsageError(`no port ${id}`, "'list' shows the ports");
     await this.worker.setMode(id, mode);
     port.mode = mode;
+  }
+
+  private budgetOf(uid: number): MapBudget {
+    let b = this.budgets.get(uid);
+    if (!b) this.budgets.set(uid, b = new MapBudget());
+    return b;
   }
 
   /** Ports owned by `uid` (a delegated tenant's count against its bound). */
@@ -254,6 +263,7 @@ export class VhostUserServer {
     const device = new VhostUserNetDevice(this.watchedDataplane(port, () => conn), {
       queuePairs: this.queuePairs, allowUnsealedMemory: this.opts.allowUnsealedMemory ?? false,
       ...(this.opts.memoryLimits ? { memoryLimits: this.opts.memoryLimits } : {}),
+      ...(isAdmin(port.owner.uid) ? {} : { mapBudget: this.budgetOf(port.owner.uid) }),
     });
     conn = new Connection(fd, device, (m) => this.log(`port ${port.id}: ${m}`));
     port.conn = conn;

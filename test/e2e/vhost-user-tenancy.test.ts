@@ -16,7 +16,8 @@ import { BIN } from '../lib/paths.js';
 import { ControlClient } from '../lib/control-client.js';
 import { Serve } from '../lib/serve.js';
 import { asTenant } from '../lib/switch-tenant.js';
-import { memfdCreate, testFrame, VhostFrontend } from '../lib/vhost-frontend.js';
+import { fdCount, memfdCreate, testFrame, VhostFrontend } from '../lib/vhost-frontend.js';
+import { eventually } from '../lib/wait.js';
 import * as F from '../lib/frontend-codec.js';
 import { Req } from '../../src/vhost-user/protocol/index.js';
 import { closeFd } from '../../src/sys/libc.js';
@@ -209,6 +210,68 @@ describe('vhost-user switch: tenants cannot stop, see or take each other\'s port
       root.close();
     } finally {
       if (huge >= 0) closeFd(huge);
+      for (const f of fes) f.close();
+      const { code } = await s.stop();
+      assert.equal(code, 0, s.log());
+    }
+  });
+
+  it('a tenant remapping 128 GiB tables in a loop waits on its own budget: others forward, root\'s list answers', async () => {
+    const [a, b, c] = ['a', 'b', 'c'].map((n) => join(dir, `r-${n}.sock`)) as [string, string, string];
+    const ctl = join(dir, 'ctl5.sock');
+    const s = new Serve(['--socket', a, '--socket', b, '--control', ctl]);
+    const fes: VhostFrontend[] = [];
+    let big = -1;
+    try {
+      await s.ready([a, b, ctl]);
+      const root = await ControlClient.connect(ctl);
+      assert.equal((await root.request({ op: 'add-port', socket: c, owner: { uid: T, gid: T } })).ok, true);
+      const [fa, fb] = [await VhostFrontend.connectReady(a), await VhostFrontend.connectReady(b)];
+      fes.push(fa, fb);
+      await fa.handshake({ memory: { name: 'qnh-swt-ra' } });
+      await fb.handshake({ memory: { name: 'qnh-swt-rb' } });
+      /** Frames a -> b one at a time for `ms`: how much the data path does meanwhile. */
+      const pingPong = async (ms: number): Promise<number> => {
+        let n = 0;
+        for (const t0 = Date.now(); Date.now() - t0 < ms; n++) {
+          await fa.transmit([testFrame(3, n)], 15_000);
+          await fb.receive(1, 15_000);
+        }
+        return n;
+      };
+      const baseline = await pingPong(6000);
+      const fdsBefore = fdCount(s.proc.pid!);
+      // Root's own front-end on the tenant's port (a front-end is the owner's or root's): the budget is the owner's.
+      const attacker = await VhostFrontend.connectReady(c);
+      fes.push(attacker);
+      await attacker.set(Req.SET_OWNER);
+      await attacker.negotiateProtocol();
+      big = memfdCreate('qnh-swt-128g', 2 ** 37);
+      ensureShrinkSeal(big);
+      const table = F.memTable([{ guestPhysAddr: 0n, memorySize: 2n ** 37n, userspaceAddr: 0x7f00_0000_0000n, mmapOffset: 0n }]);
+      for (let i = 0; i < 20; i++) assert.ok(attacker.request(Req.SET_MEM_TABLE, table, [big], true));
+      const lists: number[] = [];
+      const [during] = await Promise.all([pingPong(6000), (async () => {
+        for (let i = 0; i < 3; i++) {
+          const t0 = Date.now();
+          assert.equal((await root.request({ op: 'list' }, 3000)).ok, true);
+          lists.push(Date.now() - t0);
+          await new Promise((r) => setTimeout(r, 500));
+        }
+      })()]);
+      process.stderr.write(`# a->b frames in 6 s: ${baseline} alone, ${during} under the remap loop; root's list in ${lists.join(', ')} ms\n`);
+      assert.ok(during >= baseline / 3, `forwarding under the loop: ${during} frames vs ${baseline}`);
+      assert.ok(await s.waitLog(/port 2: SET_MEM_TABLE refused: SET_MEM_TABLE: remapping guest memory too often/, 10_000), s.log());
+      // The attacker goes while a table still waits: nothing of it stays behind.
+      attacker.close();
+      closeFd(big);
+      big = -1;
+      await eventually('the tenant\'s fds to be released', () => fdCount(s.proc.pid!) <= fdsBefore, 40_000);
+      await fa.transmit([testFrame(4, 0)]);
+      await fb.receive(1);
+      root.close();
+    } finally {
+      if (big >= 0) closeFd(big);
       for (const f of fes) f.close();
       const { code } = await s.stop();
       assert.equal(code, 0, s.log());

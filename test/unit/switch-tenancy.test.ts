@@ -8,6 +8,7 @@ import { ControlError, parseRequest } from '../../src/vhost-user/control/codec.j
 import { checkLimits, DEFAULT_MEMORY_LIMITS, formatBytes, MemoryError, parseByteSize, viewsNeeded } from '../../src/vhost-user/device/memory-table.js';
 import { actRefusal, frontEndAllowed, isAdmin, mayWriteDir, ownerForAdd, parseOwnerSpec } from '../../src/vhost-user/tenancy.js';
 import { UsageError } from '../../src/errors.js';
+import { MAP_BUDGET, MapBudget } from '../../src/vhost-user/device/map-budget.js';
 
 const GiB = 2 ** 30;
 const alice = { uid: 1000, gid: 1000 };
@@ -103,5 +104,26 @@ describe('memory tables against the limits (before anything is mapped)', () => {
     assert.equal(formatBytes(2 ** 46), '64 TiB');
     assert.equal(formatBytes(16 * 2 ** 20), '16 MiB');
     assert.equal(formatBytes(3 * GiB + 1), '3.0 GiB');
+  });
+});
+
+describe('mapping budget: how often an owner may have tables mapped', () => {
+  it('a full bucket maps at once, then reservations queue behind each other; too long a wait is refused, reserving nothing', () => {
+    let now = 0;
+    const b = new MapBudget(64, 1, () => now); // 64 views, 1 view a second
+    assert.equal(b.reserve(64), 0, 'a boot maps at once');
+    assert.equal(b.reserve(10), 10_000, 'the next waits for its views');
+    assert.equal(b.reserve(10), 20_000, 'and the one after it queues behind');
+    assert.throws(() => b.reserve(64, 30_000), (e: unknown) => e instanceof MemoryError && /remapping guest memory too often: .*84 s/.test(e.message));
+    now = 20_000; // the 20 queued views are paid: the bucket is empty again
+    assert.equal(b.reserve(1), 1000);
+    now = 10_000_000; // long idle: refilled, never above capacity
+    assert.equal(b.reserve(64), 0);
+    assert.equal(b.reserve(1), 1000);
+  });
+
+  it('defaults: one largest table (64 views) at once, 128 GiB a minute after that', () => {
+    assert.equal(MAP_BUDGET.capacity, 64);
+    assert.equal(MAP_BUDGET.perSecond * 60, 64);
   });
 });

@@ -8,7 +8,8 @@ import { closeFd } from '../../sys/libc.js';
 import { Feature, hasFeature, ProtoFeature, Req, encodeAck, encodeU64Reply, encodeVringStateReply, encodeConfigErrorReply, requestFds, type Request } from '../protocol/index.js';
 import type { PortDataplane, QueueSpec } from '../dataplane/api.js';
 import { offeredFeatures, offeredProtocolFeatures } from './features.js';
-import { DEFAULT_MEMORY_LIMITS, MemoryError, MemoryTable, regionSpec, type MemoryLimits } from './memory-table.js';
+import { DEFAULT_MEMORY_LIMITS, MemoryError, MemoryTable, regionSpec, viewsNeeded, type MemoryLimits } from './memory-table.js';
+import type { MapBudget } from './map-budget.js';
 import { checkNotifyFd, sealRegions } from './fd-checks.js';
 import { DeviceError } from './errors.js';
 
@@ -47,6 +48,8 @@ export interface DeviceOptions {
   allowUnsealedMemory?: boolean;
   /** Bounds on the memory table (default DEFAULT_MEMORY_LIMITS). */
   memoryLimits?: MemoryLimits;
+  /** The port owner's budget of views to map (none: unbounded, root's own ports). */
+  mapBudget?: MapBudget;
 }
 
 export class VhostUserNetDevice {
@@ -59,6 +62,7 @@ export class VhostUserNetDevice {
   mtu = 0;
   guestMac: Uint8Array | null = null;
   private readonly maxRing: number;
+  private closed = false;
 
   constructor(private readonly dp: PortDataplane, private readonly opts: DeviceOptions) {
     this.vrings = Array.from({ length: opts.queuePairs * 2 }, newVring);
@@ -104,6 +108,7 @@ export class VhostUserNetDevice {
           requestFds(req).forEach(closeFd);
           throw new DeviceError(`SET_MEM_TABLE: ${(e as Error).message}`);
         }
+        await this.waitForBudget('SET_MEM_TABLE', specs, requestFds(req));
         await this.replaceMemory(specs);
         return null;
       }
@@ -124,6 +129,7 @@ export class VhostUserNetDevice {
           closeFd(req.fd);
           throw new DeviceError(`ADD_MEM_REG: ${(e as Error).message}`);
         }
+        await this.waitForBudget('ADD_MEM_REG', [...this.mem.regions, spec], [req.fd]);
         await this.replaceMemory([...this.mem.regions, spec], true);
         return null;
       }
@@ -134,6 +140,7 @@ export class VhostUserNetDevice {
         // Already removed: the next queue pair's vhost_dev repeating it (see ADD_MEM_REG).
         if (keep.length === this.mem.regions.length) return null;
         const gone = this.mem.regions.filter((r) => !keep.includes(r));
+        await this.waitForBudget('REM_MEM_REG', keep, []);
         await this.replaceMemory(keep, true, gone.map((r) => r.fd));
         return null;
       }
@@ -352,8 +359,28 @@ export class VhostUserNetDevice {
     this.status = 0;
   }
 
+  /**
+   * Waits (this connection alone) until the owner's budget covers mapping
+   * `regions`; refuses the table when that would take too long. `fds` are the
+   * request's own, closed when the table is not taken.
+   */
+  private async waitForBudget(what: string, regions: readonly { size: number }[], fds: number[]): Promise<void> {
+    if (!this.opts.mapBudget) return;
+    try {
+      await this.opts.mapBudget.take(viewsNeeded(regions));
+    } catch (e) {
+      fds.forEach(closeFd);
+      throw new DeviceError(`${what}: ${(e as Error).message}`);
+    }
+    if (this.closed) {
+      fds.forEach(closeFd);
+      throw new DeviceError(`${what}: the connection closed while the table waited for the mapping budget`, true);
+    }
+  }
+
   /** Connection gone: release everything. */
   async close(): Promise<void> {
+    this.closed = true;
     await this.reset();
   }
 
