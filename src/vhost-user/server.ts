@@ -20,8 +20,11 @@ import type { PortModeName } from './switch/forwarding.js';
 import { closeOwned, listenForOwner, type OwnedSocket, type SocketAccess } from './socket-path.js';
 import { describeOwner, frontEndAllowed, isAdmin, type Owner } from './tenancy.js';
 import type { MemoryLimits } from './device/memory-table.js';
-import { MapBudget } from './device/map-budget.js';
+import { MapBudget, MAP_BUDGET, SHARED_MAP_BUDGET } from './device/map-budget.js';
 import { openUplink, type Uplink } from './uplink.js';
+
+// How long `list` waits for fresh counters from a busy data path before answering with the last ones.
+const FRESH_WAIT_MS = 1000;
 
 export interface ServeOptions {
   sockets: string[];
@@ -91,6 +94,8 @@ export class VhostUserServer {
   private stopping = false;
   /** Per owner uid: how much guest memory its ports may map how often (root's own ports are not bounded). */
   private readonly budgets = new Map<number, MapBudget>();
+  private readonly sharedBudget = new MapBudget(SHARED_MAP_BUDGET.capacity, SHARED_MAP_BUDGET.perSecond);
+  private lastMacs: MacEntry[] = [];
   readonly events = new EventBus();
 
   constructor(private readonly opts: ServeOptions) {
@@ -161,7 +166,7 @@ export class VhostUserServer {
 
   private budgetOf(uid: number): MapBudget {
     let b = this.budgets.get(uid);
-    if (!b) this.budgets.set(uid, b = new MapBudget());
+    if (!b) this.budgets.set(uid, b = new MapBudget(MAP_BUDGET.capacity, MAP_BUDGET.perSecond, undefined, this.sharedBudget));
     return b;
   }
 
@@ -297,14 +302,26 @@ export class VhostUserServer {
     if (conn) await conn.done;
   }
 
+  /**
+   * The worker's answer, or after FRESH_WAIT_MS the last one it gave: a busy
+   * data path (a big table being mapped) must not hold `list` for everyone.
+   */
+  private fresh<T>(p: Promise<T>, last: () => T): Promise<T> {
+    let t: NodeJS.Timeout | undefined;
+    const late = new Promise<T>((res) => { t = setTimeout(() => res(last()), FRESH_WAIT_MS); });
+    return Promise.race([p.finally(() => clearTimeout(t)), late]);
+  }
+
   async list(): Promise<PortInfo[]> {
-    await this.worker.refreshStats();
+    await this.fresh(this.worker.refreshStats(), () => undefined);
     return [...this.ports.values()].map((p) => ({
       port: p.id, socket: p.path, client: p.client, mode: p.mode, connected: p.conn !== null, ready: p.ready, owner: { ...p.owner }, stats: this.worker.statsOf(p.id),
     }));
   }
 
-  macs(): Promise<MacEntry[]> { return this.worker.macs(); }
+  macs(): Promise<MacEntry[]> {
+    return this.fresh(this.worker.macs().then((m) => (this.lastMacs = m)), () => this.lastMacs);
+  }
 
   uplinkInfo(): { kind: string; device: string; ifname: string; stats: PortStats } | null {
     const u = this.uplink;

@@ -8,7 +8,7 @@ import { ControlError, parseRequest } from '../../src/vhost-user/control/codec.j
 import { checkLimits, DEFAULT_MEMORY_LIMITS, formatBytes, MemoryError, parseByteSize, viewsNeeded } from '../../src/vhost-user/device/memory-table.js';
 import { actRefusal, frontEndAllowed, isAdmin, mayWriteDir, ownerForAdd, parseOwnerSpec } from '../../src/vhost-user/tenancy.js';
 import { UsageError } from '../../src/errors.js';
-import { MAP_BUDGET, MapBudget } from '../../src/vhost-user/device/map-budget.js';
+import { MAP_BUDGET, MapBudget, SHARED_MAP_BUDGET } from '../../src/vhost-user/device/map-budget.js';
 
 const GiB = 2 ** 30;
 const alice = { uid: 1000, gid: 1000 };
@@ -114,7 +114,7 @@ describe('mapping budget: how often an owner may have tables mapped', () => {
     assert.equal(b.reserve(64), 0, 'a boot maps at once');
     assert.equal(b.reserve(10), 10_000, 'the next waits for its views');
     assert.equal(b.reserve(10), 20_000, 'and the one after it queues behind');
-    assert.throws(() => b.reserve(64, 30_000), (e: unknown) => e instanceof MemoryError && /remapping guest memory too often: .*84 s/.test(e.message));
+    assert.throws(() => b.reserve(64, 30_000), (e: unknown) => e instanceof MemoryError && /remapping guest memory too often: .*wait 84 s/.test(e.message));
     now = 20_000; // the 20 queued views are paid: the bucket is empty again
     assert.equal(b.reserve(1), 1000);
     now = 10_000_000; // long idle: refilled, never above capacity
@@ -122,8 +122,22 @@ describe('mapping budget: how often an owner may have tables mapped', () => {
     assert.equal(b.reserve(1), 1000);
   });
 
-  it('defaults: one largest table (64 views) at once, 128 GiB a minute after that', () => {
+  it('owners draw from a shared budget too: two tenants together wait as one would', () => {
+    let now = 0;
+    const shared = new MapBudget(100, 1, () => now);
+    const alice = new MapBudget(64, 1, () => now, shared);
+    const bob = new MapBudget(64, 1, () => now, shared);
+    assert.equal(alice.reserve(64), 0);
+    assert.equal(bob.reserve(30), 0, 'within both');
+    assert.equal(bob.reserve(30), 24_000, 'bob\'s own budget has 34 left, the shared one 6: the shared one decides');
+    assert.throws(() => alice.reserve(64), /wait 88 s/, 'refused ...');
+    assert.equal(bob.reserve(1), 25_000, '... and nothing was reserved by the refusal');
+  });
+
+  it('defaults: one largest table (64 views) at once per owner, 128 GiB a minute; all tenants twice that', () => {
     assert.equal(MAP_BUDGET.capacity, 64);
     assert.equal(MAP_BUDGET.perSecond * 60, 64);
+    assert.equal(SHARED_MAP_BUDGET.capacity, 128);
+    assert.equal(SHARED_MAP_BUDGET.perSecond * 60, 128);
   });
 });

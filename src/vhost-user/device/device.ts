@@ -9,7 +9,7 @@ import { Feature, hasFeature, ProtoFeature, Req, encodeAck, encodeU64Reply, enco
 import type { PortDataplane, QueueSpec } from '../dataplane/api.js';
 import { offeredFeatures, offeredProtocolFeatures } from './features.js';
 import { DEFAULT_MEMORY_LIMITS, MemoryError, MemoryTable, regionSpec, viewsNeeded, type MemoryLimits } from './memory-table.js';
-import type { MapBudget } from './map-budget.js';
+import { waitForBudget, type MapBudget } from './map-budget.js';
 import { checkNotifyFd, sealRegions } from './fd-checks.js';
 import { DeviceError } from './errors.js';
 
@@ -108,7 +108,7 @@ export class VhostUserNetDevice {
           requestFds(req).forEach(closeFd);
           throw new DeviceError(`SET_MEM_TABLE: ${(e as Error).message}`);
         }
-        await this.waitForBudget('SET_MEM_TABLE', specs, requestFds(req));
+        await waitForBudget(this.opts.mapBudget, 'SET_MEM_TABLE', viewsNeeded(specs), requestFds(req), () => this.closed);
         await this.replaceMemory(specs);
         return null;
       }
@@ -129,7 +129,7 @@ export class VhostUserNetDevice {
           closeFd(req.fd);
           throw new DeviceError(`ADD_MEM_REG: ${(e as Error).message}`);
         }
-        await this.waitForBudget('ADD_MEM_REG', [...this.mem.regions, spec], [req.fd]);
+        await waitForBudget(this.opts.mapBudget, 'ADD_MEM_REG', viewsNeeded([...this.mem.regions, spec]), [req.fd], () => this.closed);
         await this.replaceMemory([...this.mem.regions, spec], true);
         return null;
       }
@@ -140,7 +140,7 @@ export class VhostUserNetDevice {
         // Already removed: the next queue pair's vhost_dev repeating it (see ADD_MEM_REG).
         if (keep.length === this.mem.regions.length) return null;
         const gone = this.mem.regions.filter((r) => !keep.includes(r));
-        await this.waitForBudget('REM_MEM_REG', keep, []);
+        await waitForBudget(this.opts.mapBudget, 'REM_MEM_REG', viewsNeeded(keep), [], () => this.closed);
         await this.replaceMemory(keep, true, gone.map((r) => r.fd));
         return null;
       }
@@ -357,25 +357,6 @@ export class VhostUserNetDevice {
     this.mem.closeAll();
     this.features = 0n;
     this.status = 0;
-  }
-
-  /**
-   * Waits (this connection alone) until the owner's budget covers mapping
-   * `regions`; refuses the table when that would take too long. `fds` are the
-   * request's own, closed when the table is not taken.
-   */
-  private async waitForBudget(what: string, regions: readonly { size: number }[], fds: number[]): Promise<void> {
-    if (!this.opts.mapBudget) return;
-    try {
-      await this.opts.mapBudget.take(viewsNeeded(regions));
-    } catch (e) {
-      fds.forEach(closeFd);
-      throw new DeviceError(`${what}: ${(e as Error).message}`);
-    }
-    if (this.closed) {
-      fds.forEach(closeFd);
-      throw new DeviceError(`${what}: the connection closed while the table waited for the mapping budget`, true);
-    }
   }
 
   /** Connection gone: release everything. */
