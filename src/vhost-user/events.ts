@@ -15,7 +15,7 @@ export type SwitchEvent =
   | { event: 'port-added'; port: number; socket: string; client: boolean; mode: PortModeName; owner: { uid: number; gid: number } }
   /** A front-end that is neither the port's owner nor root tried the port's socket and was closed on. */
   | { event: 'refused'; port: number; socket: string; uid: number; gid: number; pid: number; reason: string }
-  | { event: 'port-removed'; port: number; socket: string };
+  | { event: 'port-removed'; port: number; socket: string; owner: { uid: number; gid: number } };
 
 export type Stamped = SwitchEvent & { time: string };
 

@@ -149,12 +149,16 @@ export class VhostUserServer {
 
   async removePort(id: number): Promise<void> {
     const port = this.ports.get(id);
-    if (!port) throw new UsageError(`no port ${id}`, "'list' shows the ports");
+    if (!port || port.removed) throw new UsageError(`no port ${id}`, "'list' shows the ports");
     port.removed = true;
-    this.ports.delete(id);
-    await this.closePort(port);
+    // Known until closed: its last events (disconnected) still reach its owner's event stream.
+    try {
+      await this.closePort(port);
+    } finally {
+      this.ports.delete(id);
+    }
     await this.worker.removePort(id);
-    this.events.emit({ event: 'port-removed', port: id, socket: port.path });
+    this.events.emit({ event: 'port-removed', port: id, socket: port.path, owner: port.owner });
   }
 
   async setMode(id: number, mode: PortModeName): Promise<void> {
@@ -314,7 +318,7 @@ export class VhostUserServer {
 
   async list(): Promise<PortInfo[]> {
     await this.fresh(this.worker.refreshStats(), () => undefined);
-    return [...this.ports.values()].map((p) => ({
+    return [...this.ports.values()].filter((p) => !p.removed).map((p) => ({
       port: p.id, socket: p.path, client: p.client, mode: p.mode, connected: p.conn !== null, ready: p.ready, owner: { ...p.owner }, stats: this.worker.statsOf(p.id),
     }));
   }

@@ -150,11 +150,18 @@ describe('vhost-user switch: tenants cannot stop, see or take each other\'s port
         [[0, 'veb', { uid: 0, gid: 0 }, false], [id, 'private', { uid: T, gid: T }, false]], 'root\'s port unchanged; only one port added');
       assert.match(s.log(), /control: refused uid 65534 \(pid \d+\): set-mode 0: the port belongs to uid 0/);
       // A bound on how many ports one tenant holds (root's own are not counted against anyone).
-      const more = repliesOf(asTenant(T, T, { kind: 'control', path: ctl, requests: [
+      const withEvents = asTenant(T, T, { kind: 'control', path: ctl, requests: [
+        { op: 'events' },
         { op: 'add-port', socket: join(tenantDir, 'two.sock') },
         { op: 'add-port', socket: join(tenantDir, 'three.sock') },
-      ] }));
+        { op: 'remove-port', socket: join(tenantDir, 'two.sock') },
+      ] });
+      const more = repliesOf(withEvents).slice(1);
       assert.equal(more[0]!.ok, true);
+      assert.equal(more[2]!.ok, true, 'its own port: removed');
+      // Its event stream carries its own ports' events, never root's port (0) or the uplink.
+      const evs = withEvents.events as { event: string; port: unknown; socket: string }[];
+      assert.deepEqual(evs.map((e) => [e.event, e.socket]), [['port-added', join(tenantDir, 'two.sock')], ['port-removed', join(tenantDir, 'two.sock')]]);
       assert.match(String(more[1]!.error), /uid 65534 has 2 ports already, the most one user may have/);
       assert.ok(!existsSync(join(tenantDir, 'three.sock')));
       // Root may act on the tenant's port; the tenant's socket goes with it.

@@ -1,6 +1,6 @@
 // Run as another user (setpriv) to play a hostile tenant of the vhost-user
 // switch: "control" sends control requests and reports each reply (or why it
-// could not connect); "frontend" connects to a port socket as a front-end and
+// could not connect) and the event lines it was sent; "frontend" connects to a port socket as a front-end and
 // reports whether the switch closed on it. Prints one JSON line on stdout.
 import { spawnSync } from 'node:child_process';
 import { connect } from 'node:net';
@@ -18,10 +18,16 @@ async function control(job: Extract<Job, { kind: 'control' }>): Promise<unknown>
   sock.setEncoding('utf8');
   let buf = '';
   const lines: string[] = [];
+  const events: unknown[] = [];
   sock.on('data', (d: string) => {
     buf += d;
     let i: number;
-    while ((i = buf.indexOf('\n')) >= 0) { lines.push(buf.slice(0, i)); buf = buf.slice(i + 1); }
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      if ('event' in (JSON.parse(line) as object)) events.push(JSON.parse(line));
+      else lines.push(line);
+    }
   });
   const replies: unknown[] = [];
   for (const r of job.requests) {
@@ -31,8 +37,9 @@ async function control(job: Extract<Job, { kind: 'control' }>): Promise<unknown>
     while (lines.length < want && Date.now() < deadline && !sock.destroyed) await new Promise((res) => setTimeout(res, 10));
     replies.push(lines.length >= want ? JSON.parse(lines[want - 1]!) : { noReply: true });
   }
+  await new Promise((res) => setTimeout(res, 200)); // events that follow the last reply
   sock.destroy();
-  return { replies };
+  return { replies, events };
 }
 
 /** Connects and waits: a refused front-end sees the switch close the connection. */

@@ -111,7 +111,7 @@ export class ControlServer {
   /** Events a delegated client sees: those of its own ports (and nothing about the uplink's traffic). */
   private maySee(peer: Peer, ev: Stamped): boolean {
     if (typeof ev.port !== 'number') return false;
-    const owner = ev.event === 'port-added' ? ev.owner : this.sw.ownerOf(ev.port);
+    const owner = ev.event === 'port-added' || ev.event === 'port-removed' ? ev.owner : this.sw.ownerOf(ev.port);
     return owner !== undefined && owner.uid === peer.uid;
   }
 
