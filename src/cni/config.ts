@@ -29,7 +29,7 @@ export const NetConfSchema = z.object({
   vfPool: z.array(z.string().min(1)).min(1).optional(),
   /** Mode nat: the NAT network's IPv4 subnet (as the helper's profile word); else IPAM's, else the helper's choice. */
   subnet: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'an IPv4 subnet like 10.213.7.0/24').optional(),
-  /** tap transport: owner and group of the tap, so an unprivileged QEMU in the pod may open it. */
+  /** tap transport: owner and group of the tap; vhost-user: of the switch port. So an unprivileged QEMU in the pod may use it. */
   owner: z.number().int().min(0).max(0xfffffffe).optional(),
   group: z.number().int().min(0).max(0xfffffffe).optional(),
   /**
@@ -80,7 +80,7 @@ export const NetConfSchema = z.object({
   }
   if (c.subnet !== undefined && c.mode !== 'nat') bad('subnet', "subnet is the NAT network's: only mode 'nat' takes it");
   if (c.vlan !== undefined && c.transport !== 'vf') bad('vlan', "vlan is set on the VF by its PF; only transport 'vf' takes it");
-  if ((c.owner !== undefined || c.group !== undefined) && c.transport !== 'tap') bad(c.owner !== undefined ? 'owner' : 'group', "owner/group apply to transport 'tap' only");
+  if ((c.owner !== undefined || c.group !== undefined) && c.transport !== 'tap' && c.transport !== 'vhost-user') bad(c.owner !== undefined ? 'owner' : 'group', "owner/group apply to transports 'tap' and 'vhost-user' only");
 });
 
 export type NetConf = z.infer<typeof NetConfSchema>;

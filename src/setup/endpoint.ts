@@ -79,6 +79,9 @@ export function setupEndpoint(flags: SetupFlags, o: SetupOptions): SetupResult {
   const claimOwner = o.manual ? 1 : o.owner?.pid ?? o.fallbackOwnerPid;
   if (claimOwner !== undefined) req.params.ownerPid = claimOwner;
   req.params.endpointId = id;
+  // Whoever asked owns what is made for them (the vhost-user switch's port: only their QEMU may connect).
+  req.params.ownerUid = o.caller.uid;
+  req.params.ownerGid = o.caller.gid;
   try {
     const choice = realize(mode, policy, req, o.host, { kernels, transports }, protocols, rb);
     o.deliver?.(choice, mode);

@@ -55,6 +55,21 @@ export function connectUnix(path: string): number {
   }
 }
 
+/**
+ * Connects without ever blocking: a listener whose backlog is full (a hostile
+ * one can keep it full) answers EAGAIN instead of holding the caller.
+ */
+export function connectUnixNonBlocking(path: string): number {
+  const fd = check(c.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), 'socket');
+  try {
+    check(connectRaw(fd, sockaddrUn(path), 2 + Buffer.byteLength(path) + 1), 'connect', path);
+    return fd;
+  } catch (e) {
+    closeFd(fd);
+    throw e;
+  }
+}
+
 export function setNonBlocking(fd: number, on: boolean): void {
   const fl = check(c.fcntl(fd, F_GETFL, 0), 'fcntl');
   check(c.fcntl(fd, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK), 'fcntl');

@@ -12,8 +12,10 @@ export type SwitchEvent =
   | { event: 'disconnected'; port: number; socket: string; reason: string }
   /** A source MAC seen for the first time, or on another port than before. `port` is "uplink" for the uplink. */
   | { event: 'mac-learned'; port: number | 'uplink'; socket: string | null; mac: string; moved: boolean }
-  | { event: 'port-added'; port: number; socket: string; client: boolean; mode: PortModeName }
-  | { event: 'port-removed'; port: number; socket: string };
+  | { event: 'port-added'; port: number; socket: string; client: boolean; mode: PortModeName; owner: { uid: number; gid: number } }
+  /** A front-end that is neither the port's owner nor root tried the port's socket and was closed on. */
+  | { event: 'refused'; port: number; socket: string; uid: number; gid: number; pid: number; reason: string }
+  | { event: 'port-removed'; port: number; socket: string; owner: { uid: number; gid: number } };
 
 export type Stamped = SwitchEvent & { time: string };
 

@@ -2,10 +2,13 @@
 // with an optional uplink (a host device or a tap on a bridge). Ports are
 // added at start (--socket) or at run time (the control socket); each one
 // listens, or with `client` connects to a front-end that listens and retries
-// until it can. Connection state changes are published as events.
+// until it can. Connection state changes are published as events. Every port
+// has an owner: its socket is the owner's, and a front-end that is neither the
+// owner nor root is turned away (tenancy.ts decides who may do what).
 import { closeFd } from '../sys/libc.js';
 import { unwatch, watchReadable } from '../sys/poller.js';
-import { acceptUnix, connectUnix } from '../sys/unix-socket.js';
+import { acceptUnix, connectUnixNonBlocking } from '../sys/unix-socket.js';
+import { peerCred } from '../sys/unix-fd.js';
 import { UsageError } from '../errors.js';
 import { Connection } from './device/connection.js';
 import { VhostUserNetDevice } from './device/device.js';
@@ -14,8 +17,14 @@ import { DataplaneWorker, type PollMode } from './dataplane/client.js';
 import { UPLINK_STATS_ID, type MacEntry } from './dataplane/commands.js';
 import { EventBus } from './events.js';
 import type { PortModeName } from './switch/forwarding.js';
-import { closeOwned, listenOwned, type OwnedSocket, type SocketAccess } from './socket-path.js';
+import { closeOwned, listenForOwner, type OwnedSocket, type SocketAccess } from './socket-path.js';
+import { describeOwner, frontEndAllowed, isAdmin, type Owner } from './tenancy.js';
+import type { MemoryLimits } from './device/memory-table.js';
+import { MapBudget, MAP_BUDGET, SHARED_MAP_BUDGET } from './device/map-budget.js';
 import { openUplink, type Uplink } from './uplink.js';
+
+// How long `list` waits for fresh counters from a busy data path before answering with the last ones.
+const FRESH_WAIT_MS = 1000;
 
 export interface ServeOptions {
   sockets: string[];
@@ -28,14 +37,27 @@ export interface ServeOptions {
   mode?: PortModeName;
   queuePairs?: number;
   poll?: PollMode;
+  /** Mode and group of root-configured ports' sockets (--socket-mode, --socket-group). */
   socketAccess?: SocketAccess;
+  /** Owner of --socket ports and of ports root adds without naming one (default: the switch's own uid/gid). */
+  defaultOwner?: Owner;
   allowUnsealedMemory?: boolean;
   /** Offer checksum/TSO/ECN offloads to front-ends (default true). */
   offloads?: boolean;
+  /** Bounds on each port's guest memory table, checked before anything is mapped. */
+  memoryLimits?: MemoryLimits;
   log?: (msg: string) => void;
 }
 
-export interface PortRequest { socket: string; client?: boolean; mode?: PortModeName }
+export interface PortRequest {
+  socket: string;
+  client?: boolean;
+  mode?: PortModeName;
+  /** The port's owner (default: ServeOptions.defaultOwner). */
+  owner?: Owner;
+  /** Asked for by a delegated (non-root) control client: its own path rules, mode 0600. */
+  byTenant?: boolean;
+}
 
 export interface PortInfo {
   port: number;
@@ -44,6 +66,7 @@ export interface PortInfo {
   mode: PortModeName;
   connected: boolean;
   ready: boolean;
+  owner: Owner;
   stats: PortStats;
 }
 
@@ -52,6 +75,10 @@ interface Port {
   path: string;
   client: boolean;
   mode: PortModeName;
+  owner: Owner;
+  /** Permission bits of the socket file (decides whether the owner's group may connect). */
+  sockMode: number;
+  byTenant: boolean;
   listen: OwnedSocket | null;
   conn: Connection | null;
   retry: NodeJS.Timeout | null;
@@ -67,6 +94,10 @@ export class VhostUserServer {
   private readonly log: (msg: string) => void;
   private uplink: Uplink | null = null;
   private stopping = false;
+  /** Per owner uid: how much guest memory its ports may map how often (root's own ports are not bounded). */
+  private readonly budgets = new Map<number, MapBudget>();
+  private readonly sharedBudget = new MapBudget(SHARED_MAP_BUDGET.capacity, SHARED_MAP_BUDGET.perSecond);
+  private lastMacs: MacEntry[] = [];
   readonly events = new EventBus();
 
   constructor(private readonly opts: ServeOptions) {
@@ -98,8 +129,10 @@ export class VhostUserServer {
   async addPort(req: PortRequest): Promise<number> {
     if (this.stopping) throw new Error('the switch is stopping');
     for (const p of this.ports.values()) if (p.path === req.socket) throw new UsageError(`socket ${req.socket} is already port ${p.id}`, 'each port needs its own socket path');
+    const owner = req.owner ?? this.defaultOwner;
     const port: Port = {
       id: this.nextId++, path: req.socket, client: req.client ?? this.opts.client ?? false, mode: req.mode ?? this.opts.mode ?? 'veb',
+      owner, sockMode: req.byTenant ? 0o600 : this.rootSocketMode, byTenant: req.byTenant ?? false,
       listen: null, conn: null, retry: null, removed: false, started: new Set(), ready: false,
     };
     await this.worker.addPort(port.id, this.queuePairs, port.mode);
@@ -110,20 +143,24 @@ export class VhostUserServer {
       throw e;
     }
     this.ports.set(port.id, port);
-    this.log(`port ${port.id}: ${port.path} (${port.mode}${port.client ? ', client' : ''})`);
-    this.events.emit({ event: 'port-added', port: port.id, socket: port.path, client: port.client, mode: port.mode });
+    this.log(`port ${port.id}: ${port.path} (${port.mode}${port.client ? ', client' : ''}, owner ${describeOwner(owner)})`);
+    this.events.emit({ event: 'port-added', port: port.id, socket: port.path, client: port.client, mode: port.mode, owner });
     if (port.client) this.connect(port);
     return port.id;
   }
 
   async removePort(id: number): Promise<void> {
     const port = this.ports.get(id);
-    if (!port) throw new UsageError(`no port ${id}`, "'list' shows the ports");
+    if (!port || port.removed) throw new UsageError(`no port ${id}`, "'list' shows the ports");
     port.removed = true;
-    this.ports.delete(id);
-    await this.closePort(port);
+    // Known until closed: its last events (disconnected) still reach its owner's event stream.
+    try {
+      await this.closePort(port);
+    } finally {
+      this.ports.delete(id);
+    }
     await this.worker.removePort(id);
-    this.events.emit({ event: 'port-removed', port: id, socket: port.path });
+    this.events.emit({ event: 'port-removed', port: id, socket: port.path, owner: port.owner });
   }
 
   async setMode(id: number, mode: PortModeName): Promise<void> {
@@ -133,13 +170,39 @@ export class VhostUserServer {
     port.mode = mode;
   }
 
+  private budgetOf(uid: number): MapBudget {
+    let b = this.budgets.get(uid);
+    if (!b) this.budgets.set(uid, b = new MapBudget(MAP_BUDGET.capacity, MAP_BUDGET.perSecond, undefined, this.sharedBudget));
+    return b;
+  }
+
+  /** Ports owned by `uid` (a delegated tenant's count against its bound). */
+  portsOwnedBy(uid: number): number {
+    let n = 0;
+    for (const p of this.ports.values()) if (p.owner.uid === uid) n++;
+    return n;
+  }
+
+  /** Owner of port `id` (undefined: no such port). */
+  ownerOf(id: number): Owner | undefined { return this.ports.get(id)?.owner; }
+
+  private get defaultOwner(): Owner {
+    return this.opts.defaultOwner ?? { uid: process.geteuid?.() ?? 0, gid: this.opts.socketAccess?.gid ?? process.getegid?.() ?? 0 };
+  }
+
+  /** --socket-mode, else 0660 when a group was given (the group is meant to connect), else 0600. */
+  private get rootSocketMode(): number {
+    const a = this.opts.socketAccess;
+    return a?.mode ?? (a?.gid !== undefined ? 0o660 : 0o600);
+  }
+
   portBySocket(socket: string): number | undefined {
     for (const p of this.ports.values()) if (p.path === socket) return p.id;
     return undefined;
   }
 
   private listen(port: Port): void {
-    port.listen = listenOwned(port.path, this.opts.socketAccess);
+    port.listen = listenForOwner(port.path, { owner: port.owner, mode: port.sockMode, byTenant: port.byTenant });
     const lfd = port.listen.fd;
     watchReadable(lfd, () => {
       for (let fd = acceptUnix(lfd); fd >= 0; fd = acceptUnix(lfd)) {
@@ -149,9 +212,28 @@ export class VhostUserServer {
           closeFd(fd);
           continue;
         }
+        if (!this.admitted(port, fd)) continue;
         this.attach(port, fd);
       }
     });
+  }
+
+  /** A front-end must be the port's owner (or root): anyone else is closed on, logged and reported. */
+  private admitted(port: Port, fd: number): boolean {
+    let peer;
+    try {
+      peer = peerCred(fd);
+    } catch (e) {
+      this.log(`port ${port.id}: refusing a front-end whose credentials cannot be read (${(e as Error).message})`);
+      closeFd(fd);
+      return false;
+    }
+    if (frontEndAllowed(peer, port.owner, port.sockMode)) return true;
+    const reason = `uid ${peer.uid} is not the port's owner (uid ${port.owner.uid}) nor root`;
+    this.log(`port ${port.id}: refused a front-end (pid ${peer.pid}): ${reason}`);
+    closeFd(fd);
+    this.events.emit({ event: 'refused', port: port.id, socket: port.path, uid: peer.uid, gid: peer.gid, pid: peer.pid, reason });
+    return false;
   }
 
   private connect(port: Port): void {
@@ -159,7 +241,8 @@ export class VhostUserServer {
     if (this.stopping || port.removed) return;
     let fd: number;
     try {
-      fd = connectUnix(port.path);
+      // Never a blocking connect: a listener with a full backlog must not freeze every port.
+      fd = connectUnixNonBlocking(port.path);
     } catch {
       port.retry = setTimeout(() => this.connect(port), 100);
       return;
@@ -190,6 +273,8 @@ export class VhostUserServer {
     let conn: Connection | null = null;
     const device = new VhostUserNetDevice(this.watchedDataplane(port, () => conn), {
       queuePairs: this.queuePairs, allowUnsealedMemory: this.opts.allowUnsealedMemory ?? false, offloads: this.opts.offloads ?? true,
+      ...(this.opts.memoryLimits ? { memoryLimits: this.opts.memoryLimits } : {}),
+      ...(isAdmin(port.owner.uid) ? {} : { mapBudget: this.budgetOf(port.owner.uid) }),
     });
     conn = new Connection(fd, device, (m) => this.log(`port ${port.id}: ${m}`));
     port.conn = conn;
@@ -223,14 +308,26 @@ export class VhostUserServer {
     if (conn) await conn.done;
   }
 
+  /**
+   * The worker's answer, or after FRESH_WAIT_MS the last one it gave: a busy
+   * data path (a big table being mapped) must not hold `list` for everyone.
+   */
+  private fresh<T>(p: Promise<T>, last: () => T): Promise<T> {
+    let t: NodeJS.Timeout | undefined;
+    const late = new Promise<T>((res) => { t = setTimeout(() => res(last()), FRESH_WAIT_MS); });
+    return Promise.race([p.finally(() => clearTimeout(t)), late]);
+  }
+
   async list(): Promise<PortInfo[]> {
-    await this.worker.refreshStats();
-    return [...this.ports.values()].map((p) => ({
-      port: p.id, socket: p.path, client: p.client, mode: p.mode, connected: p.conn !== null, ready: p.ready, stats: this.worker.statsOf(p.id),
+    await this.fresh(this.worker.refreshStats(), () => undefined);
+    return [...this.ports.values()].filter((p) => !p.removed).map((p) => ({
+      port: p.id, socket: p.path, client: p.client, mode: p.mode, connected: p.conn !== null, ready: p.ready, owner: { ...p.owner }, stats: this.worker.statsOf(p.id),
     }));
   }
 
-  macs(): Promise<MacEntry[]> { return this.worker.macs(); }
+  macs(): Promise<MacEntry[]> {
+    return this.fresh(this.worker.macs().then((m) => (this.lastMacs = m)), () => this.lastMacs);
+  }
 
   uplinkInfo(): { kind: string; device: string; ifname: string; stats: PortStats } | null {
     const u = this.uplink;

@@ -2,9 +2,10 @@
 // switch (`vhost-user serve --control`): ADD asks it for a port and returns
 // the port's socket as socketPath (CNI 1.1), a front-end can connect there,
 // CHECK sees the port, DEL (twice) removes it, STATUS says 50 without a switch.
+// The port belongs to the config's owner/group (the pod's QEMU), else to root.
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -102,5 +103,22 @@ describe('CNI vhost-user transport on the running switch', () => {
     const c = cni(h, call('ADD'), conf({ switchControl: join(dir, 'evil.ctl') }));
     assert.equal(c.json?.code, 7, c.stdout);
     assert.match(c.json.msg, /switchControl/);
+  });
+
+  it('owner/group: the port and its socket belong to the pod\'s unprivileged QEMU user (0600)', async () => {
+    const add = cni(h, call('ADD'), conf({ owner: 65534, group: 65534 }));
+    assert.equal(add.status, 0, add.stdout + add.stderr);
+    const socket = add.json.interfaces.at(-1).socketPath as string;
+    const st = statSync(socket);
+    assert.deepEqual([st.uid, st.gid, st.mode & 0o777], [65534, 65534, 0o600]);
+    const list = (await control.request({ op: 'list' })).ports as { socket: string; owner: unknown }[];
+    assert.deepEqual(list.map((p) => [p.socket, p.owner]), [[socket, { uid: 65534, gid: 65534 }]]);
+    assert.equal(cni(h, call('DEL'), conf({ owner: 65534, group: 65534 })).status, 0);
+    assert.deepEqual(await ports(), []);
+    const plain = cni(h, call('ADD'), conf());
+    assert.equal(plain.status, 0, plain.stdout);
+    const pst = statSync(plain.json.interfaces.at(-1).socketPath as string);
+    assert.deepEqual([pst.uid, pst.mode & 0o777], [0, 0o600], 'without owner: root\'s (the runtime\'s), 0600');
+    assert.equal(cni(h, call('DEL'), conf()).status, 0);
   });
 });

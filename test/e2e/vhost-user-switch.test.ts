@@ -75,7 +75,7 @@ describe('vhost-user switch with our test front-end', () => {
       // A port added at run time carries traffic while the others keep theirs.
       await cl.request({ op: 'events' });
       const added = await cl.request({ op: 'add-port', socket: d, mode: 'veb', id: 'add-d' });
-      assert.deepEqual(added, { ok: true, id: 'add-d', port: 3, socket: d });
+      assert.deepEqual(added, { ok: true, id: 'add-d', port: 3, socket: d, owner: { uid: 0, gid: 0 } });
       const gd = await TestGuest.connect(d, MAC.d);
       guests.push(gd);
       await s.waitEvent((e) => e.event === 'ready' && e.port === 3);
@@ -153,7 +153,7 @@ describe('vhost-user switch with our test front-end', () => {
       await s.ready([ctl]);
       const cl = await ControlClient.connect(ctl);
       const r = await cl.request({ op: 'add-port', socket: listening, client: true, mode: 'private' });
-      assert.deepEqual(r, { ok: true, port: 0, socket: listening });
+      assert.deepEqual(r, { ok: true, port: 0, socket: listening, owner: { uid: 0, gid: 0 } });
       let fd = -1;
       await VhostFrontend.until(() => (fd = acceptUnix(lfd)) >= 0, 10000, () => 'the switch to connect to our listening front-end');
       const fe = new VhostFrontend(fd);

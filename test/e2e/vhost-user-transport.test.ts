@@ -4,7 +4,7 @@
 // port goes with `down`, or with the QEMU that asked for it.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -37,7 +37,7 @@ describe('vhost-user transport: ports of the running switch through the policies
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'qnh-vut-'));
     ctl = join(dir, 'switch.ctl');
-    serve = new Serve(['--control', ctl, '--events', '--socket-mode', '0666']);
+    serve = new Serve(['--control', ctl, '--events']);
     await serve.ready([ctl], 60_000);
     control = await ControlClient.connect(ctl);
     // Root answers only to interface rules, and a switch port names no interface: an empty ACL will do.
@@ -65,6 +65,9 @@ describe('vhost-user transport: ports of the running switch through the policies
     assert.match(r.json.qemu.netdev, /^vhost-user,id=vu1,chardev=chr-vu1$/);
     assert.match(r.json.qemu.shell, new RegExp(`-chardev socket,id=chr-vu1,path=${socket}`));
     assert.deepEqual((await ports()).map((p) => p.socket), [socket]);
+    // The caller (root here) owns the port: its socket is 0600, no --socket-mode needed.
+    assert.deepEqual(((await control.request({ op: 'list' })).ports as { owner: unknown }[]).map((p) => p.owner), [{ uid: 0, gid: 0 }]);
+    assert.equal(statSync(socket).mode & 0o777, 0o600);
     const qemu = qemuBinary();
     if (qemu) {
       // The printed line as it is (machine and display aside): QEMU accepts it and connects.
@@ -125,7 +128,7 @@ describe('run --nic vhost=user: a TCG guest on a switch port', { skip: guestSkip
     ns.addBridge('br0', '10.0.8.1/24');
     dir = mkdtempSync(join(tmpdir(), 'qnh-vur-'));
     writeFileSync(join(dir, 'bridge.conf'), '# nothing to allow\n');
-    serve = new Serve(['--control', join(dir, 'switch.ctl'), '--br', 'br0', '--socket-mode', '0666'], ns);
+    serve = new Serve(['--control', join(dir, 'switch.ctl'), '--br', 'br0'], ns);
     await serve.ready([join(dir, 'switch.ctl')], 60_000);
   });
   after(async () => {

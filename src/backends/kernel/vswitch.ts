@@ -2,7 +2,9 @@
 // running vhost-user switch (`vhost-user serve --control PATH`), asked for
 // through its control socket. The port's socket lives in the state directory
 // (the switch listens on it; QEMU connects); the port is an owned object,
-// removed through the same control socket when the endpoint ends.
+// removed through the same control socket when the endpoint ends. The port
+// belongs to the caller we act for (params ownerUid/ownerGid): the switch lets
+// only that user's QEMU (or root) connect to it.
 import { formatMac } from '../../net/mac.js';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -17,9 +19,16 @@ const SWITCH_MODES: Record<string, string> = { veb: 'veb', vepa: 'vepa', private
 
 function portSocket(host: HostContext, id: string): string {
   const dir = join(host.stateDir, 'vhost-user');
-  // 0711: an unprivileged QEMU must reach the socket inside (the switch's --socket-mode decides the rest).
+  // 0711: an unprivileged QEMU must reach its socket inside (the switch makes it the port owner's, mode 0600).
   mkdirSync(dir, { recursive: true, mode: 0o711 });
   return join(dir, `${id}.sock`);
+}
+
+const isId = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xfffffffe;
+
+/** The user the port is for, when the caller named one (else the switch's default owner). */
+export function portOwner(params: Record<string, unknown>): { uid: number; gid: number } | null {
+  return isId(params.ownerUid) && isId(params.ownerGid) ? { uid: params.ownerUid, gid: params.ownerGid } : null;
 }
 
 export function releasePort(obj: OwnedObject, host: HostContext): void {
@@ -44,7 +53,8 @@ export const vswitchBackend: KernelBackend = {
     if (!mode) throw new UnsupportedError(`the vhost-user switch has no ${req.mode} mode`);
     const id = typeof req.params.endpointId === 'string' ? req.params.endpointId : `port-${process.pid}-${Date.now()}`;
     const socket = portSocket(host, id);
-    const r = controlRequest(host.switchControl, { op: 'add-port', socket, client: false, mode });
+    const owner = portOwner(req.params);
+    const r = controlRequest(host.switchControl, { op: 'add-port', socket, client: false, mode, ...(owner ? { owner } : {}) });
     if (!r.ok) throw new SetupError(`the vhost-user switch refused a port: ${r.error}`);
     const owned: OwnedObject = { kind: KIND_PORT, data: { socket, port: r.port } };
     rb.add(`remove switch port ${String(r.port)}`, () => releasePort(owned, host), { backend: 'vswitch', obj: owned });

@@ -1,10 +1,12 @@
 import { Command, Flags } from '@oclif/core';
 import { describeError, UsageError } from '../../errors.js';
 import { checkInterfaceName } from '../../net/ifname.js';
-import { ControlServer } from '../../vhost-user/control/server.js';
+import { ControlServer, DEFAULT_MAX_TENANT_PORTS } from '../../vhost-user/control/server.js';
 import { encodeLine } from '../../vhost-user/control/codec.js';
 import { VhostUserServer } from '../../vhost-user/server.js';
 import { parseSocketMode, resolveGroup } from '../../vhost-user/socket-path.js';
+import { parseOwnerSpec } from '../../vhost-user/tenancy.js';
+import { DEFAULT_MEMORY_LIMITS, formatBytes, MAX_REGIONS, parseByteSize } from '../../vhost-user/device/memory-table.js';
 import type { PortModeName } from '../../vhost-user/switch/forwarding.js';
 import { fastPathStatus } from '../../vhost-user/virtq/native.js';
 
@@ -19,6 +21,7 @@ QEMU needs shared guest memory for vhost-user:
     '<%= config.bin %> vhost-user serve --socket /run/vm1.sock --socket /run/vm2.sock --br br0',
     '<%= config.bin %> vhost-user serve --socket /tmp/a.sock --socket /tmp/b.sock --poll busy',
     '<%= config.bin %> vhost-user serve --socket /run/a.sock --uplink eth1 --mode private --control /run/sw.ctl --events',
+    '<%= config.bin %> vhost-user serve --socket /run/vm/alice.sock --socket-owner alice --control /run/sw.ctl --control-group netadm',
   ];
   static override flags = {
     socket: Flags.string({ summary: 'unix socket path of a port (repeatable)', multiple: true, default: [] }),
@@ -27,9 +30,14 @@ QEMU needs shared guest memory for vhost-user:
     uplink: Flags.string({ summary: 'uplink: this host device, through an AF_PACKET socket (promiscuous)' }),
     mode: Flags.string({ summary: 'default port mode: veb (switch locally), vepa (all to the uplink), private (only the uplink)', options: ['veb', 'vepa', 'private'], default: 'veb' }),
     events: Flags.boolean({ summary: 'print events (connected, ready, disconnected, mac-learned, ...) as JSON lines on stdout' }),
-    control: Flags.string({ summary: 'unix socket for JSON-line control: add-port, remove-port, set-mode, list, events' }),
-    'socket-mode': Flags.string({ summary: 'permission bits of the sockets we create, octal (e.g. 0660)' }),
-    'socket-group': Flags.string({ summary: 'group owner of the sockets we create (name or gid)' }),
+    control: Flags.string({ summary: 'unix socket for JSON-line control: add-port, remove-port, set-mode, list, events (root only, mode 0600, unless --control-group)' }),
+    'control-group': Flags.string({ summary: 'delegate the control socket to this group (mode 0660): its members manage only their own ports' }),
+    'max-ports-per-user': Flags.integer({ summary: `ports one delegated (non-root) control user may have at once (default ${DEFAULT_MAX_TENANT_PORTS})`, min: 1, max: 4096 }),
+    'socket-owner': Flags.string({ summary: 'owner of the --socket ports, USER[:GROUP]: the only non-root user whose front-end may connect (default: the switch\'s own user)' }),
+    'socket-mode': Flags.string({ summary: 'permission bits of root-configured port sockets, octal (default 0600, 0660 with --socket-group)' }),
+    'socket-group': Flags.string({ summary: 'group of root-configured port sockets (name or gid); members whose primary group it is may connect when the mode allows' }),
+    'max-guest-memory': Flags.string({ summary: `most guest memory one port may map, e.g. 64G (default and most ${formatBytes(DEFAULT_MEMORY_LIMITS.maxBytes)})` }),
+    'max-mem-regions': Flags.integer({ summary: `most memory regions in one port's table (default and most ${MAX_REGIONS})`, min: 1, max: MAX_REGIONS }),
     'allow-unsealed-memory': Flags.boolean({ summary: 'accept guest memory that cannot be sealed against shrinking (DPDK --no-huge, hugetlbfs files): a front-end truncating it kills every port' }),
     offloads: Flags.string({ summary: 'offer checksum and TCP segmentation offloads (CSUM, TSO4/6, ECN) to guests: on, or off to make every guest checksum and segment itself', options: ['on', 'off'], default: 'on' }),
     queues: Flags.integer({ summary: 'queue pairs per port', default: 1, min: 1, max: 8 }),
@@ -53,7 +61,20 @@ QEMU needs shared guest memory for vhost-user:
         ...(flags['socket-mode'] ? { mode: parseSocketMode(flags['socket-mode']) } : {}),
         ...(flags['socket-group'] ? { gid: resolveGroup(flags['socket-group']) } : {}),
       };
+      const owner = flags['socket-owner'] ? parseOwnerSpec(flags['socket-owner']) : undefined;
+      // --socket-group names the sockets' group, also for a --socket-owner given without one.
+      const defaultOwner = owner && socketAccess.gid !== undefined && !flags['socket-owner']!.includes(':') ? { ...owner, gid: socketAccess.gid } : owner;
+      let maxBytes = DEFAULT_MEMORY_LIMITS.maxBytes;
+      if (flags['max-guest-memory'] !== undefined) {
+        const n = parseByteSize(flags['max-guest-memory']);
+        if (n === null || n < 2 ** 20 || n > DEFAULT_MEMORY_LIMITS.maxBytes) throw new UsageError(`--max-guest-memory '${flags['max-guest-memory']}' is not a size from 1M to ${formatBytes(DEFAULT_MEMORY_LIMITS.maxBytes)} (e.g. 64G)`, hint);
+        maxBytes = n;
+      }
+      const memoryLimits = { maxBytes, maxRegions: flags['max-mem-regions'] ?? MAX_REGIONS };
+      // The control socket is root's unless delegated: --socket-mode is for ports only.
+      const controlAccess = flags['control-group'] ? { mode: 0o660, gid: resolveGroup(flags['control-group'], '--control-group') } : { mode: 0o600 };
       server = new VhostUserServer({
+        ...(defaultOwner ? { defaultOwner } : {}), memoryLimits,
         sockets: flags.socket, client: flags.client, queuePairs: flags.queues, poll: flags.poll as 'event' | 'busy', log,
         mode: flags.mode as PortModeName, socketAccess, allowUnsealedMemory: flags['allow-unsealed-memory'], offloads: flags.offloads === 'on',
         ...(flags.br ? { bridge: flags.br } : {}), ...(flags.uplink ? { uplink: flags.uplink } : {}),
@@ -62,8 +83,8 @@ QEMU needs shared guest memory for vhost-user:
       if (flags.events) server.events.on((e) => process.stdout.write(encodeLine(e)));
       await server.start();
       if (flags.control) {
-        control = new ControlServer(server, log);
-        await control.start(flags.control, socketAccess);
+        control = new ControlServer(server, log, flags['max-ports-per-user'] ?? DEFAULT_MAX_TENANT_PORTS);
+        await control.start(flags.control, controlAccess);
       }
     } catch (e) {
       await control?.stop();

@@ -5,12 +5,15 @@
 // connection also carries event lines ({"event":...}, see events.ts).
 //
 // Requests:
-//   {"op":"add-port","socket":PATH,"client":false,"mode":"veb"}  -> {"ok":true,"port":N,"socket":PATH}
+//   {"op":"add-port","socket":PATH,"client":false,"mode":"veb","owner":{"uid":N,"gid":N}}
+//                                                                 -> {"ok":true,"port":N,"socket":PATH,"owner":{...}}
 //   {"op":"remove-port","port":N} | {"op":"remove-port","socket":PATH} -> {"ok":true,"port":N,"socket":PATH}
 //   {"op":"set-mode","port":N,"mode":"vepa"}                      -> {"ok":true,"port":N,"mode":"vepa"}
-//   {"op":"list"}   -> {"ok":true,"ports":[...],"uplink":{...}|null,"macs":[...]}
+//   {"op":"list"}   -> {"ok":true,"ports":[{...,"owner":{"uid":N,"gid":N}}],"uplink":{...}|null,"macs":[...]}
+// ("owner" is optional; who may name one, and act on which port, is server.ts's business)
 //   {"op":"events"} -> {"ok":true}, then every event as it happens
 import { MODE_NAMES, type PortModeName } from '../switch/forwarding.js';
+import type { Owner } from '../tenancy.js';
 
 /** Longest request line accepted: a request is a few hundred bytes; more is a broken or hostile client. */
 export const MAX_LINE = 16 * 1024;
@@ -18,7 +21,7 @@ export const MAX_LINE = 16 * 1024;
 export type RequestId = string | number | boolean | null;
 
 export type ControlRequest =
-  | { op: 'add-port'; socket: string; client: boolean; mode?: PortModeName; id?: RequestId }
+  | { op: 'add-port'; socket: string; client: boolean; mode?: PortModeName; owner?: Owner; id?: RequestId }
   | { op: 'remove-port'; port?: number; socket?: string; id?: RequestId }
   | { op: 'set-mode'; port: number; mode: PortModeName; id?: RequestId }
   | { op: 'list'; id?: RequestId }
@@ -30,7 +33,7 @@ export class ControlError extends Error {
 
 const OPS = ['add-port', 'remove-port', 'set-mode', 'list', 'events'] as const;
 const FIELDS: Record<(typeof OPS)[number], string[]> = {
-  'add-port': ['socket', 'client', 'mode'],
+  'add-port': ['socket', 'client', 'mode', 'owner'],
   'remove-port': ['port', 'socket'],
   'set-mode': ['port', 'mode'],
   list: [],
@@ -81,7 +84,8 @@ export function parseRequest(line: string): ControlRequest {
       if (s === undefined) fail('add-port needs "socket"');
       if (o.client !== undefined && typeof o.client !== 'boolean') fail('"client" must be true or false');
       const m = mode();
-      return withId({ op: 'add-port', socket: s!, client: o.client === true, ...(m ? { mode: m } : {}) });
+      const own = o.owner === undefined ? undefined : parseOwner(o.owner, fail);
+      return withId({ op: 'add-port', socket: s!, client: o.client === true, ...(m ? { mode: m } : {}), ...(own ? { owner: own } : {}) });
     }
     case 'remove-port': {
       const p = portNo();
@@ -99,6 +103,16 @@ export function parseRequest(line: string): ControlRequest {
     case 'events': return withId({ op: 'events' });
   }
   return fail('unreachable');
+}
+
+const isId = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xfffffffe;
+
+function parseOwner(v: unknown, fail: (m: string) => never): Owner {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return fail('"owner" must be {"uid":N,"gid":N}');
+  const o = v as Record<string, unknown>;
+  for (const k of Object.keys(o)) if (k !== 'uid' && k !== 'gid') fail(`unknown field "${k}" in "owner"`);
+  if (!isId(o.uid) || !isId(o.gid)) fail('"owner" needs "uid" and "gid", integers from 0 to 4294967294');
+  return { uid: o.uid as number, gid: o.gid as number };
 }
 
 /** A reply or event object as one line. */

@@ -3,10 +3,19 @@
 // Requests on one connection are answered one at a time, in order. A client
 // that sends garbage gets an error reply; one that sends an endless line or
 // does not read its event stream is disconnected, never buffered without end.
+// Each connection's uid (SO_PEERCRED) decides what it may do: root does
+// anything; a delegated user (--control-group) only adds, changes, removes
+// and sees its own ports, and never makes the switch connect() anywhere.
 import { createServer, type Server, type Socket } from 'node:net';
+import { peerCred } from '../../sys/unix-fd.js';
 import { listenOwned, removeIfOurs, type OwnedSocket, type SocketAccess } from '../socket-path.js';
+import { actRefusal, isAdmin, ownerForAdd, type Peer } from '../tenancy.js';
+import type { Stamped } from '../events.js';
 import type { VhostUserServer } from '../server.js';
 import { ControlError, encodeLine, errorReply, LineSplitter, okReply, parseRequest, type ControlRequest } from './codec.js';
+
+/** Ports one delegated user may have at once (each costs us fds and a data-path slot). */
+export const DEFAULT_MAX_TENANT_PORTS = 16;
 
 // Bytes of events we hold for a subscriber that does not read before dropping it.
 const MAX_BACKLOG = 1 << 20;
@@ -15,8 +24,10 @@ export class ControlServer {
   private server: Server | null = null;
   private owned: OwnedSocket | null = null;
   private readonly clients = new Set<Socket>();
+  private readonly adding = new Map<number, number>();
 
-  constructor(private readonly sw: VhostUserServer, private readonly log: (m: string) => void) {}
+  /** `maxTenantPorts`: ports one delegated (non-root) user may have at once. */
+  constructor(private readonly sw: VhostUserServer, private readonly log: (m: string) => void, private readonly maxTenantPorts = DEFAULT_MAX_TENANT_PORTS) {}
 
   async start(path: string, access?: SocketAccess): Promise<void> {
     this.owned = listenOwned(path, access);
@@ -29,6 +40,17 @@ export class ControlServer {
   }
 
   private serve(sock: Socket): void {
+    let peer: Peer;
+    try {
+      const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
+      if (typeof fd !== 'number' || fd < 0) throw new Error('no fd');
+      peer = peerCred(fd);
+    } catch (e) {
+      this.log(`control: closing a connection whose credentials cannot be read (${(e as Error).message})`);
+      sock.destroy();
+      return;
+    }
+    const admin = isAdmin(peer.uid);
     this.clients.add(sock);
     const lines = new LineSplitter();
     const queue: string[] = [];
@@ -56,13 +78,14 @@ export class ControlServer {
           continue;
         }
         if (req.op === 'events') {
-          if (!unsubscribe) unsubscribe = this.sw.events.on((ev) => send(encodeLine(ev)));
+          if (!unsubscribe) unsubscribe = this.sw.events.on((ev) => { if (admin || this.maySee(peer, ev)) send(encodeLine(ev)); });
           send(okReply(req.id));
           continue;
         }
         try {
-          send(okReply(req.id, await this.exec(req)));
+          send(okReply(req.id, await this.exec(req, peer)));
         } catch (e) {
+          if (e instanceof Refused) this.log(`control: refused uid ${peer.uid} (pid ${peer.pid ?? '?'}): ${e.message}`);
           send(errorReply(req.id, (e as Error).message));
         }
       }
@@ -85,25 +108,58 @@ export class ControlServer {
     });
   }
 
-  private async exec(req: Exclude<ControlRequest, { op: 'events' }>): Promise<object> {
+  /** Events a delegated client sees: those of its own ports (and nothing about the uplink's traffic). */
+  private maySee(peer: Peer, ev: Stamped): boolean {
+    if (typeof ev.port !== 'number') return false;
+    const owner = ev.event === 'port-added' || ev.event === 'port-removed' ? ev.owner : this.sw.ownerOf(ev.port);
+    return owner !== undefined && owner.uid === peer.uid;
+  }
+
+  private checkMayAct(peer: Peer, id: number, what: string): void {
+    const owner = this.sw.ownerOf(id);
+    if (owner === undefined) return; // the server's own "no port" error follows
+    const why = actRefusal(peer, owner, what);
+    if (why) throw new Refused(why);
+  }
+
+  private async exec(req: Exclude<ControlRequest, { op: 'events' }>, peer: Peer): Promise<object> {
+    const admin = isAdmin(peer.uid);
     switch (req.op) {
       case 'add-port': {
-        const port = await this.sw.addPort({ socket: req.socket, client: req.client, ...(req.mode ? { mode: req.mode } : {}) });
-        return { port, socket: req.socket };
+        if (req.client && !admin) throw new Refused('add-port: "client":true (the switch connecting to a path) is for root only');
+        let owner;
+        try { owner = ownerForAdd(peer, req.owner); } catch (e) { throw new Refused((e as Error).message); }
+        // Adds still in flight count too: a tenant may open many connections at once.
+        const adding = this.adding.get(peer.uid) ?? 0;
+        if (!admin && this.sw.portsOwnedBy(peer.uid) + adding >= this.maxTenantPorts) throw new Refused(`add-port: uid ${peer.uid} has ${this.maxTenantPorts} ports already, the most one user may have (--max-ports-per-user)`);
+        this.adding.set(peer.uid, adding + 1);
+        let port: number;
+        try {
+          port = await this.sw.addPort({ socket: req.socket, client: req.client, ...(req.mode ? { mode: req.mode } : {}), ...(owner ? { owner } : {}), byTenant: !admin });
+        } finally {
+          const n = (this.adding.get(peer.uid) ?? 1) - 1;
+          if (n > 0) this.adding.set(peer.uid, n); else this.adding.delete(peer.uid);
+        }
+        return { port, socket: req.socket, owner: this.sw.ownerOf(port) };
       }
       case 'remove-port': {
         const id = req.port ?? this.sw.portBySocket(req.socket!);
         if (id === undefined) throw new Error(`no port on socket ${req.socket}`);
+        this.checkMayAct(peer, id, `remove-port ${id}`);
         const info = (await this.sw.list()).find((p) => p.port === id);
         await this.sw.removePort(id);
         return { port: id, socket: info?.socket ?? req.socket };
       }
       case 'set-mode':
+        this.checkMayAct(peer, req.port, `set-mode ${req.port}`);
         await this.sw.setMode(req.port, req.mode);
         return { port: req.port, mode: req.mode };
       case 'list': {
-        const ports = await this.sw.list();
-        return { ports, uplink: this.sw.uplinkInfo(), macs: await this.sw.macs() };
+        const all = await this.sw.list();
+        const ports = admin ? all : all.filter((p) => p.owner.uid === peer.uid);
+        const mine = new Set(ports.map((p) => p.port));
+        const macs = (await this.sw.macs()).filter((m) => admin || (typeof m.port === 'number' && mine.has(m.port)));
+        return { ports, uplink: this.sw.uplinkInfo(), macs };
       }
     }
   }
@@ -117,3 +173,6 @@ export class ControlServer {
     this.owned = null;
   }
 }
+
+/** A request this client may not make (logged with who asked). */
+class Refused extends Error {}

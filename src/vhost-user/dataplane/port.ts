@@ -10,7 +10,7 @@ import { Decision } from './decision.js';
 
 // 2 GiB: a multiple of every page size (4 KiB, 2 MiB, 1 GiB huge pages) and,
 // with the in-page skew, always under the 4 GiB a view may span.
-const CHUNK = 2 ** 31;
+export const CHUNK = 2 ** 31;
 
 export class WorkerQueue {
   readonly q: SplitQueue;

@@ -9,7 +9,8 @@ import { Feature, hasFeature, ProtoFeature, Req, encodeAck, encodeU64Reply, enco
 import type { PortDataplane, QueueSpec } from '../dataplane/api.js';
 import { CAN_CSUM, CAN_ECN, CAN_TSO4, CAN_TSO6 } from '../switch/offload.js';
 import { offeredFeatures, offeredProtocolFeatures } from './features.js';
-import { MemoryError, MemoryTable, MAX_REGIONS, regionSpec } from './memory-table.js';
+import { DEFAULT_MEMORY_LIMITS, MemoryError, MemoryTable, regionSpec, viewsNeeded, type MemoryLimits } from './memory-table.js';
+import { waitForBudget, type MapBudget } from './map-budget.js';
 import { checkNotifyFd, sealRegions } from './fd-checks.js';
 import { DeviceError } from './errors.js';
 
@@ -48,6 +49,10 @@ export interface DeviceOptions {
   allowUnsealedMemory?: boolean;
   /** Offer checksum and TSO offloads (default true). */
   offloads?: boolean;
+  /** Bounds on the memory table (default DEFAULT_MEMORY_LIMITS). */
+  memoryLimits?: MemoryLimits;
+  /** The port owner's budget of views to map (none: unbounded, root's own ports). */
+  mapBudget?: MapBudget;
 }
 
 /** CAN_* bits (switch/offload.ts) from four feature bits: checksum, TSO4, TSO6, ECN. */
@@ -66,11 +71,14 @@ export class VhostUserNetDevice {
   mtu = 0;
   guestMac: Uint8Array | null = null;
   private readonly maxRing: number;
+  private closed = false;
 
   constructor(private readonly dp: PortDataplane, private readonly opts: DeviceOptions) {
     this.vrings = Array.from({ length: opts.queuePairs * 2 }, newVring);
     this.maxRing = opts.maxRingSize ?? 32768;
   }
+
+  private get limits(): MemoryLimits { return this.opts.memoryLimits ?? DEFAULT_MEMORY_LIMITS; }
 
   get replyAck(): boolean { return hasFeature(this.protocolFeatures, ProtoFeature.REPLY_ACK); }
 
@@ -98,17 +106,18 @@ export class VhostUserNetDevice {
       case 'RESET_OWNER':
       case 'RESET_DEVICE': await this.reset(); return null;
       case 'GET_QUEUE_NUM': return encodeU64Reply(Req.GET_QUEUE_NUM, BigInt(this.opts.queuePairs));
-      case 'GET_MAX_MEM_SLOTS': return encodeU64Reply(Req.GET_MAX_MEM_SLOTS, BigInt(MAX_REGIONS));
+      case 'GET_MAX_MEM_SLOTS': return encodeU64Reply(Req.GET_MAX_MEM_SLOTS, BigInt(this.limits.maxRegions));
       case 'SET_MEM_TABLE': {
         let specs;
         try {
           specs = req.regions.map((r) => regionSpec(r, r.fd));
-          MemoryTable.check(specs);
+          MemoryTable.check(specs, this.limits);
           sealRegions(specs.map((r) => r.fd), this.opts.allowUnsealedMemory ?? false);
         } catch (e) {
           requestFds(req).forEach(closeFd);
           throw new DeviceError(`SET_MEM_TABLE: ${(e as Error).message}`);
         }
+        await waitForBudget(this.opts.mapBudget, 'SET_MEM_TABLE', viewsNeeded(specs), requestFds(req), () => this.closed);
         await this.replaceMemory(specs);
         return null;
       }
@@ -123,12 +132,13 @@ export class VhostUserNetDevice {
             closeFd(req.fd);
             return null;
           }
-          MemoryTable.check([...this.mem.regions, spec]);
+          MemoryTable.check([...this.mem.regions, spec], this.limits);
           sealRegions([spec.fd], this.opts.allowUnsealedMemory ?? false);
         } catch (e) {
           closeFd(req.fd);
           throw new DeviceError(`ADD_MEM_REG: ${(e as Error).message}`);
         }
+        await waitForBudget(this.opts.mapBudget, 'ADD_MEM_REG', viewsNeeded([...this.mem.regions, spec]), [req.fd], () => this.closed);
         await this.replaceMemory([...this.mem.regions, spec], true);
         return null;
       }
@@ -139,6 +149,7 @@ export class VhostUserNetDevice {
         // Already removed: the next queue pair's vhost_dev repeating it (see ADD_MEM_REG).
         if (keep.length === this.mem.regions.length) return null;
         const gone = this.mem.regions.filter((r) => !keep.includes(r));
+        await waitForBudget(this.opts.mapBudget, 'REM_MEM_REG', viewsNeeded(keep), [], () => this.closed);
         await this.replaceMemory(keep, true, gone.map((r) => r.fd));
         return null;
       }
@@ -361,6 +372,7 @@ export class VhostUserNetDevice {
 
   /** Connection gone: release everything. */
   async close(): Promise<void> {
+    this.closed = true;
     await this.reset();
   }
 

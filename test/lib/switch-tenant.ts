@@ -1,0 +1,72 @@
+// Run as another user (setpriv) to play a hostile tenant of the vhost-user
+// switch: "control" sends control requests and reports each reply (or why it
+// could not connect) and the event lines it was sent; "frontend" connects to a port socket as a front-end and
+// reports whether the switch closed on it. Prints one JSON line on stdout.
+import { spawnSync } from 'node:child_process';
+import { connect } from 'node:net';
+import { resolve } from 'node:path';
+import { ROOT } from './paths.js';
+
+type Job =
+  | { kind: 'control'; path: string; requests: object[] }
+  | { kind: 'frontend'; path: string; holdMs?: number };
+
+async function control(job: Extract<Job, { kind: 'control' }>): Promise<unknown> {
+  const sock = connect(job.path);
+  const err = await new Promise<string | null>((res) => { sock.once('connect', () => res(null)); sock.once('error', (e: NodeJS.ErrnoException) => res(e.code ?? e.message)); });
+  if (err) return { connectError: err };
+  sock.setEncoding('utf8');
+  let buf = '';
+  const lines: string[] = [];
+  const events: unknown[] = [];
+  sock.on('data', (d: string) => {
+    buf += d;
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      if ('event' in (JSON.parse(line) as object)) events.push(JSON.parse(line));
+      else lines.push(line);
+    }
+  });
+  const replies: unknown[] = [];
+  for (const r of job.requests) {
+    const want = lines.length + 1;
+    sock.write(JSON.stringify(r) + '\n');
+    const deadline = Date.now() + 10_000;
+    while (lines.length < want && Date.now() < deadline && !sock.destroyed) await new Promise((res) => setTimeout(res, 10));
+    replies.push(lines.length >= want ? JSON.parse(lines[want - 1]!) : { noReply: true });
+  }
+  await new Promise((res) => setTimeout(res, 200)); // events that follow the last reply
+  sock.destroy();
+  return { replies, events };
+}
+
+/** Connects and waits: a refused front-end sees the switch close the connection. */
+async function frontend(job: Extract<Job, { kind: 'frontend' }>): Promise<unknown> {
+  const sock = connect(job.path);
+  const err = await new Promise<string | null>((res) => { sock.once('connect', () => res(null)); sock.once('error', (e: NodeJS.ErrnoException) => res(e.code ?? e.message)); });
+  if (err) return { connectError: err };
+  sock.on('error', () => undefined);
+  const closed = await new Promise<boolean>((res) => {
+    const t = setTimeout(() => res(false), job.holdMs ?? 3000);
+    sock.once('close', () => { clearTimeout(t); res(true); });
+  });
+  sock.destroy();
+  return { closedBySwitch: closed };
+}
+
+const SCRIPT = resolve(ROOT, 'dist/test/lib/switch-tenant.js');
+
+/** Runs one job as uid:gid (no supplementary groups) and returns its JSON line. */
+export function asTenant(uid: number, gid: number, job: Job): Record<string, unknown> {
+  const r = spawnSync('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', process.execPath, SCRIPT, JSON.stringify(job)], { encoding: 'utf8', timeout: 120_000 });
+  if (r.status !== 0) throw new Error(`tenant job failed (${r.status}): ${r.stderr}`);
+  return JSON.parse(r.stdout) as Record<string, unknown>;
+}
+
+if (process.argv[1] === SCRIPT) {
+  const job = JSON.parse(process.argv[2]!) as Job;
+  const out = job.kind === 'control' ? await control(job) : await frontend(job);
+  process.stdout.write(JSON.stringify(out) + '\n');
+}
