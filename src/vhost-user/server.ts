@@ -35,6 +35,9 @@ export interface ServeOptions {
 
 export interface PortRequest { socket: string; client?: boolean; mode?: PortModeName }
 
+export interface UplinkInfo { port: 'uplink'; kind: string; device: string; ifname: string; stats: PortStats }
+export type SwitchMac = Omit<MacEntry, 'port'> & { port: number | 'uplink' };
+
 export interface PortInfo {
   port: number;
   socket: string;
@@ -121,6 +124,7 @@ export class VhostUserServer {
     this.ports.delete(id);
     await this.closePort(port);
     await this.worker.removePort(id);
+    this.log(`port ${id}: removed (${port.path})`);
     this.events.emit({ event: 'port-removed', port: id, socket: port.path });
   }
 
@@ -228,11 +232,20 @@ export class VhostUserServer {
     }));
   }
 
-  macs(): Promise<MacEntry[]> { return this.worker.macs(); }
+  /** Learned MACs; the uplink's have `"port":"uplink"`, as in events and stats (the worker's id for it is internal). */
+  async macs(): Promise<SwitchMac[]> {
+    return (await this.worker.macs()).map((m) => ({ ...m, port: m.port === UPLINK_STATS_ID ? 'uplink' as const : m.port }));
+  }
 
-  uplinkInfo(): { kind: string; device: string; ifname: string; stats: PortStats } | null {
+  uplinkInfo(): UplinkInfo | null {
     const u = this.uplink;
-    return u ? { kind: u.kind, device: u.device, ifname: u.ifname, stats: this.worker.statsOf(UPLINK_STATS_ID) } : null;
+    return u ? { port: 'uplink', kind: u.kind, device: u.device, ifname: u.ifname, stats: this.worker.statsOf(UPLINK_STATS_ID) } : null;
+  }
+
+  /** Ports, uplink and MAC table at one moment: the control socket's `list` reply. */
+  async snapshot(): Promise<{ ports: PortInfo[]; uplink: UplinkInfo | null; macs: SwitchMac[] }> {
+    const ports = await this.list();
+    return { ports, uplink: this.uplinkInfo(), macs: await this.macs() };
   }
 
   /** Flat per-port counters (the format `--stats-interval` and the final line always had); the uplink's are in uplinkInfo(). */

@@ -8,7 +8,8 @@
 //   {"op":"add-port","socket":PATH,"client":false,"mode":"veb"}  -> {"ok":true,"port":N,"socket":PATH}
 //   {"op":"remove-port","port":N} | {"op":"remove-port","socket":PATH} -> {"ok":true,"port":N,"socket":PATH}
 //   {"op":"set-mode","port":N,"mode":"vepa"}                      -> {"ok":true,"port":N,"mode":"vepa"}
-//   {"op":"list"}   -> {"ok":true,"ports":[...],"uplink":{...}|null,"macs":[...]}
+//   {"op":"list"}   -> {"ok":true,"ports":[...],"uplink":{"port":"uplink",...}|null,"macs":[...]}
+//                      (the uplink is "port":"uplink" in list, macs, events and stats alike)
 //   {"op":"events"} -> {"ok":true}, then every event as it happens
 import { MODE_NAMES, type PortModeName } from '../switch/forwarding.js';
 

@@ -20,7 +20,9 @@ export class ControlServer {
 
   async start(path: string, access?: SocketAccess): Promise<void> {
     this.owned = listenOwned(path, access);
-    const server = createServer((sock) => this.serve(sock));
+    // allowHalfOpen: a client that half-closes after its request (`nc -N`,
+    // shutdown(SHUT_WR)) still gets its replies; we end our side once they are sent.
+    const server = createServer({ allowHalfOpen: true }, (sock) => this.serve(sock));
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -34,6 +36,7 @@ export class ControlServer {
     const queue: string[] = [];
     let busy = false;
     let unsubscribe: (() => void) | null = null;
+    let inputEnded = false;
     const send = (s: string): void => {
       if (sock.destroyed) return;
       if (sock.writableLength > MAX_BACKLOG) {
@@ -67,6 +70,9 @@ export class ControlServer {
         }
       }
       busy = false;
+      // The client has said all it will: end once its replies are out (an
+      // events subscriber keeps reading until it closes its side fully).
+      if (inputEnded && !unsubscribe && !sock.destroyed) sock.end();
     };
     sock.on('data', (chunk: Buffer) => {
       try {
@@ -76,6 +82,12 @@ export class ControlServer {
         sock.end();
         return;
       }
+      void pump();
+    });
+    sock.on('end', () => {
+      inputEnded = true;
+      // A last request without its newline still counts.
+      try { queue.push(...lines.push(Buffer.from('\n'))); } catch { /* the data handler already answered */ }
       void pump();
     });
     sock.on('error', () => undefined);
@@ -101,10 +113,7 @@ export class ControlServer {
       case 'set-mode':
         await this.sw.setMode(req.port, req.mode);
         return { port: req.port, mode: req.mode };
-      case 'list': {
-        const ports = await this.sw.list();
-        return { ports, uplink: this.sw.uplinkInfo(), macs: await this.sw.macs() };
-      }
+      case 'list': return this.sw.snapshot();
     }
   }
 

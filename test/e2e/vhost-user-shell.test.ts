@@ -1,0 +1,141 @@
+// The switch from the shell: a real `vhost-user serve` with two test guests,
+// read and changed through `vhost-user show|ports|fdb|stats|add-port|
+// remove-port|set-mode`; the control socket answering clients that half-close
+// after their request (OpenBSD nc -N, and a socket shut down for writing).
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { BIN } from '../lib/paths.js';
+import { Serve } from '../lib/serve.js';
+import { TestGuest } from '../lib/switch-guests.js';
+
+const MAC = { a: '52:54:00:00:01:0a', b: '52:54:00:00:01:0b' };
+type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+const cli = (args: string[]): { code: number | null; out: string; err: string; json: Json } => {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env: { ...process.env, QEMU_NET_HELPER_SWITCH: '' }, timeout: 60_000 });
+  let json: Json = null;
+  try { json = JSON.parse(r.stdout); } catch { /* not JSON */ }
+  return { code: r.status, out: r.stdout, err: r.stderr, json };
+};
+
+/** One request line, then shutdown(SHUT_WR); everything the switch sends until it closes. */
+function halfClosed(path: string, line: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ path, allowHalfOpen: true });
+    let got = '';
+    s.setEncoding('utf8');
+    s.on('data', (d: string) => { got += d; });
+    s.once('connect', () => s.end(line));
+    s.once('end', () => { s.destroy(); resolve(got); });
+    s.once('error', reject);
+    setTimeout(() => { s.destroy(); reject(new Error(`no end of reply within 20 s; got ${JSON.stringify(got)}`)); }, 20_000).unref();
+  });
+}
+
+describe('the switch from the shell', () => {
+  let dir: string;
+  before(() => { dir = mkdtempSync(join(tmpdir(), 'qnh-swsh-')); });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('the control socket answers clients that half-close after their request', async () => {
+    const ctl = join(dir, 'hc.ctl');
+    const s = new Serve(['--control', ctl, '--socket', join(dir, 'hc.sock')]);
+    try {
+      await s.ready([ctl]);
+      const r = JSON.parse(await halfClosed(ctl, '{"op":"list","id":7}\n')) as Json;
+      assert.equal(r.ok, true);
+      assert.equal(r.id, 7);
+      assert.equal(r.ports.length, 1);
+      // Two requests, the last without its newline: both answered, in order, then the switch closes.
+      const two = (await halfClosed(ctl, '{"op":"list","id":1}\n{"op":"set-mode","port":0,"mode":"vepa","id":2}')).trim().split('\n').map((l) => JSON.parse(l) as Json);
+      assert.deepEqual(two.map((x) => [x.id, x.ok]), [[1, true], [2, true]]);
+      // What the issue tried: OpenBSD netcat, -N shuts the socket down after stdin's EOF.
+      const nc = spawnSync('nc', ['-N', '-U', ctl], { input: '{"op":"list"}\n', encoding: 'utf8', timeout: 20_000 });
+      assert.equal(nc.status, 0, nc.stderr);
+      const l = JSON.parse(nc.stdout) as Json;
+      assert.equal(l.ok, true);
+      assert.equal(l.ports[0].mode, 'vepa');
+    } finally {
+      await s.stop();
+    }
+  });
+
+  it('show, ports, fdb and stats of a switch with two guests; ports added, re-moded and removed as commands', async () => {
+    const [a, b, c] = ['a', 'b', 'c'].map((n) => join(dir, `${n}.sock`)) as [string, string, string];
+    const ctl = join(dir, 'sw.ctl');
+    const s = new Serve(['--socket', a, '--socket', b, '--control', ctl]);
+    const guests: TestGuest[] = [];
+    try {
+      await s.ready([a, b, ctl]);
+      const ga = await TestGuest.connect(a, MAC.a);
+      guests.push(ga);
+      const gb = await TestGuest.connect(b, MAC.b);
+      guests.push(gb);
+      for (let i = 0; i < 3; i++) {
+        await ga.send(MAC.b, `a${i}`);
+        await gb.waitTag(`a${i}`);
+      }
+      await gb.send(MAC.a, 'b0');
+      await ga.waitTag('b0');
+
+      const show = cli(['vhost-user', 'show', '--control', ctl]);
+      assert.equal(show.code, 0, show.err);
+      assert.match(show.out, /2 port\(s\), 2 learned MAC\(s\)/);
+      assert.match(show.out, /uplink: none/);
+      const rows = show.out.split('\n').filter((l) => /^\d /.test(l)).map((l) => l.split(/\s+/));
+      assert.deepEqual(rows, [
+        ['0', a, '-', 'veb', 'ready', '3', '1', '0', MAC.a],
+        ['1', b, '-', 'veb', 'ready', '1', '3', '0', MAC.b],
+      ]);
+      const sj = cli(['vhost-user', 'show', '--control', ctl, '--json']);
+      assert.equal(sj.code, 0, sj.err);
+      assert.deepEqual(sj.json.ports.map((p: Json) => [p.port, p.socket, p.mode, p.connected, p.ready, p.stats.txFrames, p.stats.rxFrames]), [[0, a, 'veb', true, true, 3, 1], [1, b, 'veb', true, true, 1, 3]]);
+
+      const fdb = cli(['vhost-user', 'fdb', '--control', ctl, '--json']);
+      assert.equal(fdb.code, 0, fdb.err);
+      assert.deepEqual(fdb.json.map((m: Json) => [m.mac, m.port]).sort(), [[MAC.a, 0], [MAC.b, 1]]);
+      for (const m of fdb.json) assert.ok(m.ageMs >= 0 && m.ageMs < 300_000, `age ${m.ageMs}`);
+      const fdbText = cli(['vhost-user', 'fdb', '--control', ctl]);
+      assert.match(fdbText.out, new RegExp(`^0\\s+${MAC.a}\\s+\\d+\\.\\ds\\s+${a}$`, 'm'));
+
+      const st = cli(['vhost-user', 'stats', '--control', ctl, '--json']);
+      assert.equal(st.code, 0, st.err);
+      assert.deepEqual(st.json.map((r: Json) => [r.port, r.txFrames, r.rxFrames, r.txDropped, r.rxDropped]), [[0, 3, 1, 0, 0], [1, 1, 3, 0, 0]]);
+      assert.match(cli(['vhost-user', 'stats', '--control', ctl]).out, /^PORT\s+SOCKET\s+txFrames\s+txNative\s+rxFrames/m);
+
+      // Ports as commands.
+      const add = cli(['vhost-user', 'add-port', c, '--mode', 'private', '--control', ctl]);
+      assert.equal(add.code, 0, add.err);
+      assert.equal(add.out.trim(), `port 2: ${c}`);
+      assert.ok(existsSync(c));
+      const sm = cli(['vhost-user', 'set-mode', '2', 'vepa', '--control', ctl, '--json']);
+      assert.deepEqual([sm.code, sm.json], [0, { port: 2, mode: 'vepa' }]);
+      const ports = cli(['vhost-user', 'ports', '--control', ctl, '--json']);
+      assert.deepEqual(ports.json.map((p: Json) => [p.port, p.mode, p.connected]), [[0, 'veb', true], [1, 'veb', true], [2, 'vepa', false]]);
+      const rm = cli(['vhost-user', 'remove-port', c, '--control', ctl]);
+      assert.equal(rm.code, 0, rm.err);
+      assert.equal(rm.out.trim(), `removed port 2: ${c}`);
+      assert.ok(!existsSync(c));
+      assert.ok(await s.waitLog(/port 2: removed/), s.log());
+
+      // Failures: one line, documented codes.
+      const gone = cli(['vhost-user', 'remove-port', '2', '--control', ctl]);
+      assert.equal(gone.code, 5);
+      assert.equal(gone.err, `qemu-net-helper: the switch at ${ctl} has no port 2; 'qemu-net-helper vhost-user ports' lists them\n`);
+      const dup = cli(['vhost-user', 'add-port', a, '--control', ctl]);
+      assert.equal(dup.code, 10);
+      assert.match(dup.err, /^qemu-net-helper: the switch at .* refused: socket .* is already port 0/);
+      const none = cli(['vhost-user', 'show', '--control', join(dir, 'nothing.ctl')]);
+      assert.equal(none.code, 5);
+      assert.match(none.err, /^qemu-net-helper: no vhost-user switch answers at .*nothing\.ctl \(ENOENT\)/);
+    } finally {
+      for (const g of guests) g.close();
+      await s.stop();
+    }
+  });
+});
