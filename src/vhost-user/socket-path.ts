@@ -4,11 +4,12 @@
 // file, a directory or a live socket is an error. On exit, the path is
 // removed only if it still is the very socket we bound (same device and
 // inode), not one someone else put there since.
-import { chmodSync, chownSync, lstatSync, unlinkSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { closeFd, SysError } from '../sys/libc.js';
 import { connectUnix, listenUnix } from '../sys/unix-socket.js';
-import { SetupError, UsageError } from '../errors.js';
+import { dirname } from 'node:path';
+import { NotFoundError, PermissionError, SetupError, UsageError } from '../errors.js';
 
 export interface OwnedSocket { fd: number; path: string; dev: number; ino: number }
 
@@ -54,9 +55,32 @@ function clearStale(path: string): void {
   throw new SetupError(`${path} is a socket another process listens on; not removing it`, 'stop that process or pass another --socket path');
 }
 
-export function listenOwned(path: string, access: SocketAccess = {}): OwnedSocket {
+/** bind()'s refusal as the error people can act on: the path and the reason, with its documented exit code. */
+function bindError(path: string, e: unknown, flag: string): Error {
+  if (e instanceof RangeError) return new UsageError(`socket path ${path} is too long (${Buffer.byteLength(path)} bytes; unix sockets allow 107)`, `pass a shorter ${flag}`);
+  if (!(e instanceof SysError)) return e as Error;
+  const dir = dirname(path);
+  switch (e.code) {
+    case 'ENOENT': return existsSync(dir)
+      ? new NotFoundError(`cannot create socket ${path}: ${dir} does not take sockets (ENOENT)`, `pass another ${flag}`)
+      : new NotFoundError(`cannot create socket ${path}: directory ${dir} does not exist`, `create it or pass another ${flag}`);
+    case 'ENOTDIR': return new NotFoundError(`cannot create socket ${path}: a component of ${dir} is not a directory`, `pass another ${flag}`);
+    case 'EACCES': case 'EPERM': return new PermissionError(`cannot create socket ${path}: no permission to write in ${dir}`, `pass a ${flag} in a directory you may write, or run as its owner`);
+    case 'EROFS': return new SetupError(`cannot create socket ${path}: ${dir} is on a read-only file system`, `pass another ${flag}`);
+    case 'EADDRINUSE': return new SetupError(`cannot create socket ${path}: the path appeared meanwhile (another process?)`, `pass another ${flag}`);
+    default: return new SetupError(`cannot create socket ${path}: ${e.code}`, `pass another ${flag}`);
+  }
+}
+
+/** `flag`: what the user passed the path as, for the hint of an error. */
+export function listenOwned(path: string, access: SocketAccess = {}, flag = '--socket'): OwnedSocket {
   clearStale(path);
-  const fd = listenUnix(path);
+  let fd: number;
+  try {
+    fd = listenUnix(path);
+  } catch (e) {
+    throw bindError(path, e, flag);
+  }
   try {
     if (access.gid !== undefined) chownSync(path, -1, access.gid);
     if (access.mode !== undefined) chmodSync(path, access.mode);

@@ -37,6 +37,14 @@ function halfClosed(path: string, line: string): Promise<string> {
   });
 }
 
+/** `vhost-user serve ARGS` to its end: exit code and stderr (a failing start exits at once). */
+const serveOnce = (args: string[], as?: number): { code: number | null; err: string } => {
+  const cmd = [...(as !== undefined ? ['setpriv', `--reuid=${as}`, `--regid=${as}`, '--clear-groups'] : []), process.execPath, BIN, 'vhost-user', 'serve', ...args];
+  // oclif reads $HOME's data directory: root's is not nobody's to read.
+  const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', timeout: 60_000, env: { ...process.env, ...(as !== undefined ? { HOME: '/nonexistent' } : {}) } });
+  return { code: r.status, err: r.stderr };
+};
+
 describe('the switch from the shell', () => {
   let dir: string;
   before(() => { dir = mkdtempSync(join(tmpdir(), 'qnh-swsh-')); });
@@ -62,6 +70,34 @@ describe('the switch from the shell', () => {
       assert.equal(l.ports[0].mode, 'vepa');
     } finally {
       await s.stop();
+    }
+  });
+
+  it('serve: a socket it cannot create is one line naming the path and the reason; a second switch on one --control is named', async () => {
+    const noDir = serveOnce(['--socket', '/nonexistent/dir/a.sock']);
+    assert.deepEqual([noDir.code, noDir.err], [5, 'qemu-net-helper: cannot create socket /nonexistent/dir/a.sock: directory /nonexistent/dir does not exist; create it or pass another --socket\n']);
+    const noCtlDir = serveOnce(['--control', join(dir, 'none', 'sw.ctl')]);
+    assert.equal(noCtlDir.code, 5);
+    assert.match(noCtlDir.err, /^qemu-net-helper: cannot create socket .*none\/sw\.ctl: directory .*none does not exist; create it or pass another --control\n$/);
+    // Root owns dir (0700 from mkdtemp): nobody may not create a socket in it.
+    const denied = serveOnce(['--socket', join(dir, 'denied.sock')], 65534);
+    assert.equal(denied.code, 4, denied.err);
+    assert.match(denied.err, /^qemu-net-helper: cannot create socket .*denied\.sock: no permission to write in /);
+    const long = serveOnce(['--socket', `/tmp/${'x'.repeat(120)}.sock`]);
+    assert.equal(long.code, 2);
+    assert.match(long.err, /is too long \(\d+ bytes; unix sockets allow 107\); pass a shorter --socket\n$/);
+
+    const ctl = join(dir, 'one.ctl');
+    const first = new Serve(['--control', ctl]);
+    try {
+      await first.ready([ctl]);
+      const second = serveOnce(['--control', ctl, '--socket', join(dir, 'second.sock')]);
+      assert.equal(second.code, 10);
+      assert.equal(second.err, `qemu-net-helper: another vhost-user switch already serves the control socket ${ctl}; stop it, add ports to it ('qemu-net-helper vhost-user add-port SOCKET --control ${ctl}'), or pass another --control\n`);
+      assert.ok(!existsSync(join(dir, 'second.sock')), 'the refused switch made nothing');
+      assert.equal(cli(['vhost-user', 'ports', '--control', ctl, '--json']).json.length, 0, 'the first switch goes on');
+    } finally {
+      await first.stop();
     }
   });
 

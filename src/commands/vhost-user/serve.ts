@@ -1,7 +1,7 @@
 import { Command, Flags } from '@oclif/core';
 import { describeError, UsageError } from '../../errors.js';
 import { checkInterfaceName } from '../../net/ifname.js';
-import { ControlServer } from '../../vhost-user/control/server.js';
+import { checkControlFree, ControlServer } from '../../vhost-user/control/server.js';
 import { encodeLine } from '../../vhost-user/control/codec.js';
 import { VhostUserServer } from '../../vhost-user/server.js';
 import { parseSocketMode, resolveGroup } from '../../vhost-user/socket-path.js';
@@ -48,6 +48,7 @@ QEMU needs shared guest memory for vhost-user:
       if (flags.br) checkInterfaceName(flags.br, 'bridge');
       if (flags.uplink) checkInterfaceName(flags.uplink, 'uplink device');
       if (new Set(flags.socket).size !== flags.socket.length) throw new UsageError('the same --socket is given twice', hint);
+      if (flags.control) checkControlFree(flags.control);
       const socketAccess = {
         ...(flags['socket-mode'] ? { mode: parseSocketMode(flags['socket-mode']) } : {}),
         ...(flags['socket-group'] ? { gid: resolveGroup(flags['socket-group']) } : {}),

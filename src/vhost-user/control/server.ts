@@ -3,13 +3,30 @@
 // Requests on one connection are answered one at a time, in order. A client
 // that sends garbage gets an error reply; one that sends an endless line or
 // does not read its event stream is disconnected, never buffered without end.
+import { lstatSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
+import { SetupError } from '../../errors.js';
 import { listenOwned, removeIfOurs, type OwnedSocket, type SocketAccess } from '../socket-path.js';
 import type { VhostUserServer } from '../server.js';
+import { controlRequest } from './sync-client.js';
 import { ControlError, encodeLine, errorReply, LineSplitter, okReply, parseRequest, type ControlRequest } from './codec.js';
 
 // Bytes of events we hold for a subscriber that does not read before dropping it.
 const MAX_BACKLOG = 1 << 20;
+
+/**
+ * Refuses a --control path another switch serves, before anything is set up,
+ * saying so (the generic "a socket another process listens on" hides what to
+ * do: talk to that switch, or stop it).
+ */
+export function checkControlFree(path: string): void {
+  try {
+    if (!lstatSync(path).isSocket()) return; // listenOwned refuses it with its own message
+  } catch { return; }
+  let reply: { ok: boolean } | null = null;
+  try { reply = controlRequest(path, { op: 'list' }, 3000); } catch { return; }
+  if (reply?.ok) throw new SetupError(`another vhost-user switch already serves the control socket ${path}`, `stop it, add ports to it ('qemu-net-helper vhost-user add-port SOCKET --control ${path}'), or pass another --control`);
+}
 
 export class ControlServer {
   private server: Server | null = null;
@@ -19,7 +36,7 @@ export class ControlServer {
   constructor(private readonly sw: VhostUserServer, private readonly log: (m: string) => void) {}
 
   async start(path: string, access?: SocketAccess): Promise<void> {
-    this.owned = listenOwned(path, access);
+    this.owned = listenOwned(path, access, '--control');
     // allowHalfOpen: a client that half-closes after its request (`nc -N`,
     // shutdown(SHUT_WR)) still gets its replies; we end our side once they are sent.
     const server = createServer({ allowHalfOpen: true }, (sock) => this.serve(sock));
