@@ -7,6 +7,7 @@ import { closeFd } from '../sys/libc.js';
 import { unwatch, watchReadable } from '../sys/poller.js';
 import { acceptUnix, connectUnix } from '../sys/unix-socket.js';
 import { UsageError } from '../errors.js';
+import type { LogLevel } from '../log.js';
 import { Connection } from './device/connection.js';
 import { VhostUserNetDevice } from './device/device.js';
 import type { PortDataplane, PortStats, QueueSpec } from './dataplane/api.js';
@@ -30,7 +31,8 @@ export interface ServeOptions {
   poll?: PollMode;
   socketAccess?: SocketAccess;
   allowUnsealedMemory?: boolean;
-  log?: (msg: string) => void;
+  /** Log lines; `level` is absent for info (the default) and given for the rest. */
+  log?: (msg: string, level?: LogLevel) => void;
 }
 
 export interface PortRequest { socket: string; client?: boolean; mode?: PortModeName }
@@ -65,7 +67,7 @@ export class VhostUserServer {
   private readonly ports = new Map<number, Port>();
   private nextId = 0;
   private readonly worker: DataplaneWorker;
-  private readonly log: (msg: string) => void;
+  private readonly log: (msg: string, level?: LogLevel) => void;
   private uplink: Uplink | null = null;
   private stopping = false;
   readonly events = new EventBus();
@@ -147,7 +149,7 @@ export class VhostUserServer {
       for (let fd = acceptUnix(lfd); fd >= 0; fd = acceptUnix(lfd)) {
         if (port.conn || port.removed) {
           // vhost-user is one front-end per socket; a second one would fight over the rings.
-          this.log(`port ${port.id}: refusing a second front-end while one is connected`);
+          this.log(`port ${port.id}: refusing a second front-end while one is connected`, 'warn');
           closeFd(fd);
           continue;
         }
@@ -193,7 +195,7 @@ export class VhostUserServer {
     const device = new VhostUserNetDevice(this.watchedDataplane(port, () => conn), {
       queuePairs: this.queuePairs, allowUnsealedMemory: this.opts.allowUnsealedMemory ?? false,
     });
-    conn = new Connection(fd, device, (m) => this.log(`port ${port.id}: ${m}`));
+    conn = new Connection(fd, device, (m, level) => this.log(`port ${port.id}: ${m}`, level));
     port.conn = conn;
     port.ready = false;
     port.started.clear();

@@ -10,8 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { BIN } from '../lib/paths.js';
-import { Serve } from '../lib/serve.js';
+import { Serve, statsLinesOf } from '../lib/serve.js';
 import { TestGuest } from '../lib/switch-guests.js';
+import { withNetNs } from '../lib/netns.js';
 
 const MAC = { a: '52:54:00:00:01:0a', b: '52:54:00:00:01:0b' };
 type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -99,6 +100,41 @@ describe('the switch from the shell', () => {
     } finally {
       await first.stop();
     }
+  });
+
+  it('--stats-interval: labelled lines per port and for the uplink; --log-level debug logs events, warn drops info', async () => {
+    await withNetNs(async (ns) => {
+      ns.ip('link', 'add', 'up0', 'type', 'veth', 'peer', 'name', 'up1');
+      ns.ip('link', 'set', 'up0', 'up');
+      ns.ip('link', 'set', 'up1', 'up');
+      const a = join(dir, 'log-a.sock');
+      const s = new Serve(['--socket', a, '--uplink', 'up0', '--stats-interval', '1', '--log-level', 'debug'], ns);
+      try {
+        await s.ready([a]);
+        assert.ok(await s.waitLog(/stats port=uplink/, 20_000), s.log());
+        const lines = statsLinesOf(s.log());
+        assert.deepEqual(lines.slice(0, 2).map((l) => [l.port, l.socket, l.txFrames, l.brokenQueues]), [[0, a, 0, 0], ['uplink', 'up0', 0, 0]]);
+        assert.match(s.log(), /^vhost-user: event \{"event":"port-added","port":0,/m);
+        assert.doesNotMatch(s.log(), /vhost-user: \[/, 'no unlabelled JSON arrays any more');
+      } finally {
+        await s.stop();
+      }
+      const w = new Serve(['--socket', a, '--log-level', 'warn'], ns);
+      try {
+        // Nothing at info: wait for the socket, then for a warning we provoke (a second front-end).
+        const deadline = Date.now() + 20_000;
+        while (!existsSync(a) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        const g1 = await TestGuest.connect(a, MAC.a);
+        const second = connect(a);
+        second.on('error', () => undefined);
+        assert.ok(await w.waitLog(/port 0: refusing a second front-end/), w.log());
+        second.destroy();
+        g1.close();
+        assert.doesNotMatch(w.log(), /serving|front-end connected/);
+      } finally {
+        await w.stop();
+      }
+    }, 'qnh-swlog');
   });
 
   it('show, ports, fdb and stats of a switch with two guests; ports added, re-moded and removed as commands', async () => {

@@ -10,6 +10,16 @@ export interface PortStatsLine { port: number; txFrames: number; txNative: numbe
 /** One `--events` line. */
 export interface EventLine { event: string; port: number | 'uplink'; socket: string | null; time: string; mac?: string; moved?: boolean; reason?: string }
 
+/** The `--stats-interval` lines in a log, in order: `vhost-user: stats port=N socket=S txFrames=...`. */
+export type StatsLine = Omit<PortStatsLine, 'port' | 'connected'> & { port: number | 'uplink'; socket: string };
+
+export function statsLinesOf(log: string): StatsLine[] {
+  return [...log.matchAll(/^vhost-user: stats port=(\S+) socket=(\S+) (.*)$/gm)].map((m) => {
+    const counters = Object.fromEntries(m[3]!.split(' ').map((kv) => kv.split('=')).map(([k, v]) => [k!, Number(v)]));
+    return { ...counters, port: m[1] === 'uplink' ? 'uplink' : Number(m[1]), socket: m[2]! } as StatsLine;
+  });
+}
+
 export class Serve {
   readonly proc: ChildProcess;
   private err = '';

@@ -7,6 +7,8 @@ import { VhostUserServer } from '../../vhost-user/server.js';
 import { parseSocketMode, resolveGroup } from '../../vhost-user/socket-path.js';
 import type { PortModeName } from '../../vhost-user/switch/forwarding.js';
 import { fastPathStatus } from '../../vhost-user/virtq/native.js';
+import { statsLines } from '../../vhost-user/control/view.js';
+import { createLogger, LOG_LEVELS, type LogLevel } from '../../log.js';
 
 export default class Serve extends Command {
   static override summary = 'Serve vhost-user virtio-net ports in this process: a learning switch (QEMU -netdev vhost-user, DPDK virtio-user).';
@@ -33,13 +35,15 @@ QEMU needs shared guest memory for vhost-user:
     'allow-unsealed-memory': Flags.boolean({ summary: 'accept guest memory that cannot be sealed against shrinking (DPDK --no-huge, hugetlbfs files): a front-end truncating it kills every port' }),
     queues: Flags.integer({ summary: 'queue pairs per port', default: 1, min: 1, max: 8 }),
     poll: Flags.string({ summary: 'data path mode: event (wait for kicks) or busy (spin a core: lowest latency, highest rate)', options: ['event', 'busy'], default: 'event' }),
-    'stats-interval': Flags.integer({ summary: 'print per-port counters to stderr every N seconds (0: never)', default: 0 }),
-    quiet: Flags.boolean({ char: 'q', summary: 'no log lines' }),
+    'stats-interval': Flags.integer({ summary: 'log one line of counters per port and for the uplink every N seconds (0: never)', default: 0, min: 0 }),
+    'log-level': Flags.string({ summary: 'least severe log lines printed: error, warn, info (default) or debug (debug adds every event); journald priorities under systemd', options: [...LOG_LEVELS] }),
+    quiet: Flags.boolean({ char: 'q', summary: 'errors only (--log-level error)', exclusive: ['log-level'] }),
   };
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Serve);
-    const log = flags.quiet ? () => undefined : (m: string) => process.stderr.write(`vhost-user: ${m}\n`);
+    const logger = createLogger({ level: flags.quiet ? 'error' : (flags['log-level'] as LogLevel | undefined) ?? 'info' });
+    const log = (m: string, level: LogLevel = 'info'): void => logger[level](`vhost-user: ${m}`);
     let server: VhostUserServer | undefined;
     let control: ControlServer | undefined;
     try {
@@ -60,22 +64,23 @@ QEMU needs shared guest memory for vhost-user:
       });
       // Subscribed before start: the first port-added events are printed too.
       if (flags.events) server.events.on((e) => process.stdout.write(encodeLine(e)));
+      if (logger.enabled('debug')) server.events.on((e) => log(`event ${JSON.stringify(e)}`, 'debug'));
       await server.start();
       if (flags.control) {
-        control = new ControlServer(server, log);
+        control = new ControlServer(server, (m) => log(m, 'warn'));
         await control.start(flags.control, socketAccess);
       }
     } catch (e) {
       await control?.stop();
       await server?.stop();
       const { exitCode, line } = describeError(e);
-      this.logToStderr(`qemu-net-helper: ${line}`);
+      logger.error(`qemu-net-helper: ${line}`);
       this.exit(exitCode);
     }
     const s = server!;
     log(`serving ${flags.socket.length} port(s), ${flags.queues} queue pair(s) each, ${flags.poll} mode, ${flags.mode}${flags.control ? `, control ${flags.control}` : ''}, data path: ${fastPathStatus === 'native' ? 'native fast path + TypeScript' : `TypeScript only, fast path ${fastPathStatus}`}`);
     const timer = flags['stats-interval'] > 0
-      ? setInterval(() => { void s.stats().then((st) => log(JSON.stringify(st))); }, flags['stats-interval'] * 1000)
+      ? setInterval(() => { void s.snapshot().then((v) => { for (const l of statsLines(v)) log(l); }); }, flags['stats-interval'] * 1000)
       : null;
     await new Promise<void>((resolve) => {
       const stop = (sig: string): void => {
