@@ -14,6 +14,7 @@ import { watchEndpoint } from '../lifecycle/watcher.js';
 import { lifetimeOf, listEndpoints } from '../state/endpoints.js';
 import { checkStateDir } from '../state/state-dir.js';
 import { handle, type BrokerConfig } from './handle.js';
+import type { BrokerMetrics } from './metrics.js';
 import { identify } from './peer.js';
 import { BrokerProtocolError, decodeRequest, encodeReply, MAX_REQUEST_BYTES } from './protocol.js';
 
@@ -25,6 +26,8 @@ export interface BrokerOptions extends BrokerConfig {
   socket: string;
   log: (line: string) => void;
   env?: NodeJS.ProcessEnv;
+  /** Counted when given (`daemon --metrics`). */
+  metrics?: BrokerMetrics;
 }
 
 export interface Broker {
@@ -58,6 +61,7 @@ async function clearSocketPath(path: string): Promise<void> {
 function serveConnection(sock: Socket, cfg: BrokerOptions, watch: (id: string) => void): void {
   let buf = '';
   let served = false;
+  cfg.metrics?.connection();
   const timer = setTimeout(() => sock.destroy(), REQUEST_TIMEOUT_MS);
   sock.setEncoding('utf8');
   sock.on('error', () => undefined);
@@ -87,15 +91,20 @@ function serveConnection(sock: Socket, cfg: BrokerOptions, watch: (id: string) =
     const who = `uid=${peer.caller.uid} pid=${peer.caller.pid} comm=${peer.comm}`;
     try {
       let h;
+      let op: string;
       try {
-        h = handle(decodeRequest(buf.slice(0, nl)), peer.caller, peer.pidfd, cfg);
+        const req = decodeRequest(buf.slice(0, nl));
+        op = req.op;
+        h = handle(req, peer.caller, peer.pidfd, cfg);
       } catch (e) {
         if (!(e instanceof BrokerProtocolError)) throw e;
         cfg.log(`broker: ${who}: bad request: ${e.message}`);
+        cfg.metrics?.request('invalid', 2);
         sock.end(encodeReply({ v: 1, ok: false, exit: 2, error: `bad broker request: ${e.message}` }));
         return;
       }
       if (h.watch) watch(h.watch);
+      cfg.metrics?.request(op, h.reply.exit);
       // Logged once the answer is in the kernel's hands: a decision in the log
       // has reached its client even if the broker dies the next moment.
       let logged = false;

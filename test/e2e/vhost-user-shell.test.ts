@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import { BIN } from '../lib/paths.js';
 import { Serve, statsLinesOf } from '../lib/serve.js';
 import { TestGuest } from '../lib/switch-guests.js';
+import { parseExposition } from '../../src/metrics/exposition.js';
 import { withNetNs } from '../lib/netns.js';
 
 const MAC = { a: '52:54:00:00:01:0a', b: '52:54:00:00:01:0b' };
@@ -23,6 +25,19 @@ const cli = (args: string[]): { code: number | null; out: string; err: string; j
   try { json = JSON.parse(r.stdout); } catch { /* not JSON */ }
   return { code: r.status, out: r.stdout, err: r.stderr, json };
 };
+
+/** GET /metrics over a unix socket or TCP: status and body. */
+function scrape(where: { socketPath: string } | { host: string; port: number }, path = '/metrics', method = 'GET'): Promise<{ status: number; body: string; type: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ ...where, path, method, timeout: 20_000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (d: string) => { body += d; }).on('end', () => resolve({ status: res.statusCode ?? 0, body, type: String(res.headers['content-type']) }));
+    });
+    req.on('timeout', () => req.destroy(new Error('metrics: no answer within 20 s')));
+    req.on('error', reject);
+    req.end();
+  });
+}
 
 /** One request line, then shutdown(SHUT_WR); everything the switch sends until it closes. */
 function halfClosed(path: string, line: string): Promise<string> {
@@ -53,9 +68,15 @@ describe('the switch from the shell', () => {
 
   it('the control socket answers clients that half-close after their request', async () => {
     const ctl = join(dir, 'hc.ctl');
-    const s = new Serve(['--control', ctl, '--socket', join(dir, 'hc.sock')]);
+    const s = new Serve(['--control', ctl, '--socket', join(dir, 'hc.sock'), '--metrics', '127.0.0.1:0']);
     try {
       await s.ready([ctl]);
+      // Metrics on loopback TCP too (port 0: the kernel picks; the log says which).
+      assert.ok(await s.waitLog(/metrics on 127\.0\.0\.1:\d+ /), s.log());
+      const port = Number(/metrics on 127\.0\.0\.1:(\d+) /.exec(s.log())![1]);
+      const m = await scrape({ host: '127.0.0.1', port });
+      assert.equal(m.status, 200);
+      assert.match(m.body, /^qemu_net_helper_switch_ports 1$/m);
       const r = JSON.parse(await halfClosed(ctl, '{"op":"list","id":7}\n')) as Json;
       assert.equal(r.ok, true);
       assert.equal(r.id, 7);
@@ -140,7 +161,8 @@ describe('the switch from the shell', () => {
   it('show, ports, fdb and stats of a switch with two guests; ports added, re-moded and removed as commands', async () => {
     const [a, b, c] = ['a', 'b', 'c'].map((n) => join(dir, `${n}.sock`)) as [string, string, string];
     const ctl = join(dir, 'sw.ctl');
-    const s = new Serve(['--socket', a, '--socket', b, '--control', ctl]);
+    const metrics = join(dir, 'metrics.sock');
+    const s = new Serve(['--socket', a, '--socket', b, '--control', ctl, '--metrics', metrics]);
     const guests: TestGuest[] = [];
     try {
       await s.ready([a, b, ctl]);
@@ -180,6 +202,24 @@ describe('the switch from the shell', () => {
       assert.deepEqual(st.json.map((r: Json) => [r.port, r.txFrames, r.rxFrames, r.txDropped, r.rxDropped]), [[0, 3, 1, 0, 0], [1, 1, 3, 0, 0]]);
       assert.match(cli(['vhost-user', 'stats', '--control', ctl]).out, /^PORT\s+SOCKET\s+txFrames\s+txNative\s+rxFrames/m);
 
+      // The metrics endpoint counts what `stats` counts.
+      const m = await scrape({ socketPath: metrics });
+      assert.equal(m.status, 200);
+      assert.equal(m.type, 'text/plain; version=0.0.4; charset=utf-8');
+      assert.match(m.body, /^# HELP qemu_net_helper_switch_tx_frames_total .+\n# TYPE qemu_net_helper_switch_tx_frames_total counter\n/m);
+      const samples = parseExposition(m.body);
+      const names: [string, string][] = [['tx_frames_total', 'txFrames'], ['tx_native_frames_total', 'txNative'], ['rx_frames_total', 'rxFrames'], ['tx_dropped_total', 'txDropped'], ['rx_dropped_total', 'rxDropped'], ['bad_chains_total', 'badChains']];
+      for (const row of st.json) {
+        for (const [metric, field] of names) {
+          assert.equal(samples.get(`qemu_net_helper_switch_${metric}{port="${row.port}",socket="${row.socket}",owner=""}`), row[field], `${metric} of port ${row.port}`);
+        }
+      }
+      assert.equal(samples.get(`qemu_net_helper_switch_port_ready{port="0",socket="${a}",owner=""}`), 1);
+      assert.equal(samples.get('qemu_net_helper_switch_ports'), 2);
+      assert.equal(samples.get('qemu_net_helper_switch_learned_macs'), 2);
+      assert.equal((await scrape({ socketPath: metrics }, '/other')).status, 404);
+      assert.equal((await scrape({ socketPath: metrics }, '/metrics', 'POST')).status, 405);
+
       // Ports as commands.
       const add = cli(['vhost-user', 'add-port', c, '--mode', 'private', '--control', ctl]);
       assert.equal(add.code, 0, add.err);
@@ -209,5 +249,6 @@ describe('the switch from the shell', () => {
       for (const g of guests) g.close();
       await s.stop();
     }
+    assert.ok(!existsSync(metrics), 'the metrics socket is removed on exit');
   });
 });

@@ -16,6 +16,8 @@ export interface BrokerOptions {
   profiles?: Record<string, unknown>;
   /** Socket path; default DIR/broker.sock in the temp directory. */
   socket?: string;
+  /** More `daemon` flags (e.g. --metrics PATH). */
+  args?: string[];
   /** How long to wait for "broker: listening on" (30 s: a loaded 2-core machine). */
   startTimeoutMs?: number;
 }
@@ -76,7 +78,7 @@ export async function startTestBroker(ns: NetNs, opts: BrokerOptions): Promise<B
   const notify = (): void => { for (const w of [...waiters]) w(); };
 
   const launch = (extra: NodeJS.ProcessEnv): void => {
-    const p = ns.spawn(process.execPath, [BIN, 'daemon', '--socket', socket, '--acl', aclFile, '--config', configDir], {
+    const p = ns.spawn(process.execPath, [BIN, 'daemon', '--socket', socket, '--acl', aclFile, '--config', configDir, ...(opts.args ?? [])], {
       stdio: ['ignore', 'ignore', 'pipe'],
       env: { ...process.env, QEMU_NET_HELPER_STATE_DIR: stateDir, ...extra },
     });

@@ -7,7 +7,10 @@ import { VhostUserServer } from '../../vhost-user/server.js';
 import { parseSocketMode, resolveGroup } from '../../vhost-user/socket-path.js';
 import type { PortModeName } from '../../vhost-user/switch/forwarding.js';
 import { fastPathStatus } from '../../vhost-user/virtq/native.js';
-import { statsLines } from '../../vhost-user/control/view.js';
+import { parseList, statsLines } from '../../vhost-user/control/view.js';
+import { switchFamilies } from '../../vhost-user/metrics.js';
+import { render } from '../../metrics/exposition.js';
+import { serveMetrics, type MetricsEndpoint } from '../../metrics/http.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from '../../log.js';
 
 export default class Serve extends Command {
@@ -36,6 +39,7 @@ QEMU needs shared guest memory for vhost-user:
     queues: Flags.integer({ summary: 'queue pairs per port', default: 1, min: 1, max: 8 }),
     poll: Flags.string({ summary: 'data path mode: event (wait for kicks) or busy (spin a core: lowest latency, highest rate)', options: ['event', 'busy'], default: 'event' }),
     'stats-interval': Flags.integer({ summary: 'log one line of counters per port and for the uplink every N seconds (0: never)', default: 0, min: 0 }),
+    metrics: Flags.string({ summary: 'serve Prometheus metrics (GET /metrics) on this unix socket path or IP:PORT (e.g. 127.0.0.1:9469)' }),
     'log-level': Flags.string({ summary: 'least severe log lines printed: error, warn, info (default) or debug (debug adds every event); journald priorities under systemd', options: [...LOG_LEVELS] }),
     quiet: Flags.boolean({ char: 'q', summary: 'errors only (--log-level error)', exclusive: ['log-level'] }),
   };
@@ -46,6 +50,7 @@ QEMU needs shared guest memory for vhost-user:
     const log = (m: string, level: LogLevel = 'info'): void => logger[level](`vhost-user: ${m}`);
     let server: VhostUserServer | undefined;
     let control: ControlServer | undefined;
+    let metrics: MetricsEndpoint | undefined;
     try {
       const hint = "run 'qemu-net-helper vhost-user serve --help'";
       if (flags.socket.length === 0 && !flags.control) throw new UsageError('give at least one --socket, or --control to add ports at run time', hint);
@@ -70,7 +75,13 @@ QEMU needs shared guest memory for vhost-user:
         control = new ControlServer(server, (m) => log(m, 'warn'));
         await control.start(flags.control, socketAccess);
       }
+      if (flags.metrics) {
+        const sw = server;
+        metrics = await serveMetrics(flags.metrics, async () => render(switchFamilies(parseList(await sw.snapshot()))), (m) => log(m, 'warn'));
+        log(`metrics on ${metrics.where} (GET /metrics)`);
+      }
     } catch (e) {
+      await metrics?.close();
       await control?.stop();
       await server?.stop();
       const { exitCode, line } = describeError(e);
@@ -95,6 +106,7 @@ QEMU needs shared guest memory for vhost-user:
     const uplink = s.uplinkInfo();
     log(`final counters: ${JSON.stringify(final)}`);
     if (uplink) log(`uplink counters: ${JSON.stringify(uplink)}`);
+    await metrics?.close();
     await control?.stop();
     await s.stop();
   }
