@@ -55,7 +55,7 @@ function halfClosed(path: string, line: string): Promise<string> {
 
 /** `vhost-user serve ARGS` to its end: exit code and stderr (a failing start exits at once). */
 const serveOnce = (args: string[], as?: number): { code: number | null; err: string } => {
-  const cmd = [...(as !== undefined ? ['setpriv', `--reuid=${as}`, `--regid=${as}`, '--clear-groups'] : []), process.execPath, BIN, 'vhost-user', 'serve', ...args];
+  const cmd = [...(as !== undefined ? ['setpriv', `--reuid=${as}`, `--regid=${as}`, '--clear-groups'] : []), process.execPath, BIN, 'vhost-user', 'serve', ...args, '--config', 'none'];
   // oclif reads $HOME's data directory: root's is not nobody's to read.
   const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', timeout: 60_000, env: { ...process.env, ...(as !== undefined ? { HOME: '/nonexistent' } : {}) } });
   return { code: r.status, err: r.stderr };

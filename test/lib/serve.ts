@@ -30,7 +30,8 @@ export class Serve {
 
   /** `env`: added to ours (e.g. QNH_NATIVE=0 for the TypeScript data path alone). */
   constructor(args: string[], ns?: NetNs, env: Record<string, string> = {}) {
-    const cmd = [process.execPath, BIN, 'vhost-user', 'serve', ...args];
+    // The host's /etc/qemu-net-helper/switch.json, if any, is no test's business.
+    const cmd = [process.execPath, BIN, 'vhost-user', 'serve', ...args, ...(args.includes('--config') ? [] : ['--config', 'none'])];
     const opts = { stdio: ['ignore', 'pipe', 'pipe'] as ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } };
     this.proc = ns ? ns.spawn(cmd[0]!, cmd.slice(1), opts) : spawn(cmd[0]!, cmd.slice(1), opts);
     this.proc.stderr!.setEncoding('utf8').on('data', (d: string) => { this.err += d; });

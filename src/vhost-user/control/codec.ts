@@ -11,6 +11,7 @@
 //   {"op":"list"}   -> {"ok":true,"ports":[...],"uplink":{"port":"uplink",...}|null,"macs":[...]}
 //                      (the uplink is "port":"uplink" in list, macs, events and stats alike)
 //   {"op":"events"} -> {"ok":true}, then every event as it happens
+//   {"op":"save"}   -> {"ok":true,"file":PATH,"ports":N}: the switch writes its configuration file
 import { MODE_NAMES, type PortModeName } from '../switch/forwarding.js';
 
 /** Longest request line accepted: a request is a few hundred bytes; more is a broken or hostile client. */
@@ -23,19 +24,21 @@ export type ControlRequest =
   | { op: 'remove-port'; port?: number; socket?: string; id?: RequestId }
   | { op: 'set-mode'; port: number; mode: PortModeName; id?: RequestId }
   | { op: 'list'; id?: RequestId }
-  | { op: 'events'; id?: RequestId };
+  | { op: 'events'; id?: RequestId }
+  | { op: 'save'; id?: RequestId };
 
 export class ControlError extends Error {
   constructor(message: string, readonly id?: RequestId) { super(message); }
 }
 
-const OPS = ['add-port', 'remove-port', 'set-mode', 'list', 'events'] as const;
+const OPS = ['add-port', 'remove-port', 'set-mode', 'list', 'events', 'save'] as const;
 const FIELDS: Record<(typeof OPS)[number], string[]> = {
   'add-port': ['socket', 'client', 'mode'],
   'remove-port': ['port', 'socket'],
   'set-mode': ['port', 'mode'],
   list: [],
   events: [],
+  save: [],
 };
 
 function isScalar(v: unknown): v is RequestId {
@@ -98,6 +101,7 @@ export function parseRequest(line: string): ControlRequest {
     }
     case 'list': return withId({ op: 'list' });
     case 'events': return withId({ op: 'events' });
+    case 'save': return withId({ op: 'save' });
   }
   return fail('unreachable');
 }

@@ -33,7 +33,8 @@ export class ControlServer {
   private owned: OwnedSocket | null = null;
   private readonly clients = new Set<Socket>();
 
-  constructor(private readonly sw: VhostUserServer, private readonly log: (m: string) => void) {}
+  /** `save`: writes the configuration file and says what it wrote; absent when the switch has none (`--config none`). */
+  constructor(private readonly sw: VhostUserServer, private readonly log: (m: string) => void, private readonly save?: () => Promise<{ file: string; ports: number }>) {}
 
   async start(path: string, access?: SocketAccess): Promise<void> {
     this.owned = listenOwned(path, access, '--control');
@@ -131,6 +132,9 @@ export class ControlServer {
         await this.sw.setMode(req.port, req.mode);
         return { port: req.port, mode: req.mode };
       case 'list': return this.sw.snapshot();
+      case 'save':
+        if (!this.save) throw new Error('this switch runs without a configuration file (--config none): nothing to save to');
+        return this.save();
     }
   }
 
