@@ -21,6 +21,7 @@ import { watchEndpoint } from '../lifecycle/watcher.js';
 import { lifetimeOf, listEndpoints } from '../state/endpoints.js';
 import { checkStateDir } from '../state/state-dir.js';
 import type { BrokerConfig, Handled } from './handle.js';
+import type { BrokerMetrics } from './metrics.js';
 import { connectionRefusal, DEFAULT_LIMITS, endpointRefusal, fitToFdLimit, RefusalLog, RunQueue, type BrokerLimits } from './limits.js';
 import { identify, socketFd, type Peer } from './peer.js';
 import { BrokerProtocolError, decodeRequest, encodeReply, MAX_REQUEST_BYTES, type BrokerReply, type BrokerRequest } from './protocol.js';
@@ -38,6 +39,8 @@ export interface BrokerOptions extends BrokerConfig {
   limits?: BrokerLimits;
   /** Request processes kept started ahead (default 2). */
   spares?: number;
+  /** Counted when given (`daemon --metrics`). */
+  metrics?: BrokerMetrics;
 }
 
 export interface Broker {
@@ -124,6 +127,7 @@ class BrokerCore {
   }
 
   accept(sock: Socket): void {
+    this.cfg.metrics?.connection();
     let uid: number;
     try {
       uid = peerCred(socketFd(sock)).uid;
@@ -195,6 +199,7 @@ class BrokerCore {
       closeFd(peer.pidfd);
       if (!(e instanceof BrokerProtocolError)) throw e;
       this.cfg.log(`broker: ${who}: bad request: ${e.message}`);
+      this.cfg.metrics?.request('invalid', 2);
       this.reply(sock, { v: 1, ok: false, exit: 2, error: `bad broker request: ${e.message}` });
       return;
     }
@@ -205,6 +210,7 @@ class BrokerCore {
       answer: (reply, verdict, w = what) => {
         if (answered) return;
         answered = true;
+        this.cfg.metrics?.request(req.op, reply.exit);
         // Logged once the answer is in the kernel's hands: a decision in the log
         // has reached its client even if the broker dies the next moment.
         let logged = false;

@@ -6,6 +6,10 @@ import { callerIsRoot, configPaths, DEFAULT_PATHS, processHost } from '../host/c
 import { startBroker } from '../broker/server.js';
 import { checkLimits, DEFAULT_LIMITS, type BrokerLimits } from '../broker/limits.js';
 import { parseAcl } from '../access/acl.js';
+import { BrokerMetrics } from '../broker/metrics.js';
+import { createLogger, LOG_LEVELS, type LogLevel } from '../log.js';
+import { render } from '../metrics/exposition.js';
+import { serveMetrics } from '../metrics/http.js';
 
 const D = DEFAULT_LIMITS;
 const bound = (summary: string, dflt: number): { summary: string; default: number; min: number } => ({ summary: `${summary} (default ${dflt})`, default: dflt, min: 1 });
@@ -29,6 +33,8 @@ export default class Daemon extends QnhCommand {
     'max-endpoints': Flags.integer(bound('durable endpoints of non-root users in all', D.maxEndpoints)),
     'max-endpoints-per-user': Flags.integer(bound('durable endpoints of one non-root uid', D.maxEndpointsPerUser)),
     'request-timeout': Flags.integer(bound('seconds a request may take, waiting included, before its caller gets exit 10', D.requestTimeoutMs / 1000)),
+    metrics: Flags.string({ summary: 'serve Prometheus metrics (GET /metrics) on this unix socket path or IP:PORT (e.g. 127.0.0.1:9468)' }),
+    'log-level': Flags.string({ summary: 'least severe log lines printed: error, warn, info (default: every decision) or debug; journald priorities under systemd', options: [...LOG_LEVELS], default: 'info' }),
   };
 
   async run(): Promise<void> {
@@ -40,7 +46,8 @@ export default class Daemon extends QnhCommand {
       const { acl, config } = configPaths({ acl: flags.acl, config: flags.config }, process.env, true);
       // Without a readable, valid ACL every request would be refused: refuse to start instead, saying how to make one.
       parseAcl(acl);
-      const log = (l: string): void => { process.stderr.write(l + '\n'); };
+      const logger = createLogger({ level: flags['log-level'] as LogLevel });
+      const log = (l: string): void => logger.info(l);
       const limits: BrokerLimits = {
         maxConnections: flags['max-connections'],
         maxConnectionsPerUser: flags['max-connections-per-user'],
@@ -53,11 +60,17 @@ export default class Daemon extends QnhCommand {
       };
       const bad = checkLimits(limits);
       if (bad) throw new UsageError(bad, "run 'qemu-net-helper daemon --help' for the bounds");
-      const broker = await startBroker({ host, acl, config, socket: flags.socket, log, limits });
+      const metrics = flags.metrics ? new BrokerMetrics() : undefined;
+      // First: a --metrics it cannot serve stops the start before the broker listens.
+      const endpoint = metrics ? await serveMetrics(flags.metrics!, () => render(metrics.families(host.stateDir)), (m) => logger.warn(`broker: ${m}`)) : null;
+      const broker = await startBroker({ host, acl, config, socket: flags.socket, log, limits, ...(metrics ? { metrics } : {}) }).catch(async (e: unknown) => {
+        await endpoint?.close();
+        throw e;
+      });
       const l = broker.limits;
-      log(`broker: listening on ${broker.where}; ACL ${acl}; configuration ${config}; state ${host.stateDir}`);
+      log(`broker: listening on ${broker.where}; ACL ${acl}; configuration ${config}; state ${host.stateDir}${endpoint ? `; metrics on ${endpoint.where}` : ''}`);
       log(`broker: bounds: connections ${l.maxConnections} (${l.maxConnectionsPerUser} per user, ${l.rootReserveConnections} kept for root); running ${l.maxRunning} (${l.maxRunningPerUser} per user); endpoints ${l.maxEndpoints} (${l.maxEndpointsPerUser} per user); request timeout ${l.requestTimeoutMs / 1000} s`);
-      const stop = (): void => { void broker.close().then(() => process.exit(0)); };
+      const stop = (): void => { void Promise.all([broker.close(), endpoint?.close()]).then(() => process.exit(0)); };
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);
     } catch (e) {

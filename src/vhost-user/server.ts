@@ -10,6 +10,7 @@ import { unwatch, watchReadable } from '../sys/poller.js';
 import { acceptUnix, connectUnixNonBlocking } from '../sys/unix-socket.js';
 import { peerCred } from '../sys/unix-fd.js';
 import { UsageError } from '../errors.js';
+import type { LogLevel } from '../log.js';
 import { Connection } from './device/connection.js';
 import { VhostUserNetDevice } from './device/device.js';
 import type { PortDataplane, PortStats, QueueSpec } from './dataplane/api.js';
@@ -46,7 +47,8 @@ export interface ServeOptions {
   offloads?: boolean;
   /** Bounds on each port's guest memory table, checked before anything is mapped. */
   memoryLimits?: MemoryLimits;
-  log?: (msg: string) => void;
+  /** Log lines; `level` is absent for info (the default) and given for the rest. */
+  log?: (msg: string, level?: LogLevel) => void;
 }
 
 export interface PortRequest {
@@ -58,6 +60,9 @@ export interface PortRequest {
   /** Asked for by a delegated (non-root) control client: its own path rules, mode 0600. */
   byTenant?: boolean;
 }
+
+export interface UplinkInfo { port: 'uplink'; kind: string; device: string; ifname: string; stats: PortStats }
+export type SwitchMac = Omit<MacEntry, 'port'> & { port: number | 'uplink' };
 
 export interface PortInfo {
   port: number;
@@ -91,7 +96,7 @@ export class VhostUserServer {
   private readonly ports = new Map<number, Port>();
   private nextId = 0;
   private readonly worker: DataplaneWorker;
-  private readonly log: (msg: string) => void;
+  private readonly log: (msg: string, level?: LogLevel) => void;
   private uplink: Uplink | null = null;
   private stopping = false;
   /** Per owner uid: how much guest memory its ports may map how often (root's own ports are not bounded). */
@@ -160,6 +165,7 @@ export class VhostUserServer {
       this.ports.delete(id);
     }
     await this.worker.removePort(id);
+    this.log(`port ${id}: removed (${port.path})`);
     this.events.emit({ event: 'port-removed', port: id, socket: port.path, owner: port.owner });
   }
 
@@ -208,7 +214,7 @@ export class VhostUserServer {
       for (let fd = acceptUnix(lfd); fd >= 0; fd = acceptUnix(lfd)) {
         if (port.conn || port.removed) {
           // vhost-user is one front-end per socket; a second one would fight over the rings.
-          this.log(`port ${port.id}: refusing a second front-end while one is connected`);
+          this.log(`port ${port.id}: refusing a second front-end while one is connected`, 'warn');
           closeFd(fd);
           continue;
         }
@@ -276,7 +282,7 @@ export class VhostUserServer {
       ...(this.opts.memoryLimits ? { memoryLimits: this.opts.memoryLimits } : {}),
       ...(isAdmin(port.owner.uid) ? {} : { mapBudget: this.budgetOf(port.owner.uid) }),
     });
-    conn = new Connection(fd, device, (m) => this.log(`port ${port.id}: ${m}`));
+    conn = new Connection(fd, device, (m, level) => this.log(`port ${port.id}: ${m}`, level));
     port.conn = conn;
     port.ready = false;
     port.started.clear();
@@ -325,13 +331,21 @@ export class VhostUserServer {
     }));
   }
 
-  macs(): Promise<MacEntry[]> {
-    return this.fresh(this.worker.macs().then((m) => (this.lastMacs = m)), () => this.lastMacs);
+  /** Learned MACs; the uplink's have `"port":"uplink"`, as in events and stats (the worker's id for it is internal). */
+  async macs(): Promise<SwitchMac[]> {
+    const all = await this.fresh(this.worker.macs().then((m) => (this.lastMacs = m)), () => this.lastMacs);
+    return all.map((m) => ({ ...m, port: m.port === UPLINK_STATS_ID ? 'uplink' as const : m.port }));
   }
 
-  uplinkInfo(): { kind: string; device: string; ifname: string; stats: PortStats } | null {
+  uplinkInfo(): UplinkInfo | null {
     const u = this.uplink;
-    return u ? { kind: u.kind, device: u.device, ifname: u.ifname, stats: this.worker.statsOf(UPLINK_STATS_ID) } : null;
+    return u ? { port: 'uplink', kind: u.kind, device: u.device, ifname: u.ifname, stats: this.worker.statsOf(UPLINK_STATS_ID) } : null;
+  }
+
+  /** Ports, uplink and MAC table at one moment: the control socket's `list` reply. */
+  async snapshot(): Promise<{ ports: PortInfo[]; uplink: UplinkInfo | null; macs: SwitchMac[] }> {
+    const ports = await this.list();
+    return { ports, uplink: this.uplinkInfo(), macs: await this.macs() };
   }
 
   /** Flat per-port counters (the format `--stats-interval` and the final line always had); the uplink's are in uplinkInfo(). */

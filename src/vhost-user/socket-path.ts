@@ -7,13 +7,13 @@
 // kernel then checks every step as that user), else by us and handed over in
 // a directory that user cannot touch. On exit, the path is removed only if it
 // still is the very socket we bound (same device and inode).
-import { chmodSync, chownSync, lchownSync, lstatSync, realpathSync, statSync, unlinkSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, lchownSync, lstatSync, realpathSync, statSync, unlinkSync } from 'node:fs';
 import { dirname, isAbsolute, normalize } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { closeFd, SysError } from '../sys/libc.js';
 import { asFsUser } from '../sys/fsuid.js';
 import { connectUnixNonBlocking, listenUnix } from '../sys/unix-socket.js';
-import { AccessDeniedError, SetupError, UsageError } from '../errors.js';
+import { AccessDeniedError, NotFoundError, PermissionError, SetupError, UsageError } from '../errors.js';
 import { mayWriteDir, type Owner } from './tenancy.js';
 
 export interface OwnedSocket {
@@ -66,10 +66,36 @@ function clearStale(path: string, ownerUid: number): void {
   throw new SetupError(`${path} is a socket another process listens on; not removing it`, 'stop that process or pass another --socket path');
 }
 
+/** bind()'s refusal as the error people can act on: the path and the reason, with its documented exit code. */
+function bindError(path: string, e: unknown, flag: string): Error {
+  if (e instanceof RangeError) return new UsageError(`socket path ${path} is too long (${Buffer.byteLength(path)} bytes; unix sockets allow 107)`, `pass a shorter ${flag}`);
+  if (!(e instanceof SysError)) return e as Error;
+  const dir = dirname(path);
+  switch (e.code) {
+    case 'ENOENT': return existsSync(dir)
+      ? new NotFoundError(`cannot create socket ${path}: ${dir} does not take sockets (ENOENT)`, `pass another ${flag}`)
+      : new NotFoundError(`cannot create socket ${path}: directory ${dir} does not exist`, `create it or pass another ${flag}`);
+    case 'ENOTDIR': return new NotFoundError(`cannot create socket ${path}: a component of ${dir} is not a directory`, `pass another ${flag}`);
+    case 'EACCES': case 'EPERM': return new PermissionError(`cannot create socket ${path}: no permission to write in ${dir}`, `pass a ${flag} in a directory you may write, or run as its owner`);
+    case 'EROFS': return new SetupError(`cannot create socket ${path}: ${dir} is on a read-only file system`, `pass another ${flag}`);
+    case 'EADDRINUSE': return new SetupError(`cannot create socket ${path}: the path appeared meanwhile (another process?)`, `pass another ${flag}`);
+    default: return new SetupError(`cannot create socket ${path}: ${e.code}`, `pass another ${flag}`);
+  }
+}
+
+/** listenUnix with its refusal as bindError's; `flag`: what the user passed the path as. */
+function bindListen(path: string, flag: string): number {
+  try {
+    return listenUnix(path);
+  } catch (e) {
+    throw bindError(path, e, flag);
+  }
+}
+
 /** The root's own sockets (the control socket, ports of ours): mode and group as asked. */
-export function listenOwned(path: string, access: SocketAccess = {}): OwnedSocket {
+export function listenOwned(path: string, access: SocketAccess = {}, flag = '--socket'): OwnedSocket {
   clearStale(path, process.geteuid?.() ?? 0);
-  return finish(path, listenUnix(path), () => {
+  return finish(path, bindListen(path, flag), () => {
     if (access.gid !== undefined) chownSync(path, -1, access.gid);
     if (access.mode !== undefined) chmodSync(path, access.mode);
   });
@@ -113,26 +139,27 @@ export interface PortSocketSpec {
 export function listenForOwner(path: string, spec: PortSocketSpec): OwnedSocket {
   const me = process.geteuid?.() ?? 0;
   const { owner, mode } = spec;
-  if (spec.byTenant) checkPlainPath(path);
-  if (owner.uid === me) {
+  if (owner.uid === me && !spec.byTenant) {
     clearStale(path, owner.uid);
-    return finish(path, listenUnix(path), () => {
+    return finish(path, bindListen(path, '--socket'), () => {
       if (owner.gid !== (process.getegid?.() ?? 0)) chownSync(path, -1, owner.gid);
       chmodSync(path, mode);
     });
   }
   if (me !== 0) throw new AccessDeniedError(`access denied: a switch running as uid ${me} cannot make sockets owned by uid ${owner.uid}`, 'run the switch as root, or let the port belong to the switch\'s user');
-  const dir = statSync(dirname(path));
-  if (mayWriteDir(owner, dir)) {
-    return asFsUser(owner.uid, owner.gid, () => {
-      clearStale(path, owner.uid);
-      return finish(path, listenUnix(path), () => chmodSync(path, mode), owner);
-    });
-  }
-  if (spec.byTenant) throw new AccessDeniedError(`access denied: uid ${owner.uid} may not write ${dirname(path)}`, 'put the socket in a directory of yours');
+  const asOwner = (): OwnedSocket => asFsUser(owner.uid, owner.gid, () => {
+    // Every look at a tenant's path is the tenant's own: no answer tells it about what it could not see.
+    if (spec.byTenant) {
+      checkPlainPath(path);
+      if (!mayWriteDir(owner, statSync(dirname(path)))) throw new AccessDeniedError(`access denied: uid ${owner.uid} may not write ${dirname(path)}`, 'put the socket in a directory of yours');
+    }
+    clearStale(path, owner.uid);
+    return finish(path, bindListen(path, '--socket'), () => chmodSync(path, mode), owner);
+  });
+  if (spec.byTenant || mayWriteDir(owner, statSync(dirname(path)))) return asOwner();
   // Root chose a directory the owner cannot change: bind as root, then hand over.
   clearStale(path, owner.uid);
-  return finish(path, listenUnix(path), () => {
+  return finish(path, bindListen(path, '--socket'), () => {
     lchownSync(path, owner.uid, owner.gid);
     chmodSync(path, mode);
   });

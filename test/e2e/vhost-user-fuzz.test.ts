@@ -20,7 +20,7 @@ import { setNonBlocking } from '../../src/sys/unix-socket.js';
 import * as F from '../lib/frontend-codec.js';
 import { Feature, featureBit, HdrFlag, MAX_PAYLOAD_SIZE, Req, type MemRegion } from '../../src/vhost-user/protocol/index.js';
 import { VIRTQ_DESC_F_INDIRECT as IND, VIRTQ_DESC_F_NEXT as NEXT, VIRTQ_DESC_F_WRITE as WRITE } from '../lib/mock-driver.js';
-import { Serve, type PortStatsLine } from '../lib/serve.js';
+import { Serve, statsLinesOf, type PortStatsLine } from '../lib/serve.js';
 import {
   eventfdAdd, fdCount, fdList, frameSeq, type GuestMemfd, LAYOUT, makeEventfd, mappingsOf, memfdCreate,
   NET_HDR, pipe, processAlive, sleep, testFrame, VhostFrontend,
@@ -69,14 +69,15 @@ class Bench {
     assert.ok(this.alive(), `back-end died (${what}): exit ${this.s.proc.exitCode} signal ${this.s.proc.signalCode}\n${this.s.log().slice(-2000)}`);
   }
 
-  /** A stats line printed after this call (the process prints one every second). */
+  /** Ports 0 and 1's stats lines printed after this call (the process prints them every second). */
   async stats(): Promise<PortStatsLine[]> {
-    const re = /^vhost-user: (\[\{"port".*\}\])$/gm;
-    const seen = [...this.s.log().matchAll(re)].length;
+    const seen = statsLinesOf(this.s.log()).length;
     const deadline = Date.now() + 3000;
     for (;;) {
-      const all = [...this.s.log().matchAll(re)];
-      if (all.length > seen) return JSON.parse(all[all.length - 1]![1]!) as PortStatsLine[];
+      const fresh = statsLinesOf(this.s.log()).slice(seen);
+      const i = fresh.findIndex((l) => l.port === 0);
+      const j = fresh.findIndex((l, k) => k > i && l.port === 1);
+      if (i >= 0 && j >= 0) return [fresh[i]!, fresh[j]!] as unknown as PortStatsLine[];
       if (Date.now() > deadline || !this.alive()) throw new Error(`no stats line from the back-end\n${this.s.log().slice(-1000)}`);
       await sleep(50);
     }

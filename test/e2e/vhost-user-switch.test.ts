@@ -261,6 +261,9 @@ describe('vhost-user switch with our test front-end', () => {
         assert.equal(up.device, 'up0');
         assert.ok(up.stats.txFrames >= 5 && up.stats.rxFrames >= 4, JSON.stringify(up));
         assert.ok(s.events.some((e) => e.event === 'mac-learned' && e.port === 'uplink' && e.mac === MAC.h));
+        // One spelling for the uplink in events, `list` and stats (it was -1 in `list`).
+        assert.equal((list.uplink as { port: unknown }).port, 'uplink');
+        assert.deepEqual((list.macs as { mac: string; port: unknown }[]).filter((m) => m.mac === MAC.h).map((m) => m.port), ['uplink']);
         cl.close();
       } finally {
         for (const g of guests) g.close();

@@ -16,7 +16,7 @@ export interface BrokerOptions {
   profiles?: Record<string, unknown>;
   /** Socket path; default DIR/broker.sock in the temp directory. */
   socket?: string;
-  /** More `daemon` flags (bounds such as --max-connections-per-user). */
+  /** More `daemon` flags (bounds such as --max-connections-per-user, --metrics PATH). */
   args?: string[];
   /** How long to wait for "broker: listening on" (30 s: a loaded 2-core machine). */
   startTimeoutMs?: number;

@@ -10,6 +10,16 @@ export interface PortStatsLine { port: number; txFrames: number; txNative: numbe
 /** One `--events` line. */
 export interface EventLine { event: string; port: number | 'uplink'; socket: string | null; time: string; mac?: string; moved?: boolean; reason?: string }
 
+/** The `--stats-interval` lines in a log, in order: `vhost-user: stats port=N socket=S txFrames=...`. */
+export type StatsLine = Omit<PortStatsLine, 'port' | 'connected'> & { port: number | 'uplink'; socket: string };
+
+export function statsLinesOf(log: string): StatsLine[] {
+  return [...log.matchAll(/^vhost-user: stats port=(\S+) socket=(\S+) (.*)$/gm)].map((m) => {
+    const counters = Object.fromEntries(m[3]!.split(' ').map((kv) => kv.split('=')).map(([k, v]) => [k!, Number(v)]));
+    return { ...counters, port: m[1] === 'uplink' ? 'uplink' : Number(m[1]), socket: m[2]! } as StatsLine;
+  });
+}
+
 export class Serve {
   readonly proc: ChildProcess;
   private err = '';
@@ -20,7 +30,8 @@ export class Serve {
 
   /** `env`: added to ours (e.g. QNH_NATIVE=0 for the TypeScript data path alone). */
   constructor(args: string[], ns?: NetNs, env: Record<string, string> = {}) {
-    const cmd = [process.execPath, BIN, 'vhost-user', 'serve', ...args];
+    // The host's /etc/qemu-net-helper/switch.json, if any, is no test's business.
+    const cmd = [process.execPath, BIN, 'vhost-user', 'serve', ...args, ...(args.includes('--config') ? [] : ['--config', 'none'])];
     const opts = { stdio: ['ignore', 'pipe', 'pipe'] as ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } };
     this.proc = ns ? ns.spawn(cmd[0]!, cmd.slice(1), opts) : spawn(cmd[0]!, cmd.slice(1), opts);
     this.proc.stderr!.setEncoding('utf8').on('data', (d: string) => { this.err += d; });

@@ -9,9 +9,11 @@
 //                                                                 -> {"ok":true,"port":N,"socket":PATH,"owner":{...}}
 //   {"op":"remove-port","port":N} | {"op":"remove-port","socket":PATH} -> {"ok":true,"port":N,"socket":PATH}
 //   {"op":"set-mode","port":N,"mode":"vepa"}                      -> {"ok":true,"port":N,"mode":"vepa"}
-//   {"op":"list"}   -> {"ok":true,"ports":[{...,"owner":{"uid":N,"gid":N}}],"uplink":{...}|null,"macs":[...]}
-// ("owner" is optional; who may name one, and act on which port, is server.ts's business)
+//   {"op":"list"}   -> {"ok":true,"ports":[{...,"owner":{"uid":N,"gid":N}}],"uplink":{"port":"uplink",...}|null,"macs":[...]}
+//                      (the uplink is "port":"uplink" in list, macs, events and stats alike;
+//                      "owner" is optional; who may name one, and act on which port, is server.ts's business)
 //   {"op":"events"} -> {"ok":true}, then every event as it happens
+//   {"op":"save"}   -> {"ok":true,"file":PATH,"ports":N}: the switch writes its configuration file
 import { MODE_NAMES, type PortModeName } from '../switch/forwarding.js';
 import type { Owner } from '../tenancy.js';
 
@@ -25,19 +27,21 @@ export type ControlRequest =
   | { op: 'remove-port'; port?: number; socket?: string; id?: RequestId }
   | { op: 'set-mode'; port: number; mode: PortModeName; id?: RequestId }
   | { op: 'list'; id?: RequestId }
-  | { op: 'events'; id?: RequestId };
+  | { op: 'events'; id?: RequestId }
+  | { op: 'save'; id?: RequestId };
 
 export class ControlError extends Error {
   constructor(message: string, readonly id?: RequestId) { super(message); }
 }
 
-const OPS = ['add-port', 'remove-port', 'set-mode', 'list', 'events'] as const;
+const OPS = ['add-port', 'remove-port', 'set-mode', 'list', 'events', 'save'] as const;
 const FIELDS: Record<(typeof OPS)[number], string[]> = {
   'add-port': ['socket', 'client', 'mode', 'owner'],
   'remove-port': ['port', 'socket'],
   'set-mode': ['port', 'mode'],
   list: [],
   events: [],
+  save: [],
 };
 
 function isScalar(v: unknown): v is RequestId {
@@ -101,6 +105,7 @@ export function parseRequest(line: string): ControlRequest {
     }
     case 'list': return withId({ op: 'list' });
     case 'events': return withId({ op: 'events' });
+    case 'save': return withId({ op: 'save' });
   }
   return fail('unreachable');
 }

@@ -6,16 +6,40 @@
 // Each connection's uid (SO_PEERCRED) decides what it may do: root does
 // anything; a delegated user (--control-group) only adds, changes, removes
 // and sees its own ports, and never makes the switch connect() anywhere.
+import { lstatSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
+import { SetupError } from '../../errors.js';
 import { peerCred } from '../../sys/unix-fd.js';
 import { listenOwned, removeIfOurs, type OwnedSocket, type SocketAccess } from '../socket-path.js';
 import { actRefusal, isAdmin, ownerForAdd, type Peer } from '../tenancy.js';
 import type { Stamped } from '../events.js';
 import type { VhostUserServer } from '../server.js';
+import { controlRequest } from './sync-client.js';
 import { ControlError, encodeLine, errorReply, LineSplitter, okReply, parseRequest, type ControlRequest } from './codec.js';
 
 /** Ports one delegated user may have at once (each costs us fds and a data-path slot). */
 export const DEFAULT_MAX_TENANT_PORTS = 16;
+
+/**
+ * Refuses a --control path another switch serves, before anything is set up,
+ * saying so (the generic "a socket another process listens on" hides what to
+ * do: talk to that switch, or stop it).
+ */
+export function checkControlFree(path: string): void {
+  try {
+    if (!lstatSync(path).isSocket()) return; // listenOwned refuses it with its own message
+  } catch { return; }
+  let reply: { ok: boolean } | null = null;
+  try { reply = controlRequest(path, { op: 'list' }, 3000); } catch { return; }
+  if (reply?.ok) throw new SetupError(`another vhost-user switch already serves the control socket ${path}`, `stop it, add ports to it ('qemu-net-helper vhost-user add-port SOCKET --control ${path}'), or pass another --control`);
+}
+
+export interface ControlOptions {
+  /** Ports one delegated (non-root) user may have at once (default DEFAULT_MAX_TENANT_PORTS). */
+  maxTenantPorts?: number;
+  /** `save`: writes the configuration file and says what it wrote; absent when the switch has none (`--config none`). */
+  save?: () => Promise<{ file: string; ports: number }>;
+}
 
 // Bytes of events we hold for a subscriber that does not read before dropping it.
 const MAX_BACKLOG = 1 << 20;
@@ -26,12 +50,17 @@ export class ControlServer {
   private readonly clients = new Set<Socket>();
   private readonly adding = new Map<number, number>();
 
-  /** `maxTenantPorts`: ports one delegated (non-root) user may have at once. */
-  constructor(private readonly sw: VhostUserServer, private readonly log: (m: string) => void, private readonly maxTenantPorts = DEFAULT_MAX_TENANT_PORTS) {}
+  private readonly maxTenantPorts: number;
+
+  constructor(private readonly sw: VhostUserServer, private readonly log: (m: string) => void, private readonly opts: ControlOptions = {}) {
+    this.maxTenantPorts = opts.maxTenantPorts ?? DEFAULT_MAX_TENANT_PORTS;
+  }
 
   async start(path: string, access?: SocketAccess): Promise<void> {
-    this.owned = listenOwned(path, access);
-    const server = createServer((sock) => this.serve(sock));
+    this.owned = listenOwned(path, access, '--control');
+    // allowHalfOpen: a client that half-closes after its request (`nc -N`,
+    // shutdown(SHUT_WR)) still gets its replies; we end our side once they are sent.
+    const server = createServer({ allowHalfOpen: true }, (sock) => this.serve(sock));
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -56,6 +85,7 @@ export class ControlServer {
     const queue: string[] = [];
     let busy = false;
     let unsubscribe: (() => void) | null = null;
+    let inputEnded = false;
     const send = (s: string): void => {
       if (sock.destroyed) return;
       if (sock.writableLength > MAX_BACKLOG) {
@@ -90,6 +120,9 @@ export class ControlServer {
         }
       }
       busy = false;
+      // The client has said all it will: end once its replies are out (an
+      // events subscriber keeps reading until it closes its side fully).
+      if (inputEnded && !unsubscribe && !sock.destroyed) sock.end();
     };
     sock.on('data', (chunk: Buffer) => {
       try {
@@ -99,6 +132,12 @@ export class ControlServer {
         sock.end();
         return;
       }
+      void pump();
+    });
+    sock.on('end', () => {
+      inputEnded = true;
+      // A last request without its newline still counts.
+      try { queue.push(...lines.push(Buffer.from('\n'))); } catch { /* the data handler already answered */ }
       void pump();
     });
     sock.on('error', () => undefined);
@@ -155,12 +194,17 @@ export class ControlServer {
         await this.sw.setMode(req.port, req.mode);
         return { port: req.port, mode: req.mode };
       case 'list': {
-        const all = await this.sw.list();
-        const ports = admin ? all : all.filter((p) => p.owner.uid === peer.uid);
+        const all = await this.sw.snapshot();
+        if (admin) return all;
+        const ports = all.ports.filter((p) => p.owner.uid === peer.uid);
         const mine = new Set(ports.map((p) => p.port));
-        const macs = (await this.sw.macs()).filter((m) => admin || (typeof m.port === 'number' && mine.has(m.port)));
-        return { ports, uplink: this.sw.uplinkInfo(), macs };
+        return { ports, uplink: all.uplink, macs: all.macs.filter((m) => typeof m.port === 'number' && mine.has(m.port)) };
       }
+      case 'save':
+        // The configuration file is root's: a delegated client cannot rewrite it.
+        if (!admin) throw new Refused('save: writing the switch\'s configuration file is for root only');
+        if (!this.opts.save) throw new Error('this switch runs without a configuration file (--config none): nothing to save to');
+        return this.opts.save();
     }
   }
 

@@ -24,7 +24,7 @@ export class Connection {
   readonly done: Promise<string>;
   private finish!: (why: string) => void;
 
-  constructor(readonly fd: number, private readonly device: VhostUserNetDevice, private readonly log: (msg: string) => void) {
+  constructor(readonly fd: number, private readonly device: VhostUserNetDevice, private readonly log: (msg: string, level?: 'warn') => void) {
     this.done = new Promise((res) => { this.finish = res; });
   }
 
@@ -106,7 +106,7 @@ export class Connection {
       const msg = e instanceof Error ? e.message : String(e);
       const ack = e instanceof DeviceError && !e.fatal ? this.device.ack(req, false, raw.request) : null;
       if (ack) {
-        this.log(`${reqName(raw.request)} refused: ${msg}`);
+        this.log(`${reqName(raw.request)} refused: ${msg}`, 'warn');
         this.send(ack);
       } else {
         this.close(`${reqName(raw.request)} failed: ${msg}`);
@@ -132,6 +132,6 @@ export class Connection {
     // fds of a message whose payload never arrived, or orphaned by a failure.
     this.reader.drainFds().forEach(closeFd);
     this.log(`connection closed: ${why}`);
-    void this.device.close().catch((e) => this.log(`releasing the device failed: ${(e as Error).message}`)).finally(() => this.finish(why));
+    void this.device.close().catch((e) => this.log(`releasing the device failed: ${(e as Error).message}`, 'warn')).finally(() => this.finish(why));
   }
 }
