@@ -23,8 +23,8 @@ describe('switch configuration', () => {
   it('flags win over the file; --socket adds ports after the file\'s; defaults fill the rest', () => {
     const file = parseSwitchConfig('{"mode":"private","uplink":{"device":"eth1"},"ports":[{"socket":"/a.sock"}],"queues":2}', 'f');
     const s = mergeSettings(file, { ...noFlags, socket: ['/b.sock'], client: true, br: 'br0', mode: 'veb' });
-    assert.deepEqual(s, { mode: 'veb', uplink: { bridge: 'br0' }, ports: [{ socket: '/a.sock' }, { socket: '/b.sock', client: true }], queues: 2, poll: 'event', allowUnsealedMemory: false, statsInterval: 0 });
-    assert.deepEqual(mergeSettings(null, noFlags), { mode: 'veb', ports: [], queues: 1, poll: 'event', allowUnsealedMemory: false, statsInterval: 0 });
+    assert.deepEqual(s, { mode: 'veb', uplink: { bridge: 'br0' }, ports: [{ socket: '/a.sock' }, { socket: '/b.sock', client: true }], queues: 2, poll: 'event', allowUnsealedMemory: false, statsInterval: 0, offloads: true });
+    assert.deepEqual(mergeSettings(null, noFlags), { mode: 'veb', ports: [], queues: 1, poll: 'event', allowUnsealedMemory: false, statsInterval: 0, offloads: true });
     assert.throws(() => mergeSettings(file, { ...noFlags, socket: ['/a.sock'] }), /--socket \/a\.sock is given twice/);
     assert.throws(() => mergeSettings(null, { ...noFlags, br: 'br0', uplink: 'eth0' }), /exclusive/);
   });
@@ -35,5 +35,20 @@ describe('switch configuration', () => {
     assert.deepEqual(out, { control: '/run/sw.ctl', mode: 'vepa', ports: [{ socket: '/a.sock' }, { socket: '/b.sock', mode: 'veb', client: true }], queues: 1, poll: 'event' });
     // What is written reads back as the same settings.
     assert.deepEqual(mergeSettings(parseSwitchConfig(JSON.stringify(out), 'f'), noFlags).ports, out.ports);
+  });
+
+  it('tenancy, limits and offloads: in the file, flags over them, owners written back', () => {
+    const file = parseSwitchConfig(JSON.stringify({
+      ports: [{ socket: '/a.sock', owner: { uid: 1000, gid: 1000 } }], controlGroup: 'kvm', socketOwner: 'nobody',
+      maxPortsPerUser: 4, maxGuestMemory: '64G', maxMemRegions: 8, offloads: false,
+    }), 'f');
+    const s = mergeSettings(file, { ...noFlags, 'max-ports-per-user': 2, offloads: 'on' });
+    assert.deepEqual([s.controlGroup, s.socketOwner, s.maxPortsPerUser, s.maxGuestMemory, s.maxMemRegions, s.offloads], ['kvm', 'nobody', 2, '64G', 8, true]);
+    assert.equal(mergeSettings(file, noFlags).offloads, false);
+    const out = settingsToFile(s, [{ socket: '/a.sock', mode: 'veb', client: false, owner: { uid: 1000, gid: 1000 } }]);
+    assert.deepEqual(out.ports, [{ socket: '/a.sock', owner: { uid: 1000, gid: 1000 } }]);
+    assert.deepEqual(mergeSettings(parseSwitchConfig(JSON.stringify(out), 'f'), noFlags).ports, out.ports);
+    assert.throws(() => parseSwitchConfig('{"ports":[{"socket":"/a.sock","owner":{"uid":-1,"gid":0}}]}', 'f'), /ports\.0\.owner\.uid/);
+    assert.throws(() => parseSwitchConfig('{"maxGuestMemory":"lots"}', 'f'), /maxGuestMemory: a size/);
   });
 });
