@@ -9,7 +9,7 @@ import { parseAcl } from '../access/acl.js';
 import { BrokerMetrics } from '../broker/metrics.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from '../log.js';
 import { render } from '../metrics/exposition.js';
-import { serveMetrics } from '../metrics/http.js';
+import { parseMetricsAddress, serveMetrics } from '../metrics/http.js';
 
 const D = DEFAULT_LIMITS;
 const bound = (summary: string, dflt: number): { summary: string; default: number; min: number } => ({ summary: `${summary} (default ${dflt})`, default: dflt, min: 1 });
@@ -44,10 +44,6 @@ export default class Daemon extends QnhCommand {
       if (!callerIsRoot() || process.geteuid?.() !== 0) throw new PermissionError('the broker must run as root', 'start it from systemd (contrib/systemd) or as root');
       const host = processHost();
       const { acl, config } = configPaths({ acl: flags.acl, config: flags.config }, process.env, true);
-      // Without a readable, valid ACL every request would be refused: refuse to start instead, saying how to make one.
-      parseAcl(acl);
-      const logger = createLogger({ level: flags['log-level'] as LogLevel });
-      const log = (l: string): void => logger.info(l);
       const limits: BrokerLimits = {
         maxConnections: flags['max-connections'],
         maxConnectionsPerUser: flags['max-connections-per-user'],
@@ -60,6 +56,12 @@ export default class Daemon extends QnhCommand {
       };
       const bad = checkLimits(limits);
       if (bad) throw new UsageError(bad, "run 'qemu-net-helper daemon --help' for the bounds");
+      if (flags.metrics) parseMetricsAddress(flags.metrics);
+      // Usage first (exit 2), then the ACL: without a readable, valid one every
+      // request would be refused, so refuse to start instead, saying how to make one.
+      parseAcl(acl);
+      const logger = createLogger({ level: flags['log-level'] as LogLevel });
+      const log = (l: string): void => logger.info(l);
       const metrics = flags.metrics ? new BrokerMetrics() : undefined;
       // First: a --metrics it cannot serve stops the start before the broker listens.
       const endpoint = metrics ? await serveMetrics(flags.metrics!, () => render(metrics.families(host.stateDir)), (m) => logger.warn(`broker: ${m}`)) : null;

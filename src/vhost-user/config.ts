@@ -169,13 +169,20 @@ export function mergeSettings(file: SwitchConfig | null, f: ServeFlags): SwitchS
   };
 }
 
-/** The running switch as a file: its ports now (socket, mode, client), the other settings as in effect. */
-export function settingsToFile(s: SwitchSettings, ports: { socket: string; mode: PortModeName; client: boolean; owner?: { uid: number; gid: number } }[]): SwitchConfig {
+type Owner = { uid: number; gid: number };
+
+/**
+ * The running switch as a file: its ports now (socket, mode, client, and the
+ * owner where it is not `defaultOwner`, what a port without one gets), the
+ * other settings as in effect.
+ */
+export function settingsToFile(s: SwitchSettings, ports: { socket: string; mode: PortModeName; client: boolean; owner?: Owner }[], defaultOwner?: Owner): SwitchConfig {
+  const own = (o?: Owner): object => (o && !(defaultOwner && o.uid === defaultOwner.uid && o.gid === defaultOwner.gid) ? { owner: { uid: o.uid, gid: o.gid } } : {});
   return {
     ...(s.control ? { control: s.control } : {}),
     mode: s.mode,
     ...(s.uplink ? { uplink: s.uplink } : {}),
-    ports: ports.map((p) => ({ socket: p.socket, ...(p.mode !== s.mode ? { mode: p.mode } : {}), ...(p.client ? { client: true } : {}), ...(p.owner ? { owner: { uid: p.owner.uid, gid: p.owner.gid } } : {}) })),
+    ports: ports.map((p) => ({ socket: p.socket, ...(p.mode !== s.mode ? { mode: p.mode } : {}), ...(p.client ? { client: true } : {}), ...own(p.owner) })),
     ...(s.socketMode ? { socketMode: s.socketMode } : {}),
     ...(s.socketGroup !== undefined ? { socketGroup: s.socketGroup } : {}),
     queues: s.queues,

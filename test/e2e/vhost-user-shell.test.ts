@@ -183,8 +183,8 @@ describe('the switch from the shell', () => {
       assert.match(show.out, /uplink: none/);
       const rows = show.out.split('\n').filter((l) => /^\d /.test(l)).map((l) => l.split(/\s+/));
       assert.deepEqual(rows, [
-        ['0', a, '-', 'veb', 'ready', '3', '1', '0', MAC.a],
-        ['1', b, '-', 'veb', 'ready', '1', '3', '0', MAC.b],
+        ['0', a, '0:0', 'veb', 'ready', '3', '1', '0', MAC.a],
+        ['1', b, '0:0', 'veb', 'ready', '1', '3', '0', MAC.b],
       ]);
       const sj = cli(['vhost-user', 'show', '--control', ctl, '--json']);
       assert.equal(sj.code, 0, sj.err);
@@ -211,10 +211,10 @@ describe('the switch from the shell', () => {
       const names: [string, string][] = [['tx_frames_total', 'txFrames'], ['tx_native_frames_total', 'txNative'], ['rx_frames_total', 'rxFrames'], ['tx_dropped_total', 'txDropped'], ['rx_dropped_total', 'rxDropped'], ['bad_chains_total', 'badChains']];
       for (const row of st.json) {
         for (const [metric, field] of names) {
-          assert.equal(samples.get(`qemu_net_helper_switch_${metric}{port="${row.port}",socket="${row.socket}",owner=""}`), row[field], `${metric} of port ${row.port}`);
+          assert.equal(samples.get(`qemu_net_helper_switch_${metric}{port="${row.port}",socket="${row.socket}",owner="0:0"}`), row[field], `${metric} of port ${row.port} (root's: owner 0:0)`);
         }
       }
-      assert.equal(samples.get(`qemu_net_helper_switch_port_ready{port="0",socket="${a}",owner=""}`), 1);
+      assert.equal(samples.get(`qemu_net_helper_switch_port_ready{port="0",socket="${a}",owner="0:0"}`), 1);
       assert.equal(samples.get('qemu_net_helper_switch_ports'), 2);
       assert.equal(samples.get('qemu_net_helper_switch_learned_macs'), 2);
       assert.equal((await scrape({ socketPath: metrics }, '/other')).status, 404);

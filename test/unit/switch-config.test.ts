@@ -45,8 +45,8 @@ describe('switch configuration', () => {
     const s = mergeSettings(file, { ...noFlags, 'max-ports-per-user': 2, offloads: 'on' });
     assert.deepEqual([s.controlGroup, s.socketOwner, s.maxPortsPerUser, s.maxGuestMemory, s.maxMemRegions, s.offloads], ['kvm', 'nobody', 2, '64G', 8, true]);
     assert.equal(mergeSettings(file, noFlags).offloads, false);
-    const out = settingsToFile(s, [{ socket: '/a.sock', mode: 'veb', client: false, owner: { uid: 1000, gid: 1000 } }]);
-    assert.deepEqual(out.ports, [{ socket: '/a.sock', owner: { uid: 1000, gid: 1000 } }]);
+    const out = settingsToFile(s, [{ socket: '/a.sock', mode: 'veb', client: false, owner: { uid: 1000, gid: 1000 } }, { socket: '/b.sock', mode: 'veb', client: false, owner: { uid: 0, gid: 0 } }], { uid: 0, gid: 0 });
+    assert.deepEqual(out.ports, [{ socket: '/a.sock', owner: { uid: 1000, gid: 1000 } }, { socket: '/b.sock' }], 'the default owner is not written');
     assert.deepEqual(mergeSettings(parseSwitchConfig(JSON.stringify(out), 'f'), noFlags).ports, out.ports);
     assert.throws(() => parseSwitchConfig('{"ports":[{"socket":"/a.sock","owner":{"uid":-1,"gid":0}}]}', 'f'), /ports\.0\.owner\.uid/);
     assert.throws(() => parseSwitchConfig('{"maxGuestMemory":"lots"}', 'f'), /maxGuestMemory: a size/);

@@ -106,7 +106,7 @@ QEMU needs shared guest memory for vhost-user:
         const sw = server;
         const save = configFile ? async (): Promise<{ file: string; ports: number }> => {
           const ports = await sw.list();
-          saveSwitchConfig(configFile, settingsToFile(cfg, ports));
+          saveSwitchConfig(configFile, settingsToFile(cfg, ports, defaultOwner ?? { uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0 }));
           log(`saved ${ports.length} port(s) to ${configFile}`);
           return { file: configFile, ports: ports.length };
         } : undefined;
