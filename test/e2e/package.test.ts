@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
   aptCheck, aptInstall, aptPurge, aptRemove, buildDeb, cleanUp, debFiles, debSkipReason, debStatus, dpkgAuditClean,
-  dpkgInstall, leftovers, lintian, ownState, PKG, runIn, STATE, type Run,
+  leftovers, lintian, own, PKG, runIn, STATE, type Run,
 } from '../lib/deb.js';
 import { NetNs } from '../lib/netns.js';
 import { ROOT } from '../lib/paths.js';
@@ -124,7 +124,7 @@ describe('the Debian package: install, broker under socket activation, upgrade, 
 
   it('the socket-activated broker denies by default, then an unprivileged QEMU gets a tap on the allowed bridge', async () => {
     mkdirSync(STATE, { mode: 0o711 }); // the socket unit's DirectoryMode
-    ownState();
+    own(STATE);
     broker = new Activated(ns);
     await broker.listening();
     assert.match(broker.cmdline(), /systemd-socket-activate/, 'no broker runs before the first request');
@@ -135,6 +135,7 @@ describe('the Debian package: install, broker under socket activation, upgrade, 
 
     // The administrator's edits: an ACL line and a profile (macvtap, VEPA on veth0).
     writeFileSync(ACL, readFileSync(ACL, 'utf8') + 'allow br0\nallow profile:lan\nallow mode:vepa\nallow dev:veth0\n');
+    own(PROFILES);
     mkdirSync(PROFILES, { recursive: true });
     writeFileSync(join(PROFILES, 'lan.json'), JSON.stringify({ mode: 'vepa', dev: 'veth0' }));
     const q = await startQemu(ns, ['-netdev', `tap,id=n0,helper=${HELPER}`, '-netdev', `bridge,id=n1,br=lan,helper=${HELPER}`], CLEAN_ENV, NOBODY);
@@ -190,7 +191,7 @@ describe('the Debian package: install, broker under socket activation, upgrade, 
   });
 
   it('purge with no live endpoint removes the state directory too, and nothing of the package is left', () => {
-    dpkgInstall(deb2);
+    aptInstall(deb2);
     assert.equal(records().length, 1, 'the record of the QEMU that quit while no broker ran');
     assert.equal(ns.links().filter((l) => l.startsWith('macvtap')).length, 1, 'and its macvtap');
     aptPurge();

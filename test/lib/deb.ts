@@ -15,7 +15,7 @@ export const STATE = '/run/qemu-net-helper';
 const TOOLS = ['/usr/bin/dpkg-deb', '/usr/bin/apt-get', '/usr/bin/systemd-socket-activate', '/usr/bin/lintian', '/usr/bin/dpkg-buildflags'];
 
 let installedByUs = false;
-let stateByUs = false;
+const owned = new Set<string>();
 process.on('exit', () => { cleanUp(); });
 
 /** Why the package test cannot run here, or false. */
@@ -70,11 +70,6 @@ export function aptInstall(deb: string): Run {
   return must(sh('apt-get', ['install', '-y', ...LOCK, `./${deb.slice(slash + 1)}`], deb.slice(0, slash)), `apt-get install ${deb}`);
 }
 
-export function dpkgInstall(deb: string): Run {
-  installedByUs = true;
-  return must(sh('dpkg', ['--force-unsafe-io', '-i', deb]), `dpkg -i ${deb}`);
-}
-
 export function aptRemove(): Run { return must(sh('apt-get', ['remove', '-y', ...LOCK, PKG]), 'apt-get remove'); }
 export function aptPurge(): Run { return must(sh('apt-get', ['purge', '-y', ...LOCK, PKG]), 'apt-get purge'); }
 
@@ -105,8 +100,8 @@ export async function lintian(deb: string): Promise<Run> {
   }
 }
 
-/** The state directory was made by the test: removed at exit. */
-export function ownState(): void { stateByUs = true; }
+/** A path the test made (the state directory, an administrator's file under /etc): removed at clean-up. */
+export function own(path: string): void { owned.add(path); }
 
 /** Every path of the package (or of its systemd enablement) still on the machine. */
 export function leftovers(): string[] {
@@ -127,13 +122,17 @@ function walk(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(dir, e.name)) : [join(dir, e.name)]));
 }
 
-/** Purges what the test installed and the state directory it made; safe to call twice. */
+/**
+ * Removes the paths the test made, then purges what it installed (in that
+ * order: a file of ours left under /etc/qemu-net-helper would keep dpkg from
+ * removing the directory). Safe to call twice.
+ */
 export function cleanUp(): void {
+  for (const p of owned) rmSync(p, { recursive: true, force: true });
+  owned.clear();
   if (netns && !existsSync(`/run/netns/${netns}`)) netns = null;
-  if (installedByUs && debStatus() !== null) sh('dpkg', ['--purge', PKG]);
+  if (installedByUs && debStatus() !== null) sh('apt-get', ['purge', '-y', ...LOCK, PKG]);
   installedByUs = false;
-  if (stateByUs) rmSync(STATE, { recursive: true, force: true });
-  stateByUs = false;
 }
 
 export const readText = (p: string): string => readFileSync(p, 'utf8');
