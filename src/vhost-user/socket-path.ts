@@ -113,8 +113,7 @@ export interface PortSocketSpec {
 export function listenForOwner(path: string, spec: PortSocketSpec): OwnedSocket {
   const me = process.geteuid?.() ?? 0;
   const { owner, mode } = spec;
-  if (spec.byTenant) checkPlainPath(path);
-  if (owner.uid === me) {
+  if (owner.uid === me && !spec.byTenant) {
     clearStale(path, owner.uid);
     return finish(path, listenUnix(path), () => {
       if (owner.gid !== (process.getegid?.() ?? 0)) chownSync(path, -1, owner.gid);
@@ -122,14 +121,16 @@ export function listenForOwner(path: string, spec: PortSocketSpec): OwnedSocket 
     });
   }
   if (me !== 0) throw new AccessDeniedError(`access denied: a switch running as uid ${me} cannot make sockets owned by uid ${owner.uid}`, 'run the switch as root, or let the port belong to the switch\'s user');
-  const dir = statSync(dirname(path));
-  if (mayWriteDir(owner, dir)) {
-    return asFsUser(owner.uid, owner.gid, () => {
-      clearStale(path, owner.uid);
-      return finish(path, listenUnix(path), () => chmodSync(path, mode), owner);
-    });
-  }
-  if (spec.byTenant) throw new AccessDeniedError(`access denied: uid ${owner.uid} may not write ${dirname(path)}`, 'put the socket in a directory of yours');
+  const asOwner = (): OwnedSocket => asFsUser(owner.uid, owner.gid, () => {
+    // Every look at a tenant's path is the tenant's own: no answer tells it about what it could not see.
+    if (spec.byTenant) {
+      checkPlainPath(path);
+      if (!mayWriteDir(owner, statSync(dirname(path)))) throw new AccessDeniedError(`access denied: uid ${owner.uid} may not write ${dirname(path)}`, 'put the socket in a directory of yours');
+    }
+    clearStale(path, owner.uid);
+    return finish(path, listenUnix(path), () => chmodSync(path, mode), owner);
+  });
+  if (spec.byTenant || mayWriteDir(owner, statSync(dirname(path)))) return asOwner();
   // Root chose a directory the owner cannot change: bind as root, then hand over.
   clearStale(path, owner.uid);
   return finish(path, listenUnix(path), () => {
