@@ -87,7 +87,8 @@ describe('libvirt session mode: <interface type=\'vhostuser\'> on switch ports',
     const t0 = Date.now();
     const socks = [0, 1].map((i) => join(dir, `vm${i}.sock`));
     const ctl = join(dir, 'switch.ctl');
-    s = new Serve([...socks.flatMap((x) => ['--socket', x]), '--socket-mode', '0666', '--control', ctl, '--events'], ns);
+    // The ports belong to the session user, whose QEMU connects to them (anyone else is refused).
+    s = new Serve([...socks.flatMap((x) => ['--socket', x]), '--socket-owner', `${lv.uid}:${lv.gid}`, '--control', ctl, '--events'], ns);
     await s.ready([...socks, ctl]);
     const serials = [0, 1].map((i) => join(lv.home, `vm${i}.serial`));
     for (const i of [0, 1]) {

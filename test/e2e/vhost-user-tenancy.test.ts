@@ -267,7 +267,9 @@ describe('vhost-user switch: tenants cannot stop, see or take each other\'s port
         }
       })()]);
       process.stderr.write(`# a->b frames in 6 s: ${baseline} alone, ${during} under the remap loop; root's list in ${lists.join(', ')} ms\n`);
-      assert.ok(during >= baseline / 3, `forwarding under the loop: ${during} frames vs ${baseline}`);
+      // Without the budget: ~0.3% of the baseline (11 frames in 5 s against 4007). With it, the one
+      // table the budget lets through at once stalls everyone for its mapping (~1-3 s), then nothing does.
+      assert.ok(during >= baseline / 10, `forwarding under the loop: ${during} frames vs ${baseline}`);
       assert.ok(await s.waitLog(/port 2: SET_MEM_TABLE refused: SET_MEM_TABLE: remapping guest memory too often/, 10_000), s.log());
       // The attacker goes while a table still waits: nothing of it stays behind.
       attacker.close();

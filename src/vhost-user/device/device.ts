@@ -156,6 +156,7 @@ export class VhostUserNetDevice {
       case 'SET_LOG_BASE': {
         // Live migration: the data path maps the log and marks every page it
         // writes while LOG_ALL is on. The fd is ours to close once mapped.
+        await waitForBudget(this.opts.mapBudget, 'SET_LOG_BASE', 1, [req.fd], () => this.closed);
         try {
           const size = Number(req.mmapSize);
           const offset = Number(req.mmapOffset);
