@@ -16,6 +16,6 @@ export function controlPath(flag: string | undefined): string {
 }
 
 export async function readSwitch(path: string): Promise<SwitchView> {
-  const r = await controlOk(path, { op: 'list' });
-  return parseList(r);
+  const { ok: _ok, ...state } = await controlOk(path, { op: 'list' });
+  return parseList(state);
 }

@@ -5,7 +5,7 @@
 import { createServer, type Server } from 'node:http';
 import { isIP } from 'node:net';
 import { UsageError } from '../errors.js';
-import { listenOwned, removeIfOurs, type OwnedSocket } from '../vhost-user/socket-path.js';
+import { listenOwned, removeIfOurs, type OwnedSocket, type SocketAccess } from '../vhost-user/socket-path.js';
 
 export interface MetricsEndpoint { where: string; close(): Promise<void> }
 
@@ -19,7 +19,8 @@ export function parseMetricsAddress(text: string, flag = '--metrics'): { path: s
   return { host, port };
 }
 
-export async function serveMetrics(address: string, render: () => Promise<string> | string, onError: (m: string) => void): Promise<MetricsEndpoint> {
+/** `access`: the unix socket's mode and group (the switch passes its --socket-mode/--socket-group). */
+export async function serveMetrics(address: string, render: () => Promise<string> | string, onError: (m: string) => void, access: SocketAccess = {}): Promise<MetricsEndpoint> {
   const where = parseMetricsAddress(address);
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '').split('?')[0];
@@ -39,7 +40,7 @@ export async function serveMetrics(address: string, render: () => Promise<string
   let owned: OwnedSocket | null = null;
   let shown: string;
   if ('path' in where) {
-    owned = listenOwned(where.path, {}, '--metrics');
+    owned = listenOwned(where.path, access, '--metrics');
     await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen({ fd: owned!.fd }, () => { server.off('error', reject); resolve(); }); });
     shown = where.path;
   } else {

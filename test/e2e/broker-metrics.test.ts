@@ -3,7 +3,7 @@
 // malformed one: connections, requests by op/result/exit code, endpoints.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
@@ -51,6 +51,46 @@ describe('broker metrics', () => {
     assert.ok(!existsSync(join(dir, 'never.sock')), 'the broker never listened');
     const bad = spawnSync(process.execPath, [BIN, 'daemon', '--metrics', 'localhost:9'], { encoding: 'utf8', timeout: 60_000 });
     assert.equal(bad.status, 2, bad.stderr);
+  });
+
+  it('--log-level and journald priorities: info lines carry <6> under the journal; warn drops the decisions', async () => {
+    const acl = join(dir, 'bridge.conf');
+    writeFileSync(acl, `allow br0 user=${USER}\n`);
+    mkdirSync(join(dir, 'config'), { recursive: true });
+    chmodSync(dir, 0o755); // nobody reaches the broker's socket through it
+    for (const level of ['info', 'warn']) {
+      const state = join(dir, `state-${level}`);
+      mkdirSync(state, { mode: 0o700 });
+      const sock = join(dir, `broker-${level}.sock`);
+      const file = join(dir, `stderr-${level}`);
+      const fd = openSync(file, 'w');
+      const st = fstatSync(fd);
+      const p = ns.spawn(process.execPath, [BIN, 'daemon', '--socket', sock, '--acl', acl, '--config', join(dir, 'config'), '--log-level', level], {
+        stdio: ['ignore', 'ignore', fd], env: { ...process.env, QEMU_NET_HELPER_STATE_DIR: state, JOURNAL_STREAM: `${st.dev}:${st.ino}` },
+      });
+      closeSync(fd);
+      const exited = new Promise((r) => p.once('exit', r));
+      try {
+        const deadline = Date.now() + 60_000;
+        while (!existsSync(sock) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        const r = spawnSync('ip', ['netns', 'exec', ns.name, 'setpriv', `--reuid=${USER}`, `--regid=${USER}`, '--clear-groups', process.execPath, BIN, 'list', '--json'], { encoding: 'utf8', env: { PATH: process.env.PATH, QEMU_NET_HELPER_BROKER: sock } });
+        assert.equal(r.status, 0, r.stderr);
+        if (level === 'info') {
+          const deadline2 = Date.now() + 20_000;
+          while (!/: list: /.test(readFileSync(file, 'utf8')) && Date.now() < deadline2) await new Promise((res) => setTimeout(res, 50));
+        }
+      } finally {
+        p.kill('SIGTERM');
+        await exited;
+      }
+      const text = readFileSync(file, 'utf8');
+      if (level === 'info') {
+        assert.match(text, /^<6>broker: listening on /m);
+        assert.match(text, new RegExp(`^<6>broker: uid=${USER} pid=\\d+ comm=\\S+: list: `, 'm'));
+      } else {
+        assert.equal(text, '', 'warn: no decision and no start line');
+      }
+    }
   });
 
   it('counts connections and requests by op, result and exit code; endpoints on record', async () => {

@@ -3,8 +3,8 @@
 // remove-port|set-mode`; the control socket answering clients that half-close
 // after their request (OpenBSD nc -N, and a socket shut down for writing).
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, existsSync, fstatSync, mkdtempSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -158,11 +158,43 @@ describe('the switch from the shell', () => {
     }, 'qnh-swlog');
   });
 
+  it('under the journal (JOURNAL_STREAM names stderr) each line carries its priority; an inherited JOURNAL_STREAM changes nothing', async () => {
+    const a = join(dir, 'j.sock');
+    for (const journal of [true, false]) {
+      const file = join(dir, `stderr-${journal}`);
+      const fd = openSync(file, 'w');
+      const st = fstatSync(fd);
+      const p = spawn(process.execPath, [BIN, 'vhost-user', 'serve', '--socket', a, '--config', 'none', '--log-level', 'debug'], {
+        stdio: ['ignore', 'ignore', fd], env: { ...process.env, JOURNAL_STREAM: `${st.dev}:${journal ? st.ino : st.ino + 1}` },
+      });
+      closeSync(fd);
+      const exited = new Promise((r) => p.once('exit', r));
+      try {
+        const deadline = Date.now() + 30_000;
+        while (!/serving/.test(readFileSync(file, 'utf8')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      } finally {
+        p.kill('SIGTERM');
+        await exited;
+      }
+      const text = readFileSync(file, 'utf8');
+      if (journal) {
+        assert.match(text, /^<6>vhost-user: serving 1 port\(s\)/m);
+        assert.match(text, /^<7>vhost-user: event \{"event":"port-added"/m);
+        assert.ok(text.split('\n').filter(Boolean).every((l) => /^<[3467]>/.test(l)), text);
+      } else {
+        assert.match(text, /^vhost-user: serving 1 port\(s\)/m);
+        assert.doesNotMatch(text, /^</m);
+      }
+    }
+    const bad = serveOnce(['--socket', '/nonexistent/j.sock']);
+    assert.doesNotMatch(bad.err, /^</, 'not under the journal: no prefix');
+  });
+
   it('show, ports, fdb and stats of a switch with two guests; ports added, re-moded and removed as commands', async () => {
     const [a, b, c] = ['a', 'b', 'c'].map((n) => join(dir, `${n}.sock`)) as [string, string, string];
     const ctl = join(dir, 'sw.ctl');
     const metrics = join(dir, 'metrics.sock');
-    const s = new Serve(['--socket', a, '--socket', b, '--control', ctl, '--metrics', metrics]);
+    const s = new Serve(['--socket', a, '--socket', b, '--control', ctl, '--metrics', metrics, '--socket-mode', '0660']);
     const guests: TestGuest[] = [];
     try {
       await s.ready([a, b, ctl]);
@@ -203,6 +235,7 @@ describe('the switch from the shell', () => {
       assert.match(cli(['vhost-user', 'stats', '--control', ctl]).out, /^PORT\s+SOCKET\s+txFrames\s+txNative\s+rxFrames/m);
 
       // The metrics endpoint counts what `stats` counts.
+      assert.equal(statSync(metrics).mode & 0o777, 0o660, 'the metrics socket takes --socket-mode like the ports');
       const m = await scrape({ socketPath: metrics });
       assert.equal(m.status, 200);
       assert.equal(m.type, 'text/plain; version=0.0.4; charset=utf-8');

@@ -18,6 +18,8 @@ const reply = {
 describe('switch view', () => {
   it('checks the list reply and names the first field that does not fit', () => {
     assert.equal(parseList(reply).ports.length, 2);
+    // A newer switch's extra fields pass through (show --json prints them).
+    assert.deepEqual((parseList({ ...reply, ports: [{ ...reply.ports[0], limits: { memoryMb: 512 } }] }).ports[0] as Record<string, unknown>).limits, { memoryMb: 512 });
     assert.throws(() => parseList({ ...reply, macs: [{ mac: 'x', port: -1 }] }), /macs\.0\.port/);
     assert.throws(() => parseList({ ok: true }), /unexpected list reply from the switch: ports/);
   });

@@ -115,7 +115,7 @@ QEMU needs shared guest memory for vhost-user:
       }
       if (cfg.metrics) {
         const sw = server;
-        metrics = await serveMetrics(cfg.metrics, async () => render(switchFamilies(parseList(await sw.snapshot()))), (m) => log(m, 'warn'));
+        metrics = await serveMetrics(cfg.metrics, async () => render(switchFamilies(parseList(await sw.snapshot()))), (m) => log(m, 'warn'), socketAccess);
         log(`metrics on ${metrics.where} (GET /metrics)`);
       }
     } catch (e) {

@@ -136,6 +136,7 @@ export class ControlServer {
     });
     sock.on('end', () => {
       inputEnded = true;
+      if (sock.writableEnded) return; // we already hung up (an overlong line)
       // A last request without its newline still counts.
       try { queue.push(...lines.push(Buffer.from('\n'))); } catch { /* the data handler already answered */ }
       void pump();

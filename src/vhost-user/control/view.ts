@@ -11,13 +11,14 @@ export type Counters = z.infer<typeof counters>;
 export const COUNTER_NAMES = Object.keys(counters.shape) as (keyof Counters)[];
 
 const owner = z.object({ uid: z.number().int(), gid: z.number().int() });
-const portView = z.object({
+// Loose: fields a newer switch adds pass through to --json untouched.
+const portView = z.looseObject({
   port: z.number().int(), socket: z.string(), client: z.boolean(), mode: z.string(),
   connected: z.boolean(), ready: z.boolean(), owner: owner.optional(), stats: counters,
 });
-const uplinkView = z.object({ port: z.literal('uplink'), kind: z.string(), device: z.string(), ifname: z.string(), stats: counters });
-const macView = z.object({ mac: z.string(), port: z.union([z.number().int().min(0), z.literal('uplink')]), ageMs: z.number().optional() });
-const listReply = z.object({ ports: z.array(portView), uplink: uplinkView.nullable(), macs: z.array(macView) });
+const uplinkView = z.looseObject({ port: z.literal('uplink'), kind: z.string(), device: z.string(), ifname: z.string(), stats: counters });
+const macView = z.looseObject({ mac: z.string(), port: z.union([z.number().int().min(0), z.literal('uplink')]), ageMs: z.number().optional() });
+const listReply = z.looseObject({ ports: z.array(portView), uplink: uplinkView.nullable(), macs: z.array(macView) });
 
 export type PortView = z.infer<typeof portView>;
 export type UplinkView = z.infer<typeof uplinkView>;
