@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { socketPair } from '../../src/sys/unix-fd.js';
-import type { LogSpec, PortDataplane, PortStats, QueueSpec, RegionSpec } from '../../src/vhost-user/dataplane/api.js';
+import { zeroStats, type LogSpec, type PortDataplane, type PortStats, type QueueSpec, type RegionSpec } from '../../src/vhost-user/dataplane/api.js';
 import { Connection } from '../../src/vhost-user/device/connection.js';
 import { VhostUserNetDevice } from '../../src/vhost-user/device/device.js';
 import { MapBudget } from '../../src/vhost-user/device/map-budget.js';
@@ -26,7 +26,7 @@ class CountingDataplane implements PortDataplane {
   async setEnabled(): Promise<void> { /* nothing */ }
   async injectFromGuest(): Promise<void> { /* nothing */ }
   async reset(): Promise<void> { /* nothing */ }
-  stats(): PortStats { return { txFrames: 0, txNative: 0, rxFrames: 0, txDropped: 0, rxDropped: 0, badChains: 0, brokenQueues: 0 }; }
+  stats(): PortStats { return zeroStats(); }
 }
 
 describe('mapping budget in the device', () => {
