@@ -325,7 +325,7 @@ describe('vhost-user switch: a port asked for through the broker belongs to the 
       process.env.QEMU_NET_HELPER_SWITCH = ctl; // the broker (root) is told where the switch is
       b = await startTestBroker(ns, { acl: `allow mode:veb user=${T}\n`, startTimeoutMs: 60_000 });
       chmodSync(b.stateDir, 0o711); // as /run/qemu-net-helper: QEMU must reach its socket inside
-      const up = spawnSync('ip', ['netns', 'exec', ns.name, 'setpriv', `--reuid=${T}`, `--regid=${T}`, '--clear-groups', process.execPath, BIN, 'up', '--mode=veb', '--transport=vhost-user', '--id=t1', '--json'],
+      const up = spawnSync('ip', ['netns', 'exec', ns.name, 'setpriv', `--reuid=${T}`, `--regid=${T}`, '--clear-groups', process.execPath, BIN, 'up', '--mode=veb', '--transport=vhost-user', '--memory=128M', '--id=t1', '--json'],
         { encoding: 'utf8', env: b.clientEnv() });
       assert.equal(up.status, 0, up.stderr + b.lines().join('\n'));
       const socket = (JSON.parse(up.stdout) as { endpoint: { info: { socket: string } } }).endpoint.info.socket;
