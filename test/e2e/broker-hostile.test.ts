@@ -161,3 +161,42 @@ describe('broker: a hostile tenant slows only itself', () => {
     servedInTime(mine);
   });
 });
+
+describe('broker: every request has a deadline', () => {
+  let ns: NetNs;
+  let b: BrokerRun;
+
+  before(async () => {
+    ns = NetNs.create();
+    ns.addBridge('br0');
+    b = await startTestBroker(ns, { acl: ACL, startTimeoutMs: 60_000, args: ['--request-timeout=2'] });
+  });
+  after(async () => {
+    await b?.stop();
+    ns?.destroy();
+  });
+
+  it('a request past --request-timeout is answered exit 10, its process killed, and what it made released', async () => {
+    const job = { kind: 'stuffed', args: ['--fd=3', '--br=br0'], env: b.clientEnv({ PATH: process.env.PATH }) };
+    const r = await new Promise<{ code: number; stderr: string; ms: number }>((res, rej) => {
+      const p = spawn('ip', ['netns', 'exec', ns.name, 'setpriv', `--reuid=${ATTACKER}`, `--regid=${ATTACKER}`, '--clear-groups', process.execPath, HOSTILE, JSON.stringify(job)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      p.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; });
+      p.once('exit', (code) => (code === 0 ? res(JSON.parse(out)) : rej(new Error(`exit ${code}`))));
+    });
+    // The send would give up after 5 s; the request's 2 s come first.
+    assert.equal(r.code, 10, r.stderr);
+    assert.match(r.stderr, /the request did not finish within 2 s; the broker stopped it/);
+    assert.ok(r.ms < 5000, `answered after ${r.ms} ms`);
+    await b.waitForLine(/helper --fd=3 --br=br0: timed out after 2 s: stopped/);
+    await b.waitForLine(/after a failed request: gc: /, 30_000);
+    assert.equal(ns.ip('-json', 'link', 'show', 'master', 'br0').trim(), '[]', 'no tap left on the bridge');
+    const list = await new Promise<string>((res) => {
+      const p = spawn('ip', ['netns', 'exec', ns.name, 'setpriv', `--reuid=${VICTIM}`, `--regid=${VICTIM}`, '--clear-groups', process.execPath, HOSTILE, JSON.stringify({ kind: 'timed', socket: b.socket, requests: [{ v: 1, op: 'list' }] })], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      p.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; });
+      p.once('exit', () => res(out));
+    });
+    assert.equal((JSON.parse(list) as Timed[])[0]!.ok, true, 'the broker still serves');
+  });
+});
