@@ -36,7 +36,7 @@ export interface BrokerOptions extends BrokerConfig {
   env?: NodeJS.ProcessEnv;
   /** Bounds (default DEFAULT_LIMITS); the connection bound is lowered to fit the fd limit. */
   limits?: BrokerLimits;
-  /** Request processes kept started ahead (default 2). */
+  /** Request processes kept started ahead (default 4: what the attacker's --max-running-per-user can hold, and more). */
   spares?: number;
 }
 
@@ -348,7 +348,7 @@ export async function startBroker(cfg: BrokerOptions): Promise<Broker> {
   const watchers = new Watchers(cfg.host, cfg.log);
   watchers.adoptAll();
   const watch = (id: string): void => watchers.watch(id);
-  const runner = new Runner(cfg.spares ?? 2, cfg.log);
+  const runner = new Runner(cfg.spares ?? 4, cfg.log);
   const core = new BrokerCore(cfg, limits, runner, watch);
   const server = createServer({ allowHalfOpen: false }, (sock) => core.accept(sock));
   const fd = activationFd(cfg.env ?? process.env);

@@ -26,6 +26,7 @@ export default class Daemon extends Command {
     'max-running-per-user': Flags.integer(bound('requests of one uid running at once; more wait in its own queue', D.maxRunningPerUser)),
     'max-endpoints': Flags.integer(bound('durable endpoints of non-root users in all', D.maxEndpoints)),
     'max-endpoints-per-user': Flags.integer(bound('durable endpoints of one non-root uid', D.maxEndpointsPerUser)),
+    'spare-processes': Flags.integer({ summary: 'request processes kept started and idle, so that requests wait for no start-up (default 4)', default: 4, min: 0, max: 64 }),
     'request-timeout': Flags.integer(bound('seconds a request may take, waiting included, before its caller gets exit 10', D.requestTimeoutMs / 1000)),
   };
 
@@ -49,7 +50,7 @@ export default class Daemon extends Command {
       };
       const bad = checkLimits(limits);
       if (bad) throw new UsageError(bad, "run 'qemu-net-helper daemon --help' for the bounds");
-      const broker = await startBroker({ host, acl, config, socket: flags.socket, log, limits });
+      const broker = await startBroker({ host, acl, config, socket: flags.socket, log, limits, spares: flags['spare-processes'] });
       const l = broker.limits;
       log(`broker: listening on ${broker.where}; ACL ${acl}; configuration ${config}; state ${host.stateDir}`);
       log(`broker: bounds: connections ${l.maxConnections} (${l.maxConnectionsPerUser} per user, ${l.rootReserveConnections} kept for root); running ${l.maxRunning} (${l.maxRunningPerUser} per user); endpoints ${l.maxEndpoints} (${l.maxEndpointsPerUser} per user); request timeout ${l.requestTimeoutMs / 1000} s`);
