@@ -1,20 +1,24 @@
 // The broker against one hostile tenant (uid 65534, no capabilities), issue
 // 15: a QEMU socket filled before the fd is sent, a flood of half-open
 // connections, a request from a process that has become a setuid program, a
-// non-socket fd, endpoints without end, prototype names as options and a
+// non-socket fd, an fd on a stalled FUSE file, endpoints without end, a
+// profile's MAC taken first, prototype names as options and a
 // malformed id. Each time the attacker is refused or harmless, and another
 // user's (65533) `list` and `up` are answered within 3 s while it goes on.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { BrokerRequest } from '../../src/broker/protocol.js';
 import { startTestBroker, type BrokerRun } from '../lib/broker.js';
 import { NetNs } from '../lib/netns.js';
 import { ROOT } from '../lib/paths.js';
+import { eventually } from '../lib/wait.js';
 
 const HOSTILE = resolve(ROOT, 'dist/test/lib/hostile-client.js');
+const FUSE_OVERLAYFS = '/usr/bin/fuse-overlayfs';
 const ATTACKER = 65534;
 const VICTIM = 65533;
 /** The issue's bar: another user's answer within 3 s, whatever the attacker does. */
@@ -128,6 +132,57 @@ describe('broker: a hostile tenant slows only itself', () => {
     const r2 = await as<{ code: number; stderr: string }>(ATTACKER, { kind: 'stuffed', args: ['--fd=77', '--br=br0'], env });
     assert.equal(r2.code, 6, r2.stderr);
     assert.match(r2.stderr, /--fd=77 is not an open file descriptor/);
+  });
+
+  it("a caller's fd on a file of a stalled FUSE server is refused without touching it", { skip: !existsSync(FUSE_OVERLAYFS) && `${FUSE_OVERLAYFS} is not installed` }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'qnh-fuse-'));
+    chmodSync(dir, 0o755);
+    for (const d of ['lower', 'upper', 'work', 'merged']) mkdirSync(join(dir, d), { mode: 0o755 });
+    writeFileSync(join(dir, 'lower', 'file'), 'x', { mode: 0o644 });
+    const merged = join(dir, 'merged');
+    // Ours, in the foreground: SIGSTOP makes every request to it wait (as a hostile FUSE server would).
+    const fuse = spawn(FUSE_OVERLAYFS, ['-f', '-o', `lowerdir=${join(dir, 'lower')},upperdir=${join(dir, 'upper')},workdir=${join(dir, 'work')},allow_other`, merged], { stdio: 'ignore' });
+    let stopped = false;
+    try {
+      await eventually('the FUSE mount', () => readFileSync('/proc/self/mounts', 'utf8').includes(` ${merged} `), 30_000);
+      const job = { kind: 'file-fd', path: join(merged, 'file'), args: ['--fd=3', '--br=br0'], env };
+      const from = b.lines().length;
+      const p = spawn('ip', ['netns', 'exec', ns.name, 'setpriv', `--reuid=${ATTACKER}`, `--regid=${ATTACKER}`, '--clear-groups', process.execPath, HOSTILE, JSON.stringify(job)], { stdio: ['pipe', 'pipe', 'pipe'] });
+      // Never left stalled for long: every /proc reader of a process closing one of its files waits too.
+      const safety = setTimeout(() => fuse.kill('SIGCONT'), 20_000);
+      const result = new Promise<{ code: number; stderr: string }>((res, rej) => {
+        let out = '';
+        let err = '';
+        p.stderr!.setEncoding('utf8').on('data', (d: string) => {
+          err += d;
+          if (err.includes('opened\n') && !stopped) {
+            stopped = true;
+            fuse.kill('SIGSTOP');
+            p.stdin!.write('go\n');
+          }
+        });
+        p.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; });
+        p.once('exit', (code) => (code === 0 ? res(JSON.parse(out)) : rej(new Error(`file-fd job exit ${code}: ${err}`))));
+      });
+      try {
+        // Refused while the server is stalled: nothing touched the file.
+        await b.waitForLine(/helper --fd=3 --br=br0: refused \(exit 6\): --fd=3 is not a socket/, 15_000, from);
+        servedInTime(await victim(lists(2)));
+      } finally {
+        // The helper's own exit closes the file: let the server answer that.
+        fuse.kill('SIGCONT');
+        clearTimeout(safety);
+      }
+      const r = await result;
+      assert.equal(r.code, 6, r.stderr);
+      assert.match(r.stderr, /--fd=3 is not a socket/);
+    } finally {
+      fuse.kill('SIGCONT');
+      fuse.kill('SIGTERM');
+      spawnSync('fusermount3', ['-u', '-z', merged]);
+      await new Promise((r) => (fuse.exitCode !== null || fuse.signalCode !== null ? r(null) : fuse.once('exit', r)));
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('endpoints are bounded per user (exit 9, logged); prototype names and malformed ids are usage errors; others unaffected', async () => {

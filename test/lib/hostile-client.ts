@@ -7,6 +7,7 @@
 // made here, the tap fd received and dropped) and lists, timing each; "attack"
 // runs the attacks above in a loop for a while. Prints one JSON line on stdout.
 import { spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { askBroker } from '../../src/broker/client.js';
 import type { BrokerRequest } from '../../src/broker/protocol.js';
@@ -16,6 +17,7 @@ import { BIN } from './paths.js';
 
 type Job =
   | { kind: 'stuffed'; args: string[]; env: NodeJS.ProcessEnv }
+  | { kind: 'file-fd'; path: string; args: string[]; env: NodeJS.ProcessEnv }
   | { kind: 'flood'; socket: string; connections: number; seconds: number }
   | { kind: 'timed'; socket: string; requests: BrokerRequest[]; gapMs?: number }
   | { kind: 'tenant'; socket: string; bridge: string; count: number; gapMs?: number }
@@ -37,6 +39,27 @@ async function stuffed(job: Extract<Job, { kind: 'stuffed' }>): Promise<unknown>
   const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
   closeFd(ours);
   return { code, stderr, ms: Date.now() - t0, queued };
+}
+
+/**
+ * Runs the helper with `path` open as its fd 3, the file's FUSE server
+ * stalled by the test meanwhile: a shell holds the fd (not close-on-exec) and
+ * execs the helper only once told, so no exec closes a file of the stalled
+ * server (that close would wait for it, holding the exec lock every /proc
+ * reader of that process needs). Says "opened" on stderr, waits for a line.
+ */
+async function fileFd(job: Extract<Job, { kind: 'file-fd' }>): Promise<unknown> {
+  const fd = openSync(job.path, 'r');
+  const t0 = Date.now();
+  const child = spawn('sh', ['-c', 'read go; exec "$0" "$@"', process.execPath, BIN, ...job.args], { stdio: ['pipe', 'ignore', 'pipe', fd], env: job.env });
+  closeSync(fd);
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+  await new Promise((r) => setTimeout(r, 500));
+  process.stderr.write('opened\n');
+  process.stdin.once('data', () => child.stdin!.end('go\n'));
+  const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  return { code, stderr, ms: Date.now() - t0 };
 }
 
 async function flood(job: Extract<Job, { kind: 'flood' }>): Promise<unknown> {
@@ -146,7 +169,7 @@ async function attack(job: Extract<Job, { kind: 'attack' }>): Promise<unknown> {
 
 type Timed = { ms: number; ok: boolean; exit: number; error?: string };
 const job = JSON.parse(process.argv[2]!) as Job;
-const out = job.kind === 'stuffed' ? await stuffed(job) : job.kind === 'flood' ? await flood(job) : job.kind === 'tenant' ? await tenant(job)
+const out = job.kind === 'file-fd' ? await fileFd(job) : job.kind === 'stuffed' ? await stuffed(job) : job.kind === 'flood' ? await flood(job) : job.kind === 'tenant' ? await tenant(job)
   : job.kind === 'attack' ? await attack(job) : await timed(job);
-process.stdout.write(JSON.stringify(out) + '\n');
+if (out !== null) process.stdout.write(JSON.stringify(out) + '\n');
 process.exit(0);
