@@ -12,10 +12,11 @@ cd "$(dirname "$0")/.."
 # client), podman + runc + containernetworking-plugins (the CNI plugin's real
 # runtime and its host-local IPAM; runc because crun refuses hybrid cgroup hosts),
 # gcc + libc6-dev (the switch's native fast path, native/fastpath.c).
+# fuse-overlayfs (a FUSE server the broker test stalls: a caller's fd on its file).
 PKGS=(qemu-system-x86 qemu-utils busybox-static linux-image-amd64 iproute2 nftables dnsmasq-base
       dpdk dpdk-dev util-linux xz-utils cpio procps ethtool kmod
       libvirt-daemon libvirt-clients libvirt-daemon-driver-qemu
-      podman runc conmon containernetworking-plugins gcc libc6-dev)
+      podman runc conmon containernetworking-plugins gcc libc6-dev fuse-overlayfs)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
