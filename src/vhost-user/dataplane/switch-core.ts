@@ -9,6 +9,7 @@ import { ChainScratch, deliverFrame, MAX_FRAME_LEN, readFrame, RX_NO_BUFFERS, RX
 import { fastForward, STOP_MAC, stopReason } from '../virtq/native.js';
 import { macAt, MacTable, macToString, UPLINK } from '../switch/fdb.js';
 import { decide, Topology } from '../switch/forwarding.js';
+import { OFFLOAD_OK } from '../switch/offload.js';
 import { zeroStats, type PortStats } from './api.js';
 import type { Decision } from './decision.js';
 import { OffloadPath } from './offload-path.js';
@@ -243,7 +244,7 @@ export class SwitchCore {
     const st = from.stats;
     const o = this.offload;
     const flat = this.flat;
-    if (!o.readHeader(chain) || readFrame(chain, hdrLen, flat, 0) !== frameLen || o.check(from.sendOffloads, flat, frameLen) !== 0) {
+    if (!o.readHeader(chain) || readFrame(chain, hdrLen, flat, 0) !== frameLen || o.check(from.sendOffloads, flat, frameLen) !== OFFLOAD_OK) {
       st.badOffload++;
       st.txDropped++;
       return SENT;
