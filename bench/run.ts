@@ -1,12 +1,13 @@
 // `npm run bench`: every benchmark, each against its real alternative in the
 // same run. Prints Markdown tables (pasted into README) and writes JSON to
-// bench/results/latest.json. Select with arguments: helper, broker, vhost-user, switch4, uplink.
+// bench/results/latest.json. Select with arguments: helper, broker, vhost-user, switch4, uplink, offload.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT } from '../test/lib/paths.js';
 import { benchBrokerLatency } from './broker-latency.js';
 import { benchHelperLatency, type LatencyResult } from './helper-latency.js';
 import { benchSwitch4 } from './switch-4port.js';
+import { benchTcpOffload } from './tcp-offload.js';
 import { benchUplink } from './uplink.js';
 import { benchVhostUser } from './vhost-user.js';
 
@@ -69,6 +70,15 @@ if (all || which.has('uplink')) {
   console.log('\n### Switch uplink, uplink -> guest (testpmd net_af_packet txonly on the veth peer; the guest is testpmd virtio-user rxonly)\n');
   console.log('| uplink | frame B | Mpps offered | Mpps delivered to the guest | share delivered |\n|---|---|---|---|---|');
   for (const row of r.fromUplink) console.log(`| ${row.kind} | ${row.frameBytes} | ${row.offeredMpps.toFixed(2)} | ${row.mpps.toFixed(2)} | ${(row.deliveredShare * 100).toFixed(1)}% |`);
+}
+
+if (all || which.has('offload')) {
+  const r = benchTcpOffload(Number(process.env.BENCH_SECONDS ?? 4));
+  results.tcpOffload = r;
+  const mtu = r.rows.find((x) => x.case === 'mtu-frames')!.gbitPerCpuSecond;
+  console.log('\n### TCP through the switch, one thread: 64 KiB GSO frames vs 1514-byte frames (TCP payload per CPU second of the switch)\n');
+  console.log('| frames | Gbit/s per CPU second | k frames/s | vs 1514-byte frames |\n|---|---|---|---|');
+  for (const row of r.rows) console.log(`| ${row.case} | ${row.gbitPerCpuSecond.toFixed(1)} | ${(row.framesPerCpuSecond / 1e3).toFixed(1)} | ${(row.gbitPerCpuSecond / mtu).toFixed(2)}x |`);
 }
 
 mkdirSync(join(ROOT, 'bench/results'), { recursive: true });

@@ -6,6 +6,12 @@ const TUNSETIFF = 0x400454ca;
 const TUNGETIFF = 0x800454d2;
 const TUNGETFEATURES = 0x800454cf;
 const TUNSETVNETHDRSZ = 0x400454d8;
+const TUNSETOFFLOAD = 0x400454d0;
+// TUNSETOFFLOAD bits: what the kernel may hand us (partial checksums, TSO frames).
+export const TUN_F_CSUM = 0x01;
+export const TUN_F_TSO4 = 0x02;
+export const TUN_F_TSO6 = 0x04;
+export const TUN_F_TSO_ECN = 0x08;
 const TUNSETPERSIST = 0x400454cb;
 
 export const IFF_TUN = 0x0001;
@@ -98,6 +104,11 @@ export function setVnetHdrSize(fd: number, size: number): void {
   const sz = Buffer.alloc(4);
   sz.writeInt32LE(size, 0);
   check(c.ioctlPtr(fd, TUNSETVNETHDRSZ, sz), 'ioctl', 'TUNSETVNETHDRSZ');
+}
+
+/** TUNSETOFFLOAD: the offloads (TUN_F_*) a tap with IFF_VNET_HDR takes from the kernel. */
+export function setTapOffload(fd: number, flags: number): void {
+  check(c.ioctlInt(fd, TUNSETOFFLOAD, flags), 'ioctl', 'TUNSETOFFLOAD');
 }
 
 /**

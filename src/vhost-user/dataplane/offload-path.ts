@@ -5,7 +5,7 @@
 // is a flat copy taken once from the sender's ring: the sender may rewrite
 // its buffers at any time, and what was validated must be what leaves.
 import { completeChecksum, segmentTcp } from '../switch/gso.js';
-import { CAN_CSUM, FrameLayout, GSO_NONE, HEADER_PEEK, needs, OFFLOAD_OK, validate, VnetHeader } from '../switch/offload.js';
+import { BAD_NOT_NEGOTIATED, CAN_CSUM, FrameLayout, GSO_NONE, HEADER_PEEK, needs, validate, VnetHeader } from '../switch/offload.js';
 import { ChainScratch, deliverFrame, MAX_FRAME_LEN, RX_NO_BUFFERS, RX_OK } from '../virtq/index.js';
 import type { PortStats } from './api.js';
 import type { WorkerQueue } from './port.js';
@@ -54,12 +54,13 @@ export class OffloadPath {
 
   /**
    * Checks the header just read against the sender's negotiated offloads and
-   * the frame flat[0, len). Returns OFFLOAD_OK or why the frame is dropped.
+   * the frame flat[0, len). Returns OFFLOAD_OK or why the frame is dropped
+   * (a BAD_* of offload.ts).
    */
   check(sendOffloads: number, flat: Uint8Array, len: number): number {
     this.need = needs(this.vh);
-    if ((this.need & ~sendOffloads) !== 0) return -1;
-    return validate(this.vh, flat, Math.min(HEADER_PEEK, len), len, this.layout) === OFFLOAD_OK ? OFFLOAD_OK : -1;
+    if ((this.need & ~sendOffloads) !== 0) return BAD_NOT_NEGOTIATED;
+    return validate(this.vh, flat, Math.min(HEADER_PEEK, len), len, this.layout);
   }
 
   private get gso(): boolean { return this.vh.gsoType !== GSO_NONE; }

@@ -9,6 +9,7 @@ import { ChainScratch, deliverFrame, MAX_FRAME_LEN, readFrame, RX_NO_BUFFERS, RX
 import { fastForward, STOP_MAC, stopReason } from '../virtq/native.js';
 import { macAt, MacTable, macToString, UPLINK } from '../switch/fdb.js';
 import { decide, Topology } from '../switch/forwarding.js';
+import { OFFLOAD_OK } from '../switch/offload.js';
 import { zeroStats, type PortStats } from './api.js';
 import type { Decision } from './decision.js';
 import { OffloadPath } from './offload-path.js';
@@ -89,6 +90,8 @@ export class SwitchCore {
     const off = chain.offset[i]! + skip;
     if (chain.length[i]! - skip >= 12) {
       const dv = mem.dv[chain.region[i]!]!;
+      // Header and frame in one buffer (the common case): flags and gso_type from the same view.
+      this.peekFlags = i === 0 ? dv.getUint16(chain.offset[0]!) : -1;
       this.peekDst = dv.getUint16(off) * 0x100000000 + dv.getUint32(off + 2);
       this.peekSrc = dv.getUint16(off + 6) * 0x100000000 + dv.getUint32(off + 8);
       return true;
@@ -108,6 +111,7 @@ export class SwitchCore {
     }
     this.peekDst = macAt(h, 0);
     this.peekSrc = macAt(h, 6);
+    this.peekFlags = -1;
     return true;
   }
 
@@ -124,6 +128,8 @@ export class SwitchCore {
 
   private peekDst = 0;
   private peekSrc = 0;
+  /** The header's flags and gso_type as one u16 (0: plain), or -1: not read yet (the header is in its own buffer). */
+  private peekFlags = 0;
 
   /**
    * While the cached decision for frames from `from` stands (one destination
@@ -165,7 +171,8 @@ export class SwitchCore {
       return SENT;
     }
     // flags and gso_type: any offload takes the copying path below.
-    if (chain.length[0]! >= 2 ? chain.mem!.dv[chain.region[0]!]!.getUint16(chain.offset[0]!) !== 0 : this.offload.readHeader(chain) && !this.offload.vh.plain) {
+    const fl = this.peekFlags;
+    if (fl !== 0 && (fl > 0 || (this.offload.readHeader(chain) && !this.offload.vh.plain))) {
       return this.fromGuestOffloaded(from, pair, chain, hdrLen, frameLen);
     }
     const dst = this.peekDst;
@@ -237,7 +244,7 @@ export class SwitchCore {
     const st = from.stats;
     const o = this.offload;
     const flat = this.flat;
-    if (!o.readHeader(chain) || readFrame(chain, hdrLen, flat, 0) !== frameLen || o.check(from.sendOffloads, flat, frameLen) !== 0) {
+    if (!o.readHeader(chain) || readFrame(chain, hdrLen, flat, 0) !== frameLen || o.check(from.sendOffloads, flat, frameLen) !== OFFLOAD_OK) {
       st.badOffload++;
       st.txDropped++;
       return SENT;

@@ -80,7 +80,11 @@ export const BAD_PACKET = 5; // not the IP/TCP packet the gso_type says, or inco
 export const BAD_TOO_MANY_SEGMENTS = 6;
 export const BAD_NOT_NEGOTIATED = 7; // the sender used an offload it did not negotiate
 
-/** What the sender (`from`, CAN_* bits it negotiated as HOST_*) needs to have negotiated for this header. */
+/**
+ * The offloads (CAN_* bits) a header asks for: the sender must have
+ * negotiated them (as CSUM/HOST_*), and a receiver must have them (as
+ * GUEST_*) to take the frame as it is.
+ */
 export function needs(h: VnetHeader): number {
   let n = (h.flags & F_NEEDS_CSUM) !== 0 ? CAN_CSUM : 0;
   const base = h.gsoType & ~GSO_ECN;
