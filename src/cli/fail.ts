@@ -1,3 +1,4 @@
+// How a command fails: one stderr line, the documented exit code, and the JSON error with --json.
 import type { Command } from '@oclif/core';
 import { describeError } from '../errors.js';
 

@@ -47,6 +47,7 @@ export async function main(argv: readonly string[], bin: string): Promise<void> 
   // (and reading another HOME's would print a warning beside our one line).
   const opts = { root: resolve(dirname(bin), '..'), userPlugins: false as const };
   try {
+    if (args.length > 0 && args.every((a) => LEADING.has(a))) throw new UsageError(`no command given with ${args.join(' ')}`, "run 'qemu-net-helper --help' for the commands");
     await run(args, opts);
     await flush();
   } catch (e) {
