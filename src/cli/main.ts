@@ -4,6 +4,7 @@
 import { dirname, resolve } from 'node:path';
 import { Config, run, flush } from '@oclif/core';
 import { describeError, UsageError } from '../errors.js';
+import { jsonAsked } from './fail.js';
 import { fromOclif, oclifExit } from './usage.js';
 
 /** Flags valid before the command word (`qemu-net-helper --json list`). */
@@ -20,12 +21,6 @@ export function normalizeArgv(argv: readonly string[]): string[] {
   let i = 0;
   while (i < a.length && !a[i]!.startsWith('-')) i++;
   return [...a.slice(0, i), ...lead, ...a.slice(i)];
-}
-
-function wantsJson(argv: readonly string[]): boolean {
-  const end = argv.indexOf('--');
-  const j = argv.indexOf('--json');
-  return j !== -1 && (end === -1 || j < end);
 }
 
 /** `bin` is the bin script's path; the package root is its parent directory. */
@@ -52,6 +47,7 @@ export async function main(argv: readonly string[], bin: string): Promise<void> 
   // (and reading another HOME's would print a warning beside our one line).
   const opts = { root: resolve(dirname(bin), '..'), userPlugins: false as const };
   try {
+    if (args.length > 0 && args.every((a) => LEADING.has(a))) throw new UsageError(`no command given with ${args.join(' ')}`, "run 'qemu-net-helper --help' for the commands");
     await run(args, opts);
     await flush();
   } catch (e) {
@@ -59,7 +55,7 @@ export async function main(argv: readonly string[], bin: string): Promise<void> 
     if (code !== null) process.exit(code);
     const words = args.filter((x) => !x.startsWith('-')).slice(0, 2).join(' ');
     const { exitCode, line } = describeError(fromOclif(await strayArgument(e, opts), words || undefined));
-    if (wantsJson(argv)) process.stdout.write(JSON.stringify({ error: { message: line, exitCode } }) + '\n');
+    if (jsonAsked(argv)) process.stdout.write(JSON.stringify({ error: { message: line, exitCode } }) + '\n');
     process.stderr.write(`qemu-net-helper: ${line}\n`);
     process.exit(exitCode);
   }

@@ -18,6 +18,15 @@ function oneLine(msg: string): string {
   return s.charAt(0).toLowerCase() + s.slice(1);
 }
 
+/** oclif's wording in ours: `unknown flag --x`, `missing argument ID (what it is)`, `unexpected argument 'x'`. */
+function reword(line: string): string {
+  const missing = /^missing \d+ required args?: (\S+)\s+(.+)$/.exec(line);
+  if (missing) return `missing argument ${missing[1]!.toUpperCase()} (${missing[2]})`;
+  return line
+    .replace(/^nonexistent flags?:?\s*/i, 'unknown flag ')
+    .replace(/^unexpected argument:\s*(\S+)$/i, "unexpected argument '$1'");
+}
+
 /**
  * Our error for anything oclif threw: its parse errors (unknown flag, missing
  * or bad value, missing argument, unknown command) are usage errors; our own
@@ -32,6 +41,6 @@ export function fromOclif(e: unknown, command: string | undefined): unknown {
   if (notFound) return new UsageError(`unknown command '${notFound[1]!.replace(/:/g, ' ')}'`, "run 'qemu-net-helper --help' for the commands");
   // Every parser error carries oclif.exit 2 (the usage status), or is one of its named classes.
   const parseError = o.oclif?.exit === ExitCode.USAGE || (typeof o.name === 'string' && /Flag|Arg|Parse/.test(o.name)) || 'parse' in o;
-  if (parseError) return new UsageError(oneLine(o.message).replace(/^nonexistent flags?/i, 'unknown flag'), help);
+  if (parseError) return new UsageError(reword(oneLine(o.message)), help);
   return e;
 }

@@ -6,7 +6,7 @@ import { runWithNics } from '../launch/launcher.js';
 
 export default class Run extends QnhCommand {
   static override summary = 'Set up NICs from the policies and run QEMU with them (multiqueue taps, macvtap, vhost-net fds), removing everything when QEMU exits.';
-  static override description = 'Each --nic is the helper\'s policy flags as key=value,...: mode, br, dev, mac, mtu, queues, vhost (on|off|auto), profile, config, vfpool (a+b), id. QEMU gets the fds by inheritance; its exit status is ours.';
+  static override description = 'Each --nic is the helper\'s policy flags as key=value,...: mode, br, dev, mac, mtu, queues, vhost (on|off|auto), profile, config, vf-pool (a+b; the old spelling vfpool is deprecated), id. QEMU gets the fds by inheritance; its exit status is ours.';
   static override strict = false;
   static override examples = [
     '<%= config.bin %> run --nic mode=bridge,br=br0,queues=4,vhost=on -- qemu-system-x86_64 -m 1G disk.img',

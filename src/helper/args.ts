@@ -95,7 +95,7 @@ export function parseHelperArgs(argv: readonly string[]): HelperArgs {
   if (str('mac') !== undefined) extra.mac = str('mac')!;
   if (str('profile') !== undefined) extra.profile = str('profile')!;
   if (str('config') !== undefined) extra.config = str('config')!;
-  if (str('vf-pool') !== undefined) extra.vfPool = str('vf-pool')!.split(',').filter(Boolean);
+  if (str('vf-pool') !== undefined) extra.vfPool = str('vf-pool')!.split(/[,+]/).filter(Boolean);
   if (str('protocols') !== undefined) extra.protocols = str('protocols')!.split(',').filter(Boolean);
   const mtu = num('mtu', 68, 65535);
   if (mtu !== undefined) extra.mtu = mtu;

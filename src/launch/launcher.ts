@@ -35,6 +35,7 @@ export async function runWithNics(o: RunOptions): Promise<number> {
   const log = o.log ?? ((l: string) => process.stderr.write(l + '\n'));
   if (o.command.length === 0) throw new UsageError('no QEMU command given', "put it after '--': qemu-net-helper run --nic mode=bridge,br=br0 -- qemu-system-x86_64 ...");
   const specs = parseNicSpecs(o.nics);
+  for (const w of specs.flatMap((x) => x.warnings)) log(`qemu-net-helper: warning: ${w}`);
   const host = processHost(env);
   const done: NicSetup[] = [];
   const undoAll = (): void => {

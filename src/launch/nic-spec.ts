@@ -19,17 +19,26 @@ export interface NicSpec {
   mac?: string;
   /** The SPEC as written, for messages. */
   text: string;
+  /** Deprecation lines for old spellings it used (printed on stderr by the launcher). */
+  warnings: string[];
 }
 
-const KEYS = ['mode', 'br', 'dev', 'mac', 'mtu', 'queues', 'vhost', 'profile', 'config', 'vfpool', 'id'] as const;
-const HINT = `a NIC is key=value,... with keys ${KEYS.join(', ')} (vfpool entries separated by '+')`;
+// Keys are the helper's flags without their dashes (kebab-case, like every
+// flag); JSON (profiles, CNI, --json) spells the same things in camelCase.
+const KEYS = ['mode', 'br', 'dev', 'mac', 'mtu', 'queues', 'vhost', 'profile', 'config', 'vf-pool', 'id'] as const;
+/** Old spellings, accepted with a deprecation line for one release. */
+const DEPRECATED_KEYS: Record<string, (typeof KEYS)[number]> = { vfpool: 'vf-pool' };
+const HINT = `a NIC is key=value,... with keys ${KEYS.join(', ')} (vf-pool entries separated by '+')`;
 
 export function parseNicSpec(text: string, index: number): NicSpec {
   const seen = new Map<string, string>();
+  const warnings: string[] = [];
   for (const part of text.split(',')) {
-    const m = /^([a-z]+)=(.*)$/s.exec(part);
+    const m = /^([a-z][a-z-]*)=(.*)$/s.exec(part);
     if (!m) throw new UsageError(`--nic '${text}': '${part}' is not key=value`, HINT);
-    const [, key, value] = m as unknown as [string, string, string];
+    const [, written, value] = m as unknown as [string, string, string];
+    const key = DEPRECATED_KEYS[written] ?? written;
+    if (key !== written) warnings.push(`--nic key '${written}' is deprecated, write '${key}' (the old spelling goes in the next release)`);
     if (!(KEYS as readonly string[]).includes(key)) throw new UsageError(`--nic '${text}': unknown key '${key}'`, HINT);
     if (seen.has(key)) throw new UsageError(`--nic '${text}': '${key}' given twice`, HINT);
     if (value === '') throw new UsageError(`--nic '${text}': '${key}' has no value`, HINT);
@@ -66,9 +75,9 @@ export function parseNicSpec(text: string, index: number): NicSpec {
   if (profile !== undefined) args.profile = profile;
   const config = seen.get('config');
   if (config !== undefined) args.config = config;
-  const pool = seen.get('vfpool');
+  const pool = seen.get('vf-pool');
   if (pool !== undefined) args.vfPool = pool.split('+').filter(Boolean);
-  return { id, args, vhost: vhost as VhostWish, ...(mac ? { mac } : {}), text };
+  return { id, args, vhost: vhost as VhostWish, ...(mac ? { mac } : {}), text, warnings };
 }
 
 /** Every NIC's id must be unique: QEMU would refuse the second -netdev. */

@@ -57,15 +57,16 @@ describe('CLI error style, help and exit codes', () => {
   });
 
   const parseErrors: { what: string; args: string[]; msg: RegExp }[] = [
-    { what: 'unknown flag', args: ['up', '--mode=bridge', '--bogus'], msg: /unknown flag.*--bogus.*qemu-net-helper up --help/ },
+    { what: 'unknown flag', args: ['up', '--mode=bridge', '--bogus'], msg: /^qemu-net-helper: unknown flag --bogus; run 'qemu-net-helper up --help' for the accepted flags$/m },
     { what: 'bad option value', args: ['up', '--mode=brige'], msg: /--mode=brige.*one of: veb/ },
     { what: 'missing flag value', args: ['up', '--mode'], msg: /flag --mode expects/ },
     { what: 'bad integer', args: ['up', '--mode=bridge', '--mtu=big'], msg: /--mtu/ },
-    { what: 'missing argument', args: ['down'], msg: /missing 1 required arg/ },
+    { what: 'missing argument', args: ['down'], msg: /^qemu-net-helper: missing argument ID \(endpoint id \(see list\)\); run 'qemu-net-helper down --help'/ },
     { what: 'unexpected argument', args: ['list', 'extra'], msg: /unexpected argument 'extra' for 'list'/ },
     { what: 'unknown command', args: ['nosuch'], msg: /^qemu-net-helper: unknown command 'nosuch'; run 'qemu-net-helper --help'/ },
     { what: 'unknown command with leading --json', args: ['--json', 'nosuch'], msg: /unknown command 'nosuch'/ },
     { what: 'unknown flag of a topic command', args: ['vhost-user', 'serve', '--bogus'], msg: /unknown flag.*qemu-net-helper vhost-user serve --help/ },
+    { what: '--json on a command without JSON output', args: ['daemon', '--json'], msg: /unknown flag --json/ },
   ];
   for (const t of parseErrors) {
     it(`${t.what}: one line, exit 2${t.args.includes('--json') ? ', JSON error' : ''}`, () => {

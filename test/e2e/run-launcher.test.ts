@@ -69,6 +69,17 @@ describe('run: QEMU as our child with policy-made NICs', () => {
     clean();
   });
 
+  it('the old spelling vfpool= still works, with one deprecation line on stderr', () => {
+    const r = run(['--dry-run', '--nic', 'mode=bridge,br=br0,vfpool=pf9', '--', 'qemu-system-x86_64', '-m', '256']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stderr.split('\n').filter((l) => /deprecated/.test(l)).length, 1);
+    assert.match(r.stderr, /^qemu-net-helper: warning: --nic key 'vfpool' is deprecated, write 'vf-pool'/m);
+    const now = run(['--dry-run', '--nic', 'mode=bridge,br=br0,vf-pool=pf9', '--', 'qemu-system-x86_64', '-m', '256']);
+    assert.equal(now.status, 0, now.stderr);
+    assert.doesNotMatch(now.stderr, /deprecated/);
+    clean();
+  });
+
   it('signals are forwarded: SIGTERM to run ends the child, run exits 128+15, nothing left', async () => {
     const p = spawn('ip', ['netns', 'exec', ns.name, process.execPath, BIN, 'run', '--nic', 'mode=vepa,dev=up0', '--', 'sh', '-c', 'exec sleep 617'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let err = '';

@@ -11,7 +11,8 @@ const usage = (f: () => unknown, re: RegExp): void => {
 
 describe('run --nic SPEC', () => {
   it('maps keys to the helper flags', () => {
-    const s = parseNicSpec('mode=vepa,dev=eth1,mac=52:54:00:AB:cd:01,queues=4,vhost=on,mtu=9000,vfpool=pf0+0000:03:10.1,id=lan', 0);
+    const s = parseNicSpec('mode=vepa,dev=eth1,mac=52:54:00:AB:cd:01,queues=4,vhost=on,mtu=9000,vf-pool=pf0+0000:03:10.1,id=lan', 0);
+    assert.deepEqual(s.warnings, []);
     assert.equal(s.id, 'lan');
     assert.equal(s.vhost, 'on');
     assert.equal(s.mac, '52:54:00:ab:cd:01');
@@ -22,6 +23,12 @@ describe('run --nic SPEC', () => {
     assert.equal(b.vhost, 'auto');
     assert.equal(b.args.bridge, 'br7');
     assert.equal(b.args.bridgeGiven, true);
+  });
+  it('one spelling: vf-pool as the flag --vf-pool; the old vfpool still works, with a deprecation line', () => {
+    const old = parseNicSpec('mode=passthrough,vfpool=pf0+pf1', 0);
+    assert.deepEqual(old.args.vfPool, ['pf0', 'pf1']);
+    assert.deepEqual(old.warnings, ["--nic key 'vfpool' is deprecated, write 'vf-pool' (the old spelling goes in the next release)"]);
+    usage(() => parseNicSpec('vfpool=pf0,vf-pool=pf1', 0), /'vf-pool' given twice/);
   });
   it('refuses bad input with one clear line', () => {
     usage(() => parseNicSpec('mode=bridge,colour=red', 0), /unknown key 'colour'/);
