@@ -3,15 +3,15 @@
 // fd, or injected (SEND_RARP), and delivery into guests' RX rings or out of
 // the uplink. RX rings written during a batch are published and notified
 // once, by flush(), at the end of the batch.
-import { c } from '../../sys/libc.js';
 import { eventfdSignal } from '../../sys/eventfd.js';
-import { ChainScratch, deliverFrame, MAX_FRAME_LEN, readFrame, RX_NO_BUFFERS, RX_OK, RX_TOO_BIG } from '../virtq/index.js';
+import { ChainScratch, deliverFrame, MAX_FRAME_LEN, RX_NO_BUFFERS, RX_OK, RX_TOO_BIG } from '../virtq/index.js';
 import { fastForward, STOP_MAC, stopReason } from '../virtq/native.js';
 import { macAt, MacTable, macToString, UPLINK } from '../switch/fdb.js';
 import { decide, Topology } from '../switch/forwarding.js';
 import type { PortStats } from './api.js';
 import type { Decision } from './decision.js';
 import type { WorkerPort, WorkerQueue } from './port.js';
+import type { UplinkIo } from './uplink-io.js';
 
 // deliver() results.
 export const SENT = 0;
@@ -31,7 +31,7 @@ export class SwitchCore {
   readonly fdb = new MacTable();
   readonly topo = new Topology();
   readonly ports = new Map<number, WorkerPort>();
-  uplinkFd = -1;
+  uplink: UplinkIo | null = null;
   readonly uplinkStats: PortStats = { txFrames: 0, txNative: 0, rxFrames: 0, txDropped: 0, rxDropped: 0, badChains: 0, brokenQueues: 0 };
   /**
    * Two ports and no uplink: the VM-to-VM patch. A frame for a guest without
@@ -49,7 +49,6 @@ export class SwitchCore {
   private dirtyCount = 0;
   private readonly head = new Uint8Array(12);
   private readonly rxChain = new ChainScratch();
-  private readonly flat = Buffer.allocUnsafe(MAX_FRAME_LEN);
   private eventBudget = EVENTS_PER_SECOND;
   private eventSecond = 0;
   // Bumped when ports, modes or the uplink change: every port's cached
@@ -61,7 +60,7 @@ export class SwitchCore {
   /** Ports, modes or the uplink changed (also call after setting a mode). */
   refreshTopology(): void {
     this.epoch++;
-    this.topo.hasUplink = this.uplinkFd >= 0;
+    this.topo.hasUplink = this.uplink !== null;
     this.lossless = this.topo.ids.length === 2 && !this.topo.hasUplink;
   }
 
@@ -109,8 +108,8 @@ export class SwitchCore {
   }
 
   /** Caches a decision taken for (dst, src) from a port: one port, or null for nowhere. */
-  private remember(d: Decision<WorkerPort>, dst: number, src: number, to: WorkerPort | null): void {
-    d.dst = dst; d.src = src; d.to = to;
+  private remember(d: Decision<WorkerPort>, dst: number, src: number, to: WorkerPort | null, up = false): void {
+    d.dst = dst; d.src = src; d.to = to; d.up = up;
     d.gen = this.fdb.gen; d.epoch = this.epoch; d.now = this.now;
   }
 
@@ -170,14 +169,20 @@ export class SwitchCore {
     d.streak = hit;
     if (hit) {
       to = d.to;
-      // Cached "nowhere" (filtered, or a flood with no other port): as below.
-      if (to === null) { st.txFrames++; return SENT; }
+      if (to === null) {
+        // Cached "the uplink alone" (the usual way out of the switch), or
+        // "nowhere" (filtered, or a flood with no other port).
+        if (d.up) this.toUplinkChain(chain, hdrLen);
+        st.txFrames++;
+        return SENT;
+      }
     } else {
       n = decide(this.fdb, this.topo, from.id, dst, src, this.now, this.out);
       to = n === 1 && this.out[0]! >= 0 ? this.ports.get(this.out[0]!) : null;
-      if (n === 0) {
+      if (n === 0 || (n === 1 && this.out[0] === UPLINK)) {
         this.learn(src, from.id);
-        this.remember(d, dst, src, null);
+        this.remember(d, dst, src, null, n === 1);
+        if (n === 1) this.toUplinkChain(chain, hdrLen);
         st.txFrames++;
         return SENT;
       }
@@ -202,14 +207,9 @@ export class SwitchCore {
     this.learn(src, from.id);
     st.txFrames++;
     const out = this.out;
-    let flatLen = -1;
     for (let i = 0; i < n; i++) {
       const p = out[i]!;
-      if (p === UPLINK) {
-        if (flatLen < 0) flatLen = readFrame(chain, hdrLen, this.flat, 0);
-        this.toUplink(this.flat, flatLen);
-        continue;
-      }
+      if (p === UPLINK) { this.toUplinkChain(chain, hdrLen); continue; }
       const to = this.ports.get(p);
       const rx = to?.rxQueue(pair);
       if (!to || !rx) continue;
@@ -219,11 +219,11 @@ export class SwitchCore {
     return SENT;
   }
 
-  /** Switches one frame held in `buf` that entered on `ingress` (UPLINK, or a port for injected frames). */
-  fromFlat(ingress: number, buf: Uint8Array, len: number): void {
+  /** Switches one frame held in buf[off, off + len) that entered on `ingress` (UPLINK, or a port for injected frames). */
+  fromFlat(ingress: number, buf: Uint8Array, off: number, len: number): void {
     if (len < ETH_MIN) return;
-    const dst = macAt(buf, 0);
-    const src = macAt(buf, 6);
+    const dst = macAt(buf, off);
+    const src = macAt(buf, off + 6);
     const out = this.out;
     // Decide before learning: from the uplink, the hairpin check needs to
     // know whether the source is one of our ports.
@@ -231,19 +231,23 @@ export class SwitchCore {
     this.learn(src, ingress);
     for (let i = 0; i < n; i++) {
       const p = out[i]!;
-      if (p === UPLINK) { this.toUplink(buf, len); continue; }
+      if (p === UPLINK) {
+        if (this.uplink?.sendFlat(buf, off, len)) this.uplinkStats.txFrames++;
+        else this.uplinkStats.txDropped++;
+        continue;
+      }
       const to = this.ports.get(p);
       const rx = to?.rxQueue(0);
       if (!to || !rx) continue;
-      const r = deliverFrame(rx.q, this.rxChain, rx.spec.hdrLen, rx.spec.mrgRxbuf, null, 0, buf, 0, len);
+      const r = deliverFrame(rx.q, this.rxChain, rx.spec.hdrLen, rx.spec.mrgRxbuf, null, 0, buf, off, len);
       if (r === RX_OK) { to.stats.rxFrames++; this.markDirty(rx); } else to.stats.rxDropped++;
     }
   }
 
-  private toUplink(buf: Uint8Array, len: number): void {
-    // A full socket or tap queue (EAGAIN), or a frame above the device MTU
-    // (EMSGSIZE), drops the frame, as a NIC would.
-    if (len > 0 && Number(c.write(this.uplinkFd, buf, len)) === len) this.uplinkStats.txFrames++;
+  private toUplinkChain(chain: ChainScratch, hdrLen: number): void {
+    // A full TX ring or tap queue, or a frame above the device MTU, drops
+    // the frame, as a NIC would.
+    if (this.uplink?.sendChain(chain, hdrLen)) this.uplinkStats.txFrames++;
     else this.uplinkStats.txDropped++;
   }
 
@@ -255,6 +259,7 @@ export class SwitchCore {
 
   /** Publishes every RX ring written since the last flush and signals the guests that want it. */
   flush(): void {
+    this.uplink?.flush();
     const d = this.dirty;
     const n = this.dirtyCount;
     if (n === 0) return;
