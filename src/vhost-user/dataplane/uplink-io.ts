@@ -41,9 +41,19 @@ export interface UplinkIo {
 // TX slot states that mean "the kernel still owns it" (SEND_REQUEST, SENDING).
 const TX_BUSY = 1 | 2;
 
+/** The rings of packet socket `fd`, mapped into this thread (unmapped by close()). */
+export function openPacketRingIo(fd: number, rings: PacketRings): PacketRingIo {
+  const map: Mapping = mapShared(fd, ringsBytes(rings));
+  return new PacketRingIo(fd, rings, map.buffer, () => kickTxRing(fd), () => unmap(map));
+}
+
+/**
+ * The ring protocol over `mem` (the RX ring, then the TX ring, as the kernel
+ * lays them out), with the kick and the unmapping given: unit tests run it
+ * over plain memory playing the kernel's part.
+ */
 export class PacketRingIo implements UplinkIo {
   bad = 0;
-  private readonly map: Mapping;
   private readonly u8: Uint8Array;
   private readonly dv: DataView;
   private readonly i32: Int32Array;
@@ -59,11 +69,11 @@ export class PacketRingIo implements UplinkIo {
   private readonly f: RxFrame = { off: 0, len: 0, vlanTci: -1, vlanTpid: 0 };
   private readonly tagged = new Uint8Array(MAX_FRAME_LEN);
 
-  constructor(readonly fd: number, rings: PacketRings) {
-    this.map = mapShared(fd, ringsBytes(rings));
-    this.u8 = new Uint8Array(this.map.buffer);
-    this.dv = new DataView(this.map.buffer);
-    this.i32 = new Int32Array(this.map.buffer);
+  constructor(readonly fd: number, rings: PacketRings, mem: ArrayBuffer, private readonly kick: () => boolean, private readonly release: () => void) {
+    if (mem.byteLength < ringsBytes(rings)) throw new RangeError(`ring memory of ${mem.byteLength} bytes, ${ringsBytes(rings)} needed`);
+    this.u8 = new Uint8Array(mem);
+    this.dv = new DataView(mem);
+    this.i32 = new Int32Array(mem);
     this.rxFrames = rings.rx.frameCount;
     this.rxSize = rings.rx.frameSize;
     this.txBase = rings.rx.blockSize * rings.rx.blockCount;
@@ -110,7 +120,7 @@ export class PacketRingIo implements UplinkIo {
 
   flush(): void {
     // A failed kick (ENOBUFS) leaves the slots marked: the next flush sends them.
-    if (this.queued !== 0 && kickTxRing(this.fd)) this.queued = 0;
+    if (this.queued !== 0 && this.kick()) this.queued = 0;
   }
 
   receive(max: number, sink: FrameSink): number {
@@ -139,7 +149,7 @@ export class PacketRingIo implements UplinkIo {
   }
 
   close(): void {
-    unmap(this.map);
+    this.release();
   }
 }
 

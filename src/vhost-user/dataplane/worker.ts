@@ -14,7 +14,7 @@ import { UPLINK_STATS_ID, type CommandResults, type Op, type PollMode, type Requ
 import { GuestTxPipe, RingToDrop, UplinkRxPipe, type Pipe } from './pipes.js';
 import { WorkerPort } from './port.js';
 import { SwitchCore } from './switch-core.js';
-import { PacketRingIo, TapIo } from './uplink-io.js';
+import { openPacketRingIo, TapIo } from './uplink-io.js';
 
 const port = parentPort!;
 const post = (m: WorkerMessage): void => port.postMessage(m);
@@ -175,7 +175,7 @@ const handlers: Handlers = {
     old?.close();
     // The rings are mapped here, in the thread that uses them (a mapping is
     // not transferable), and unmapped before the main thread closes the fd.
-    if (cmd.fd >= 0) sw.uplink = cmd.rings ? new PacketRingIo(cmd.fd, cmd.rings) : new TapIo(cmd.fd);
+    if (cmd.fd >= 0) sw.uplink = cmd.rings ? openPacketRingIo(cmd.fd, cmd.rings) : new TapIo(cmd.fd);
     rebuild();
     return null;
   },
