@@ -17,6 +17,7 @@ import { PacketPeer } from '../lib/packet-peer.js';
 import { Serve } from '../lib/serve.js';
 import { ETHERTYPE, macBytes, tagOf } from '../lib/switch-guests.js';
 import { VhostFrontend } from '../lib/vhost-frontend.js';
+import { hasFastPath } from '../../src/vhost-user/virtq/native.js';
 
 const GUEST = '52:54:00:00:00:0a';
 const HOST = '02:00:00:00:00:99';
@@ -49,7 +50,7 @@ function tagged(dst: string, src: string, tpid: number, tci: number, tag: string
 const hex = (f: Uint8Array): string => Buffer.from(f).toString('hex');
 const SIZES = [64, 1514];
 
-interface UplinkStats { rxFrames: number; txFrames: number; rxDropped: number; txDropped: number }
+interface UplinkStats { rxFrames: number; txFrames: number; rxDropped: number; txDropped: number; txNative: number }
 interface ListReply { ports: { port: number; stats: UplinkStats }[]; uplink: { kind: string; stats: UplinkStats } }
 
 describe('vhost-user switch uplink: frames byte-exact both ways through a veth', () => {
@@ -92,6 +93,10 @@ describe('vhost-user switch uplink: frames byte-exact both ways through a veth',
           const mine = (f: Buffer): boolean => tagOf(f)?.startsWith('o-') ?? false;
           await peer.waitFor((f) => tagOf(f) === `o-1514-19`, 20000);
           assert.deepEqual(peer.matching(mine).map(hex), out.map(hex), 'the far end got every frame, unchanged, in order');
+          if (v.kind === 'packet' && hasFastPath) {
+            const st = (await list()).ports.find((p) => p.port === 0)!.stats;
+            assert.ok(st.txNative > 0, `the stream went through the native fast path (${JSON.stringify(st)})`);
+          }
           // VLAN-tagged frames keep their tag, up to the MTU plus the tag.
           const outTagged = [tagged(HOST, GUEST, 0x8100, 0x0064, 'ot-1', 64), tagged(HOST, GUEST, 0x8100, 0x2fff, 'ot-2', 1518), tagged(HOST, GUEST, 0x88a8, 7, 'ot-3', 64)];
           await fe.transmit(outTagged, 20000);

@@ -9,7 +9,7 @@ import { fastForward, STOP_MAC, stopReason } from '../virtq/native.js';
 import { macAt, MacTable, macToString, UPLINK } from '../switch/fdb.js';
 import { decide, Topology } from '../switch/forwarding.js';
 import type { PortStats } from './api.js';
-import type { Decision } from './decision.js';
+import { Decision } from './decision.js';
 import type { WorkerPort, WorkerQueue } from './port.js';
 import type { UplinkIo } from './uplink-io.js';
 
@@ -32,6 +32,8 @@ export class SwitchCore {
   readonly topo = new Topology();
   readonly ports = new Map<number, WorkerPort>();
   uplink: UplinkIo | null = null;
+  /** The last decision for frames from the uplink (as WorkerPort.decision is for a port's). */
+  readonly upDecision = new Decision<WorkerPort>();
   readonly uplinkStats: PortStats = { txFrames: 0, txNative: 0, rxFrames: 0, txDropped: 0, rxDropped: 0, badChains: 0, brokenQueues: 0 };
   /**
    * Two ports and no uplink: the VM-to-VM patch. A frame for a guest without
@@ -132,7 +134,8 @@ export class SwitchCore {
   fastForward(from: WorkerPort, pair: number, tx: WorkerQueue, max: number): number {
     const d = from.decision;
     const to = d.to;
-    if (!d.streak || to === null || !this.stands(d)) return 0;
+    if (!d.streak || !this.stands(d)) return 0;
+    if (to === null) return d.up ? this.fastToUplink(from, tx, max) : 0;
     const rx = to.rxQueue(pair);
     if (!rx) return 0;
     const n = fastForward(tx.q, rx.q, max, tx.spec.hdrLen, rx.spec.hdrLen, d.dst, d.src);
@@ -142,6 +145,42 @@ export class SwitchCore {
     if (n !== 0) {
       from.stats.txFrames += n;
       from.stats.txNative += n;
+      to.stats.rxFrames += n;
+      this.markDirty(rx);
+    }
+    return n;
+  }
+
+  /** fastForward() for a stream whose decision is "the uplink alone". */
+  private fastToUplink(from: WorkerPort, tx: WorkerQueue, max: number): number {
+    const d = from.decision;
+    const n = this.uplink === null ? 0 : this.uplink.fastSend(tx.q, max, tx.spec.hdrLen, d.dst, d.src);
+    if (n === 0 && stopReason === STOP_MAC) d.streak = false;
+    if (n !== 0) {
+      from.stats.txFrames += n;
+      from.stats.txNative += n;
+      this.uplinkStats.txFrames += n;
+    }
+    return n;
+  }
+
+  /**
+   * The uplink's fastForward(): while the cached decision for frames from
+   * the uplink stands (one port), moves the following frames with the same
+   * MACs from the uplink's ring into that port's RX queue in one native
+   * call. Returns frames moved; 0 when the cache does not apply or the next
+   * frame needs fromFlat() (which then takes it).
+   */
+  fastFromUplink(max: number): number {
+    const d = this.upDecision;
+    const to = d.to;
+    if (!d.streak || to === null || this.uplink === null || !this.stands(d)) return 0;
+    const rx = to.rxQueue(0);
+    if (!rx) return 0;
+    const n = this.uplink.fastReceive(rx.q, max, rx.spec.hdrLen, d.dst, d.src);
+    if (n === 0 && stopReason === STOP_MAC) d.streak = false;
+    if (n !== 0) {
+      this.uplinkStats.rxFrames += n;
       to.stats.rxFrames += n;
       this.markDirty(rx);
     }
@@ -225,10 +264,23 @@ export class SwitchCore {
     const dst = macAt(buf, off);
     const src = macAt(buf, off + 6);
     const out = this.out;
+    if (ingress === UPLINK) {
+      // A stream from the outside to one guest: the decision cached as for
+      // a port's frames (see fromGuest), and fastFromUplink() takes the run.
+      const d = this.upDecision;
+      const hit = dst === d.dst && src === d.src && this.stands(d) && d.to !== null;
+      d.streak = hit;
+      if (hit) { this.toPort(d.to!, buf, off, len); return; }
+    }
     // Decide before learning: from the uplink, the hairpin check needs to
     // know whether the source is one of our ports.
     const n = decide(this.fdb, this.topo, ingress, dst, src, this.now, out);
     this.learn(src, ingress);
+    if (ingress === UPLINK) {
+      // Cache after learning: a first sighting bumps the generation.
+      const to = n === 1 && out[0]! >= 0 ? this.ports.get(out[0]!) ?? null : null;
+      this.remember(this.upDecision, dst, src, to);
+    }
     for (let i = 0; i < n; i++) {
       const p = out[i]!;
       if (p === UPLINK) {
@@ -237,11 +289,15 @@ export class SwitchCore {
         continue;
       }
       const to = this.ports.get(p);
-      const rx = to?.rxQueue(0);
-      if (!to || !rx) continue;
-      const r = deliverFrame(rx.q, this.rxChain, rx.spec.hdrLen, rx.spec.mrgRxbuf, null, 0, buf, off, len);
-      if (r === RX_OK) { to.stats.rxFrames++; this.markDirty(rx); } else to.stats.rxDropped++;
+      if (to) this.toPort(to, buf, off, len);
     }
+  }
+
+  private toPort(to: WorkerPort, buf: Uint8Array, off: number, len: number): void {
+    const rx = to.rxQueue(0);
+    if (!rx) return;
+    const r = deliverFrame(rx.q, this.rxChain, rx.spec.hdrLen, rx.spec.mrgRxbuf, null, 0, buf, off, len);
+    if (r === RX_OK) { to.stats.rxFrames++; this.markDirty(rx); } else to.stats.rxDropped++;
   }
 
   private toUplinkChain(chain: ChainScratch, hdrLen: number): void {
