@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 #define QNH_ABI 2
 
@@ -315,5 +316,40 @@ int qnh_from_packet(double ring_block, double rx_block, uint32_t max, uint32_t r
   }
   __atomic_thread_fence(__ATOMIC_RELEASE);
   p->stop = why;
+  return (int)n;
+}
+
+// Guest TX ring -> a tap (the `--br` uplink): one write() per frame, straight
+// from the guest's buffer (the kernel's copy is the only one), all of a run in
+// one call. A frame the tap does not take whole (EAGAIN: its queue is full;
+// any other error) is left in the ring for TypeScript, which drops and counts
+// it. The frame's MACs are checked before the write on a copy of its first
+// 12 bytes; the guest may change the rest while the kernel copies it, which
+// only garbles its own frame. tx->stop: as qnh_forward, QNH_STOP_RX_EMPTY when
+// the tap refused.
+int qnh_to_tap(double tx_block, int fd, uint32_t max, uint32_t tx_hdr, double dst_mac, double src_mac) {
+  struct qnh_ring *tx = (struct qnh_ring *)(uintptr_t)tx_block;
+  struct qnh_mem *tmem = (struct qnh_mem *)(uintptr_t)tx->mem;
+  if (!(dst_mac >= 0 && dst_mac < 281474976710656.0 && src_mac >= 0 && src_mac < 281474976710656.0)) { tx->stop = QNH_STOP_MAC; return 0; }
+  if ((tx_hdr != 10 && tx_hdr != 12) || fd < 0) { tx->stop = QNH_STOP_TX_OTHER; return 0; }
+  const uint64_t want_dst = (uint64_t)dst_mac, want_src = (uint64_t)src_mac;
+  uint32_t why = QNH_STOP_MAX;
+  uint32_t n = 0;
+  for (; n < max; n++) {
+    int32_t th = peek_head(tx, QNH_STOP_TX_EMPTY, QNH_STOP_TX_OTHER, &why);
+    if (th < 0) break;
+    uint32_t len;
+    const uint8_t *src = single_buffer(tx, tmem, (uint32_t)th, 0, &len);
+    if (src == NULL || len < tx_hdr + ETH_MIN || len - tx_hdr > MAX_FRAME) { why = QNH_STOP_TX_OTHER; break; }
+    const uint32_t flen = len - tx_hdr;
+    uint8_t macs[12];
+    memcpy(macs, src + tx_hdr, 12);
+    if (mac_at(macs) != want_dst || mac_at(macs + 6) != want_src) { why = QNH_STOP_MAC; break; }
+    if (write(fd, src + tx_hdr, flen) != (ssize_t)flen) { why = QNH_STOP_RX_EMPTY; break; }
+    tx->last_avail = (tx->last_avail + 1) & 0xffff;
+    push_used(tx, (uint32_t)th, 0);
+  }
+  __atomic_thread_fence(__ATOMIC_RELEASE);
+  tx->stop = why;
   return (int)n;
 }

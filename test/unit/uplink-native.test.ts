@@ -9,7 +9,10 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { ringsBytes, type PacketRings } from '../../src/sys/packet.js';
 import { RX_MAC_OFFSET, ringGeometry, TP_STATUS_SEND_REQUEST, TP_STATUS_USER, TP_STATUS_VLAN_VALID, TX_DATA_OFFSET, txCapacity } from '../../src/sys/tpacket.js';
-import { PacketRingIo } from '../../src/vhost-user/dataplane/uplink-io.js';
+import { c, closeFd } from '../../src/sys/libc.js';
+import { dgramPair } from '../../src/sys/packet.js';
+import { setNonBlocking } from '../../src/sys/unix-socket.js';
+import { PacketRingIo, TapIo } from '../../src/vhost-user/dataplane/uplink-io.js';
 import { SplitQueue } from '../../src/vhost-user/virtq/index.js';
 import { hasFastPath, stopReason, STOP_MAC, STOP_MAX, STOP_RX_EMPTY, STOP_RX_OTHER, STOP_TX_EMPTY, STOP_TX_OTHER } from '../../src/vhost-user/virtq/native.js';
 import { MockGuest, MockVirtq } from '../lib/mock-driver.js';
@@ -156,6 +159,41 @@ describe('uplink native fast path', { skip: hasFastPath ? false : 'no native lib
       assert.ok(b.g.guardsIntact());
     });
   }
+
+  test('guest TX -> a tap-like fd (a datagram socket here): one write per frame from guest memory; stops on other MACs and when the fd refuses, without consuming', () => {
+    const [mine, peer] = dgramPair();
+    try {
+      setNonBlocking(mine, true);
+      setNonBlocking(peer, true);
+      const io = new TapIo(mine);
+      const a = side();
+      const lens = [14, 64, 1514, 4000];
+      lens.forEach((l, i) => send(a, i, frame(l, DST, SRC, i)));
+      send(a, 4, frame(64, 0x525400000099));
+      assert.equal(io.fastSend(a.q, 64, 12, DST, SRC), lens.length);
+      assert.equal(stopReason, STOP_MAC);
+      assert.equal(a.q.lastAvail, lens.length);
+      const buf = Buffer.alloc(65536);
+      lens.forEach((l, i) => {
+        assert.equal(Number(c.read(peer, buf, buf.length)), l);
+        assert.deepEqual(new Uint8Array(buf.subarray(0, l)), frame(l, DST, SRC, i));
+      });
+      // Fill the socket until it refuses: the frame it refused stays in the ring.
+      const b = side();
+      let sent = 0;
+      for (let round = 0; round < 200 && (stopReason as number) !== STOP_RX_EMPTY; round++) {
+        for (let i = 0; i < 8; i++) send(b, i, frame(1514));
+        sent += io.fastSend(b.q, 64, 12, DST, SRC);
+        b.q.flushUsed();
+        b.drv.takeUsed();
+      }
+      assert.equal(stopReason, STOP_RX_EMPTY, 'the socket filled up');
+      assert.equal(b.q.lastAvail, sent, 'the refused frame was not consumed');
+    } finally {
+      closeFd(mine);
+      closeFd(peer);
+    }
+  });
 
   test('refuses MACs that are no 48-bit numbers and headers of other sizes', () => {
     const a = side();

@@ -7,8 +7,10 @@
 //   (one copy, into the guest's RX buffer) and the slot handed back. No
 //   syscall per frame in either direction: what the per-frame write()/read()
 //   cost was the uplink's limit (README, benchmark section).
-// - TapIo (`--br BR`): a tap has no ring; frames are read until the tap is
-//   empty or a batch is done, and written one write() each.
+// - TapIo (`--br BR`): a tap has no ring (no vhost-net here to batch for us):
+//   frames are read until the tap is empty or a batch is done, one read()
+//   each; runs of guest frames are written by the C fast path, one write()
+//   each straight from guest memory, a whole run per native call.
 // A full TX ring or tap queue drops the frame (counted by the caller), as a
 // NIC does: the loop never blocks on the uplink.
 import { c } from '../../sys/libc.js';
@@ -18,7 +20,7 @@ import {
   reinsertVlan, RX_BAD, RX_FRAME, rxSlot, TP_STATUS_KERNEL, TP_STATUS_SEND_REQUEST, TX_DATA_OFFSET, txCapacity, txSlotHeader, type RxFrame,
 } from '../../sys/tpacket.js';
 import { type ChainScratch, MAX_FRAME_LEN, readFrame, type SplitQueue } from '../virtq/index.js';
-import { fromPacket, packetRingBlock, packetRingNext, toPacket, type PacketRingBlock } from '../virtq/native.js';
+import { fromPacket, packetRingBlock, packetRingNext, toPacket, toTap, type PacketRingBlock } from '../virtq/native.js';
 
 /** Where a received frame goes: the switch (buf[off, off + len)). */
 export type FrameSink = (buf: Uint8Array, off: number, len: number) => void;
@@ -190,7 +192,11 @@ export class TapIo implements UplinkIo {
   private readonly inbuf = Buffer.allocUnsafe(MAX_FRAME_LEN);
   constructor(readonly fd: number) {}
 
-  fastSend(): number { return 0; }
+  fastSend(tx: SplitQueue, max: number, hdrLen: number, dst: number, src: number): number {
+    return toTap(tx, this.fd, max, hdrLen, dst, src);
+  }
+
+  // A tap has no ring to read from: each frame is one read() into our buffer.
   fastReceive(): number { return 0; }
 
   sendChain(chain: ChainScratch, hdrLen: number): boolean {

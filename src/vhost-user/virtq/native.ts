@@ -38,8 +38,9 @@ type Forward = (tx: number, rx: number, max: number, txHdr: number, rxHdr: numbe
 type Address = (p: ArrayBufferView) => number | bigint;
 type ToPacket = (tx: number, ring: number, max: number, txHdr: number, dst: number, src: number) => number;
 type FromPacket = (ring: number, rx: number, max: number, rxHdr: number, dst: number, src: number) => number;
+type ToTap = (tx: number, fd: number, max: number, txHdr: number, dst: number, src: number) => number;
 
-interface Lib { forward: Forward; address: Address; toPacket: ToPacket; fromPacket: FromPacket }
+interface Lib { forward: Forward; address: Address; toPacket: ToPacket; fromPacket: FromPacket; toTap: ToTap }
 
 /** 'native', or why the TypeScript path runs alone. */
 export let fastPathStatus = 'native';
@@ -56,6 +57,7 @@ function load(): Lib | null {
       address: lib.func('uint64_t qnh_address(const void *p)') as Address,
       toPacket: lib.func('int qnh_to_packet(double, double, uint32_t, uint32_t, double, double)') as ToPacket,
       fromPacket: lib.func('int qnh_from_packet(double, double, uint32_t, uint32_t, double, double)') as FromPacket,
+      toTap: lib.func('int qnh_to_tap(double, int, uint32_t, uint32_t, double, double)') as ToTap,
     };
   } catch (e) {
     fastPathStatus = `cannot load ${NATIVE_LIBRARY}: ${(e as Error).message}`;
@@ -215,3 +217,16 @@ export function fromPacket(ring: PacketRingBlock, next: number, rx: SplitQueue, 
 
 /** The ring's next slot after a toPacket()/fromPacket() call. */
 export const packetRingNext = (ring: PacketRingBlock): number => ring.u32[PRING_NEXT]!;
+
+/** Guest TX queue `tx` -> tap `fd`: one write() per frame straight from guest memory, a run per call (native/fastpath.c qnh_to_tap). */
+export function toTap(tx: SplitQueue, fd: number, max: number, txHdr: number, dst: number, src: number): number {
+  if (lib === null || tx.log !== null || !(dst >= 0 && src >= 0)) return 0;
+  const tb = ringBlock(tx);
+  if (tb === null) return 0;
+  tx.savePositions(tb.u32, POS);
+  nativeCalls++;
+  const n = lib.toTap(tb.addr, fd, max, txHdr, dst, src);
+  tx.loadPositions(tb.u32, POS);
+  stopReason = tb.u32[STOP]!;
+  return n;
+}
