@@ -11,7 +11,11 @@
 //   V2 rather than V3 for RX: a V3 block reaches user space only when it is
 //   full or its retire timer (milliseconds) fires, which a ping or a TCP
 //   handshake through the uplink would wait for; a V2 slot is ours as soon
-//   as the kernel wrote it, and a busy poller batches by itself.
+//   as the kernel wrote it, and a busy poller batches by itself. Not
+//   measured, chosen by what they need: recvmmsg/sendmmsg still copy each
+//   frame through a socket buffer; AF_XDP needs a BPF program on DEV and
+//   hands a frame to our socket or to the host's stack, never both (the
+//   host's own use of DEV beside us would end).
 // - `--br BR`: a tap of ours attached to bridge BR (what `--br` always did,
 //   now one tap for the whole switch instead of one per port).
 import { NotFoundError, UsageError } from '../errors.js';
