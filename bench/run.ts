@@ -66,7 +66,7 @@ if (all || which.has('uplink')) {
   results.uplink = r;
   console.log(`\n### Switch uplink vs DPDK net_vhost + net_af_packet (testpmd io) on the same veth (same generators, same run; median of ${r.rounds} round(s), ratio: median of the per-round ratios)\n`);
   console.log('| direction | frame B | back-end | Mpps through | Mpps offered |\n|---|---|---|---|---|');
-  for (const row of r.rows) console.log(`| ${row.direction === 'out' ? 'guest -> uplink' : 'uplink -> guest'} | ${row.frameBytes} | ${row.backend} | ${row.mpps.toFixed(2)} | ${row.offeredMpps.toFixed(2)} |`);
+  for (const row of r.rows) console.log(`| ${row.direction === 'out' ? 'guest -> uplink' : 'uplink -> guest'} | ${row.frameBytes} | ${row.backend} | ${row.mpps.toFixed(3)} | ${row.offeredMpps.toFixed(3)} |`);
   console.log('');
   for (const x of r.ratios) console.log(`${x.direction === 'out' ? 'guest -> uplink' : 'uplink -> guest'} ${x.frameBytes} B: qnh-packet / DPDK = ${x.ratio.toFixed(2)} (rounds: ${x.perRound.map((v) => v.toFixed(2)).join(', ')})`);
 }
