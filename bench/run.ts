@@ -8,7 +8,7 @@ import { benchBrokerLatency } from './broker-latency.js';
 import { benchHelperLatency, type LatencyResult } from './helper-latency.js';
 import { benchSwitch4 } from './switch-4port.js';
 import { benchTcpOffload } from './tcp-offload.js';
-import { benchUplink } from './uplink.js';
+import { benchUplink, type UplinkBackend } from './uplink.js';
 import { benchVhostUser } from './vhost-user.js';
 
 const which = new Set(process.argv.slice(2));
@@ -62,14 +62,14 @@ if (all || which.has('switch4')) {
 }
 
 if (all || which.has('uplink')) {
-  const r = await benchUplink(Number(process.env.BENCH_SECONDS ?? 5));
+  const backends = (process.env.BENCH_UPLINK_BACKENDS ?? 'qnh-packet,dpdk,qnh-tap').split(',') as UplinkBackend[];
+  const r = await benchUplink(Number(process.env.BENCH_SECONDS ?? 5), [64, 1514], Number(process.env.BENCH_UPLINK_ROUNDS ?? 1), backends);
   results.uplink = r;
-  console.log('\n### Switch uplink: AF_PACKET on a veth (--uplink) vs a tap on a bridge (--br), guest -> uplink\n');
-  console.log('| uplink | frame B | Mpps taken from the guest | share written (rest: EAGAIN drops) |\n|---|---|---|---|');
-  for (const row of r.toUplink) console.log(`| ${row.kind} | ${row.frameBytes} | ${row.mpps.toFixed(2)} | ${(row.writtenShare * 100).toFixed(1)}% |`);
-  console.log('\n### Switch uplink, uplink -> guest (testpmd net_af_packet txonly on the veth peer; the guest is testpmd virtio-user rxonly)\n');
-  console.log('| uplink | frame B | Mpps offered | Mpps delivered to the guest | share delivered |\n|---|---|---|---|---|');
-  for (const row of r.fromUplink) console.log(`| ${row.kind} | ${row.frameBytes} | ${row.offeredMpps.toFixed(2)} | ${row.mpps.toFixed(2)} | ${(row.deliveredShare * 100).toFixed(1)}% |`);
+  console.log(`\n### Switch uplink vs DPDK net_vhost + net_af_packet (testpmd io) on the same veth (same generators, same run; median of ${r.rounds} round(s), ratio: median of the per-round ratios)\n`);
+  console.log('| direction | frame B | back-end | Mpps through | Mpps offered |\n|---|---|---|---|---|');
+  for (const row of r.rows) console.log(`| ${row.direction === 'out' ? 'guest -> uplink' : 'uplink -> guest'} | ${row.frameBytes} | ${row.backend} | ${row.mpps.toFixed(3)} | ${row.offeredMpps.toFixed(3)} |`);
+  console.log('');
+  for (const x of r.ratios) console.log(`${x.direction === 'out' ? 'guest -> uplink' : 'uplink -> guest'} ${x.frameBytes} B: qnh-packet / DPDK = ${x.ratio.toFixed(2)} (rounds: ${x.perRound.map((v) => v.toFixed(2)).join(', ')})`);
 }
 
 if (all || which.has('offload')) {

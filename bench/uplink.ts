@@ -1,19 +1,19 @@
-// Uplink kinds compared, same run, same generators, both directions, once
-// through an AF_PACKET socket on a veth (--uplink) and once through a tap of
-// ours on a bridge (--br), each in a throwaway namespace:
-// - guest -> uplink: testpmd virtio-user txonly into one switch port whose
-//   frames all go out of the uplink (unknown destination: flooded, and the
-//   uplink is the only other port). Rate = frames the back-end took from the
-//   guest per second (testpmd's Tx-pps median); written share from the uplink
-//   counters.
-// - uplink -> guest: testpmd txonly through a net_af_packet port on the far
-//   end of a veth (the uplink itself, or a veth enslaved to the bridge),
-//   frames addressed to the guest's MAC; the guest is testpmd virtio-user
-//   rxonly on the switch port. Rate = the guest's Rx-pps median while the
-//   sender runs; delivered share = guest RX / sender TX packets.
-// The switch runs busy-polling on CPU 1; the testpmd forwarding cores on CPU 0
-// (in the second direction sender and guest share it, the guest's rxonly loop
-// being the cheaper of the two).
+// The switch's uplink against DPDK's own answer to the same job, same
+// generators, same veth, alternating in every round (the machine is shared:
+// rates swing from round to round, the ratio within a round much less):
+// - qnh-packet: our switch with `--uplink up0` (AF_PACKET rings);
+// - qnh-tap: our switch with `--br br0` (a tap of ours on a bridge with up0);
+// - dpdk: testpmd io-forwarding between a net_vhost port (the guest's) and a
+//   net_af_packet port on up0 (DPDK's PMDs, default ring sizes).
+// Directions:
+// - out (guest -> uplink): testpmd virtio-user txonly into the back-end's port;
+//   rate = frames arriving on the far end of the veth (far0's rx_packets) per
+//   second, so frames taken from the guest but lost inside do not count.
+// - in (uplink -> guest): testpmd net_af_packet txonly on far0, addressed to
+//   the guest's MAC; the guest is testpmd virtio-user rxonly; rate = the
+//   guest's Rx-pps median while the sender runs.
+// Back-ends (ours: the whole process) run on CPU 1; generator and sink
+// forwarding cores on CPU 0.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -23,92 +23,99 @@ import { Serve } from '../test/lib/serve.js';
 import { Testpmd, parseTestpmd } from '../test/lib/testpmd.js';
 import { dpdkRunDir, removeLater } from './leftovers.js';
 
-export type UplinkKind = 'packet' | 'tap';
-export interface UplinkRow { kind: UplinkKind; frameBytes: number; mpps: number; writtenShare: number }
-export interface UplinkInRow { kind: UplinkKind; frameBytes: number; offeredMpps: number; mpps: number; deliveredShare: number }
-export interface UplinkResult { toUplink: UplinkRow[]; fromUplink: UplinkInRow[] }
+export type UplinkBackend = 'qnh-packet' | 'qnh-tap' | 'dpdk';
+export type UplinkDirection = 'out' | 'in';
+export interface UplinkRow {
+  direction: UplinkDirection; backend: UplinkBackend; frameBytes: number;
+  /** out: frames/s arriving at the far end; in: frames/s delivered to the guest. */
+  mpps: number;
+  /** out: frames/s the generator sent into the back-end; in: frames/s the sender put on the wire. */
+  offeredMpps: number;
+}
+export interface UplinkRatio { direction: UplinkDirection; frameBytes: number; ratio: number; perRound: number[] }
+export interface UplinkResult { rounds: number; rows: UplinkRow[]; ratios: UplinkRatio[]; raw: (UplinkRow & { round: number })[] }
 
 const GUEST_MAC = '02:00:00:00:00:0a';
 const WARM = 2;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const median = (xs: number[]): number => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]! : 0);
 
-interface Lab { ns: NetNs; serve: Serve; sock: string; sender: string }
+interface Lab { ns: NetNs; sock: string }
 
-/** A namespace with the uplink of `kind`, our switch on it with one port; `sender` is where uplink-side frames enter. */
-async function withLab<T>(dir: string, kind: UplinkKind, tag: string, fn: (lab: Lab) => Promise<T>): Promise<T> {
-  return withNetNs(async (ns) => {
-    let uplinkArgs: string[];
-    ns.ip('link', 'add', 'up0', 'type', 'veth', 'peer', 'name', 'far0');
-    for (const l of ['up0', 'far0']) ns.ip('link', 'set', l, 'mtu', '9000', 'up');
-    if (kind === 'packet') {
-      uplinkArgs = ['--uplink', 'up0'];
-    } else {
-      ns.addBridge('br0', undefined, 9000);
-      ns.ip('link', 'set', 'up0', 'master', 'br0');
-      uplinkArgs = ['--br', 'br0'];
-    }
-    const sock = join(dir, `${kind}-${tag}.sock`);
-    const serve = new Serve(['--socket', sock, ...uplinkArgs, '--poll', 'busy', '--allow-unsealed-memory', '--events'], ns);
+/** The back-end of `backend` serving `lab.sock` with the uplink up0, pinned to CPU 1, for fn's duration. */
+async function withBackend<T>(lab: Lab, backend: UplinkBackend, fn: () => Promise<T>): Promise<T> {
+  if (backend === 'dpdk') {
+    const prefix = `qnh-upd-${process.pid}`;
+    const forget = removeLater(dpdkRunDir(prefix));
+    const t = new Testpmd({
+      vdevs: [`net_vhost0,iface=${lab.sock},queues=1,client=0`, 'net_af_packet0,iface=up0'],
+      forwardMode: 'io', lcores: '0@1,1@1', prefix, netns: lab.ns.name,
+    });
     try {
-      await serve.ready([sock]);
-      execFileSync('taskset', ['-a', '-p', '-c', '1', String(serve.proc.pid)], { stdio: 'ignore' });
-      const tap = /uplink: tap (\S+) on bridge/.exec(serve.log())?.[1];
-      // A bridge drops frames above its egress port's MTU: our tap must take 1518-byte frames too.
-      if (tap) ns.ip('link', 'set', tap, 'mtu', '9000');
-      return await fn({ ns, serve, sock, sender: 'far0' });
+      if (!(await t.waitFor(/Port statistics|Rx-pps/, 20000))) throw new Error(`DPDK back-end did not start: ${t.output().slice(-2000)}`);
+      return await fn();
     } finally {
-      await serve.stop();
+      await t.stop();
+      forget();
     }
-  }, 'qnhb');
+  }
+  const args = backend === 'qnh-packet' ? ['--uplink', 'up0'] : ['--br', 'br0'];
+  const serve = new Serve(['--socket', lab.sock, ...args, '--poll', 'busy', '--allow-unsealed-memory'], lab.ns);
+  try {
+    await serve.ready([lab.sock]);
+    execFileSync('taskset', ['-a', '-p', '-c', '1', String(serve.proc.pid)], { stdio: 'ignore' });
+    const tap = /uplink: tap (\S+) on bridge/.exec(serve.log())?.[1];
+    if (tap) lab.ns.ip('link', 'set', tap, 'mtu', '9000');
+    return await fn();
+  } finally {
+    await serve.stop();
+  }
 }
 
-async function toUplink(lab: Lab, kind: UplinkKind, frameBytes: number, seconds: number): Promise<UplinkRow> {
-  const prefix = `qnh-up-${process.pid}`;
+const rxPackets = (ns: NetNs, dev: string): number => Number(ns.exec('cat', `/sys/class/net/${dev}/statistics/rx_packets`).trim());
+
+async function out(lab: Lab, frameBytes: number, seconds: number): Promise<{ mpps: number; offeredMpps: number }> {
+  const prefix = `qnh-upo-${process.pid}`;
   const forget = removeLater(dpdkRunDir(prefix));
   const t = new Testpmd({ vdevs: [`net_virtio_user0,path=${lab.sock},queues=1`], forwardMode: 'txonly', lcores: '0@1,1@0', prefix, pktLen: frameBytes });
-  let pps = 0;
   try {
-    await t.waitFor(/Tx-pps/, 20000);
-    await sleep((seconds + WARM) * 1000);
+    if (!(await t.waitFor(/Tx-pps/, 20000))) throw new Error(`generator did not start: ${t.output().slice(-1500)}`);
+    await sleep(WARM * 1000);
+    const c0 = rxPackets(lab.ns, 'far0');
+    const t0 = process.hrtime.bigint();
+    const from = t.output().length;
+    await sleep(seconds * 1000);
+    const c1 = rxPackets(lab.ns, 'far0');
+    const t1 = process.hrtime.bigint();
+    const window = t.output().slice(from);
+    return { mpps: (c1 - c0) / (Number(t1 - t0) / 1e3), offeredMpps: median(parseTestpmd(window).txPps) / 1e6 };
   } finally {
-    pps = median((await t.stop()).txPps.slice(WARM));
+    await t.stop();
     forget();
   }
-  await lab.serve.stop();
-  const m = /uplink counters: (\{.*\})/.exec(lab.serve.log());
-  const st = m ? (JSON.parse(m[1]!) as { stats: { txFrames: number; txDropped: number } }).stats : { txFrames: 0, txDropped: 1 };
-  return { kind, frameBytes, mpps: pps / 1e6, writtenShare: st.txFrames / Math.max(1, st.txFrames + st.txDropped) };
 }
 
-async function fromUplink(lab: Lab, kind: UplinkKind, frameBytes: number, seconds: number): Promise<UplinkInRow> {
-  const gPrefix = `qnh-upin-guest-${process.pid}`;
-  const sPrefix = `qnh-upin-send-${process.pid}`;
+async function into(lab: Lab, frameBytes: number, seconds: number): Promise<{ mpps: number; offeredMpps: number }> {
+  const gPrefix = `qnh-upi-guest-${process.pid}`;
+  const sPrefix = `qnh-upi-send-${process.pid}`;
   const forget = [removeLater(dpdkRunDir(gPrefix)), removeLater(dpdkRunDir(sPrefix))];
   const guest = new Testpmd({ vdevs: [`net_virtio_user0,path=${lab.sock},queues=1,mac=${GUEST_MAC}`], forwardMode: 'rxonly', lcores: '0@1,1@0', prefix: gPrefix });
   let sender: Testpmd | null = null;
   try {
     if (!(await guest.waitFor(/Rx-pps/, 20000))) throw new Error(`guest testpmd did not start: ${guest.output().slice(-1500)}`);
-    await lab.serve.waitEvent((e) => e.event === 'ready' && e.port === 0, 20000);
+    await sleep(500);
     sender = new Testpmd({
-      vdevs: [`net_af_packet0,iface=${lab.sender}`], forwardMode: 'txonly', lcores: '0@1,1@0', prefix: sPrefix,
+      vdevs: ['net_af_packet0,iface=far0'], forwardMode: 'txonly', lcores: '0@1,1@0', prefix: sPrefix,
       pktLen: frameBytes, netns: lab.ns.name, extra: [`--eth-peer=0,${GUEST_MAC}`],
     });
     if (!(await sender.waitFor(/Tx-pps/, 20000))) throw new Error(`sender testpmd did not start: ${sender.output().slice(-1500)}`);
     await sleep(WARM * 1000);
-    const from = guest.output().length; // the guest's stats printed while the sender is warm
+    const gFrom = guest.output().length;
+    const sFrom = sender.output().length;
     await sleep(seconds * 1000);
-    const window = guest.output().slice(from);
-    const sent = await sender.stop();
-    sender = null;
-    await sleep(500); // let the switch hand over what it still holds
-    const got = await guest.stop();
-    const sentPackets = sent.ports[0]?.txPackets ?? 0;
-    const gotPackets = got.ports[0]?.rxPackets ?? 0;
-    return {
-      kind, frameBytes, offeredMpps: median(sent.txPps.slice(WARM)) / 1e6,
-      mpps: median(parseTestpmd(window).rxPps) / 1e6, deliveredShare: gotPackets / Math.max(1, sentPackets),
-    };
+    const got = parseTestpmd(guest.output().slice(gFrom)).rxPps;
+    const sent = parseTestpmd(sender.output().slice(sFrom)).txPps;
+    return { mpps: median(got) / 1e6, offeredMpps: median(sent) / 1e6 };
   } finally {
     if (sender) await sender.stop();
     await guest.stop();
@@ -116,19 +123,60 @@ async function fromUplink(lab: Lab, kind: UplinkKind, frameBytes: number, second
   }
 }
 
-export async function benchUplink(seconds = 5, sizes = [64, 1518]): Promise<UplinkResult> {
+/** A namespace with the veth up0/far0 (and for qnh-tap, the bridge br0 holding up0). */
+async function withLab<T>(dir: string, backend: UplinkBackend, fn: (lab: Lab) => Promise<T>): Promise<T> {
+  return withNetNs(async (ns) => {
+    ns.ip('link', 'add', 'up0', 'type', 'veth', 'peer', 'name', 'far0');
+    for (const l of ['up0', 'far0']) ns.ip('link', 'set', l, 'up');
+    if (backend === 'qnh-tap') {
+      ns.addBridge('br0');
+      ns.ip('link', 'set', 'up0', 'master', 'br0');
+    }
+    return fn({ ns, sock: join(dir, `${backend}.sock`) });
+  }, 'qnhb');
+}
+
+/**
+ * `rounds` rounds; in each, every (direction, frame size) runs on every
+ * back-end back to back. Rows are medians over the rounds; ratios are
+ * medians of the per-round ratios qnh-packet / dpdk.
+ */
+export async function benchUplink(seconds = 5, sizes = [64, 1514], rounds = 1, backends: UplinkBackend[] = ['qnh-packet', 'dpdk', 'qnh-tap']): Promise<UplinkResult> {
   const dir = mkdtempSync(join(tmpdir(), 'qnh-bench-up-'));
   const forgetDir = removeLater(dir);
-  const result: UplinkResult = { toUplink: [], fromUplink: [] };
+  const raw: (UplinkRow & { round: number })[] = [];
   try {
-    for (const frameBytes of sizes) {
-      for (const kind of ['packet', 'tap'] as const) {
-        result.toUplink.push(await withLab(dir, kind, `out-${frameBytes}`, (lab) => toUplink(lab, kind, frameBytes, seconds)));
-        result.fromUplink.push(await withLab(dir, kind, `in-${frameBytes}`, (lab) => fromUplink(lab, kind, frameBytes, seconds)));
+    for (let round = 0; round < rounds; round++) {
+      for (const direction of ['out', 'in'] as const) {
+        for (const frameBytes of sizes) {
+          // Alternate the order too, so neither side always runs first.
+          const order = round % 2 === 0 ? backends : [...backends].reverse();
+          for (const backend of order) {
+            const r = await withLab(dir, backend, (lab) => withBackend(lab, backend, () => (direction === 'out' ? out(lab, frameBytes, seconds) : into(lab, frameBytes, seconds))));
+            raw.push({ direction, backend, frameBytes, ...r, round });
+            console.error(`round ${round + 1}/${rounds} ${direction} ${frameBytes} B ${backend}: ${r.mpps.toFixed(3)} Mpps (offered ${r.offeredMpps.toFixed(3)})`);
+          }
+        }
       }
     }
   } finally {
     forgetDir();
   }
-  return result;
+  const rows: UplinkRow[] = [];
+  const ratios: UplinkRatio[] = [];
+  for (const direction of ['out', 'in'] as const) {
+    for (const frameBytes of sizes) {
+      for (const backend of backends) {
+        const mine = raw.filter((r) => r.direction === direction && r.frameBytes === frameBytes && r.backend === backend);
+        rows.push({ direction, backend, frameBytes, mpps: median(mine.map((r) => r.mpps)), offeredMpps: median(mine.map((r) => r.offeredMpps)) });
+      }
+      const perRound: number[] = [];
+      for (let round = 0; round < rounds; round++) {
+        const at = (b: UplinkBackend): number => raw.find((r) => r.round === round && r.direction === direction && r.frameBytes === frameBytes && r.backend === b)?.mpps ?? 0;
+        if (at('dpdk') > 0) perRound.push(at('qnh-packet') / at('dpdk'));
+      }
+      if (perRound.length) ratios.push({ direction, frameBytes, ratio: median(perRound), perRound });
+    }
+  }
+  return { rounds, rows, ratios, raw };
 }

@@ -20,8 +20,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
-#define QNH_ABI 1
+#define QNH_ABI 2
 
 struct qnh_region {
   uint64_t gpa;   // guest-physical start
@@ -203,6 +204,160 @@ int qnh_forward(double tx_block, double rx_block, uint32_t max, uint32_t tx_hdr,
     push_used(tx, (uint32_t)th, 0);
   }
   // The caller's release store of used.idx follows; keep our entries before it.
+  __atomic_thread_fence(__ATOMIC_RELEASE);
+  tx->stop = why;
+  return (int)n;
+}
+
+// ---- the uplink: guest rings <-> an AF_PACKET socket's TPACKET_V2 rings ----
+//
+// The same one-copy move for the switch's uplink (dataplane/uplink-io.ts):
+// guest TX chain -> TX ring slot, RX ring slot -> guest RX buffer, while the
+// switch's cached decision holds (the same MACs) and each guest buffer is one
+// descriptor. The ring memory is shared with the kernel alone, but a slot
+// header is still read once and checked against its slot like guest input.
+// Anything else (a VLAN tag to put back, a bad slot, a full TX ring, a frame
+// for other MACs) stops the loop in front of it for TypeScript to handle.
+
+// One packet ring, as PacketRingIo describes it (layout shared with native.ts).
+struct qnh_pring {
+  uint64_t base;         // host address of slot 0
+  uint32_t frame_size;   // bytes per slot, a power of two >= 256
+  uint32_t frame_count;  // slots
+  uint32_t next;         // the next slot we read or fill
+  uint32_t stop;         // why the last call stopped (QNH_STOP_*)
+};
+_Static_assert(sizeof(struct qnh_pring) == 24, "packet ring block layout is shared with virtq/native.ts");
+
+#define TP_STATUS_USER 1u
+#define TP_STATUS_VLAN_VALID 0x10u
+#define TP_SEND_REQUEST 1u
+#define TP_BUSY 3u            // SEND_REQUEST | SENDING: the kernel's
+#define TP_HDRLEN 52u         // TPACKET2_HDRLEN
+#define TP_TX_DATA 32u        // TX frame data offset in a slot
+
+static inline int pring_ok(const struct qnh_pring *p) {
+  return p->base != 0 && p->frame_size >= 256 && (p->frame_size & (p->frame_size - 1)) == 0 &&
+         p->frame_count != 0 && p->next < p->frame_count;
+}
+
+// Guest TX ring -> packet TX ring. Frames are marked SEND_REQUEST, not sent:
+// the caller kicks the socket once. Returns frames moved; ring->stop says why
+// it stopped (QNH_STOP_RX_EMPTY: the TX ring is full).
+int qnh_to_packet(double tx_block, double ring_block, uint32_t max, uint32_t tx_hdr, double dst_mac, double src_mac) {
+  struct qnh_ring *tx = (struct qnh_ring *)(uintptr_t)tx_block;
+  struct qnh_pring *p = (struct qnh_pring *)(uintptr_t)ring_block;
+  struct qnh_mem *tmem = (struct qnh_mem *)(uintptr_t)tx->mem;
+  if (!(dst_mac >= 0 && dst_mac < 281474976710656.0 && src_mac >= 0 && src_mac < 281474976710656.0)) { p->stop = QNH_STOP_MAC; return 0; }
+  if ((tx_hdr != 10 && tx_hdr != 12) || !pring_ok(p)) { p->stop = QNH_STOP_TX_OTHER; return 0; }
+  const uint64_t want_dst = (uint64_t)dst_mac, want_src = (uint64_t)src_mac;
+  const uint32_t cap = p->frame_size - TP_TX_DATA;
+  uint32_t why = QNH_STOP_MAX;
+  uint32_t n = 0;
+  for (; n < max; n++) {
+    int32_t th = peek_head(tx, QNH_STOP_TX_EMPTY, QNH_STOP_TX_OTHER, &why);
+    if (th < 0) break;
+    uint32_t len;
+    const uint8_t *src = single_buffer(tx, tmem, (uint32_t)th, 0, &len);
+    if (src == NULL || len < tx_hdr + ETH_MIN || len - tx_hdr > cap) { why = QNH_STOP_TX_OTHER; break; }
+    // An offload header (flags or gso_type set) is completed in software for
+    // the uplink, in TypeScript (as in qnh_forward): never sent as it is.
+    if ((src[0] | src[1]) != 0) { why = QNH_STOP_TX_OTHER; break; }
+    const uint32_t flen = len - tx_hdr;
+    uint8_t *slot = (uint8_t *)(uintptr_t)(p->base + (uint64_t)p->next * p->frame_size);
+    // Acquire: the kernel is done with the slot's data before we write it.
+    if (__atomic_load_n((uint32_t *)slot, __ATOMIC_ACQUIRE) & TP_BUSY) { why = QNH_STOP_RX_EMPTY; break; }
+    uint8_t *dst = slot + TP_TX_DATA;
+    memcpy(dst, src + tx_hdr, flen);
+    // Checked on our copy, as qnh_forward does: the slot stays ours (not
+    // marked) on a mismatch, and the frame is left for the general path.
+    if (mac_at(dst) != want_dst || mac_at(dst + 6) != want_src) { why = QNH_STOP_MAC; break; }
+    __atomic_store_n((uint32_t *)(slot + 4), flen, __ATOMIC_RELAXED);   // tp_len
+    __atomic_store_n((uint32_t *)(slot + 8), flen, __ATOMIC_RELAXED);   // tp_snaplen
+    __atomic_store_n((uint32_t *)slot, TP_SEND_REQUEST, __ATOMIC_RELEASE);
+    p->next = p->next + 1 == p->frame_count ? 0 : p->next + 1;
+    tx->last_avail = (tx->last_avail + 1) & 0xffff;
+    push_used(tx, (uint32_t)th, 0);
+  }
+  __atomic_thread_fence(__ATOMIC_RELEASE);
+  p->stop = why;
+  return (int)n;
+}
+
+// Packet RX ring -> guest RX ring, for frames from MAC `src` to MAC `dst`.
+// Slots are handed back to the kernel as their frames are delivered.
+// ring->stop: QNH_STOP_TX_EMPTY (no frame waiting), QNH_STOP_TX_OTHER (the
+// next slot needs TypeScript: a VLAN tag, a bad header), QNH_STOP_MAC,
+// QNH_STOP_RX_EMPTY / QNH_STOP_RX_OTHER (the guest's next buffer).
+int qnh_from_packet(double ring_block, double rx_block, uint32_t max, uint32_t rx_hdr, double dst_mac, double src_mac) {
+  struct qnh_pring *p = (struct qnh_pring *)(uintptr_t)ring_block;
+  struct qnh_ring *rx = (struct qnh_ring *)(uintptr_t)rx_block;
+  struct qnh_mem *rmem = (struct qnh_mem *)(uintptr_t)rx->mem;
+  if (!(dst_mac >= 0 && dst_mac < 281474976710656.0 && src_mac >= 0 && src_mac < 281474976710656.0)) { p->stop = QNH_STOP_MAC; return 0; }
+  if ((rx_hdr != 10 && rx_hdr != 12) || !pring_ok(p)) { p->stop = QNH_STOP_TX_OTHER; return 0; }
+  const uint64_t want_dst = (uint64_t)dst_mac, want_src = (uint64_t)src_mac;
+  uint32_t why = QNH_STOP_MAX;
+  uint32_t n = 0;
+  for (; n < max; n++) {
+    uint8_t *slot = (uint8_t *)(uintptr_t)(p->base + (uint64_t)p->next * p->frame_size);
+    // Acquire: the header and frame are read only after the status.
+    uint32_t status = __atomic_load_n((uint32_t *)slot, __ATOMIC_ACQUIRE);
+    if (!(status & TP_STATUS_USER)) { why = QNH_STOP_TX_EMPTY; break; }
+    if (status & TP_STATUS_VLAN_VALID) { why = QNH_STOP_TX_OTHER; break; }
+    uint32_t flen = load32(slot + 4), snap = load32(slot + 8), mac = load16(slot + 12);
+    if (snap != flen || flen < ETH_MIN || mac < TP_HDRLEN || mac > p->frame_size || flen > p->frame_size - mac) { why = QNH_STOP_TX_OTHER; break; }
+    const uint8_t *frame = slot + mac;
+    if (mac_at(frame) != want_dst || mac_at(frame + 6) != want_src) { why = QNH_STOP_MAC; break; }
+    int32_t rh = peek_head(rx, QNH_STOP_RX_EMPTY, QNH_STOP_RX_OTHER, &why);
+    if (rh < 0) break;
+    uint32_t rlen;
+    uint8_t *dstp = single_buffer(rx, rmem, (uint32_t)rh, F_WRITE, &rlen);
+    if (dstp == NULL || rlen < rx_hdr + flen) { why = QNH_STOP_RX_OTHER; break; }
+    memset(dstp, 0, rx_hdr);
+    if (rx_hdr == 12) dstp[10] = 1;
+    memcpy(dstp + rx_hdr, frame, flen);
+    // Release: our reads of the slot are done before the kernel may refill it.
+    __atomic_store_n((uint32_t *)slot, 0, __ATOMIC_RELEASE);
+    p->next = p->next + 1 == p->frame_count ? 0 : p->next + 1;
+    rx->last_avail = (rx->last_avail + 1) & 0xffff;
+    push_used(rx, (uint32_t)rh, rx_hdr + flen);
+  }
+  __atomic_thread_fence(__ATOMIC_RELEASE);
+  p->stop = why;
+  return (int)n;
+}
+
+// Guest TX ring -> a tap (the `--br` uplink): one write() per frame, straight
+// from the guest's buffer (the kernel's copy is the only one), all of a run in
+// one call. A frame the tap does not take whole (EAGAIN: its queue is full;
+// any other error) is left in the ring for TypeScript, which drops and counts
+// it. The frame's MACs are checked before the write on a copy of its first
+// 12 bytes; the guest may change the rest while the kernel copies it, which
+// only garbles its own frame. tx->stop: as qnh_forward, QNH_STOP_RX_EMPTY when
+// the tap refused.
+int qnh_to_tap(double tx_block, int fd, uint32_t max, uint32_t tx_hdr, double dst_mac, double src_mac) {
+  struct qnh_ring *tx = (struct qnh_ring *)(uintptr_t)tx_block;
+  struct qnh_mem *tmem = (struct qnh_mem *)(uintptr_t)tx->mem;
+  if (!(dst_mac >= 0 && dst_mac < 281474976710656.0 && src_mac >= 0 && src_mac < 281474976710656.0)) { tx->stop = QNH_STOP_MAC; return 0; }
+  if ((tx_hdr != 10 && tx_hdr != 12) || fd < 0) { tx->stop = QNH_STOP_TX_OTHER; return 0; }
+  const uint64_t want_dst = (uint64_t)dst_mac, want_src = (uint64_t)src_mac;
+  uint32_t why = QNH_STOP_MAX;
+  uint32_t n = 0;
+  for (; n < max; n++) {
+    int32_t th = peek_head(tx, QNH_STOP_TX_EMPTY, QNH_STOP_TX_OTHER, &why);
+    if (th < 0) break;
+    uint32_t len;
+    const uint8_t *src = single_buffer(tx, tmem, (uint32_t)th, 0, &len);
+    if (src == NULL || len < tx_hdr + ETH_MIN || len - tx_hdr > MAX_FRAME) { why = QNH_STOP_TX_OTHER; break; }
+    if ((src[0] | src[1]) != 0) { why = QNH_STOP_TX_OTHER; break; }   // offload header: as in qnh_to_packet
+    const uint32_t flen = len - tx_hdr;
+    uint8_t macs[12];
+    memcpy(macs, src + tx_hdr, 12);
+    if (mac_at(macs) != want_dst || mac_at(macs + 6) != want_src) { why = QNH_STOP_MAC; break; }
+    if (write(fd, src + tx_hdr, flen) != (ssize_t)flen) { why = QNH_STOP_RX_EMPTY; break; }
+    tx->last_avail = (tx->last_avail + 1) & 0xffff;
+    push_used(tx, (uint32_t)th, 0);
+  }
   __atomic_thread_fence(__ATOMIC_RELEASE);
   tx->stop = why;
   return (int)n;

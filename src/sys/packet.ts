@@ -1,11 +1,15 @@
 // AF_PACKET sockets: the socket transport's view of a veth end. Every frame
 // arriving on the interface is read whole; a frame written is sent out of it.
+// Optionally with mmap'ed TPACKET_V2 RX and TX rings (the switch uplink):
+// the layout is in tpacket.ts, the mapping is the caller's.
 import { c, check, closeFd, koffi, O_CLOEXEC as SOCK_CLOEXEC } from './libc.js';
 import { ifIndex } from './netdev.js';
+import { encodeTpacketReq, type RingGeometry } from './tpacket.js';
 
 const lib = koffi.load('libc.so.6');
 const bindRaw = lib.func('int bind(int fd, const void *addr, uint32_t len)');
 const setsockoptRaw = lib.func('int setsockopt(int fd, int level, int name, const void *val, uint32_t len)');
+const sendRaw = lib.func('intptr_t send(int fd, const void *buf, size_t len, int flags)');
 const AF_PACKET = 17;
 const SOCK_RAW = 3;
 const SOCK_NONBLOCK = 0o4000;
@@ -17,6 +21,33 @@ const PACKET_MR_PROMISC = 1;
 const SOL_SOCKET = 1;
 const SO_RCVBUF = 8;
 const SO_RCVBUFFORCE = 33;
+const PACKET_RX_RING = 5;
+const PACKET_VERSION = 10;
+const PACKET_TX_RING = 13;
+const PACKET_LOSS = 14;
+const PACKET_QDISC_BYPASS = 20;
+const TPACKET_V2 = 1;
+const MSG_DONTWAIT = 0x40;
+
+export interface PacketRings { rx: RingGeometry; tx: RingGeometry }
+
+/** Bytes to mmap for `rings`: the RX ring first, the TX ring right after it. */
+export const ringsBytes = (r: PacketRings): number => r.rx.blockSize * r.rx.blockCount + r.tx.blockSize * r.tx.blockCount;
+
+function setInt(fd: number, level: number, name: number, value: number, what: string): void {
+  const v = Buffer.alloc(4);
+  v.writeInt32LE(value);
+  check(setsockoptRaw(fd, level, name, v, 4), 'setsockopt', what);
+}
+
+/**
+ * Asks the kernel to send every TX ring slot marked SEND_REQUEST, without
+ * waiting. Returns false when it could not take them all now (EAGAIN,
+ * ENOBUFS: the slots stay marked and go with the next kick).
+ */
+export function kickTxRing(fd: number): boolean {
+  return Number(sendRaw(fd, null, 0, MSG_DONTWAIT)) >= 0;
+}
 
 /**
  * A non-blocking packet socket bound to `ifname`, not seeing its own
@@ -26,7 +57,7 @@ const SO_RCVBUFFORCE = 33;
  * bytes (the default, rmem_default, is ~208 KiB of skb truesize: a few
  * hundred frames, where a tap queues 1000).
  */
-export function openPacketSocket(ifname: string, promiscuous = false, rcvbuf = 0): number {
+export function openPacketSocket(ifname: string, promiscuous = false, rcvbuf = 0, rings?: PacketRings): number {
   const index = ifIndex(ifname);
   if (index === 0) throw new Error(`no interface ${ifname}`);
   const fd = check(c.socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, ETH_P_ALL_BE), 'socket', 'AF_PACKET');
@@ -40,6 +71,17 @@ export function openPacketSocket(ifname: string, promiscuous = false, rcvbuf = 0
       size.writeInt32LE(rcvbuf);
       // FORCE passes rmem_max (needs CAP_NET_ADMIN); otherwise the kernel caps at rmem_max.
       if (setsockoptRaw(fd, SOL_SOCKET, SO_RCVBUFFORCE, size, 4) !== 0) setsockoptRaw(fd, SOL_SOCKET, SO_RCVBUF, size, 4);
+    }
+    if (rings) {
+      // Rings before bind, so no frame arrives into the socket's plain queue.
+      setInt(fd, SOL_PACKET, PACKET_VERSION, TPACKET_V2, 'PACKET_VERSION');
+      // A slot the kernel cannot send (over the MTU) is skipped, not left to
+      // block every slot behind it.
+      setInt(fd, SOL_PACKET, PACKET_LOSS, 1, 'PACKET_LOSS');
+      // Straight to the driver, as a tap's frames go: no qdisc in between.
+      setInt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, 1, 'PACKET_QDISC_BYPASS');
+      check(setsockoptRaw(fd, SOL_PACKET, PACKET_RX_RING, encodeTpacketReq(rings.rx), 16), 'setsockopt', 'PACKET_RX_RING');
+      check(setsockoptRaw(fd, SOL_PACKET, PACKET_TX_RING, encodeTpacketReq(rings.tx), 16), 'setsockopt', 'PACKET_TX_RING');
     }
     const sll = Buffer.alloc(20);
     sll.writeUInt16LE(AF_PACKET, 0);

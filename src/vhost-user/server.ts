@@ -120,7 +120,7 @@ export class VhostUserServer {
     try {
       this.uplink = openUplink({ dev: this.opts.uplink, bridge: this.opts.bridge });
       if (this.uplink) {
-        await this.worker.setUplink(this.uplink.fd);
+        await this.worker.setUplink(this.uplink.fd, this.uplink.rings);
         this.log(`uplink: ${this.uplink.kind === 'tap' ? `tap ${this.uplink.ifname} on bridge ${this.uplink.device}` : `packet socket on ${this.uplink.device}`}`);
       }
       for (const s of this.opts.sockets) await this.addPort({ socket: s, client: this.opts.client ?? false });

@@ -6,6 +6,7 @@ import { Worker } from 'node:worker_threads';
 import { zeroStats, type LogSpec, type PortDataplane, type PortStats, type QueueSpec, type RegionSpec } from './api.js';
 import type { CommandOf, CommandResults, MacEntry, Op, PollMode, WorkerMessage } from './commands.js';
 import type { PortModeName } from '../switch/forwarding.js';
+import type { PacketRings } from '../../sys/packet.js';
 
 export type { PollMode } from './commands.js';
 
@@ -82,8 +83,8 @@ export class DataplaneWorker {
     await this.call('setMode', { port, mode });
   }
 
-  async setUplink(fd: number): Promise<void> {
-    await this.call('setUplink', { fd });
+  async setUplink(fd: number, rings?: PacketRings): Promise<void> {
+    await this.call('setUplink', rings ? { fd, rings } : { fd });
   }
 
   portDataplane(port: number): PortDataplane {

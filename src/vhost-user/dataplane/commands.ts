@@ -3,6 +3,7 @@
 // caller (no `op: string` and casts). All plain data: it crosses postMessage.
 import type { LogSpec, PortStats, QueueSpec, RegionSpec } from './api.js';
 import type { PortModeName } from '../switch/forwarding.js';
+import type { PacketRings } from '../../sys/packet.js';
 
 export type PollMode = 'event' | 'busy';
 
@@ -31,8 +32,8 @@ export type WorkerCommand =
   | { op: 'addPort'; port: number; queuePairs: number; mode: PortModeName }
   | { op: 'removePort'; port: number }
   | { op: 'setMode'; port: number; mode: PortModeName }
-  /** The uplink's fd (a tap or an AF_PACKET socket), or -1 for none. */
-  | { op: 'setUplink'; fd: number }
+  /** The uplink's fd (a tap, or an AF_PACKET socket with `rings` to map), or -1 for none. */
+  | { op: 'setUplink'; fd: number; rings?: PacketRings }
   | { op: 'setMemory'; port: number; regions: RegionSpec[] }
   | { op: 'setLog'; port: number; log: LogSpec }
   | { op: 'startQueue'; port: number; q: number; spec: QueueSpec }

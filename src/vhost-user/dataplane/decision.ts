@@ -13,6 +13,8 @@ export class Decision<P> {
   epoch = -1;
   now = -1;
   to: P | null = null;
+  /** With `to` null: the frames go out of the uplink (and only there), not nowhere. */
+  up = false;
   /**
    * The stream looks like a run: the last frame from this port decided in
    * TypeScript hit the decision, and the fast path has not met other MACs

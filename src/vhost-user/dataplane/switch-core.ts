@@ -3,7 +3,6 @@
 // fd, or injected (SEND_RARP), and delivery into guests' RX rings or out of
 // the uplink. RX rings written during a batch are published and notified
 // once, by flush(), at the end of the batch.
-import { c } from '../../sys/libc.js';
 import { eventfdSignal } from '../../sys/eventfd.js';
 import { ChainScratch, deliverFrame, MAX_FRAME_LEN, readFrame, RX_NO_BUFFERS, RX_OK, RX_TOO_BIG } from '../virtq/index.js';
 import { fastForward, STOP_MAC, stopReason } from '../virtq/native.js';
@@ -11,9 +10,10 @@ import { macAt, MacTable, macToString, UPLINK } from '../switch/fdb.js';
 import { decide, Topology } from '../switch/forwarding.js';
 import { OFFLOAD_OK } from '../switch/offload.js';
 import { zeroStats, type PortStats } from './api.js';
-import type { Decision } from './decision.js';
+import { Decision } from './decision.js';
 import { OffloadPath } from './offload-path.js';
 import type { WorkerPort, WorkerQueue } from './port.js';
+import type { UplinkIo } from './uplink-io.js';
 
 // deliver() results.
 export const SENT = 0;
@@ -33,7 +33,9 @@ export class SwitchCore {
   readonly fdb = new MacTable();
   readonly topo = new Topology();
   readonly ports = new Map<number, WorkerPort>();
-  uplinkFd = -1;
+  uplink: UplinkIo | null = null;
+  /** The last decision for frames from the uplink (as WorkerPort.decision is for a port's). */
+  readonly upDecision = new Decision<WorkerPort>();
   readonly uplinkStats: PortStats = zeroStats();
   /**
    * Two ports and no uplink: the VM-to-VM patch. A frame for a guest without
@@ -65,7 +67,7 @@ export class SwitchCore {
   /** Ports, modes or the uplink changed (also call after setting a mode). */
   refreshTopology(): void {
     this.epoch++;
-    this.topo.hasUplink = this.uplinkFd >= 0;
+    this.topo.hasUplink = this.uplink !== null;
     this.lossless = this.topo.ids.length === 2 && !this.topo.hasUplink;
   }
 
@@ -116,8 +118,8 @@ export class SwitchCore {
   }
 
   /** Caches a decision taken for (dst, src) from a port: one port, or null for nowhere. */
-  private remember(d: Decision<WorkerPort>, dst: number, src: number, to: WorkerPort | null): void {
-    d.dst = dst; d.src = src; d.to = to;
+  private remember(d: Decision<WorkerPort>, dst: number, src: number, to: WorkerPort | null, up = false): void {
+    d.dst = dst; d.src = src; d.to = to; d.up = up;
     d.gen = this.fdb.gen; d.epoch = this.epoch; d.now = this.now;
   }
 
@@ -142,7 +144,8 @@ export class SwitchCore {
   fastForward(from: WorkerPort, pair: number, tx: WorkerQueue, max: number): number {
     const d = from.decision;
     const to = d.to;
-    if (!d.streak || to === null || !this.stands(d)) return 0;
+    if (!d.streak || !this.stands(d)) return 0;
+    if (to === null) return d.up ? this.fastToUplink(from, tx, max) : 0;
     const rx = to.rxQueue(pair);
     if (!rx) return 0;
     const n = fastForward(tx.q, rx.q, max, tx.spec.hdrLen, rx.spec.hdrLen, d.dst, d.src);
@@ -152,6 +155,42 @@ export class SwitchCore {
     if (n !== 0) {
       from.stats.txFrames += n;
       from.stats.txNative += n;
+      to.stats.rxFrames += n;
+      this.markDirty(rx);
+    }
+    return n;
+  }
+
+  /** fastForward() for a stream whose decision is "the uplink alone". */
+  private fastToUplink(from: WorkerPort, tx: WorkerQueue, max: number): number {
+    const d = from.decision;
+    const n = this.uplink === null ? 0 : this.uplink.fastSend(tx.q, max, tx.spec.hdrLen, d.dst, d.src);
+    if (n === 0 && stopReason === STOP_MAC) d.streak = false;
+    if (n !== 0) {
+      from.stats.txFrames += n;
+      from.stats.txNative += n;
+      this.uplinkStats.txFrames += n;
+    }
+    return n;
+  }
+
+  /**
+   * The uplink's fastForward(): while the cached decision for frames from
+   * the uplink stands (one port), moves the following frames with the same
+   * MACs from the uplink's ring into that port's RX queue in one native
+   * call. Returns frames moved; 0 when the cache does not apply or the next
+   * frame needs fromFlat() (which then takes it).
+   */
+  fastFromUplink(max: number): number {
+    const d = this.upDecision;
+    const to = d.to;
+    if (!d.streak || to === null || this.uplink === null || !this.stands(d)) return 0;
+    const rx = to.rxQueue(0);
+    if (!rx) return 0;
+    const n = this.uplink.fastReceive(rx.q, max, rx.spec.hdrLen, d.dst, d.src);
+    if (n === 0 && stopReason === STOP_MAC) d.streak = false;
+    if (n !== 0) {
+      this.uplinkStats.rxFrames += n;
       to.stats.rxFrames += n;
       this.markDirty(rx);
     }
@@ -184,14 +223,20 @@ export class SwitchCore {
     d.streak = hit;
     if (hit) {
       to = d.to;
-      // Cached "nowhere" (filtered, or a flood with no other port): as below.
-      if (to === null) { st.txFrames++; return SENT; }
+      if (to === null) {
+        // Cached "the uplink alone" (the usual way out of the switch), or
+        // "nowhere" (filtered, or a flood with no other port).
+        if (d.up) this.toUplinkChain(chain, hdrLen);
+        st.txFrames++;
+        return SENT;
+      }
     } else {
       n = decide(this.fdb, this.topo, from.id, dst, src, this.now, this.out);
       to = n === 1 && this.out[0]! >= 0 ? this.ports.get(this.out[0]!) : null;
-      if (n === 0) {
+      if (n === 0 || (n === 1 && this.out[0] === UPLINK)) {
         this.learn(src, from.id);
-        this.remember(d, dst, src, null);
+        this.remember(d, dst, src, null, n === 1);
+        if (n === 1) this.toUplinkChain(chain, hdrLen);
         st.txFrames++;
         return SENT;
       }
@@ -216,14 +261,9 @@ export class SwitchCore {
     this.learn(src, from.id);
     st.txFrames++;
     const out = this.out;
-    let flatLen = -1;
     for (let i = 0; i < n; i++) {
       const p = out[i]!;
-      if (p === UPLINK) {
-        if (flatLen < 0) flatLen = readFrame(chain, hdrLen, this.flat, 0);
-        this.toUplink(this.flat, flatLen);
-        continue;
-      }
+      if (p === UPLINK) { this.toUplinkChain(chain, hdrLen); continue; }
       const to = this.ports.get(p);
       const rx = to?.rxQueue(pair);
       if (!to || !rx) continue;
@@ -268,31 +308,58 @@ export class SwitchCore {
     return SENT;
   }
 
-  /** Switches one frame held in `buf` that entered on `ingress` (UPLINK, or a port for injected frames). */
-  fromFlat(ingress: number, buf: Uint8Array, len: number): void {
+  /** Switches one frame held in buf[off, off + len) that entered on `ingress` (UPLINK, or a port for injected frames). */
+  fromFlat(ingress: number, buf: Uint8Array, off: number, len: number): void {
     if (len < ETH_MIN) return;
-    const dst = macAt(buf, 0);
-    const src = macAt(buf, 6);
+    const dst = macAt(buf, off);
+    const src = macAt(buf, off + 6);
     const out = this.out;
+    if (ingress === UPLINK) {
+      // A stream from the outside to one guest: the decision cached as for
+      // a port's frames (see fromGuest), and fastFromUplink() takes the run.
+      const d = this.upDecision;
+      const hit = dst === d.dst && src === d.src && this.stands(d) && d.to !== null;
+      d.streak = hit;
+      if (hit) { this.toPort(d.to!, buf, off, len); return; }
+    }
     // Decide before learning: from the uplink, the hairpin check needs to
     // know whether the source is one of our ports.
     const n = decide(this.fdb, this.topo, ingress, dst, src, this.now, out);
     this.learn(src, ingress);
+    if (ingress === UPLINK) {
+      // Cache after learning: a first sighting bumps the generation.
+      const to = n === 1 && out[0]! >= 0 ? this.ports.get(out[0]!) ?? null : null;
+      this.remember(this.upDecision, dst, src, to);
+    }
     for (let i = 0; i < n; i++) {
       const p = out[i]!;
-      if (p === UPLINK) { this.toUplink(buf, len); continue; }
+      if (p === UPLINK) {
+        if (this.uplink?.sendFlat(buf, off, len)) this.uplinkStats.txFrames++;
+        else this.uplinkStats.txDropped++;
+        continue;
+      }
       const to = this.ports.get(p);
-      const rx = to?.rxQueue(0);
-      if (!to || !rx) continue;
-      const r = deliverFrame(rx.q, this.rxChain, rx.spec.hdrLen, rx.spec.mrgRxbuf, null, 0, buf, 0, len);
-      if (r === RX_OK) { to.stats.rxFrames++; this.markDirty(rx); } else to.stats.rxDropped++;
+      if (to) this.toPort(to, buf, off, len);
     }
   }
 
+  private toPort(to: WorkerPort, buf: Uint8Array, off: number, len: number): void {
+    const rx = to.rxQueue(0);
+    if (!rx) return;
+    const r = deliverFrame(rx.q, this.rxChain, rx.spec.hdrLen, rx.spec.mrgRxbuf, null, 0, buf, off, len);
+    if (r === RX_OK) { to.stats.rxFrames++; this.markDirty(rx); } else to.stats.rxDropped++;
+  }
+
+  /** A plain frame made here (segmented or checksummed in software: offload-path.ts) out of the uplink. */
   private toUplink(buf: Uint8Array, len: number): void {
-    // A full socket or tap queue (EAGAIN), or a frame above the device MTU
-    // (EMSGSIZE), drops the frame, as a NIC would.
-    if (len > 0 && Number(c.write(this.uplinkFd, buf, len)) === len) this.uplinkStats.txFrames++;
+    if (this.uplink?.sendFlat(buf, 0, len)) this.uplinkStats.txFrames++;
+    else this.uplinkStats.txDropped++;
+  }
+
+  private toUplinkChain(chain: ChainScratch, hdrLen: number): void {
+    // A full TX ring or tap queue, or a frame above the device MTU, drops
+    // the frame, as a NIC would.
+    if (this.uplink?.sendChain(chain, hdrLen)) this.uplinkStats.txFrames++;
     else this.uplinkStats.txDropped++;
   }
 
@@ -304,6 +371,7 @@ export class SwitchCore {
 
   /** Publishes every RX ring written since the last flush and signals the guests that want it. */
   flush(): void {
+    this.uplink?.flush();
     const d = this.dirty;
     const n = this.dirtyCount;
     if (n === 0) return;

@@ -14,6 +14,7 @@ import { UPLINK_STATS_ID, type CommandResults, type Op, type PollMode, type Requ
 import { GuestTxPipe, RingToDrop, UplinkRxPipe, type Pipe } from './pipes.js';
 import { WorkerPort } from './port.js';
 import { SwitchCore } from './switch-core.js';
+import { openPacketRingIo, TapIo } from './uplink-io.js';
 
 const port = parentPort!;
 const post = (m: WorkerMessage): void => port.postMessage(m);
@@ -45,7 +46,7 @@ function rebuild(): void {
       if (tx) next.push(tx.enabled ? new GuestTxPipe(sw, p, tx) : new RingToDrop(p, tx));
     }
   }
-  if (sw.uplinkFd >= 0) next.push(new UplinkRxPipe(sw, sw.uplinkFd));
+  if (sw.uplink) next.push(new UplinkRxPipe(sw, sw.uplink));
   pipes = next;
   if (mode === 'event') rewatch();
   else for (const p of ports.values()) for (const q of p.queues) q?.q.disableNotify();
@@ -168,7 +169,13 @@ const handlers: Handlers = {
     return null;
   },
   setUplink: (cmd) => {
-    sw.uplinkFd = cmd.fd;
+    const old = sw.uplink;
+    sw.uplink = null;
+    rebuild();
+    old?.close();
+    // The rings are mapped here, in the thread that uses them (a mapping is
+    // not transferable), and unmapped before the main thread closes the fd.
+    if (cmd.fd >= 0) sw.uplink = cmd.rings ? openPacketRingIo(cmd.fd, cmd.rings) : new TapIo(cmd.fd);
     rebuild();
     return null;
   },
@@ -205,7 +212,7 @@ const handlers: Handlers = {
   inject: (cmd) => {
     need(cmd.port);
     tick();
-    sw.fromFlat(cmd.port, cmd.frame, cmd.frame.length);
+    sw.fromFlat(cmd.port, cmd.frame, 0, cmd.frame.length);
     sw.flush();
     return null;
   },
@@ -229,6 +236,8 @@ const handlers: Handlers = {
     for (const p of ports.values()) p.reset();
     pipes = [];
     for (const fd of [...watchedKicks, ...watchedTaps]) unwatch(fd);
+    sw.uplink?.close();
+    sw.uplink = null;
     watchedKicks.clear();
     watchedTaps.clear();
     if (pollTimer) clearInterval(pollTimer);
