@@ -97,6 +97,8 @@ try {
   mkdirSync(at('usr/bin'), { recursive: true });
   symlinkSync(`../lib/${NAME}/bin/${NAME}.cjs`, at(`usr/bin/${NAME}`));
   for (const u of ['socket', 'service']) put(`lib/systemd/system/${NAME}.${u}`, readFileSync(join(ROOT, `contrib/systemd/${NAME}.${u}`)));
+  // The switch's unit is installed, not enabled: it runs once /etc/qemu-net-helper/switch.json exists and the admin enables it.
+  put(`lib/systemd/system/${NAME}-switch.service`, readFileSync(join(ROOT, `contrib/systemd/${NAME}-switch.service`)));
 
   put(`usr/share/man/man8/${NAME}.8.gz`, gzipSync(await manPage(ROOT, { version, date: date.toISOString().slice(0, 10) }), { level: 9 }));
   const doc = `usr/share/doc/${NAME}`;

@@ -102,6 +102,8 @@ describe('the Debian package: install, broker under socket activation, upgrade, 
     assert.deepEqual(debStatus(), { status: 'ii', version: VERSION });
     assert.equal(realpathSync(HELPER), `/usr/lib/${PKG}/bin/${PKG}.cjs`);
     for (const u of ['socket', 'service']) assert.ok(existsSync(`/lib/systemd/system/${PKG}.${u}`), `${u} unit`);
+    assert.match(readFileSync(`/lib/systemd/system/${PKG}-switch.service`, 'utf8'), /^ExecStart=\/usr\/bin\/qemu-net-helper vhost-user serve --config /m, 'the switch unit, installed');
+    assert.ok(!existsSync(`/etc/systemd/system/multi-user.target.wants/${PKG}-switch.service`), 'the switch unit is not enabled by the package');
     assert.match(readFileSync(`/lib/systemd/system/${PKG}.service`, 'utf8'), /^ExecStart=\/usr\/bin\/qemu-net-helper daemon$/m);
     // Enabled the Debian way even without systemd running; nothing started.
     assert.ok(existsSync(`/etc/systemd/system/sockets.target.wants/${PKG}.socket`), 'the socket is enabled');
@@ -178,7 +180,7 @@ describe('the Debian package: install, broker under socket activation, upgrade, 
     aptRemove();
     assert.equal(debStatus()?.status, 'rc', 'removed, configuration kept');
     assert.ok(existsSync(ACL), 'bridge.conf stays');
-    for (const p of [HELPER, `/usr/lib/${PKG}`, `/lib/systemd/system/${PKG}.socket`]) assert.ok(!existsSync(p), `${p} is gone`);
+    for (const p of [HELPER, `/usr/lib/${PKG}`, `/lib/systemd/system/${PKG}.socket`, `/lib/systemd/system/${PKG}-switch.service`]) assert.ok(!existsSync(p), `${p} is gone`);
     assert.equal(records().length, 1, 'the endpoint of a running QEMU is kept');
     rmSync(PROFILES, { recursive: true, force: true }); // the administrator's own file, not the package's
     const purge = aptPurge();
