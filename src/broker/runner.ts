@@ -9,8 +9,9 @@
 // each: starting one costs ~0.25 s of CPU on this 2-core machine (Node, koffi
 // and the request code), which a burst of 100 requests would pay 100 times.
 // A child whose request ran out of time is killed, never reused. Handing a
-// request to an idle child costs ~10 ms at the median on this machine under
-// load 12 (up 50 -> 60-69 ms, down 36-45 -> 41-43 ms; README, broker section).
+// request to an idle child costs little next to the helper's own start-up: an
+// unprivileged helper's exec-to-exit median went 98/106 -> 75/102 ms (noise),
+// `up` 50 -> 60-69 ms, on this machine under load 12 (README, broker section).
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Handled } from './handle.js';

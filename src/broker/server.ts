@@ -2,12 +2,12 @@
 // 0666: the broker decides, not the file mode). One request per connection.
 // Its event loop never waits on a client: connections and requests are
 // bounded per uid and in all (limits.ts), `list` is answered here from the
-// root-owned records, everything else runs in a child process of its own
-// under a deadline (runner.ts), one user's requests queued apart from the
-// others'. Setup code stays synchronous, in the child. It owns
-// what it makes: it watches each endpoint's owner with a pidfd and releases
-// the endpoint when QEMU exits; restarted after a crash, it re-reads its
-// records, releases what died meanwhile and watches the rest again.
+// root-owned records, everything else runs in a request process under a
+// deadline (runner.ts), one user's requests queued apart from the others'.
+// Setup code stays synchronous, in those processes. It owns what it makes:
+// its watcher process (watchers.ts) watches each endpoint's owner with a pidfd
+// and releases the endpoint when QEMU exits; restarted after a crash, it
+// re-reads its records, releases what died meanwhile and watches the rest.
 import { chmodSync, lstatSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
@@ -17,8 +17,7 @@ import { pidfdOpen } from '../sys/pidfd.js';
 import { peerCred } from '../sys/unix-fd.js';
 import { listFor } from '../lifecycle/list.js';
 import { gcAll } from '../lifecycle/gc.js';
-import { watchEndpoint } from '../lifecycle/watcher.js';
-import { lifetimeOf, listEndpoints } from '../state/endpoints.js';
+import { listEndpoints } from '../state/endpoints.js';
 import { checkStateDir } from '../state/state-dir.js';
 import type { BrokerConfig, Handled } from './handle.js';
 import type { BrokerMetrics } from './metrics.js';
@@ -26,6 +25,7 @@ import { connectionRefusal, DEFAULT_LIMITS, endpointRefusal, fitToFdLimit, Refus
 import { identify, socketFd, type Peer } from './peer.js';
 import { BrokerProtocolError, decodeRequest, encodeReply, MAX_REQUEST_BYTES, type BrokerReply, type BrokerRequest } from './protocol.js';
 import { Runner } from './runner.js';
+import { Watchers } from './watchers.js';
 
 /** A client that has not sent its request by then is dropped. */
 const REQUEST_TIMEOUT_MS = 10_000;
@@ -37,7 +37,7 @@ export interface BrokerOptions extends BrokerConfig {
   env?: NodeJS.ProcessEnv;
   /** Bounds (default DEFAULT_LIMITS); the connection bound is lowered to fit the fd limit. */
   limits?: BrokerLimits;
-  /** Request processes kept started ahead (default 2). */
+  /** Request processes kept started ahead (default 4: what the attacker's --max-running-per-user can hold, and more). */
   spares?: number;
   /** Counted when given (`daemon --metrics`). */
   metrics?: BrokerMetrics;
@@ -139,10 +139,8 @@ class BrokerCore {
     sock.on('error', () => undefined);
     if (why) {
       this.refusals.note(`conn:${uid}`, `broker: uid=${uid}: connection refused: ${why}`);
-      // The answer fits any socket buffer; the socket goes as soon as it is written, whether or not the client reads.
-      sock.end(encodeReply({ v: 1, ok: false, exit: ExitCode.EXHAUSTED, error: `the broker refused the connection: ${why}` }));
-      sock.once('finish', () => sock.destroy());
-      setTimeout(() => sock.destroy(), 1000).unref();
+      // One short line into an empty socket buffer: written at once, then the socket goes whether or not the client reads.
+      this.reply(sock, { v: 1, ok: false, exit: ExitCode.EXHAUSTED, error: `the broker refused the connection: ${why}` });
       return;
     }
     this.connTotal++;
@@ -343,28 +341,20 @@ class BrokerCore {
     });
   }
 }
-/** Releases what died while no broker ran, then watches every endpoint still in use. */
-function adoptRecords(cfg: BrokerOptions, watch: (id: string) => void): void {
+/** Releases what died while no broker ran (before listening: nobody waits yet); then everything still in use is watched. */
+function releaseTheDead(cfg: BrokerOptions): void {
   const r = gcAll(cfg.host);
   for (const e of r.endpoints.released) cfg.log(`broker: released endpoint ${e.id} (its owner is gone)${e.failed.length ? `; FAILED: ${e.failed.join('; ')}` : ''}`);
-  for (const e of listEndpoints(cfg.host.stateDir)) {
-    if ('record' in e && lifetimeOf(e.record) !== 'manual') watch(e.record.id);
-  }
 }
 
 export async function startBroker(cfg: BrokerOptions): Promise<Broker> {
   checkStateDir(cfg.host.stateDir);
   const limits = fitToFdLimit(cfg.limits ?? DEFAULT_LIMITS, fdSoftLimit());
-  const watched = new Set<string>();
-  const watch = (id: string): void => {
-    if (watched.has(id)) return;
-    watched.add(id);
-    watchEndpoint(id, cfg.host)
-      .catch((e) => cfg.log(`broker: watching endpoint ${id} failed: ${describeError(e).line}`))
-      .finally(() => watched.delete(id));
-  };
-  adoptRecords(cfg, watch);
-  const runner = new Runner(cfg.spares ?? 2, cfg.log);
+  releaseTheDead(cfg);
+  const watchers = new Watchers(cfg.host, cfg.log);
+  watchers.adoptAll();
+  const watch = (id: string): void => watchers.watch(id);
+  const runner = new Runner(cfg.spares ?? 4, cfg.log);
   const core = new BrokerCore(cfg, limits, runner, watch);
   const server = createServer({ allowHalfOpen: false }, (sock) => core.accept(sock));
   const fd = activationFd(cfg.env ?? process.env);
@@ -382,6 +372,7 @@ export async function startBroker(cfg: BrokerOptions): Promise<Broker> {
     }
   } catch (e) {
     runner.close();
+    watchers.close();
     throw e;
   }
   return {
@@ -390,6 +381,7 @@ export async function startBroker(cfg: BrokerOptions): Promise<Broker> {
     limits,
     close: () => new Promise<void>((resolve) => {
       runner.close();
+      watchers.close();
       server.close(() => resolve());
       for (const s of core.sockets) s.destroy();
     }),

@@ -32,6 +32,7 @@ export default class Daemon extends QnhCommand {
     'max-running-per-user': Flags.integer(bound('requests of one uid running at once; more wait in its own queue', D.maxRunningPerUser)),
     'max-endpoints': Flags.integer(bound('durable endpoints of non-root users in all', D.maxEndpoints)),
     'max-endpoints-per-user': Flags.integer(bound('durable endpoints of one non-root uid', D.maxEndpointsPerUser)),
+    'spare-processes': Flags.integer({ summary: 'request processes kept started and idle, so that requests wait for no start-up (default 4)', default: 4, min: 0, max: 64 }),
     'request-timeout': Flags.integer(bound('seconds a request may take, waiting included, before its caller gets exit 10', D.requestTimeoutMs / 1000)),
     metrics: Flags.string({ summary: 'serve Prometheus metrics (GET /metrics) on this unix socket path or IP:PORT (e.g. 127.0.0.1:9468)' }),
     'log-level': Flags.string({ summary: 'least severe log lines printed: error, warn, info (default: every decision) or debug; journald priorities under systemd', options: [...LOG_LEVELS], default: 'info' }),
@@ -65,7 +66,7 @@ export default class Daemon extends QnhCommand {
       const metrics = flags.metrics ? new BrokerMetrics() : undefined;
       // First: a --metrics it cannot serve stops the start before the broker listens.
       const endpoint = metrics ? await serveMetrics(flags.metrics!, () => render(metrics.families(host.stateDir)), (m) => logger.warn(`broker: ${m}`)) : null;
-      const broker = await startBroker({ host, acl, config, socket: flags.socket, log, limits, ...(metrics ? { metrics } : {}) }).catch(async (e: unknown) => {
+      const broker = await startBroker({ host, acl, config, socket: flags.socket, log, limits, spares: flags['spare-processes'], ...(metrics ? { metrics } : {}) }).catch(async (e: unknown) => {
         await endpoint?.close();
         throw e;
       });

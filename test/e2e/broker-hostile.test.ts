@@ -1,20 +1,24 @@
 // The broker against one hostile tenant (uid 65534, no capabilities), issue
 // 15: a QEMU socket filled before the fd is sent, a flood of half-open
 // connections, a request from a process that has become a setuid program, a
-// non-socket fd, endpoints without end, prototype names as options and a
+// non-socket fd, an fd on a stalled FUSE file, endpoints without end, a
+// profile's MAC taken first, prototype names as options and a
 // malformed id. Each time the attacker is refused or harmless, and another
 // user's (65533) `list` and `up` are answered within 3 s while it goes on.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { BrokerRequest } from '../../src/broker/protocol.js';
 import { startTestBroker, type BrokerRun } from '../lib/broker.js';
 import { NetNs } from '../lib/netns.js';
 import { ROOT } from '../lib/paths.js';
+import { eventually } from '../lib/wait.js';
 
 const HOSTILE = resolve(ROOT, 'dist/test/lib/hostile-client.js');
+const FUSE_OVERLAYFS = '/usr/bin/fuse-overlayfs';
 const ATTACKER = 65534;
 const VICTIM = 65533;
 /** The issue's bar: another user's answer within 3 s, whatever the attacker does. */
@@ -130,6 +134,57 @@ describe('broker: a hostile tenant slows only itself', () => {
     assert.match(r2.stderr, /--fd=77 is not an open file descriptor/);
   });
 
+  it("a caller's fd on a file of a stalled FUSE server is refused without touching it", { skip: !existsSync(FUSE_OVERLAYFS) && `${FUSE_OVERLAYFS} is not installed` }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'qnh-fuse-'));
+    chmodSync(dir, 0o755);
+    for (const d of ['lower', 'upper', 'work', 'merged']) mkdirSync(join(dir, d), { mode: 0o755 });
+    writeFileSync(join(dir, 'lower', 'file'), 'x', { mode: 0o644 });
+    const merged = join(dir, 'merged');
+    // Ours, in the foreground: SIGSTOP makes every request to it wait (as a hostile FUSE server would).
+    const fuse = spawn(FUSE_OVERLAYFS, ['-f', '-o', `lowerdir=${join(dir, 'lower')},upperdir=${join(dir, 'upper')},workdir=${join(dir, 'work')},allow_other`, merged], { stdio: 'ignore' });
+    let stopped = false;
+    try {
+      await eventually('the FUSE mount', () => readFileSync('/proc/self/mounts', 'utf8').includes(` ${merged} `), 30_000);
+      const job = { kind: 'file-fd', path: join(merged, 'file'), args: ['--fd=3', '--br=br0'], env };
+      const from = b.lines().length;
+      const p = spawn('ip', ['netns', 'exec', ns.name, 'setpriv', `--reuid=${ATTACKER}`, `--regid=${ATTACKER}`, '--clear-groups', process.execPath, HOSTILE, JSON.stringify(job)], { stdio: ['pipe', 'pipe', 'pipe'] });
+      // Never left stalled for long: every /proc reader of a process closing one of its files waits too.
+      const safety = setTimeout(() => fuse.kill('SIGCONT'), 20_000);
+      const result = new Promise<{ code: number; stderr: string }>((res, rej) => {
+        let out = '';
+        let err = '';
+        p.stderr!.setEncoding('utf8').on('data', (d: string) => {
+          err += d;
+          if (err.includes('opened\n') && !stopped) {
+            stopped = true;
+            fuse.kill('SIGSTOP');
+            p.stdin!.write('go\n');
+          }
+        });
+        p.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; });
+        p.once('exit', (code) => (code === 0 ? res(JSON.parse(out)) : rej(new Error(`file-fd job exit ${code}: ${err}`))));
+      });
+      try {
+        // Refused while the server is stalled: nothing touched the file.
+        await b.waitForLine(/helper --fd=3 --br=br0: refused \(exit 6\): --fd=3 is not a socket/, 15_000, from);
+        servedInTime(await victim(lists(2)));
+      } finally {
+        // The helper's own exit closes the file: let the server answer that.
+        fuse.kill('SIGCONT');
+        clearTimeout(safety);
+      }
+      const r = await result;
+      assert.equal(r.code, 6, r.stderr);
+      assert.match(r.stderr, /--fd=3 is not a socket/);
+    } finally {
+      fuse.kill('SIGCONT');
+      fuse.kill('SIGTERM');
+      spawnSync('fusermount3', ['-u', '-z', merged]);
+      await new Promise((r) => (fuse.exitCode !== null || fuse.signalCode !== null ? r(null) : fuse.once('exit', r)));
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('endpoints are bounded per user (exit 9, logged); prototype names and malformed ids are usage errors; others unaffected', async () => {
     const up = (id: string): BrokerRequest => ({ v: 1, op: 'up', options: { mode: 'bridge', dev: 'br0', id } });
     const mine = await as<Timed[]>(ATTACKER, { kind: 'timed', socket: b.socket, requests: [up('a1'), up('a2'), up('a3'), up('a4')] });
@@ -159,5 +214,44 @@ describe('broker: a hostile tenant slows only itself', () => {
     assert.match(squat[0]!.error!, /MAC 52:54:00:aa:00:01 is reserved by profile 'vp'/);
     const mine = await victim([{ v: 1, op: 'up', options: { profile: 'vp', id: 'vm' } }, { v: 1, op: 'down', id: 'vm' }]);
     servedInTime(mine);
+  });
+});
+
+describe('broker: every request has a deadline', () => {
+  let ns: NetNs;
+  let b: BrokerRun;
+
+  before(async () => {
+    ns = NetNs.create();
+    ns.addBridge('br0');
+    b = await startTestBroker(ns, { acl: ACL, startTimeoutMs: 60_000, args: ['--request-timeout=2'] });
+  });
+  after(async () => {
+    await b?.stop();
+    ns?.destroy();
+  });
+
+  it('a request past --request-timeout is answered exit 10, its process killed, and what it made released', async () => {
+    const job = { kind: 'stuffed', args: ['--fd=3', '--br=br0'], env: b.clientEnv({ PATH: process.env.PATH }) };
+    const r = await new Promise<{ code: number; stderr: string; ms: number }>((res, rej) => {
+      const p = spawn('ip', ['netns', 'exec', ns.name, 'setpriv', `--reuid=${ATTACKER}`, `--regid=${ATTACKER}`, '--clear-groups', process.execPath, HOSTILE, JSON.stringify(job)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      p.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; });
+      p.once('exit', (code) => (code === 0 ? res(JSON.parse(out)) : rej(new Error(`exit ${code}`))));
+    });
+    // The send would give up after 5 s; the request's 2 s come first.
+    assert.equal(r.code, 10, r.stderr);
+    assert.match(r.stderr, /the request did not finish within 2 s; the broker stopped it/);
+    assert.ok(r.ms < 5000, `answered after ${r.ms} ms`);
+    await b.waitForLine(/helper --fd=3 --br=br0: timed out after 2 s: stopped/);
+    await b.waitForLine(/after a failed request: gc: /, 30_000);
+    assert.equal(ns.ip('-json', 'link', 'show', 'master', 'br0').trim(), '[]', 'no tap left on the bridge');
+    const list = await new Promise<string>((res) => {
+      const p = spawn('ip', ['netns', 'exec', ns.name, 'setpriv', `--reuid=${VICTIM}`, `--regid=${VICTIM}`, '--clear-groups', process.execPath, HOSTILE, JSON.stringify({ kind: 'timed', socket: b.socket, requests: [{ v: 1, op: 'list' }] })], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      p.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; });
+      p.once('exit', () => res(out));
+    });
+    assert.equal((JSON.parse(list) as Timed[])[0]!.ok, true, 'the broker still serves');
   });
 });
