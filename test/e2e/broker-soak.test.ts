@@ -21,11 +21,12 @@ const ATTACKER = 65534;
 const TENANTS = [65533, 65532, 65531];
 /**
  * p99 "within 2x" is measured against at least this much: a `list` takes a
- * few ms alone, and on a shared 2-core machine any other busy process (the
- * attacker's floods included) moves a few-ms figure by more than 2x without
- * the broker waiting on anyone.
+ * few ms alone, a helper request ~100 ms, and on a shared 2-core machine the
+ * attacker's own CPU use (its floods: tens of thousands of connections, each
+ * accepted and refused) moves such figures by more than 2x without the broker
+ * waiting on anyone. With 10 requests a tenant, p99 is the slowest of 30.
  */
-const FLOOR_MS = 100;
+const FLOOR_MS = 250;
 
 interface Sample { ms: number; ok: boolean; error?: string }
 interface TenantRun { helper: Sample[]; list: Sample[] }
