@@ -5,9 +5,9 @@
 // broker and two TCG guests, on switch ports owned by 65533 and 65532, ping
 // each other through the vhost-user switch. The same run first measures the
 // three users without the attacker. Every request must succeed, their p99
-// within 2x of the quiet run (or +200 ms, whichever is more: a few-ms `list`
-// moves by more than 2x on a shared 2-core machine whatever the broker does),
-// the pings lose at most 1, broker and switch RSS grow less than 64 MiB.
+// within 2x of the quiet run's (taken as at least FLOOR_MS, as in
+// broker-soak), the pings lose at most 1, broker and switch RSS grow less
+// than 64 MiB, and no switch attack gets through.
 // Short (N=10 over 15 s per phase, 45 s of pings) in `npm test`;
 // QNH_SOAK_SECONDS=S (`npm run soak`) makes N=50 over S/2 seconds per phase.
 import assert from 'node:assert/strict';
@@ -38,7 +38,14 @@ const PING_SECONDS = 2 * PHASE_SECONDS + 15;
 const PING_COUNT = Math.round(PING_SECONDS / PING_INTERVAL);
 const ATTACKER = 65534;
 const TENANTS = [65533, 65532, 65531];
-const SLACK_MS = 200;
+/**
+ * The quiet p99 the 2x is taken of is at least this (broker-soak's floor): a
+ * `list` takes a few ms and a helper request ~80 ms alone, and the attacker's
+ * own CPU use on 2 cores (its floods: tens of thousands of connections
+ * accepted and refused) moves such figures by more than 2x; with 10 requests
+ * a tenant p99 is the slowest of 30.
+ */
+const FLOOR_MS = 250;
 const RSS_BOUND_KB = 64 * 1024;
 const ip = (i: number): string => `10.5.15.${i + 1}`;
 
@@ -129,7 +136,7 @@ describe('hostile-tenant soak: broker and switch attacks in a loop, others serve
     for (const k of ['helper', 'list'] as const) {
       const q = figures(quiet, k);
       const h = figures(hostile, k);
-      const bound = Math.max(2 * q.p99, q.p99 + SLACK_MS);
+      const bound = 2 * Math.max(q.p99, FLOOR_MS);
       lines.push(`${k}: p99 ${q.p99.toFixed(0)} ms alone, ${h.p99.toFixed(0)} ms under attack (${(h.p99 / q.p99).toFixed(2)}x, bound ${bound.toFixed(0)} ms); failed ${q.failed.length}/${h.failed.length} of ${3 * N}`);
       if (h.failed.length || q.failed.length) bad.push(`${k} failures: ${JSON.stringify([...q.failed, ...h.failed].slice(0, 3))}`);
       if (h.p99 > bound) bad.push(lines.at(-1)!);
