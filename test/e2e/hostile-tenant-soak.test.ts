@@ -18,7 +18,7 @@ import { after, before, describe, it } from 'node:test';
 import { runAsUser } from '../lib/as-user.js';
 import { startTestBroker, type BrokerRun } from '../lib/broker.js';
 import { ControlClient } from '../lib/control-client.js';
-import { guestSkipReason, startGuest, vhostUserNicArgs, type Guest } from '../lib/guest.js';
+import { guestSkipReason, startGuest, vhostUserNicArgs, type Guest, type GuestMarker } from '../lib/guest.js';
 import { NetNs } from '../lib/netns.js';
 import { ROOT } from '../lib/paths.js';
 import { Serve } from '../lib/serve.js';
@@ -114,16 +114,24 @@ describe('hostile-tenant soak: broker and switch attacks in a loop, others serve
     const rss1 = { broker: rssKb(b.pid), sw: rssKb(s.proc.pid!) };
     const brokerAttack = runAsUser<{ rounds: number; tally: unknown }>(ATTACKER, HOSTILE, { kind: 'attack', socket: b.socket, bridge: 'br0', seconds: 3 * PING_SECONDS + 300 }, { ns });
     const switchAttack = runAsUser<AttackReport>(ATTACKER, SWITCH_TENANT, { kind: 'attack', control: ctl, victims, rootOnly: join(dir, 'rootonly'), ownDir: join(dir, 'tenant') });
-    await new Promise((r) => setTimeout(r, 3000));
-    const attackFrom = Date.now();
-    const hostile = await tenants(N);
-    const tenantsDone = Date.now();
-    // The attack goes on until the pings are done.
-    // In ping mode the guest powers off once its ping is done (or its hard timeout kills it).
-    const ping = (await a.result()).markers.find((m) => /^QNH-PING-(OK|FAIL)$/.test(m.name));
-    const pingsTo = Date.now();
-    brokerAttack.stop();
-    switchAttack.stop();
+    let hostile: TenantRun[];
+    let attackFrom: number;
+    let tenantsDone: number;
+    let ping: GuestMarker | undefined;
+    let pingsTo: number;
+    try {
+      await new Promise((r) => setTimeout(r, 3000));
+      attackFrom = Date.now();
+      hostile = await tenants(N);
+      tenantsDone = Date.now();
+      // The attack goes on until the pings are done: in ping mode the guest
+      // powers off once its ping is done (or its hard timeout kills it).
+      ping = (await a.result()).markers.find((m) => /^QNH-PING-(OK|FAIL)$/.test(m.name));
+      pingsTo = Date.now();
+    } finally {
+      brokerAttack.stop();
+      switchAttack.stop();
+    }
     const [bOut, sOut] = await Promise.all([brokerAttack.result, switchAttack.result]);
     const rss2 = { broker: rssKb(b.pid), sw: rssKb(s.proc.pid!) };
 

@@ -64,7 +64,8 @@ export async function attack(job: AttackJob, ops: AttackOps): Promise<AttackRepo
       { op: 'add-port', socket: mine },
     ];
     const { replies } = (await ops.control({ kind: 'control', path: job.control, requests })) as { replies?: Reply[] };
-    if (!replies) { r.breaches.push(`control socket: ${JSON.stringify(replies)}`); continue; }
+    // The switch gone (the test ended early): nothing left to attack.
+    if (!replies) { r.breaches.push('the control socket could not be reached'); break; }
     const seen = (replies[0]?.ports ?? []).map((p) => p.port).filter((p) => v.some((x) => x.port === p));
     if (replies[0]?.ok !== true || seen.length) r.breaches.push(`list showed others' ports: ${JSON.stringify(replies[0])}`); else refused('list of others');
     v.forEach((x, i) => {
