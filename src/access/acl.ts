@@ -74,7 +74,7 @@ function parseRule(action: 'allow' | 'deny', words: string[], where: string): Om
   const users: string[] = [];
   const groups: string[] = [];
   for (const q of quals) {
-    const qm = /^(user|group)=([A-Za-z0-9_.][A-Za-z0-9_.-]*(?:,[A-Za-z0-9_.][A-Za-z0-9_.-]*)*)$/.exec(q);
+    const qm = /^(user|group)=([A-Za-z0-9_.][A-Za-z0-9_.@$-]*(?:,[A-Za-z0-9_.][A-Za-z0-9_.@$-]*)*)$/.exec(q);
     if (!qm) throw new ConfigError(`ACL file ${where}: '${q}' is not user=NAME[,NAME..] or group=NAME[,NAME..]`, SYNTAX_HINT);
     (qm[1] === 'user' ? users : groups).push(...qm[2]!.split(','));
   }
