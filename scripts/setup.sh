@@ -15,12 +15,13 @@ cd "$(dirname "$0")/.."
 # dpkg-dev + lintian + systemd (`npm run package` and its test: hardening
 # flags, the package's lint, systemd-socket-activate and deb-systemd-helper),
 # netcat-openbsd (`nc -N -U`: a half-closing client of the switch's control socket),
-# fuse-overlayfs (a FUSE server the broker test stalls: a caller's fd on its file).
+# fuse-overlayfs (a FUSE server the broker test stalls: a caller's fd on its file),
+# libnss-extrausers (accounts outside /etc/passwd, as LDAP/sssd would be: test/unit/nss.test.ts).
 PKGS=(qemu-system-x86 qemu-utils busybox-static linux-image-amd64 iproute2 nftables dnsmasq-base
       dpdk dpdk-dev util-linux xz-utils cpio procps ethtool kmod
       libvirt-daemon libvirt-clients libvirt-daemon-driver-qemu
       podman runc conmon containernetworking-plugins gcc libc6-dev
-      dpkg-dev lintian systemd netcat-openbsd fuse-overlayfs)
+      dpkg-dev lintian systemd netcat-openbsd fuse-overlayfs libnss-extrausers)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -12,6 +12,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { AccessDeniedError, ConfigError } from '../errors.js';
 import { interfaceNameProblem } from '../net/ifname.js';
+import { cidrOrNull, within } from '../net/ipv4.js';
 import type { Caller } from './caller.js';
 
 const MAX_INCLUDE_DEPTH = 16;
@@ -50,7 +51,7 @@ function nameProblem(kind: RuleKind, name: string): string | null {
       return p ? `interface name '${name}' ${p}` : null;
     }
     case 'mode': return MODES.includes(name) ? null : `'${name}' is not a mode (${MODES.join(', ')})`;
-    case 'subnet': return parseCidr(name) ? null : `'${name}' is not an IPv4 prefix like 10.213.0.0/16`;
+    case 'subnet': return cidrOrNull(name) ? null : `'${name}' is not an IPv4 prefix like 10.213.0.0/16`;
     case 'vf': return /^[A-Za-z0-9_.:-]{1,32}$/.test(name) ? null : `'${name}' is not a PF name or PCI address`;
     case 'profile': return /^[A-Za-z0-9_.-]{1,64}$/.test(name) && !name.startsWith('.') ? null : `'${name}' is not a profile name`;
   }
@@ -74,7 +75,7 @@ function parseRule(action: 'allow' | 'deny', words: string[], where: string): Om
   const users: string[] = [];
   const groups: string[] = [];
   for (const q of quals) {
-    const qm = /^(user|group)=([A-Za-z0-9_.][A-Za-z0-9_.-]*(?:,[A-Za-z0-9_.][A-Za-z0-9_.-]*)*)$/.exec(q);
+    const qm = /^(user|group)=([A-Za-z0-9_.][A-Za-z0-9_.@$-]*(?:,[A-Za-z0-9_.][A-Za-z0-9_.@$-]*)*)$/.exec(q);
     if (!qm) throw new ConfigError(`ACL file ${where}: '${q}' is not user=NAME[,NAME..] or group=NAME[,NAME..]`, SYNTAX_HINT);
     (qm[1] === 'user' ? users : groups).push(...qm[2]!.split(','));
   }
@@ -125,30 +126,17 @@ export function parseAcl(path: string, read: FileReader = (p) => readFileSync(p,
   return rules;
 }
 
-export function parseCidr(text: string): { net: number; bits: number } | null {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(text);
-  if (!m) return null;
-  const o = m.slice(1, 5).map(Number);
-  const bits = Number(m[5]);
-  if (o.some((x) => x > 255) || bits > 32) return null;
-  const addr = ((o[0]! << 24) | (o[1]! << 16) | (o[2]! << 8) | o[3]!) >>> 0;
-  const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
-  return { net: (addr & mask) >>> 0, bits };
-}
-
-/** Whether prefix `inner` lies inside prefix `outer`. */
-function within(inner: string, outer: string): boolean {
-  const a = parseCidr(inner);
-  const b = parseCidr(outer);
-  if (!a || !b || a.bits < b.bits) return false;
-  const mask = b.bits === 0 ? 0 : (0xffffffff << (32 - b.bits)) >>> 0;
-  return ((a.net & mask) >>> 0) === b.net;
+/** Whether subnet `inner` lies in `outer` (both a.b.c.d/p; anything else matches nothing). */
+function subnetWithin(inner: string, outer: string): boolean {
+  const a = cidrOrNull(inner);
+  const b = cidrOrNull(outer);
+  return a !== null && b !== null && within(a, b);
 }
 
 function matchesResource(r: AclRule, res: Resource): boolean {
   if (r.kind === 'iface' ? res.kind !== 'bridge' && res.kind !== 'dev' : r.kind !== res.kind) return false;
   if (r.name === null) return true;
-  return res.kind === 'subnet' ? within(res.name, r.name) : r.name === res.name;
+  return res.kind === 'subnet' ? subnetWithin(res.name, r.name) : r.name === res.name;
 }
 
 function appliesTo(r: AclRule, caller: Caller): boolean {

@@ -1,38 +1,20 @@
 // Who is asking: uid, primary gid and supplementary groups, as the kernel
 // reported them (SO_PEERCRED and SO_PEERGROUPS for a broker client, the real
 // ids for a helper run directly). ACL rules name users and groups by name or
-// number; names are looked up in /etc/passwd and /etc/group, read directly
-// because Node has no getpwnam and the helper must not load native code for
-// it (hosts whose accounts live in LDAP can use numeric ids).
-import { readFileSync } from 'node:fs';
+// number; names are resolved through NSS (src/sys/nss.ts), so LDAP and sssd
+// accounts work by name. Lookups are cached per Caller, i.e. per request: an
+// account added or removed counts from the next request on.
+import { AccessDeniedError, HelperError } from '../errors.js';
+import { lookupGroup, lookupUser } from '../sys/nss.js';
 
-function readIds(file: string): Map<string, { id: number; members: string[] }> {
-  const m = new Map<string, { id: number; members: string[] }>();
-  let text = '';
+/** A lookup NSS cannot answer decides nothing: the request is refused (exit 3) rather than a deny rule skipped. */
+function decidable<T>(f: () => T): T {
   try {
-    text = readFileSync(file, 'utf8');
-  } catch { return m; }
-  for (const line of text.split('\n')) {
-    const f = line.split(':');
-    if (f.length < 4 || !/^\d+$/.test(f[2]!)) continue;
-    m.set(f[0]!, { id: Number(f[2]), members: (f[3] ?? '').split(',').filter(Boolean) });
+    return f();
+  } catch (e) {
+    if (e instanceof HelperError) throw new AccessDeniedError(`access denied: ${e.message}`, e.hint);
+    throw e;
   }
-  return m;
-}
-
-let passwd: Map<string, { id: number }> | undefined;
-let group: Map<string, { id: number }> | undefined;
-
-function idOf(table: 'passwd' | 'group', nameOrId: string): number | null {
-  if (/^\d+$/.test(nameOrId)) return Number(nameOrId);
-  const t = table === 'passwd' ? (passwd ??= readIds('/etc/passwd')) : (group ??= readIds('/etc/group'));
-  return t.get(nameOrId)?.id ?? null;
-}
-
-function nameOf(table: 'passwd' | 'group', id: number): string | null {
-  const t = table === 'passwd' ? (passwd ??= readIds('/etc/passwd')) : (group ??= readIds('/etc/group'));
-  for (const [name, v] of t) if (v.id === id) return name;
-  return null;
 }
 
 export class Caller {
@@ -40,20 +22,30 @@ export class Caller {
   readonly gid: number;
   readonly groups: readonly number[];
   readonly pid: number;
+  private readonly ids = new Map<string, number | null>();
   constructor(uid: number, gid: number, groups: readonly number[], pid: number) {
     this.uid = uid;
     this.gid = gid;
     this.groups = groups;
     this.pid = pid;
   }
+  private idOf(db: 'user' | 'group', nameOrId: string): number | null {
+    if (/^\d+$/.test(nameOrId)) return Number(nameOrId);
+    const key = `${db}:${nameOrId}`;
+    if (!this.ids.has(key)) {
+      this.ids.set(key, decidable(() => (db === 'user' ? lookupUser(nameOrId)?.uid : lookupGroup(nameOrId)?.gid) ?? null));
+    }
+    return this.ids.get(key)!;
+  }
   get isRoot(): boolean { return this.uid === 0; }
-  isUser(nameOrUid: string): boolean { return idOf('passwd', nameOrUid) === this.uid; }
+  isUser(nameOrUid: string): boolean { return this.idOf('user', nameOrUid) === this.uid; }
   inGroup(nameOrGid: string): boolean {
-    const gid = idOf('group', nameOrGid);
+    const gid = this.idOf('group', nameOrGid);
     return gid !== null && (gid === this.gid || this.groups.includes(gid));
   }
   describe(): string {
-    const n = nameOf('passwd', this.uid);
+    let n: string | undefined;
+    try { n = lookupUser(String(this.uid))?.name; } catch { /* the uid alone says enough */ }
     return `uid ${this.uid}${n ? ` (${n})` : ''}`;
   }
 }

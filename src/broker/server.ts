@@ -23,7 +23,8 @@ import type { BrokerConfig, Handled } from './handle.js';
 import type { BrokerMetrics } from './metrics.js';
 import { connectionRefusal, DEFAULT_LIMITS, endpointRefusal, fitToFdLimit, RefusalLog, RunQueue, type BrokerLimits } from './limits.js';
 import { identify, socketFd, type Peer } from './peer.js';
-import { BrokerProtocolError, decodeRequest, encodeReply, MAX_REQUEST_BYTES, type BrokerReply, type BrokerRequest } from './protocol.js';
+import { BrokerProtocolError, encodeReply, MAX_REQUEST_BYTES, type BrokerReply, type BrokerRequest } from './protocol.js';
+import { decodeRequest } from './request.js';
 import { Runner } from './runner.js';
 import { Watchers } from './watchers.js';
 

@@ -11,7 +11,7 @@
 import { freeAddress, joinNetwork, natOptions, reserveAddress } from '../backends/kernel/nat-network.js';
 import type { EndpointRequest } from '../backends/types.js';
 import { ConfigError } from '../errors.js';
-import { contains, ipToNumber } from '../net/ipv4.js';
+import { contains, ipToNumber, subnetOf, subnetToString } from '../net/ipv4.js';
 import { formatMac, parseGuestMac } from '../net/mac.js';
 import type { AddContext, Attached } from './attach-types.js';
 import { attachTap } from './attach-tap.js';
@@ -23,10 +23,7 @@ const DEFAULT_V4 = '0.0.0.0/0';
 /** The network (a.b.c.d/len) an IPAM address lies in, for a NAT network that must hold it. */
 function networkOf(cidr: string): string {
   const [a, p] = cidr.split('/');
-  const prefix = Number(p);
-  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-  const n = (ipToNumber(a!) & mask) >>> 0;
-  return `${[24, 16, 8, 0].map((s) => (n >>> s) & 255).join('.')}/${prefix}`;
+  return subnetToString(subnetOf(a!, Number(p)));
 }
 
 export function attachNat(ctx: AddContext): Attached {

@@ -1,20 +1,16 @@
 // CNI spec versions: which we speak, which commands each version knows, and
 // picking the version to speak with a delegated plugin (Debian's host-local
 // 1.1.1 stops at 1.0.0, so a 1.1.0 config must be handed to it as 1.0.0).
+import semver from 'semver';
 import { CniCode, CniError } from './errors.js';
 
 export const SUPPORTED_VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] as const;
 export const LATEST = '1.1.0';
 
-/** Semver compare of plain x.y.z strings; NaN parts sort low. */
+/** Semver order of CNI versions; a short one ("0.4") counts as x.y.0, one that is no version at all sorts lowest. */
 export function compareVersions(a: string, b: string): number {
-  const pa = a.split('.').map(Number);
-  const pb = b.split('.').map(Number);
-  for (let i = 0; i < 3; i++) {
-    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
-    if (d !== 0) return d;
-  }
-  return 0;
+  const v = (s: string) => semver.valid(s) ?? semver.coerce(s, { loose: false })?.version ?? '0.0.0';
+  return semver.compare(v(a), v(b));
 }
 
 export function isSupported(v: string): boolean { return (SUPPORTED_VERSIONS as readonly string[]).includes(v); }

@@ -5,6 +5,7 @@
 // /proc/PID/ns/net is recorded never (the pid may be reused); a bind-mount path
 // is recorded as a hint and checked against the inode before use.
 import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { z } from 'zod';
 
 export interface NetnsRef {
   /** The namespace's nsfs inode, as `ls -i`/`ip netns identify`/`/proc/PID/ns/net -> net:[N]` show it. */
@@ -66,7 +67,7 @@ export function locateNetns(ref: NetnsRef): NetnsWhere {
   return { kind: 'gone' };
 }
 
-export function isNetnsRef(v: unknown): v is NetnsRef {
-  const r = v as NetnsRef;
-  return typeof v === 'object' && v !== null && Number.isSafeInteger(r.inode) && r.inode > 0 && (r.path === null || (typeof r.path === 'string' && r.path.startsWith('/')));
-}
+/** A NetnsRef as records hold it: an inode, and an absolute path or null. */
+export const netnsRefSchema = z.object({ inode: z.number().int().positive(), path: z.string().startsWith('/').nullable() });
+
+export function isNetnsRef(v: unknown): v is NetnsRef { return netnsRefSchema.safeParse(v).success; }

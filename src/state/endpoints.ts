@@ -7,8 +7,9 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { OwnedBy } from './owned.js';
 import { ensureDir, readFileOrNull, removeFileDurable, writeFileAtomic } from './atomic-file.js';
-import { isOwnerRef, ownerStatus, type OwnerRef } from './owner.js';
-import { isNetnsRef, type NetnsRef } from '../net/netns.js';
+import { z } from 'zod';
+import { ownerRefSchema, ownerStatus, type OwnerRef } from './owner.js';
+import { netnsRefSchema, type NetnsRef } from '../net/netns.js';
 
 export const ENDPOINT_VERSION = 1;
 
@@ -66,14 +67,31 @@ export function saveEndpoint(stateDir: string, rec: EndpointRecord): void {
   writeFileAtomic(file(stateDir, rec.id), JSON.stringify(rec, null, 2) + '\n');
 }
 
-export function isEndpointRecord(v: unknown): v is EndpointRecord {
-  const r = v as EndpointRecord;
-  return typeof v === 'object' && v !== null && r.version === ENDPOINT_VERSION && typeof r.id === 'string' && Array.isArray(r.owned)
-    && (r.owner === null || isOwnerRef(r.owner)) && (r.watcher === null || isOwnerRef(r.watcher))
-    && (r.uid === undefined || (Number.isSafeInteger(r.uid) && r.uid >= 0))
-    && (r.lifetime === undefined || r.lifetime === 'owner' || r.lifetime === 'manual' || r.lifetime === 'fd')
-    && (r.netns === undefined || isNetnsRef(r.netns));
+/**
+ * What a record must hold for down/gc/the watcher to act on it. Loose on
+ * purpose: fields a later release adds are kept, and the facts in `owned`
+ * are checked by the step that releases each one.
+ */
+const endpointRecordSchema = z.looseObject({
+  version: z.literal(ENDPOINT_VERSION),
+  id: z.string(),
+  owned: z.array(z.unknown()),
+  owner: ownerRefSchema.nullable(),
+  watcher: ownerRefSchema.nullable(),
+  uid: z.number().int().min(0).optional(),
+  lifetime: z.enum(['owner', 'manual', 'fd']).optional(),
+  netns: netnsRefSchema.optional(),
+});
+
+/** Why `v` is not an endpoint record ('owner.pid: ...'), or null when it is one. */
+export function endpointRecordProblem(v: unknown): string | null {
+  const r = endpointRecordSchema.safeParse(v);
+  if (r.success) return null;
+  const i = r.error.issues[0]!;
+  return `${i.path.length ? `${i.path.join('.')}: ` : ''}${i.message}`;
 }
+
+export function isEndpointRecord(v: unknown): v is EndpointRecord { return endpointRecordProblem(v) === null; }
 
 export type LoadedEndpoint = { record: EndpointRecord; file: string } | { corrupt: string; file: string; id: string };
 
@@ -83,8 +101,9 @@ export function loadEndpoint(stateDir: string, id: string): EndpointRecord | nul
   let v: unknown;
   // Records are written only by us, atomically: one that does not parse is damage (internal error, exit 1).
   try { v = JSON.parse(text); } catch (e) { throw new Error(`${file(stateDir, id)} is not valid JSON (${(e as Error).message.split('\n')[0]}); move it away to release by hand`); }
-  if (!isEndpointRecord(v)) throw new Error(`${file(stateDir, id)} is not an endpoint record of version ${ENDPOINT_VERSION}`);
-  return v;
+  const problem = endpointRecordProblem(v);
+  if (problem !== null) throw new Error(`${file(stateDir, id)} is not an endpoint record of version ${ENDPOINT_VERSION} (${problem})`);
+  return v as EndpointRecord;
 }
 
 export function listEndpoints(stateDir: string): LoadedEndpoint[] {
@@ -96,8 +115,9 @@ export function listEndpoints(stateDir: string): LoadedEndpoint[] {
     const id = f.slice(0, -5);
     try {
       const v = JSON.parse(readFileOrNull(path) ?? 'null') as unknown;
-      if (isEndpointRecord(v)) out.push({ record: v, file: path });
-      else out.push({ corrupt: 'not an endpoint record', file: path, id });
+      const problem = endpointRecordProblem(v);
+      if (problem === null) out.push({ record: v as EndpointRecord, file: path });
+      else out.push({ corrupt: `not an endpoint record (${problem})`, file: path, id });
     } catch (e) {
       out.push({ corrupt: (e as Error).message, file: path, id });
     }
@@ -115,6 +135,7 @@ export function removeEndpoint(stateDir: string, id: string): boolean {
 // (/run): they last until reboot; gc drops those older than TOMBSTONE_DAYS.
 export const TOMBSTONE_DAYS = 7;
 export interface Tombstone { uid: number; releasedAt: string }
+const tombstoneSchema = z.looseObject({ uid: z.number().int(), releasedAt: z.string() });
 function releasedDir(stateDir: string): string { return join(stateDir, 'released'); }
 
 export function noteReleased(stateDir: string, rec: EndpointRecord): void {
@@ -125,8 +146,8 @@ export function noteReleased(stateDir: string, rec: EndpointRecord): void {
 export function releasedTombstone(stateDir: string, id: string): Tombstone | null {
   if (!validEndpointId(id)) return null;
   try {
-    const t = JSON.parse(readFileOrNull(join(releasedDir(stateDir), id)) ?? 'null') as Tombstone | null;
-    return t !== null && Number.isSafeInteger(t.uid) && typeof t.releasedAt === 'string' ? t : null;
+    const t = tombstoneSchema.safeParse(JSON.parse(readFileOrNull(join(releasedDir(stateDir), id)) ?? 'null'));
+    return t.success ? t.data : null;
   } catch {
     return null;
   }

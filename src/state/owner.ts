@@ -4,6 +4,7 @@
 // process (/proc/<pid>/stat field 22, in clock ticks since boot) never repeats
 // for one pid within a boot, so (pid, start time) names one process exactly.
 import { readFileSync } from 'node:fs';
+import { z } from 'zod';
 
 export interface OwnerRef {
   pid: number;
@@ -71,11 +72,10 @@ export function ownerStatus(o: OwnerRef): 'alive' | 'gone' | 'unknown' {
   return s.startTime === o.startTime ? 'alive' : 'gone';
 }
 
-export function isOwnerRef(v: unknown): v is OwnerRef {
-  const o = v as OwnerRef;
-  return typeof v === 'object' && v !== null && Number.isSafeInteger(o.pid) && o.pid > 0
-    && typeof o.startTime === 'string' && /^\d+$/.test(o.startTime);
-}
+/** An OwnerRef as records hold it (other fields are tolerated: records are ours, written atomically). */
+export const ownerRefSchema = z.object({ pid: z.number().int().positive(), startTime: z.string().regex(/^\d+$/) });
+
+export function isOwnerRef(v: unknown): v is OwnerRef { return ownerRefSchema.safeParse(v).success; }
 
 export function sameOwner(a: OwnerRef, b: OwnerRef): boolean {
   return a.pid === b.pid && a.startTime === b.startTime;

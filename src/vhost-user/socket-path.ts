@@ -9,7 +9,7 @@
 // still is the very socket we bound (same device and inode).
 import { chmodSync, chownSync, existsSync, lchownSync, lstatSync, realpathSync, statSync, unlinkSync } from 'node:fs';
 import { dirname, isAbsolute, normalize } from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { lookupGroup } from '../sys/nss.js';
 import { closeFd, SysError } from '../sys/libc.js';
 import { asFsUser } from '../sys/fsuid.js';
 import { connectUnixNonBlocking, listenUnix } from '../sys/unix-socket.js';
@@ -38,11 +38,8 @@ export function parseSocketMode(text: string): number {
 /** A group name or number -> gid (through NSS, so LDAP groups work too). */
 export function resolveGroup(text: string, flag = '--socket-group'): number {
   if (/^\d+$/.test(text)) return Number(text);
-  try {
-    const line = execFileSync('getent', ['group', text], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
-    const gid = Number(line.split(':')[2]);
-    if (Number.isInteger(gid)) return gid;
-  } catch { /* not found */ }
+  const gr = lookupGroup(text);
+  if (gr) return gr.gid;
   throw new UsageError(`${flag} '${text}': no such group`, "run 'qemu-net-helper vhost-user serve --help'");
 }
 

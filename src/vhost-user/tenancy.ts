@@ -4,8 +4,8 @@
 // owner and never makes us connect() anywhere; a front-end may take a port
 // only as its owner, as root, or (socket mode granting the group) as a
 // member of the owner's primary group.
-import { execFileSync } from 'node:child_process';
 import { UsageError } from '../errors.js';
+import { lookupGroup, lookupUser } from '../sys/nss.js';
 
 export interface Owner { uid: number; gid: number }
 
@@ -50,35 +50,27 @@ export function mayWriteDir(owner: Owner, dir: { uid: number; gid: number; mode:
   return (dir.mode & 0o003) === 0o003;
 }
 
-function getent(db: 'passwd' | 'group', key: string): string[] | null {
-  try {
-    return execFileSync('getent', [db, key], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim().split(':');
-  } catch {
-    return null;
-  }
-}
-
 /** "USER[:GROUP]" (names or numbers) -> owner; the group defaults to the user's primary group. */
 export function parseOwnerSpec(text: string, flag = '--socket-owner'): Owner {
   const hint = "run 'qemu-net-helper vhost-user serve --help'";
   const m = /^([^:]+)(?::([^:]+))?$/.exec(text);
   if (!m) throw new UsageError(`${flag} '${text}' is not USER or USER:GROUP`, hint);
   const [, user, group] = m;
-  const pw = getent('passwd', user!);
+  const pw = lookupUser(user!);
   let uid: number;
   let gid: number | undefined;
-  if (pw && Number.isInteger(Number(pw[2]))) {
-    uid = Number(pw[2]);
-    gid = Number(pw[3]);
+  if (pw) {
+    uid = pw.uid;
+    gid = pw.gid;
   } else if (/^\d+$/.test(user!)) {
     uid = Number(user);
   } else {
     throw new UsageError(`${flag} '${text}': no such user`, hint);
   }
   if (group !== undefined) {
-    const gr = /^\d+$/.test(group) ? null : getent('group', group);
+    const gr = /^\d+$/.test(group) ? null : lookupGroup(group);
     if (/^\d+$/.test(group)) gid = Number(group);
-    else if (gr && Number.isInteger(Number(gr[2]))) gid = Number(gr[2]);
+    else if (gr) gid = gr.gid;
     else throw new UsageError(`${flag} '${text}': no such group`, hint);
   }
   if (gid === undefined) throw new UsageError(`${flag} '${text}': uid ${uid} has no account to take a group from`, `give the group too: ${flag} ${user}:GROUP`);

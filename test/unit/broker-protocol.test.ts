@@ -2,7 +2,8 @@
 // hostile one is refused for, and the replies the client accepts.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { BrokerProtocolError, decodeReply, decodeRequest, encodeReply, encodeRequest, MAX_REQUEST_BYTES } from '../../src/broker/protocol.js';
+import { BrokerProtocolError, decodeReply, encodeReply, encodeRequest, MAX_REQUEST_BYTES } from '../../src/broker/protocol.js';
+import { decodeRequest } from '../../src/broker/request.js';
 
 const refused = (line: string, re: RegExp): void => {
   assert.throws(() => decodeRequest(line), (e: unknown) => e instanceof BrokerProtocolError && re.test(e.message));

@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import { parseConfig } from '../../src/cni/config.js';
 import { CniError } from '../../src/cni/errors.js';
 import { chain, readResult, writeResult } from '../../src/cni/result.js';
-import { definesCommand, negotiate, requireCommandIn, requireSupported } from '../../src/cni/version.js';
+import { compareVersions, definesCommand, negotiate, requireCommandIn, requireSupported } from '../../src/cni/version.js';
 import { readEnv } from '../../src/cni/env.js';
 
 const base = { cniVersion: '1.1.0', name: 'n1', type: 'qemu-net-helper', dev: 'br0' };
@@ -75,6 +75,14 @@ describe('CNI versions', () => {
     assert.equal(negotiate('1.1.0', hostLocal), '1.0.0');
     assert.equal(negotiate('0.4.0', hostLocal), '0.4.0');
     assert.equal(negotiate('1.1.0', ['0.1.0']), null);
+  });
+
+  it('orders versions as semver does: numerically per part, short ones as x.y.0, garbage lowest', () => {
+    assert.ok(compareVersions('1.10.0', '1.9.0') > 0, 'not as strings');
+    assert.ok(compareVersions('0.3.1', '0.4.0') < 0);
+    assert.equal(compareVersions('0.4', '0.4.0'), 0);
+    assert.ok(compareVersions('not-a-version', '0.1.0') < 0);
+    assert.equal(negotiate('1.1.0', ['1.0.0', '0.10.0', '0.9.0']), '1.0.0');
   });
 });
 

@@ -4,7 +4,7 @@
 import { UsageError, ConfigError } from '../../errors.js';
 import { checkInterfaceName } from '../../net/ifname.js';
 import { ipJson } from '../../net/ip.js';
-import { broadcastOf, firstHost, ipToNumber, numberToIp, overlaps, subnetToString, type Subnet } from '../../net/ipv4.js';
+import { broadcastOf, firstHost, ipToNumber, numberToIp, overlaps, subnetOf, subnetToString, type Subnet } from '../../net/ipv4.js';
 import { isNftIdentifier } from '../../net/nft.js';
 import type { EndpointRequest } from '../types.js';
 import { stringParam } from './kerrors.js';
@@ -81,19 +81,14 @@ export function subnetsInUse(): { subnet: Subnet; what: string }[] {
   for (const a of addrs) {
     for (const x of a.addr_info ?? []) {
       if (x.family !== 'inet') continue;
-      const n = ipToNumber(x.local);
-      const mask = x.prefixlen === 0 ? 0 : (0xffffffff << (32 - x.prefixlen)) >>> 0;
-      used.push({ subnet: { network: (n & mask) >>> 0, prefix: x.prefixlen }, what: `${x.local}/${x.prefixlen} on ${a.ifname}` });
+      used.push({ subnet: subnetOf(x.local, x.prefixlen), what: `${x.local}/${x.prefixlen} on ${a.ifname}` });
     }
   }
   for (const r of ipJson<{ dst: string; dev?: string }>('-4', 'route', 'show')) {
     if (!r.dst || r.dst === 'default') continue;
     const [addr, p] = r.dst.split('/');
     try {
-      const prefix = p === undefined ? 32 : Number(p);
-      const n = ipToNumber(addr!);
-      const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-      used.push({ subnet: { network: (n & mask) >>> 0, prefix }, what: `route ${r.dst}${r.dev ? ` dev ${r.dev}` : ''}` });
+      used.push({ subnet: subnetOf(addr!, p === undefined ? 32 : Number(p)), what: `route ${r.dst}${r.dev ? ` dev ${r.dev}` : ''}` });
     } catch { /* not an address we understand: ignore */ }
   }
   return used;

@@ -14,6 +14,7 @@
 //                      "owner" is optional; who may name one, and act on which port, is server.ts's business)
 //   {"op":"events"} -> {"ok":true}, then every event as it happens
 //   {"op":"save"}   -> {"ok":true,"file":PATH,"ports":N}: the switch writes its configuration file
+import { z } from 'zod';
 import { MODE_NAMES, type PortModeName } from '../switch/forwarding.js';
 import type { Owner } from '../tenancy.js';
 
@@ -35,17 +36,45 @@ export class ControlError extends Error {
 }
 
 const OPS = ['add-port', 'remove-port', 'set-mode', 'list', 'events', 'save'] as const;
-const FIELDS: Record<(typeof OPS)[number], string[]> = {
-  'add-port': ['socket', 'client', 'mode', 'owner'],
-  'remove-port': ['port', 'socket'],
-  'set-mode': ['port', 'mode'],
-  list: [],
-  events: [],
-  save: [],
-};
+type Op = (typeof OPS)[number];
 
-function isScalar(v: unknown): v is RequestId {
-  return v === null || ['string', 'number', 'boolean'].includes(typeof v);
+// Each schema carries its own one-line message, so a refusal reads the same
+// whichever check failed; `needs` is the message for a required field left out.
+const says = (bad: string, needs = bad) => ({ error: (iss: { input?: unknown }) => (iss.input === undefined ? needs : bad) });
+const requestId = z.union([z.string(), z.number(), z.boolean(), z.null()], says('"id" must be a string, number, boolean or null'));
+const modeName = (needs?: string) => z.enum(MODE_NAMES, says(`"mode" must be one of ${MODE_NAMES.join(', ')}`, needs));
+const portNo = (needs?: string) => z.number(says('"port" must be a port number', needs)).int('"port" must be a port number').min(0, '"port" must be a port number');
+const NOT_PATH = '"socket" must be a non-empty path';
+const socketPath = (needs?: string) => z.string(says(NOT_PATH, needs)).min(1, NOT_PATH)
+  .refine((t) => !t.includes('\0'), NOT_PATH)
+  .refine((t) => Buffer.byteLength(t) <= 107, '"socket" is longer than a unix socket path may be (107 bytes)');
+const OWNER_IDS = '"owner" needs "uid" and "gid", integers from 0 to 4294967294';
+const ownerId = z.number(OWNER_IDS).int(OWNER_IDS).min(0, OWNER_IDS).max(0xfffffffe, OWNER_IDS);
+const owner = z.strictObject({ uid: ownerId, gid: ownerId }, '"owner" must be {"uid":N,"gid":N}');
+
+/** What every request has, checked first: a JSON object with a known "op" and a scalar "id". */
+const envelope = z.looseObject({ op: z.enum(OPS, `"op" must be one of ${OPS.join(', ')}`), id: requestId.optional() });
+
+const base = <O extends Op>(op: O) => ({ op: z.literal(op), id: requestId.optional() });
+const SCHEMAS = {
+  'add-port': z.strictObject({
+    ...base('add-port'), socket: socketPath('add-port needs "socket"'), client: z.boolean('"client" must be true or false').default(false),
+    mode: modeName().optional(), owner: owner.optional(),
+  }),
+  'remove-port': z.strictObject({ ...base('remove-port'), port: portNo().optional(), socket: socketPath().optional() })
+    .refine((r) => (r.port === undefined) !== (r.socket === undefined), 'remove-port needs exactly one of "port" and "socket"'),
+  'set-mode': z.strictObject({ ...base('set-mode'), port: portNo('set-mode needs "port" and "mode"'), mode: modeName('set-mode needs "port" and "mode"') }),
+  list: z.strictObject(base('list')),
+  events: z.strictObject(base('events')),
+  save: z.strictObject(base('save')),
+} satisfies Record<Op, z.ZodType>;
+
+/** The first problem as one line; an unknown field outranks the rest (it usually explains them). */
+function firstProblem(error: z.ZodError, op: Op): string {
+  const issues = [...error.issues].sort((a, b) => Number(b.code === 'unrecognized_keys') - Number(a.code === 'unrecognized_keys'));
+  const i = issues[0]!;
+  if (i.code === 'unrecognized_keys') return i.path.length ? `unknown field "${i.keys[0]}" in "${String(i.path[0])}"` : `unknown field "${i.keys[0]}" for ${op}`;
+  return i.message;
 }
 
 /** One request line -> a typed request; ControlError (with the id when readable) otherwise. */
@@ -57,67 +86,13 @@ export function parseRequest(line: string): ControlRequest {
     throw new ControlError('request is not valid JSON');
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ControlError('request must be a JSON object');
-  const o = v as Record<string, unknown>;
-  const id = isScalar(o.id) ? o.id : undefined;
-  const fail = (m: string): never => { throw new ControlError(m, id); };
-  if (o.id !== undefined && !isScalar(o.id)) fail('"id" must be a string, number, boolean or null');
-  const op = o.op;
-  if (typeof op !== 'string' || !(OPS as readonly string[]).includes(op)) fail(`"op" must be one of ${OPS.join(', ')}`);
-  const known = new Set(['op', 'id', ...FIELDS[op as (typeof OPS)[number]]]);
-  for (const k of Object.keys(o)) if (!known.has(k)) fail(`unknown field "${k}" for ${String(op)}`);
-  const withId = <T extends object>(r: T): T & { id?: RequestId } => (id === undefined ? r : { ...r, id });
-  const mode = (): PortModeName | undefined => {
-    if (o.mode === undefined) return undefined;
-    if (typeof o.mode !== 'string' || !(MODE_NAMES as readonly string[]).includes(o.mode)) fail(`"mode" must be one of ${MODE_NAMES.join(', ')}`);
-    return o.mode as PortModeName;
-  };
-  const portNo = (): number | undefined => {
-    if (o.port === undefined) return undefined;
-    if (typeof o.port !== 'number' || !Number.isSafeInteger(o.port) || o.port < 0) fail('"port" must be a port number');
-    return o.port as number;
-  };
-  const socket = (): string | undefined => {
-    if (o.socket === undefined) return undefined;
-    if (typeof o.socket !== 'string' || o.socket === '' || o.socket.includes('\0')) fail('"socket" must be a non-empty path');
-    if (Buffer.byteLength(o.socket as string) > 107) fail('"socket" is longer than a unix socket path may be (107 bytes)');
-    return o.socket as string;
-  };
-  switch (op as (typeof OPS)[number]) {
-    case 'add-port': {
-      const s = socket();
-      if (s === undefined) fail('add-port needs "socket"');
-      if (o.client !== undefined && typeof o.client !== 'boolean') fail('"client" must be true or false');
-      const m = mode();
-      const own = o.owner === undefined ? undefined : parseOwner(o.owner, fail);
-      return withId({ op: 'add-port', socket: s!, client: o.client === true, ...(m ? { mode: m } : {}), ...(own ? { owner: own } : {}) });
-    }
-    case 'remove-port': {
-      const p = portNo();
-      const s = socket();
-      if ((p === undefined) === (s === undefined)) fail('remove-port needs exactly one of "port" and "socket"');
-      return withId({ op: 'remove-port', ...(p !== undefined ? { port: p } : {}), ...(s !== undefined ? { socket: s } : {}) });
-    }
-    case 'set-mode': {
-      const p = portNo();
-      const m = mode();
-      if (p === undefined || m === undefined) fail('set-mode needs "port" and "mode"');
-      return withId({ op: 'set-mode', port: p!, mode: m! });
-    }
-    case 'list': return withId({ op: 'list' });
-    case 'events': return withId({ op: 'events' });
-    case 'save': return withId({ op: 'save' });
-  }
-  return fail('unreachable');
-}
-
-const isId = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xfffffffe;
-
-function parseOwner(v: unknown, fail: (m: string) => never): Owner {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) return fail('"owner" must be {"uid":N,"gid":N}');
-  const o = v as Record<string, unknown>;
-  for (const k of Object.keys(o)) if (k !== 'uid' && k !== 'gid') fail(`unknown field "${k}" in "owner"`);
-  if (!isId(o.uid) || !isId(o.gid)) fail('"owner" needs "uid" and "gid", integers from 0 to 4294967294');
-  return { uid: o.uid as number, gid: o.gid as number };
+  const rawId = (v as { id?: unknown }).id;
+  const id = requestId.safeParse(rawId).success ? rawId as RequestId : undefined;
+  const env = envelope.safeParse(v);
+  if (!env.success) throw new ControlError(env.error.issues.find((i) => i.path[0] === 'id')?.message ?? env.error.issues[0]!.message, id);
+  const r = SCHEMAS[env.data.op].safeParse(v);
+  if (!r.success) throw new ControlError(firstProblem(r.error, env.data.op), id);
+  return r.data as ControlRequest;
 }
 
 /** A reply or event object as one line. */
