@@ -5,14 +5,7 @@
 // /proc/PID/ns/net is recorded never (the pid may be reused); a bind-mount path
 // is recorded as a hint and checked against the inode before use.
 import { readFileSync, readdirSync, statSync } from 'node:fs';
-import { z } from 'zod';
-
-export interface NetnsRef {
-  /** The namespace's nsfs inode, as `ls -i`/`ip netns identify`/`/proc/PID/ns/net -> net:[N]` show it. */
-  inode: number;
-  /** A bind mount of it when it had one at creation (/run/netns/NAME first), else null. */
-  path: string | null;
-}
+import type { NetnsRef } from '../state/netns-ref.js';
 
 export type NetnsWhere = { kind: 'here' } | { kind: 'there'; path: string } | { kind: 'gone' };
 
@@ -66,8 +59,3 @@ export function locateNetns(ref: NetnsRef): NetnsWhere {
   }
   return { kind: 'gone' };
 }
-
-/** A NetnsRef as records hold it: an inode, and an absolute path or null. */
-export const netnsRefSchema = z.object({ inode: z.number().int().positive(), path: z.string().startsWith('/').nullable() });
-
-export function isNetnsRef(v: unknown): v is NetnsRef { return netnsRefSchema.safeParse(v).success; }

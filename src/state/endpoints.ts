@@ -9,7 +9,7 @@ import type { OwnedBy } from './owned.js';
 import { ensureDir, readFileOrNull, removeFileDurable, writeFileAtomic } from './atomic-file.js';
 import { z } from 'zod';
 import { ownerRefSchema, ownerStatus, type OwnerRef } from './owner.js';
-import { netnsRefSchema, type NetnsRef } from '../net/netns.js';
+import { netnsRefSchema, type NetnsRef } from './netns-ref.js';
 
 export const ENDPOINT_VERSION = 1;
 

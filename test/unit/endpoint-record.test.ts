@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { endpointRecordProblem, isEndpointRecord, listEndpoints, loadEndpoint, releasedTombstone } from '../../src/state/endpoints.js';
 import { isOwnerRef } from '../../src/state/owner.js';
-import { isNetnsRef } from '../../src/net/netns.js';
+import { isNetnsRef } from '../../src/state/netns-ref.js';
 
 const good = {
   version: 1, id: 'vm1', createdAt: '2026-12-07T07:00:00.000Z', owner: { pid: 4242, startTime: '123456' }, watcher: null,
