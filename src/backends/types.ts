@@ -2,7 +2,7 @@
 // the host wires it) and transport (how QEMU gets the packets) are independent:
 // a policy names (kernel, transport) candidates by name, the registries below
 // resolve them, and adding one touches one file plus its registry line.
-import type { Rollback } from '../setup/rollback.js';
+import type { Rollback } from '../state/rollback.js';
 
 export type Mode = 'veb' | 'vepa' | 'private' | 'bridge' | 'nat' | 'route' | 'passthrough';
 export const MODES: readonly Mode[] = ['veb', 'vepa', 'private', 'bridge', 'nat', 'route', 'passthrough'];

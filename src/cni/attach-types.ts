@@ -2,7 +2,7 @@
 // environment, the host context and a journaling rollback in; the sandbox
 // interface (plus any host-side ones) out.
 import type { HostContext } from '../backends/types.js';
-import type { Rollback } from '../setup/rollback.js';
+import type { Rollback } from '../state/rollback.js';
 import type { NetConf } from './config.js';
 import type { CniEnv } from './env.js';
 import type { CniInterface, CniIp, CniRoute } from './result.js';

@@ -6,7 +6,7 @@ import { sendHelperFd } from '../backends/transport/helper-fd.js';
 import { processCaller, type Caller } from '../access/caller.js';
 import { checkAccess } from '../access/acl.js';
 import { callerIsRoot, configPaths, hasNetAdmin, processHost } from '../host/context.js';
-import { Rollback } from '../setup/rollback.js';
+import { Rollback } from '../state/rollback.js';
 import { SysError } from '../sys/libc.js';
 import { SOCK_STREAM, socketType } from '../sys/unix-fd.js';
 import type { HelperArgs } from './args.js';

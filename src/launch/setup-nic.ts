@@ -8,7 +8,7 @@ import { realize, type Choice } from '../policy/choose.js';
 import { loadProfile, policyFor } from '../policy/load.js';
 import { callerIsRoot, configPaths } from '../host/context.js';
 import { buildRequest } from '../policy/request.js';
-import type { Rollback } from '../setup/rollback.js';
+import type { Rollback } from '../state/rollback.js';
 import { selfOwner } from '../state/owner.js';
 import { removeEndpoint, type EndpointRecord } from '../state/endpoints.js';
 import { draftRecord, journalingRollback } from '../lifecycle/record.js';

@@ -1,7 +1,7 @@
 // An endpoint record is drafted before setup (so the journal can fill it step
 // by step) and completed from the chosen candidate once setup succeeded.
 import type { Choice } from '../policy/choose.js';
-import { Rollback } from '../setup/rollback.js';
+import { Rollback } from '../state/rollback.js';
 import { ENDPOINT_VERSION, newEndpointId, saveEndpoint, type EndpointRecord } from '../state/endpoints.js';
 import { selfOwner, type OwnerRef } from '../state/owner.js';
 import { ownNetns } from './holders.js';

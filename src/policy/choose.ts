@@ -4,7 +4,7 @@
 import { ExitCode, HelperError, NotFoundError, UnsupportedError, UsageError } from '../errors.js';
 import { linkShow } from '../net/ip.js';
 import { closeFd } from '../sys/libc.js';
-import type { Rollback } from '../setup/rollback.js';
+import type { Rollback } from '../state/rollback.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { EndpointRequest, HostContext, KernelBackend, KernelEndpoint, Transport, TransportName, TransportResult } from '../backends/types.js';

@@ -67,7 +67,7 @@ async function loadBackend(name: BackendName): Promise<KernelBackend> {
 
 async function driverMain(): Promise<void> {
   const { hostContext } = await import('../../src/host/context.js');
-  const { Rollback } = await import('../../src/setup/rollback.js');
+  const { Rollback } = await import('../../src/state/rollback.js');
   const { parseMac } = await import('../../src/net/mac.js');
   const op = JSON.parse(process.argv[2]!) as Op;
   const host: HostContext = {

@@ -12,7 +12,7 @@ import { gcStaleVfClaims, sriovBackend } from '../../src/backends/kernel/sriov.j
 import type { EndpointRequest, HostContext, OwnedObject } from '../../src/backends/types.js';
 import { describeError } from '../../src/errors.js';
 import { parseMac } from '../../src/net/mac.js';
-import { Rollback } from '../../src/setup/rollback.js';
+import { Rollback } from '../../src/state/rollback.js';
 import type { NetNs } from './netns.js';
 
 export interface WorkerJob {

@@ -6,7 +6,7 @@ import { SysError } from '../../sys/libc.js';
 import { bridgeAddPort, getMac, getMtu, ifIndex, setMac, setMtu, setUp } from '../../sys/netdev.js';
 import { closeFd } from '../../sys/libc.js';
 import { createTap, DEFAULT_TUN_DEVICE, setPersist, type Tap } from '../../sys/tun.js';
-import type { Rollback } from '../../setup/rollback.js';
+import type { Rollback } from '../../state/rollback.js';
 import type { OwnedObject } from '../types.js';
 
 export interface BridgeTapRequest {

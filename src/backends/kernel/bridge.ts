@@ -7,7 +7,7 @@ import { checkInterfaceName } from '../../net/ifname.js';
 import { formatMac } from '../../net/mac.js';
 import { ifIndex } from '../../sys/netdev.js';
 import type { Availability, EndpointRequest, HostContext, KernelBackend, KernelEndpoint, OwnedObject } from '../types.js';
-import type { Rollback } from '../../setup/rollback.js';
+import type { Rollback } from '../../state/rollback.js';
 import { setupBridgeTap } from './bridge-tap.js';
 import { kernelFailure } from './kerrors.js';
 import { identityMismatch, KIND_LINK, linkMarker, linkOrNull, markLink, recordedIdentity, releaseLink } from './klink.js';

@@ -22,7 +22,7 @@ import { ConfigError, ExhaustedError, NotFoundError, PermissionError, SetupError
 import { checkInterfaceName, interfaceNameProblem } from '../../net/ifname.js';
 import { ip, IpError, ipJson, linkKind, linkShow, type LinkInfo } from '../../net/ip.js';
 import { checkGuestMac, formatMac, generateMac } from '../../net/mac.js';
-import type { Rollback } from '../../setup/rollback.js';
+import type { Rollback } from '../../state/rollback.js';
 import { c, check, closeFd, O_CLOEXEC, O_RDWR, SysError } from '../../sys/libc.js';
 import { ifIndex, setUp } from '../../sys/netdev.js';
 import { IFF_MULTI_QUEUE, IFF_VNET_HDR, setVnetHdrSize, tunFeatures, tunGetIff, tunSetIff, VNET_HDR_LEN } from '../../sys/tun.js';

@@ -16,7 +16,7 @@ import {
 } from '../../net/ipv4.js';
 import { nftApply, nftDeleteTable, nftTableComment, nftTableExists } from '../../net/nft.js';
 import { IP_FORWARD, readSysctl, writeSysctl } from '../../net/sysctl.js';
-import type { Rollback } from '../../setup/rollback.js';
+import type { Rollback } from '../../state/rollback.js';
 import { ifIndex } from '../../sys/netdev.js';
 import type { EndpointRequest, HostContext, OwnedObject } from '../types.js';
 import { booleanParam, kernelFailure, stringParam } from './kerrors.js';

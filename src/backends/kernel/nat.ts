@@ -35,7 +35,7 @@ import { checkInterfaceName } from '../../net/ifname.js';
 import { linkShow } from '../../net/ip.js';
 import { ipToNumber, parseSubnet } from '../../net/ipv4.js';
 import { checkGuestMac, formatMac } from '../../net/mac.js';
-import type { Rollback } from '../../setup/rollback.js';
+import type { Rollback } from '../../state/rollback.js';
 import type { Availability, EndpointRequest, HostContext, KernelBackend, KernelEndpoint, OwnedObject } from '../types.js';
 import { setupBridgeTap } from './bridge-tap.js';
 import { dataString, stringParam } from './kerrors.js';

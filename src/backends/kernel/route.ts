@@ -29,7 +29,7 @@ import { checkInterfaceName, interfaceNameProblem } from '../../net/ifname.js';
 import { ip, IpError, ipJson, linkShow, type LinkInfo } from '../../net/ip.js';
 import { checkGuestMac, formatMac } from '../../net/mac.js';
 import { ipv4ConfPath, readSysctl, writeSysctl } from '../../net/sysctl.js';
-import type { Rollback } from '../../setup/rollback.js';
+import type { Rollback } from '../../state/rollback.js';
 import { closeFd } from '../../sys/libc.js';
 import { getMac, ifIndex, setMac, setMtu, setUp } from '../../sys/netdev.js';
 import { createTap, setPersist, type Tap } from '../../sys/tun.js';

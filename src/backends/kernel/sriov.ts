@@ -21,7 +21,7 @@ import { interfaceNameProblem } from '../../net/ifname.js';
 import { ip, linkShow } from '../../net/ip.js';
 import { getMac, getMtu, ifIndex, setMac, setUp } from '../../sys/netdev.js';
 import { checkGuestMac as checkMac, formatMac, parseMac } from '../../net/mac.js';
-import type { Rollback } from '../../setup/rollback.js';
+import type { Rollback } from '../../state/rollback.js';
 import { ownerOf, isOwnerRef, sameOwner, type OwnerRef } from '../../state/owner.js';
 import { claimFirstFree, isPciAddress, listClaims, readClaim, releaseVf, updateClaimData, type ClaimRecord } from '../../state/vf-claims.js';
 import type { Availability, EndpointRequest, HostContext, KernelBackend, KernelEndpoint, OwnedObject } from '../types.js';

@@ -13,7 +13,7 @@ import { ConfigError, NotFoundError, SetupError, UsageError } from '../../errors
 import { checkInterfaceName, interfaceNameProblem } from '../../net/ifname.js';
 import { ip, IpError, linkKind, linkShow, type LinkInfo } from '../../net/ip.js';
 import { checkGuestMac, formatMac } from '../../net/mac.js';
-import type { Rollback } from '../../setup/rollback.js';
+import type { Rollback } from '../../state/rollback.js';
 import { getMac, ifIndex, setMac } from '../../sys/netdev.js';
 import type { Availability, EndpointRequest, HostContext, KernelBackend, KernelEndpoint, OwnedObject } from '../types.js';
 import { linkMarker, markNewLink, releaseLink } from './klink.js';

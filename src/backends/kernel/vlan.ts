@@ -6,7 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { ConfigError, NotFoundError, UsageError } from '../../errors.js';
 import { ip, ipJson, linkKind, linkShow, type LinkInfo } from '../../net/ip.js';
-import type { Rollback } from '../../setup/rollback.js';
+import type { Rollback } from '../../state/rollback.js';
 import { ifIndex } from '../../sys/netdev.js';
 import type { OwnedObject } from '../types.js';
 import { markNewLink, releaseLink } from './klink.js';

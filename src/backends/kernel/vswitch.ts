@@ -9,7 +9,7 @@ import { formatMac } from '../../net/mac.js';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { SetupError, UnsupportedError } from '../../errors.js';
-import type { Rollback } from '../../setup/rollback.js';
+import type { Rollback } from '../../state/rollback.js';
 import { controlRequest } from '../../vhost-user/control/sync-client.js';
 import type { Availability, EndpointRequest, HostContext, KernelBackend, KernelEndpoint, OwnedObject } from '../types.js';
 import { dataString } from './kerrors.js';

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { PermissionError, UnsupportedError } from '../../errors.js';
 import { c, check, closeFd, O_CLOEXEC, O_RDWR, SysError } from '../../sys/libc.js';
 import type { HostContext, Transport } from '../types.js';
-import type { Rollback } from '../../setup/rollback.js';
+import type { Rollback } from '../../state/rollback.js';
 
 function openVhostNet(host: HostContext, rb: Rollback): number {
   let vfd: number;

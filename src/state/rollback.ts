@@ -3,7 +3,7 @@
 // refused or crashed setup leaves nothing behind. Steps that make something
 // outliving this process also name it (`owned`): a journal hook persists it at
 // once, so if the process is killed mid-setup, `gc` still finds and removes it.
-import type { OwnedBy } from '../state/owned.js';
+import type { OwnedBy } from './owned.js';
 import { callerIsRoot, ENV } from '../host/context.js';
 
 export interface UndoStep {
