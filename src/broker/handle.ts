@@ -12,7 +12,7 @@ import { pathsChosen, type HostContext } from '../host/context.js';
 import { gcAll } from '../lifecycle/gc.js';
 import { takeDown } from '../lifecycle/release.js';
 import { listFor, visibleTo } from '../lifecycle/list.js';
-import { up } from '../lifecycle/up.js';
+import { up } from '../setup/up.js';
 import { closeFd, SysError } from '../sys/libc.js';
 import { pidfdGetfd } from '../sys/pidfd.js';
 import { peerCred } from '../sys/unix-fd.js';

@@ -5,7 +5,7 @@
 // hostile client sends before acting on it. QEMU's socket is not in the message: the broker takes it out
 // of the client with pidfd_getfd, by the fd number the helper flags name.
 
-import type { UpOptions } from '../lifecycle/up.js';
+import type { UpOptions } from '../setup/up.js';
 
 export const BROKER_PROTOCOL_VERSION = 1;
 /** Largest request line accepted: a helper's argv is a few hundred bytes. */

@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core';
 import { QnhCommand } from '../cli/base.js';
 import { fail } from '../cli/fail.js';
-import { qemuArgsFor, qemuMemorySize, up, type UpResult } from '../lifecycle/up.js';
+import { qemuArgsFor, qemuMemorySize, up, type UpResult } from '../setup/up.js';
 import { UsageError } from '../errors.js';
 import { needsBroker, viaBroker } from '../broker/client.js';
 import { processCaller } from '../access/caller.js';

@@ -5,7 +5,7 @@ import type { Caller } from '../access/caller.js';
 import { UsageError } from '../errors.js';
 import type { HostContext } from '../host/context.js';
 import type { ExplainEntry } from '../policy/choose.js';
-import { setupEndpoint } from '../setup/endpoint.js';
+import { setupEndpoint } from './endpoint.js';
 import type { EndpointRecord } from '../state/endpoints.js';
 
 export interface UpOptions {
