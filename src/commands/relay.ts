@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core';
 import { QnhCommand } from '../cli/base.js';
-import { runRelay } from '../lifecycle/relay.js';
+import { runRelay } from '../backends/transport/relay.js';
 import { setNonBlocking } from '../sys/unix-socket.js';
 
 // Started by the socket transport, detached, with its sockets as fds 3 and 4.

@@ -6,34 +6,11 @@
 import { spawn } from 'node:child_process';
 import { binPath } from '../paths.js';
 import type { HostContext } from '../host/context.js';
-import { c } from '../sys/libc.js';
-import { pidfdOpen } from '../sys/pidfd.js';
-import { unwatch, watchReadable } from '../sys/poller.js';
 import { loadEndpoint, saveEndpoint } from '../state/endpoints.js';
-import { ownerOf, ownerStatus, type OwnerRef } from '../state/owner.js';
+import { ownerOf, type OwnerRef } from '../state/owner.js';
+import { waitForExit } from '../state/owner-exit.js';
 import { fdTargetOf, holdersOf, holds } from './holders.js';
 import { releaseEndpoint } from './release.js';
-
-/** Resolves when the process exits: a pidfd in the event loop, else polling /proc. */
-export function waitForExit(owner: OwnerRef, pollMs = 500): Promise<void> {
-  return new Promise((resolve) => {
-    if (ownerStatus(owner) === 'gone') return resolve();
-    let pidfd = -1;
-    try { pidfd = pidfdOpen(owner.pid); } catch { pidfd = -1; }
-    // The pid could have been reused between the check and pidfd_open.
-    if (pidfd >= 0 && ownerStatus(owner) === 'gone') {
-      c.close(pidfd);
-      return resolve();
-    }
-    if (pidfd >= 0 && watchReadable(pidfd, () => { unwatch(pidfd); c.close(pidfd); resolve(); })) return;
-    const t = setInterval(() => {
-      if (ownerStatus(owner) === 'gone') {
-        clearInterval(t);
-        resolve();
-      }
-    }, pollMs);
-  });
-}
 
 /** Starts `qemu-net-helper watch --id ID` detached, with a clean environment and stdio to /dev/null. */
 export function spawnWatcher(id: string, env: NodeJS.ProcessEnv): number {

@@ -4,7 +4,7 @@
 // extended protocol can carry it: QEMU's helper protocol insists on a tap fd.
 import { closeFd } from '../../sys/libc.js';
 import { dgramPair, openPacketSocket } from '../../sys/packet.js';
-import { spawnRelay } from '../../lifecycle/relay.js';
+import { spawnRelay } from './relay.js';
 import { childEnv } from '../../host/context.js';
 import { ownerOf, type OwnerRef } from '../../state/owner.js';
 import type { Transport } from '../types.js';

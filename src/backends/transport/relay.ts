@@ -3,11 +3,11 @@
 // exits when QEMU does (a unix datagram socket gives no EOF, so it watches the
 // owner's pid). It holds nothing QEMU waits for.
 import { spawn } from 'node:child_process';
-import { c, closeFd } from '../sys/libc.js';
-import { unwatch, watchReadable } from '../sys/poller.js';
-import { binPath } from '../paths.js';
-import type { OwnerRef } from '../state/owner.js';
-import { waitForExit } from './watcher.js';
+import { c, closeFd } from '../../sys/libc.js';
+import { unwatch, watchReadable } from '../../sys/poller.js';
+import { binPath } from '../../paths.js';
+import type { OwnerRef } from '../../state/owner.js';
+import { waitForExit } from '../../state/owner-exit.js';
 
 const MAX_FRAME = 65536;
 
