@@ -8,7 +8,7 @@ import { vethBackend } from './kernel/veth.js';
 import { routeBackend } from './kernel/route.js';
 import { natBackend } from './kernel/nat.js';
 import { vswitchBackend } from './kernel/vswitch.js';
-import { cniSandboxBackend } from '../cni/sandbox-backend.js';
+import { cniSandboxBackend } from './kernel/cni-sandbox.js';
 import { macvtapTransport } from './transport/macvtap.js';
 import { socketTransport } from './transport/socket.js';
 import { tapTransport } from './transport/tap.js';

@@ -13,8 +13,8 @@ import { linkShow } from '../net/ip.js';
 import type { AddContext, Attached } from './attach-types.js';
 import { journalHostEnd, macvlanInto, request } from './attach-veth.js';
 import { configureInSandbox, moveIntoSandbox } from './move.js';
-import { CNI_SANDBOX, KIND_SANDBOX_LINK, releaseSandboxObject } from './sandbox-backend.js';
-import { sip, sLink } from './sandbox.js';
+import { CNI_SANDBOX, KIND_SANDBOX_LINK, releaseSandboxObject } from '../backends/kernel/cni-sandbox.js';
+import { sip, sLink } from '../net/netns-ip.js';
 import type { CniInterface } from './result.js';
 
 function journalSandboxLink(ctx: AddContext, name: string, what: string): number {

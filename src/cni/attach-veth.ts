@@ -14,7 +14,7 @@ import { ifIndex } from '../sys/netdev.js';
 import type { EndpointRequest } from '../backends/types.js';
 import type { AddContext, Attached } from './attach-types.js';
 import { configureInSandbox, moveIntoSandbox } from './move.js';
-import { CNI_SANDBOX, KIND_HOST_LINK, KIND_SANDBOX_LINK, releaseSandboxObject } from './sandbox-backend.js';
+import { CNI_SANDBOX, KIND_HOST_LINK, KIND_SANDBOX_LINK, releaseSandboxObject } from '../backends/kernel/cni-sandbox.js';
 
 export function request(ctx: AddContext): EndpointRequest {
   // endpointId: the links we make carry this attachment's marker (klink.ts), which release checks.

@@ -8,7 +8,7 @@ import { parseMac } from '../net/mac.js';
 import type { EndpointRequest } from '../backends/types.js';
 import type { AddContext, Attached } from './attach-types.js';
 import { configureInSandbox, moveIntoSandbox } from './move.js';
-import { CNI_SANDBOX, KIND_RETURN_LINK, releaseSandboxObject } from './sandbox-backend.js';
+import { CNI_SANDBOX, KIND_RETURN_LINK, releaseSandboxObject } from '../backends/kernel/cni-sandbox.js';
 
 export function attachVf(ctx: AddContext): Attached {
   // The claim lives as long as the attachment, not as a process: its owner

@@ -4,7 +4,7 @@ import { kernelFailure } from '../backends/kernel/kerrors.js';
 import { SetupError } from '../errors.js';
 import type { CniIp, CniRoute } from './result.js';
 import { ipFamily } from './result.js';
-import { sAddrs, sip } from './sandbox.js';
+import { sAddrs, sip } from '../net/netns-ip.js';
 
 /** IPAM's addresses and routes put on `ifname` inside the sandbox. */
 export function configureIps(netns: string, ifname: string, ips: CniIp[], routes: CniRoute[]): void {

@@ -3,7 +3,7 @@
 import { ConfigError } from '../errors.js';
 import { ip, IpError } from '../net/ip.js';
 import { kernelFailure, ipReason } from '../backends/kernel/kerrors.js';
-import { sip, sLink } from './sandbox.js';
+import { sip, sLink } from '../net/netns-ip.js';
 
 export interface MovedLink { ifindex: number; mac: string; mtu: number }
 

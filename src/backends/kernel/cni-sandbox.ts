@@ -2,12 +2,12 @@
 // inside a sandbox (a link made or moved there), from the endpoint record
 // alone, so the helper's `down` and `gc` can release CNI records too. It sets
 // nothing up itself: src/cni/attach-*.ts make these objects.
-import { SetupError } from '../errors.js';
-import type { Availability, KernelBackend, KernelEndpoint, OwnedObject } from '../backends/types.js';
-import { dataNumber, dataString } from '../backends/kernel/kerrors.js';
-import { IpError } from '../net/ip.js';
-import { releaseLink } from '../backends/kernel/klink.js';
-import { netnsExists, ownNetns, sip, sLink } from './sandbox.js';
+import { SetupError } from '../../errors.js';
+import type { Availability, KernelBackend, KernelEndpoint, OwnedObject } from '../types.js';
+import { dataNumber, dataString } from './kerrors.js';
+import { IpError } from '../../net/ip.js';
+import { releaseLink } from './klink.js';
+import { netnsExists, ownNetns, sip, sLink } from '../../net/netns-ip.js';
 
 export const CNI_SANDBOX = 'cni-sandbox';
 /** A link made in (or moved into) the sandbox: deleted there. */

@@ -3,10 +3,10 @@
 // never changes namespace itself (Node's threads would not all follow a setns).
 import { execFileSync } from 'node:child_process';
 import { statfsSync, statSync } from 'node:fs';
-import { IpError, type LinkInfo } from '../net/ip.js';
+import { IpError, type LinkInfo } from './ip.js';
 import { SetupError } from '../errors.js';
 import { SAFE_PATH, systemBinary } from '../host/context.js';
-import { CniCode, CniError } from './errors.js';
+import { CniCode, CniError } from '../cni/errors.js';
 
 /** statfs f_type of nsfs: what /run/netns/NAME bind mounts and /proc/PID/ns/net resolve to. */
 const NSFS_MAGIC = 0x6e736673;
