@@ -10,7 +10,7 @@ import type { CniEnv } from './env.js';
 import { Ipam } from './ipam.js';
 import { configureIps } from './ipconf.js';
 import { chain, emptyResult, readResult, type CniResult } from './result.js';
-import { requireNetns } from '../net/netns-ip.js';
+import { requireNetns } from './sandbox.js';
 import { attachmentId, loadAttachment, type CniInfo } from './store.js';
 import type { AddContext, Attached } from './attach-types.js';
 import { attachVeth } from './attach-veth.js';

@@ -11,7 +11,8 @@ import { CniCode, CniError } from './errors.js';
 import { Ipam } from './ipam.js';
 import { checkIps } from './ipconf.js';
 import { readResult } from './result.js';
-import { requireNetns, sLink } from '../net/netns-ip.js';
+import { sLink } from '../net/netns-ip.js';
+import { requireNetns } from './sandbox.js';
 import { cniInfo, loadAttachment } from './store.js';
 
 const BROKEN = CniCode.HELPER_BASE + 5; // like the helper's "not found"

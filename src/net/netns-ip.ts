@@ -1,26 +1,11 @@
-// Operations inside the sandbox (the container's network namespace, given as
-// a path by CNI_NETNS): iproute2 run there through nsenter, so this process
-// never changes namespace itself (Node's threads would not all follow a setns).
+// `ip` inside another network namespace (a CNI sandbox, given as a path):
+// iproute2 run there through nsenter, so this process never changes namespace
+// itself (Node's threads would not all follow a setns).
 import { execFileSync } from 'node:child_process';
-import { statfsSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { IpError, type LinkInfo } from './ip.js';
 import { SetupError } from '../errors.js';
 import { SAFE_PATH, systemBinary } from '../host/context.js';
-import { CniCode, CniError } from '../cni/errors.js';
-
-/** statfs f_type of nsfs: what /run/netns/NAME bind mounts and /proc/PID/ns/net resolve to. */
-const NSFS_MAGIC = 0x6e736673;
-
-/** The spec's code 3 when the namespace path is not there; code 4 when it is not a namespace. */
-export function requireNetns(path: string): void {
-  if (!path.startsWith('/') || !netnsExists(path)) {
-    throw new CniError(CniCode.UNKNOWN_CONTAINER, `network namespace '${path}' does not exist`, 'CNI_NETNS must be the path of the sandbox\'s network namespace, e.g. /run/netns/NAME');
-  }
-  let type = 0;
-  try { type = Number(statfsSync(path).type); } catch { /* checked below */ }
-  // Anything else would have us run `ip` in whatever namespace nsenter makes of it.
-  if (type !== NSFS_MAGIC) throw new CniError(CniCode.INVALID_ENV, `CNI_NETNS '${path}' is not a network namespace`);
-}
 
 export function netnsExists(path: string): boolean {
   try { statSync(path); return true; } catch { return false; }
