@@ -54,16 +54,18 @@ function devicesOf(rec: EndpointRecord): Set<string> {
 }
 
 /**
- * Why endpoint `rec` stands in the way of a request for `w`, or null. Names
- * repeat across network namespaces: a record of another namespace (`here` is
- * ours, as /proc names it) never stands in the way.
+ * Why endpoint `rec` stands in the way of a request for `w`, or null.
+ * Interface names repeat across network namespaces: a record of another
+ * namespace (`here` is ours, as /proc names it) never clashes by name. MACs
+ * (checkMacFree) and VFs (PCI addresses) are host-wide.
  */
 export function conflictOf(rec: EndpointRecord, w: Wanted, here: string | undefined): string | null {
   const theirs = str(rec.info.netns);
-  if (here !== undefined && theirs !== undefined && theirs !== here) return null;
-  const devices = devicesOf(rec);
-  if (w.dev !== undefined && devices.has(w.dev)) return `it uses device '${w.dev}'`;
-  if (w.ifname !== undefined && devices.has(w.ifname)) return `it has interface '${w.ifname}'`;
+  if (here === undefined || theirs === undefined || theirs === here) {
+    const devices = devicesOf(rec);
+    if (w.dev !== undefined && devices.has(w.dev)) return `it uses device '${w.dev}'`;
+    if (w.ifname !== undefined && devices.has(w.ifname)) return `it has interface '${w.ifname}'`;
+  }
   if (w.mac !== undefined && rec.mac === w.mac) return `it has MAC ${w.mac}`;
   if (w.vfs?.length) {
     for (const o of rec.owned) {
