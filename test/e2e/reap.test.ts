@@ -3,6 +3,7 @@
 // there (its watcher has not released it yet). The request releases the dead
 // owner's endpoint first and succeeds; with the owner alive it is refused.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -84,6 +85,26 @@ describe('a request reaps endpoints of exited owners before refusing', { skip },
     assert.equal(failures.length, 0, `${ROUNDS - failures.length}/${ROUNDS} succeeded; ${failures.slice(0, 3).join('; ')}`);
     assert.ok(frozen >= ROUNDS / 2 - 1, 'half the rounds ran with the old watcher stopped');
     await eventually('the watchers remove the last macvtap and every record', () => macvtaps().length === 0 && records().length === 0, 20000);
+  });
+
+  it('`up` meets the same: passthrough right after QEMU quit (its watcher stopped) reaps, then works; down removes it', async () => {
+    const q = await startQemu(ns, netdev('passthrough'), env);
+    const w = watcherPid();
+    assert.ok(w, 'the helper started a watcher');
+    process.kill(w, 'SIGSTOP');
+    try {
+      await q.quit();
+      const cli = (...args: string[]) => spawnSync('ip', ['netns', 'exec', ns.name, process.execPath, BIN, ...args], { env, encoding: 'utf8' });
+      const up = cli('up', '--mode=passthrough', '--dev=eth1', '--id=after-quit');
+      assert.equal(up.status, 0, up.stderr);
+      assert.deepEqual(records(), ['after-quit.json'], 'the dead owner\'s record is gone, the new one is there');
+      assert.equal(macvtaps().length, 1);
+      const down = cli('down', 'after-quit');
+      assert.equal(down.status, 0, down.stderr);
+    } finally {
+      try { process.kill(w, 'SIGCONT'); } catch { /* it exited */ }
+    }
+    await eventually('cleanup', () => macvtaps().length === 0 && records().length === 0, 20000);
   });
 
   it('with the old owner alive the request is still refused (exit 9), and the owner keeps its macvtap', async () => {
