@@ -1,10 +1,12 @@
-// Reap before refusing: when QEMU exits, its macvtap (VF claim, MAC...) stays
-// until the watcher releases it, a few hundred ms later. A request meeting
-// such an endpoint (same device, interface name, MAC or VF) releases it first,
-// through the release path `down`, the watcher and gc use, with the same
-// identity checks; an endpoint whose owner lives, or cannot be seen, is never
-// touched, and the request is then refused as before.
+// Reap before refusing: when QEMU exits, its macvtap (VF claim, MAC, switch
+// port...) stays until the watcher releases it, a few hundred ms later. A
+// request meeting such an endpoint (same device, interface name, MAC or VF;
+// a switch port of the same user, which counts against that user's bound)
+// releases it first, through the release path `down`, the watcher and gc
+// use, with the same identity checks; an endpoint whose owner lives, or
+// cannot be seen, is never touched, and the request is then refused as before.
 import type { EndpointRequest, HostContext } from '../backends/types.js';
+import { KIND_PORT } from '../backends/kernel/vswitch.js';
 import { formatMac, parseMac } from '../net/mac.js';
 import { endpointDir, listEndpoints, type EndpointRecord } from '../state/endpoints.js';
 import { ownerStatus } from '../state/owner.js';
@@ -23,11 +25,14 @@ export interface Wanted {
   mac?: string;
   /** VF pool entries: PF names or VF PCI addresses. */
   vfs?: readonly string[];
+  /** The caller's uid: the vhost-user switch refuses a port to a user at --max-ports-per-user. */
+  portsOfUid?: number;
 }
 
-/** From a request (or a CNI config: MAC as text, no params). */
-export function wantedBy(req: { dev?: string | undefined; mac?: Buffer | string | undefined; params?: EndpointRequest['params']; vfPool?: readonly string[] | undefined }): Wanted {
+/** From a request (or a CNI config: MAC as text, no params), for the caller `uid` when known. */
+export function wantedBy(req: { dev?: string | undefined; mac?: Buffer | string | undefined; params?: EndpointRequest['params']; vfPool?: readonly string[] | undefined }, uid?: number): Wanted {
   const w: Wanted = {};
+  if (uid !== undefined) w.portsOfUid = uid;
   if (req.dev) w.dev = req.dev;
   if (typeof req.params?.ifname === 'string') w.ifname = req.params.ifname;
   const mac = typeof req.mac === 'string' ? parseMac(req.mac) : req.mac;
@@ -73,6 +78,9 @@ export function conflictOf(rec: EndpointRecord, w: Wanted, here: string | undefi
       if (vf !== undefined) return `it holds VF ${str(o.obj.data.pci) ?? vf}`;
     }
   }
+  if (w.portsOfUid !== undefined && (rec.uid ?? 0) === w.portsOfUid && rec.owned.some((o) => o.obj.kind === KIND_PORT)) {
+    return `it is a vhost-user switch port of uid ${w.portsOfUid} (the switch bounds ports per user)`;
+  }
   return null;
 }
 
@@ -85,7 +93,7 @@ export interface Reaped { id: string; why: string; report: ReleaseReport }
  * left for gc; the request then meets the endpoint and is refused as before.
  */
 export function reapConflicting(w: Wanted, host: HostContext): Reaped[] {
-  if (w.dev === undefined && w.ifname === undefined && w.mac === undefined && !w.vfs?.length) return [];
+  if (w.dev === undefined && w.ifname === undefined && w.mac === undefined && !w.vfs?.length && w.portsOfUid === undefined) return [];
   const dir = endpointDir(host.stateDir);
   if (!existsSync(dir) || !readdirSync(dir).some((n) => n.endsWith('.json'))) return [];
   const here = ownNetns();

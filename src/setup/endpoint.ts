@@ -61,7 +61,7 @@ export function setupEndpoint(flags: SetupFlags, o: SetupOptions): SetupResult {
   checkStateDir(o.host.stateDir);
   if (o.acl !== null) authorize(o.acl, parseAcl(o.acl), o.caller, resourcesOf(req, profile ? profileName! : null, o.caller));
   // An endpoint whose QEMU exited must not refuse this one: released first.
-  reapConflicting(wantedBy(req), o.host);
+  reapConflicting(wantedBy(req, o.caller.uid), o.host);
   checkMacFree(req.mac, { host: o.host, config: o.config, caller: o.caller, profile: profile ? profileName! : null });
   const policy = policyFor(o.config, mode);
   const protocols = (profile?.protocols && !o.manual ? profile.protocols.filter((p) => o.protocols.includes(p)) : o.protocols);

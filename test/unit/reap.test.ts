@@ -3,8 +3,14 @@
 // network namespace.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { conflictOf, wantedBy, type Wanted } from '../../src/lifecycle/reap.js';
-import type { EndpointRecord } from '../../src/state/endpoints.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { HostContext } from '../../src/backends/types.js';
+import { ownNetns } from '../../src/lifecycle/holders.js';
+import { conflictOf, reapConflicting, wantedBy, type Wanted } from '../../src/lifecycle/reap.js';
+import { listEndpoints, releasedTombstone, saveEndpoint, type EndpointRecord } from '../../src/state/endpoints.js';
+import { ownerOf, type OwnerRef } from '../../src/state/owner.js';
 
 const NS = 'net:[4026531840]';
 const OTHER_NS = 'net:[4026532999]';
@@ -74,5 +80,52 @@ describe('wantedBy', () => {
       { dev: 'eth1', ifname: 'mv0', mac: '52:54:00:00:01:ab', vfs: ['0000:03:10.1'] });
     assert.deepEqual(wantedBy({ mac: '52:54:00:00:01:AB' }), { mac: '52:54:00:00:01:ab' });
     assert.deepEqual(wantedBy({ dev: undefined, params: { ifname: 3 }, vfPool: [] }), {});
+    assert.deepEqual(wantedBy({}, 1000), { portsOfUid: 1000 });
+  });
+});
+
+describe('conflictOf: vhost-user switch ports', () => {
+  const port = rec({
+    kernel: 'vswitch', transport: 'vhost-user', ifname: 'port3', mac: null, uid: 1000,
+    owned: [{ backend: 'vswitch', obj: { kind: 'vhost-user-port', data: { socket: '/run/qemu-net-helper/vhost-user/ep-1.sock', port: 3 } } }],
+    info: { socket: '/run/qemu-net-helper/vhost-user/ep-1.sock', port: 3, state: 'active', netns: NS },
+  });
+  it('a port of the same user stands in the way (the switch bounds ports per user); another user\'s does not', () => {
+    assert.match(conflictOf(port, { portsOfUid: 1000 }, NS)!, /switch port of uid 1000/);
+    assert.equal(conflictOf(port, { portsOfUid: 1001 }, NS), null);
+    assert.equal(conflictOf(rec({ uid: 1000 }), { portsOfUid: 1000 }, NS), null, 'a macvtap is no port');
+    const { uid: _u, ...older } = port;
+    assert.match(conflictOf(older as EndpointRecord, { portsOfUid: 0 }, NS)!, /uid 0/, 'records without uid are root\'s');
+  });
+});
+
+describe('reapConflicting (records in a state directory, no kernel objects)', () => {
+  const host = (stateDir: string) => ({ stateDir }) as HostContext;
+  const dead: OwnerRef = { pid: process.pid, startTime: '1' }; // this pid, another start time: a process gone
+  const save = (dir: string, id: string, over: Partial<EndpointRecord>): void => saveEndpoint(dir, rec({ id, owned: [], info: { parent: 'eth1', state: 'active', netns: ownNetns() }, ...over }));
+
+  it('releases only what is in the way and whose owner is gone; leaves live, unknown-owner, manual and unrelated records', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'qnh-reap-unit-'));
+    try {
+      const live = ownerOf(process.pid);
+      save(dir, 'dead-same-dev', { owner: dead });
+      save(dir, 'live-same-dev', { owner: live });
+      save(dir, 'dead-fd', { owner: null, lifetime: 'fd' });
+      save(dir, 'dead-manual', { owner: dead, lifetime: 'manual' });
+      save(dir, 'dead-other-dev', { owner: dead, info: { parent: 'eth9', state: 'active', netns: ownNetns() } });
+      const r = reapConflicting({ dev: 'eth1' }, host(dir));
+      assert.deepEqual(r.map((x) => [x.id, x.why]), [['dead-same-dev', `it uses device 'eth1' and owner pid ${process.pid} exited`]]);
+      assert.deepEqual(r[0]!.report.failed, []);
+      const left = listEndpoints(dir).map((e) => ('record' in e ? e.record.id : e.file)).sort();
+      assert.deepEqual(left, ['dead-fd', 'dead-manual', 'dead-other-dev', 'live-same-dev']);
+      assert.ok(releasedTombstone(dir, 'dead-same-dev'), 'released the way down does: a tombstone stays');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('asks nothing of /proc and releases nothing when nothing is wanted or there are no records', () => {
+    assert.deepEqual(reapConflicting({}, host('/nonexistent')), []);
+    assert.deepEqual(reapConflicting({ dev: 'eth1' }, host('/nonexistent/qnh')), []);
   });
 });
