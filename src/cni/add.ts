@@ -3,6 +3,7 @@
 // the sandbox, and any failure undoes all of it, IPAM included.
 import { ConfigError } from '../errors.js';
 import { draftRecord, journalingRollback } from '../lifecycle/record.js';
+import { reapConflicting, wantedBy } from '../lifecycle/reap.js';
 import { removeEndpoint, saveEndpoint } from '../state/endpoints.js';
 import type { HostContext } from '../backends/types.js';
 import type { NetConf } from './config.js';
@@ -40,6 +41,7 @@ export async function cmdAdd(conf: NetConf, raw: Record<string, unknown>, env: C
   if (loadAttachment(host.stateDir, conf.name, env.containerId, env.ifname)) {
     throw new ConfigError(`container ${env.containerId} already has '${env.ifname}' on network '${conf.name}'`, 'a runtime must DEL before it ADDs the same attachment again');
   }
+  reapConflicting(wantedBy({ dev: conf.dev, mac: conf.runtimeConfig?.mac ?? conf.mac, vfPool: conf.vfPool }), host);
   const prev = conf.prevResult ? readResult(conf.prevResult, 'prevResult') : null;
   const info: CniInfo = { network: conf.name, containerId: env.containerId, ifname: env.ifname, netns: env.netns, transport: conf.transport, conf: confWithoutPrev(raw) };
   const record = draftRecord(conf.mode, null, attachmentId(conf.name, env.containerId, env.ifname));

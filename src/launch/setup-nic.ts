@@ -12,6 +12,7 @@ import type { Rollback } from '../state/rollback.js';
 import { selfOwner } from '../state/owner.js';
 import { removeEndpoint, type EndpointRecord } from '../state/endpoints.js';
 import { draftRecord, journalingRollback } from '../lifecycle/record.js';
+import { reapConflicting, wantedBy } from '../lifecycle/reap.js';
 import type { NicSpec } from './nic-spec.js';
 
 export interface NicSetup {
@@ -36,6 +37,7 @@ export function setupNic(spec: NicSpec, host: HostContext, env: NodeJS.ProcessEn
   if (spec.args.profile && !profile) throw new ConfigError(`--nic '${spec.text}': no profile '${spec.args.profile}' in ${config}/profiles`, 'create it or drop profile=');
   const { mode, req } = buildRequest(spec.args, profile);
   const policy = policyFor(config, mode);
+  reapConflicting(wantedBy(req), host);
   // `run` waits for QEMU and releases everything itself; until QEMU runs, the
   // record's owner is this process, so gc cleans up if we are killed first.
   const record = draftRecord(mode, selfOwner());

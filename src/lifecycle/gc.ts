@@ -5,7 +5,8 @@ import type { HostContext } from '../host/context.js';
 import { gcStaleVfClaims } from '../backends/kernel/sriov.js';
 import { endpointDir, endpointOwnerStatus, lifetimeOf, listEndpoints, pruneTombstones, type EndpointRecord } from '../state/endpoints.js';
 import { removeStaleTemps } from '../state/atomic-file.js';
-import { ownerStatus, procState, type OwnerRef } from '../state/owner.js';
+import { ownerStatus, procState } from '../state/owner.js';
+import { deadBecause as deadBecauseGiven } from './liveness.js';
 import { checkStateDir } from '../state/state-dir.js';
 import { fdTargetOf, holdersOf } from './holders.js';
 import { netnsGoneLine, releaseEndpoint, type ReleaseReport } from './release.js';
@@ -22,18 +23,15 @@ export interface GcAllReport {
   vfClaims: { pci: string; action: string }[];
 }
 
-/** Why an endpoint is dead, or null while someone may still use it. */
+/** Why an endpoint is dead, or null while someone may still use it (the rule: liveness.ts; the facts: /proc). */
 export function deadBecause(rec: EndpointRecord): string | null {
-  // A setup whose process died before it finished: nobody will ever use it.
-  const setupBy = rec.info.setupBy as OwnerRef | undefined;
-  if (rec.info.state === 'setting-up' && setupBy !== undefined && ownerStatus(setupBy) === 'gone') return 'its setup was interrupted';
-  const life = lifetimeOf(rec);
-  if (life === 'owner' && endpointOwnerStatus(rec) === 'gone') return `owner pid ${rec.owner!.pid} is gone`;
-  if (life === 'fd') {
-    const target = fdTargetOf(rec);
-    if (!target || holdersOf(target, [process.pid], rec.info.netns as string | undefined).length === 0) return 'nobody holds its fd';
-  }
-  return null;
+  return deadBecauseGiven(rec, {
+    ownerStatus,
+    fdHeld: () => {
+      const target = fdTargetOf(rec);
+      return target !== null && holdersOf(target, [process.pid], rec.info.netns as string | undefined).length > 0;
+    },
+  });
 }
 
 /** Releases every dead endpoint (of those `mine` selects). Endpoints with a live or unknown owner stay. */

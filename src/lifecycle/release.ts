@@ -31,7 +31,7 @@ export function describeOwned(kind: string, data: Record<string, unknown>): stri
  * naming another endpoint's marker belongs to that endpoint, whatever this
  * record says, and is not this record's to release.
  */
-function foreignMarker(rec: EndpointRecord, data: Record<string, unknown>): string | null {
+export function foreignMarker(rec: EndpointRecord, data: Record<string, unknown>): string | null {
   const m = data.marker;
   if (m === undefined || m === `${MARKER_PREFIX}${rec.id}`) return null;
   return `left alone: it carries marker ${JSON.stringify(m)}, not endpoint ${rec.id}'s`;

@@ -11,6 +11,7 @@ import { ownerOf, type OwnerRef } from '../state/owner.js';
 import { waitForExit } from '../state/owner-exit.js';
 import { fdTargetOf, holdersOf, holds } from './holders.js';
 import { releaseEndpoint } from './release.js';
+import { watchable, watchStep } from './watch-decision.js';
 
 /** Starts `qemu-net-helper watch --id ID` detached, with a clean environment and stdio to /dev/null. */
 export function spawnWatcher(id: string, env: NodeJS.ProcessEnv): number {
@@ -30,7 +31,7 @@ export function spawnWatcher(id: string, env: NodeJS.ProcessEnv): number {
 export async function watchEndpoint(id: string, host: HostContext, pollMs = 1000): Promise<void> {
   let rec = loadEndpoint(host.stateDir, id);
   if (!rec) return;
-  if (!rec.owner && rec.lifetime !== 'fd') return; // manual: until `down`
+  if (!watchable(rec)) return; // manual: until `down`
   const target = fdTargetOf(rec);
   const netns = rec.info.netns as string | undefined;
   let orphaned = 0;
@@ -41,31 +42,26 @@ export async function watchEndpoint(id: string, host: HostContext, pollMs = 1000
     // Wake on the owner's exit, or every pollMs to see whether the fd moved on.
     const exited = await Promise.race([ownerExit, new Promise<boolean>((r) => setTimeout(() => r(false), pollMs))]);
     const now = loadEndpoint(host.stateDir, id);
-    if (!now) return; // `down` released it meanwhile
-    rec = now;
-    if (!target) {
-      if (exited) break;
-      continue;
-    }
-    if (!exited && owner && holds(owner.pid, target)) {
-      orphaned = 0;
-      continue;
-    }
-    const next = holdersOf(target, [process.pid], netns).find((pid) => pid !== owner?.pid);
-    if (next !== undefined) {
-      try {
-        rec.owner = ownerOf(next);
-        saveEndpoint(host.stateDir, rec);
-        owner = rec.owner;
-        ownerExit = waitForExit(owner).then(() => true);
-        orphaned = 0;
-        continue;
-      } catch { /* it just exited */ }
-    }
-    // Nobody holds it: the owner exited, or handed the fd to a process that
-    // is already gone (or dropped it). Seen twice in a row, so an fd still in
-    // flight in the socket (sent, not yet received) is not taken for dead.
-    if ((exited && owner) || ++orphaned >= 2) break;
+    if (now) rec = now;
+    const step = watchStep({
+      recordGone: now === null, exited, owner, hasTarget: target !== null, orphaned,
+      ownerHolds: () => owner !== null && target !== null && holds(owner.pid, target),
+      nextHolder: () => {
+        for (const pid of target ? holdersOf(target, [process.pid], netns) : []) {
+          if (pid === owner?.pid) continue;
+          try { return ownerOf(pid); } catch { /* it just exited */ }
+        }
+        return null;
+      },
+    });
+    if (step.kind === 'stop') return; // `down` (or a request that reaped it) released it meanwhile
+    if (step.kind === 'release') break;
+    if (step.kind === 'wait') { orphaned = step.orphaned; continue; }
+    rec.owner = step.owner;
+    saveEndpoint(host.stateDir, rec);
+    owner = step.owner;
+    ownerExit = waitForExit(owner).then(() => true);
+    orphaned = 0;
   }
   const last = loadEndpoint(host.stateDir, id);
   if (last) releaseEndpoint(last, host);

@@ -18,6 +18,7 @@ import { loadEndpoint, newEndpointId, removeEndpoint, saveEndpoint, validEndpoin
 import type { OwnerRef } from '../state/owner.js';
 import { checkStateDir } from '../state/state-dir.js';
 import { checkMacFree } from './mac-claim.js';
+import { reapConflicting, wantedBy } from '../lifecycle/reap.js';
 
 export interface SetupFlags extends RequestFlags {
   /** An explicit profile; otherwise a profile named like --br is used when it exists. */
@@ -59,6 +60,8 @@ export function setupEndpoint(flags: SetupFlags, o: SetupOptions): SetupResult {
   const { mode, req } = buildRequest(flags, profile);
   checkStateDir(o.host.stateDir);
   if (o.acl !== null) authorize(o.acl, parseAcl(o.acl), o.caller, resourcesOf(req, profile ? profileName! : null, o.caller));
+  // An endpoint whose QEMU exited must not refuse this one: released first.
+  reapConflicting(wantedBy(req, o.caller.uid), o.host);
   checkMacFree(req.mac, { host: o.host, config: o.config, caller: o.caller, profile: profile ? profileName! : null });
   const policy = policyFor(o.config, mode);
   const protocols = (profile?.protocols && !o.manual ? profile.protocols.filter((p) => o.protocols.includes(p)) : o.protocols);

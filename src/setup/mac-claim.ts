@@ -2,17 +2,16 @@
 // endpoint has it (two guests with one MAC break both), and, for a non-root
 // caller, not when a profile pins it, unless the request uses that profile —
 // else anyone allowed some mode could take a profile's MAC first and make
-// the QEMU the profile is for be refused. A holder whose owner is gone is
-// released first, so a dead guest's record blocks nobody.
+// the QEMU the profile is for be refused. A holder whose owner is gone was
+// released just before (lifecycle/reap.ts), so a dead guest's record blocks nobody.
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Caller } from '../access/caller.js';
 import { AccessDeniedError } from '../errors.js';
 import type { HostContext } from '../host/context.js';
-import { releaseEndpoint } from '../lifecycle/release.js';
 import { formatMac, parseMac } from '../net/mac.js';
 import { loadProfile } from '../policy/load.js';
-import { endpointOwnerStatus, lifetimeOf, listEndpoints } from '../state/endpoints.js';
+import { listEndpoints } from '../state/endpoints.js';
 
 /** Profiles (by name) whose `mac` is `text`; invalid profiles are skipped (they fail where they are used). */
 export function profilesPinning(config: string, text: string): string[] {
@@ -40,10 +39,6 @@ export function checkMacFree(mac: Buffer | undefined, o: { host: HostContext; co
   }
   for (const e of listEndpoints(o.host.stateDir)) {
     if (!('record' in e) || e.record.mac !== text) continue;
-    if (lifetimeOf(e.record) !== 'manual' && endpointOwnerStatus(e.record) === 'gone') {
-      const r = releaseEndpoint(e.record, o.host);
-      if (r.failed.length === 0) continue;
-    }
     throw new AccessDeniedError(`access denied: MAC ${text} is in use by endpoint ${e.record.id}`, 'give each guest NIC its own MAC');
   }
 }

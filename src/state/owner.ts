@@ -66,7 +66,11 @@ export function selfOwner(): OwnerRef { return ownerOf(process.pid); }
  * later process), or 'unknown' (we cannot see it: treat as alive).
  */
 export function ownerStatus(o: OwnerRef): 'alive' | 'gone' | 'unknown' {
-  const s = procState(o.pid);
+  return judgeOwner(o, procState(o.pid));
+}
+
+/** ownerStatus's rule, on a process state already read. */
+export function judgeOwner(o: OwnerRef, s: ProcState): 'alive' | 'gone' | 'unknown' {
   if (s.alive === false) return 'gone';
   if (s.alive === 'unknown') return 'unknown';
   return s.startTime === o.startTime ? 'alive' : 'gone';

@@ -1,0 +1,126 @@
+// Reap before refusing: QEMU quits and at once another QEMU asks for
+// passthrough on the same device, while the first one's macvtap is still
+// there (its watcher has not released it yet). The request releases the dead
+// owner's endpoint first and succeeds; with the owner alive it is refused.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { NetNs } from '../lib/netns.js';
+import { eventually } from '../lib/wait.js';
+import { BIN } from '../lib/paths.js';
+import { haveQemu, macvtapsHeldBy, startQemu, type QemuRun } from '../lib/qemu.js';
+import { runHelperLikeLibvirt, closeAll } from '../lib/helper-run.js';
+
+const skip = haveQemu() ? false : 'qemu-system-x86_64 is not installed';
+const ROUNDS = 20;
+
+describe('a request reaps endpoints of exited owners before refusing', { skip }, () => {
+  let ns: NetNs;
+  let wire: NetNs;
+  let dir: string;
+  let env: NodeJS.ProcessEnv;
+  before(() => {
+    ns = NetNs.create();
+    wire = NetNs.create('qnhw');
+    ns.ip('link', 'add', 'eth1', 'type', 'veth', 'peer', 'name', 'weth1', 'netns', wire.name);
+    ns.ip('link', 'set', 'eth1', 'up');
+    wire.ip('link', 'set', 'weth1', 'up');
+    dir = mkdtempSync(join(tmpdir(), 'qnh-reap-'));
+    writeFileSync(join(dir, 'acl.conf'), 'allow all\n');
+    env = { ...process.env, QEMU_NET_HELPER_ACL: join(dir, 'acl.conf'), QEMU_NET_HELPER_STATE_DIR: join(dir, 'state'), QEMU_NET_HELPER_CONFIG: join(dir, 'config') };
+  });
+  after(() => {
+    ns.destroy();
+    wire.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const macvtaps = (): string[] => ns.links().filter((l) => l.startsWith('macvtap'));
+  const recordsDir = (): string => join(dir, 'state/endpoints');
+  const records = (): string[] => (existsSync(recordsDir()) ? readdirSync(recordsDir()).filter((f) => f.endsWith('.json')) : []);
+  const netdev = (mode: string): string[] => ['-netdev', `tap,id=n0,helper=${BIN} helper --mode=${mode} --dev=eth1`];
+
+  /** The watcher pid of the one endpoint record (the direct helper starts one per endpoint). */
+  const watcherPid = (): number | null => {
+    const [f] = records();
+    if (!f) return null;
+    const rec = JSON.parse(readFileSync(join(recordsDir(), f), 'utf8')) as { watcher: { pid: number } | null };
+    return rec.watcher?.pid ?? null;
+  };
+
+  it(`QEMU quits, passthrough on the same device at once: ${ROUNDS}/${ROUNDS} succeed`, async () => {
+    // The first owner holds a bridge-mode macvtap: passthrough needs eth1 alone.
+    let q: QemuRun = await startQemu(ns, netdev('veb'), env);
+    const failures: string[] = [];
+    let frozen = 0;
+    try {
+      for (let i = 0; i < ROUNDS; i++) {
+        assert.equal(macvtapsHeldBy(ns, q.proc.pid!).length, 1, `round ${i}: QEMU holds its macvtap`);
+        // Every other round the old endpoint's watcher is stopped first: the
+        // macvtap then surely outlives its QEMU, however fast or slow this machine is.
+        const w = i % 2 === 1 ? watcherPid() : null;
+        if (w !== null) { process.kill(w, 'SIGSTOP'); frozen++; }
+        let next: QemuRun | null = null;
+        try {
+          await q.quit();
+          next = await startQemu(ns, netdev('passthrough'), env);
+        } catch (e) {
+          failures.push(`round ${i}${w !== null ? ' (watcher stopped)' : ''}: ${(e as Error).message.split('\n')[0]}`);
+        } finally {
+          if (w !== null) { try { process.kill(w, 'SIGCONT'); } catch { /* it exited */ } }
+        }
+        if (!next) {
+          // Go on from a clean device, so one failure does not hide how the other rounds fare.
+          await eventually('the watcher frees eth1', () => macvtaps().length === 0, 20000);
+          next = await startQemu(ns, netdev('passthrough'), env);
+        }
+        q = next;
+      }
+    } finally {
+      await q.quit();
+    }
+    assert.equal(failures.length, 0, `${ROUNDS - failures.length}/${ROUNDS} succeeded; ${failures.slice(0, 3).join('; ')}`);
+    assert.ok(frozen >= ROUNDS / 2 - 1, 'half the rounds ran with the old watcher stopped');
+    await eventually('the watchers remove the last macvtap and every record', () => macvtaps().length === 0 && records().length === 0, 20000);
+  });
+
+  it('`up` meets the same: passthrough right after QEMU quit (its watcher stopped) reaps, then works; down removes it', async () => {
+    const q = await startQemu(ns, netdev('passthrough'), env);
+    const w = watcherPid();
+    assert.ok(w, 'the helper started a watcher');
+    process.kill(w, 'SIGSTOP');
+    try {
+      await q.quit();
+      const cli = (...args: string[]) => spawnSync('ip', ['netns', 'exec', ns.name, process.execPath, BIN, ...args], { env, encoding: 'utf8' });
+      const up = cli('up', '--mode=passthrough', '--dev=eth1', '--id=after-quit');
+      assert.equal(up.status, 0, up.stderr);
+      assert.deepEqual(records(), ['after-quit.json'], 'the dead owner\'s record is gone, the new one is there');
+      assert.equal(macvtaps().length, 1);
+      const down = cli('down', 'after-quit');
+      assert.equal(down.status, 0, down.stderr);
+    } finally {
+      try { process.kill(w, 'SIGCONT'); } catch { /* it exited */ }
+    }
+    await eventually('cleanup', () => macvtaps().length === 0 && records().length === 0, 20000);
+  });
+
+  it('with the old owner alive the request is still refused (exit 9), and the owner keeps its macvtap', async () => {
+    const q = await startQemu(ns, netdev('passthrough'), env);
+    try {
+      const [held] = macvtapsHeldBy(ns, q.proc.pid!);
+      assert.ok(held, 'QEMU holds a passthru macvtap');
+      const r = await runHelperLikeLibvirt(ns, ['helper', '--mode=passthrough', '--dev=eth1', '--fd={FD}'], env);
+      closeAll(r.fds);
+      assert.equal(r.code, 9, r.stderr);
+      assert.match(r.stderr, /parent device 'eth1' is taken by passthru macvtap/);
+      assert.deepEqual(macvtapsHeldBy(ns, q.proc.pid!), [held], 'the live owner keeps its macvtap');
+      assert.equal(records().length, 1, 'its record stays');
+    } finally {
+      await q.quit();
+    }
+    await eventually('cleanup', () => macvtaps().length === 0 && records().length === 0, 20000);
+  });
+});
