@@ -26,6 +26,7 @@ const PACKET_VERSION = 10;
 const PACKET_TX_RING = 13;
 const PACKET_LOSS = 14;
 const PACKET_QDISC_BYPASS = 20;
+const PACKET_VNET_HDR = 15;
 const TPACKET_V2 = 1;
 const MSG_DONTWAIT = 0x40;
 
@@ -55,9 +56,14 @@ export function kickTxRing(fd: number): boolean {
  * (a switch uplink), for as long as the socket lives (the kernel counts
  * membership per socket and drops it on close). `rcvbuf`: receive buffer in
  * bytes (the default, rmem_default, is ~208 KiB of skb truesize: a few
- * hundred frames, where a tap queues 1000).
+ * hundred frames, where a tap queues 1000). `vnetHdr`: every frame read or
+ * written carries a struct virtio_net_hdr (tpacket.ts PACKET_VNET_LEN) in
+ * front, so GSO and partial-checksum frames cross as they are; both rings of
+ * TPACKET_V2 honour it (tpacket_rcv fills it in before the MAC header,
+ * tpacket_snd parses it and then takes frames up to the slot size instead
+ * of the MTU).
  */
-export function openPacketSocket(ifname: string, promiscuous = false, rcvbuf = 0, rings?: PacketRings): number {
+export function openPacketSocket(ifname: string, promiscuous = false, rcvbuf = 0, rings?: PacketRings, vnetHdr = false): number {
   const index = ifIndex(ifname);
   if (index === 0) throw new Error(`no interface ${ifname}`);
   const fd = check(c.socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, ETH_P_ALL_BE), 'socket', 'AF_PACKET');
@@ -72,6 +78,8 @@ export function openPacketSocket(ifname: string, promiscuous = false, rcvbuf = 0
       // FORCE passes rmem_max (needs CAP_NET_ADMIN); otherwise the kernel caps at rmem_max.
       if (setsockoptRaw(fd, SOL_SOCKET, SO_RCVBUFFORCE, size, 4) !== 0) setsockoptRaw(fd, SOL_SOCKET, SO_RCVBUF, size, 4);
     }
+    // Before the rings: the kernel refuses to change it once they exist (EBUSY).
+    if (vnetHdr) setInt(fd, SOL_PACKET, PACKET_VNET_HDR, 1, 'PACKET_VNET_HDR');
     if (rings) {
       // Rings before bind, so no frame arrives into the socket's plain queue.
       setInt(fd, SOL_PACKET, PACKET_VERSION, TPACKET_V2, 'PACKET_VERSION');

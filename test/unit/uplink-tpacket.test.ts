@@ -24,7 +24,7 @@ function kernelRx(dv: DataView, slot: number, o: { status: number; len: number; 
   dv.setUint32(slot, o.status, true);
 }
 
-const blank = (): RxFrame => ({ off: -1, len: -1, vlanTci: -1, vlanTpid: 0 });
+const blank = (): RxFrame => ({ off: -1, len: -1, vlanTci: -1, vlanTpid: 0, hdr: -1 });
 
 describe('uplink: TPACKET_V2 codec', () => {
   it('ring geometry: power-of-two slots holding MTU-sized frames, whole slots per block', () => {
@@ -47,7 +47,7 @@ describe('uplink: TPACKET_V2 codec', () => {
     assert.equal(rxSlot(dv, 2048, 2048, 0, f), RX_EMPTY);
     kernelRx(dv, 2048, { status: TP_STATUS_USER, len: 60 });
     assert.equal(rxSlot(dv, 2048, 2048, dv.getUint32(2048, true), f), RX_FRAME);
-    assert.deepEqual(f, { off: 2048 + RX_MAC_OFFSET, len: 60, vlanTci: -1, vlanTpid: 0 });
+    assert.deepEqual(f, { off: 2048 + RX_MAC_OFFSET, len: 60, vlanTci: -1, vlanTpid: 0, hdr: -1 });
     kernelRx(dv, 0, { status: TP_STATUS_USER | TP_STATUS_VLAN_VALID, len: 60, tci: 0x2064 });
     assert.equal(rxSlot(dv, 0, 2048, dv.getUint32(0, true), f), RX_FRAME);
     assert.equal(f.vlanTci, 0x2064);

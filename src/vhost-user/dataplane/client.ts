@@ -83,8 +83,8 @@ export class DataplaneWorker {
     await this.call('setMode', { port, mode });
   }
 
-  async setUplink(fd: number, rings?: PacketRings): Promise<void> {
-    await this.call('setUplink', rings ? { fd, rings } : { fd });
+  async setUplink(fd: number, rings?: PacketRings, vnetHdr = false): Promise<void> {
+    await this.call('setUplink', rings ? { fd, rings, vnetHdr } : { fd, vnetHdr });
   }
 
   portDataplane(port: number): PortDataplane {
