@@ -100,12 +100,13 @@ export class OffloadPath {
   }
 
   /**
-   * Sends the checked frame out of the uplink, which takes `upOffloads`: as
-   * it is, header and all, when those cover it (the kernel segments or
-   * checksums it only where its device cannot), else as plain frames.
+   * Sends the checked frame out of the uplink, which takes `upOffloads` and
+   * frames up to `upMax`: as it is, header and all, when those cover it (the
+   * kernel segments or checksums it only where its device cannot), else as
+   * plain frames.
    */
-  toUplink(send: UplinkSend, upOffloads: number, flat: Uint8Array, len: number, st: PortStats): void {
-    if (upOffloads !== 0 && (this.need & ~upOffloads) === 0) {
+  toUplink(send: UplinkSend, upOffloads: number, upMax: number, flat: Uint8Array, len: number, st: PortStats): void {
+    if (upOffloads !== 0 && (this.need & ~upOffloads) === 0 && len <= upMax) {
       if (send(flat, len, this.raw) && this.gso) st.gsoPassed++;
       return;
     }

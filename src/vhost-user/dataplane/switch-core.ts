@@ -315,7 +315,7 @@ export class SwitchCore {
     const n = decide(this.fdb, this.topo, ingress, macAt(flat, 0), src, this.now, out);
     for (let i = 0; i < n; i++) {
       const p = out[i]!;
-      if (p === UPLINK) { o.toUplink(this.sendUplink, this.uplink?.offloads ?? 0, flat, len, st); continue; }
+      if (p === UPLINK) { o.toUplink(this.sendUplink, this.uplink?.offloads ?? 0, this.uplink?.maxSend ?? 0, flat, len, st); continue; }
       const to = this.ports.get(p);
       const rx = to?.rxQueue(pair);
       if (!to || !rx) continue;

@@ -38,6 +38,8 @@ export interface UplinkIo {
   readonly fd: number;
   /** The offloads (CAN_* of switch/offload.ts) the kernel takes from us and may hand us: CAN_ALL with a vnet header, else 0. */
   readonly offloads: number;
+  /** The largest frame sendFlat() takes (a bigger GSO frame is segmented before). */
+  readonly maxSend: number;
   /** Queues the frame of a guest TX chain (after its hdrLen header); false: dropped (full, too big). */
   sendChain(chain: ChainScratch, hdrLen: number): boolean;
   /** Queues buf[off, off + len), with virtio_net_hdr `hdr` (a checked one: only when `offloads` is not 0) or none; false: dropped. */
@@ -105,6 +107,7 @@ export class PacketRingIo implements UplinkIo {
   private readonly txFrames: number;
   private readonly txSize: number;
   private readonly txMax: number;
+  get maxSend(): number { return this.txMax; }
   private rxNext = 0;
   private txNext = 0;
   private queued = 0;
@@ -228,6 +231,7 @@ export class PacketRingIo implements UplinkIo {
 
 export class TapIo implements UplinkIo {
   bad = 0;
+  readonly maxSend = MAX_FRAME_LEN;
   readonly offloads: number;
   private readonly vnet: number;
   private readonly flat = Buffer.allocUnsafe(PACKET_VNET_LEN + MAX_FRAME_LEN);
