@@ -13,8 +13,9 @@
 //   cache, one frame reused), an upper bound rather than a real guest;
 // and the same stream out of the uplink (AF_PACKET TPACKET_V2 TX ring over
 // plain memory, the kernel's part played by a kick that frees every slot):
-// - uplink-gso-passed: 64 KiB GSO frames into the ring with their vnet
-//   header (PACKET_VNET_HDR, offloads on);
+// - uplink-gso-passed: 64 KiB GSO frames with their vnet header
+//   (PACKET_VNET_HDR, offloads on) to the ring-less sender the uplink uses
+//   for frames bigger than a slot (its write() not counted);
 // - uplink-gso-segmented: the same frames segmented here (no vnet header:
 //   the uplink before offloads, or --offloads off);
 // - uplink-mtu-frames: 1514-byte frames from the guest, two descriptors.
@@ -29,7 +30,7 @@ import { GuestTxPipe } from '../src/vhost-user/dataplane/pipes.js';
 import { WorkerPort } from '../src/vhost-user/dataplane/port.js';
 import { SwitchCore } from '../src/vhost-user/dataplane/switch-core.js';
 import { ringsBytes } from '../src/sys/packet.js';
-import { PACKET_VNET_LEN, RX_MAC_OFFSET, ringGeometry } from '../src/sys/tpacket.js';
+import { PACKET_VNET_LEN, ringGeometry } from '../src/sys/tpacket.js';
 import { PacketRingIo } from '../src/vhost-user/dataplane/uplink-io.js';
 import { UPLINK } from '../src/vhost-user/switch/fdb.js';
 import { VEB } from '../src/vhost-user/switch/forwarding.js';
@@ -47,10 +48,14 @@ const MSS = 1448; // 1500 MTU, TCP timestamps
 
 export type OffloadCase = 'gso-passed' | 'gso-segmented' | 'mtu-frames' | 'mtu-frames-1desc' | 'uplink-gso-passed' | 'uplink-gso-segmented' | 'uplink-mtu-frames';
 
-/** An uplink TX ring as uplink.ts makes it (vnet: 128 slots of 64 KiB; else 4096 of 2 KiB) whose "kernel" frees every slot at each kick. */
+/**
+ * An uplink TX ring as uplink.ts makes it (4096 slots of 2 KiB) whose
+ * "kernel" frees every slot at each kick; with `vnet`, GSO frames go to a
+ * ring-less sender that takes them (the write() to the kernel not counted).
+ */
 function memoryUplink(vnet: boolean): PacketRingIo {
   const v = vnet ? PACKET_VNET_LEN : 0;
-  const g = vnet ? ringGeometry(65536 - RX_MAC_OFFSET - v - 4, 0, 128, v) : ringGeometry(1518, 8 << 20, 256);
+  const g = ringGeometry(1518, 8 << 20, 256, v);
   const rings = { rx: ringGeometry(1518, 0, 64), tx: g };
   const mem = new ArrayBuffer(ringsBytes(rings));
   const i32 = new Int32Array(mem);
@@ -59,7 +64,7 @@ function memoryUplink(vnet: boolean): PacketRingIo {
     for (let i = 0; i < g.frameCount; i++) i32[(txBase + i * g.frameSize) >> 2] = 0;
     return true;
   };
-  return new PacketRingIo(-1, rings, mem, kick, () => {}, vnet);
+  return new PacketRingIo(-1, rings, mem, kick, () => {}, vnet, vnet ? { read: () => -1, write: () => true } : null);
 }
 
 function guest(sw: SwitchCore, id: number, offloads: number): { port: WorkerPort; drv: MockVirtq[]; g: MockGuest } {
@@ -91,7 +96,7 @@ export function runTcpOffload(kind: OffloadCase, seconds: number): { gbitPerCpuS
   sw.fdb.learn(0x52540000000b, up ? UPLINK : 1, sw.now);
   const mtu = kind === 'mtu-frames' || kind === 'mtu-frames-1desc' || kind === 'uplink-mtu-frames';
   // Toward the uplink, what Linux's TCP makes of a 64 KiB size goal (whole
-  // segments: a 65226-byte frame), which fits a 64 KiB ring slot.
+  // segments: a 65226-byte frame).
   const payload = mtu ? MSS : up ? 45 * MSS : 65535 - 14 - 20 - 32;
   const f = tcpFrame({ payload, tcpOpts: 12, dstMac: [0x52, 0x54, 0, 0, 0, 0x0b], srcMac: [0x52, 0x54, 0, 0, 0, 0x0a] });
   const hdr = new Uint8Array(12);

@@ -88,6 +88,13 @@ export const RX_FRAME = 0;
 export const RX_EMPTY = 1;
 /** The slot is ours but holds no usable frame (truncated, out of bounds, too short): release it and count a drop. */
 export const RX_BAD = 2;
+/**
+ * The frame was bigger than the slot (a GSO skb): the slot holds it cut, and
+ * the kernel queued it whole on the socket as well (TP_STATUS_COPY, with
+ * PACKET_COPY_THRESH set): read it from there, then release the slot. `out`
+ * has its VLAN tag only.
+ */
+export const RX_COPY = 3;
 
 /**
  * Reads the slot at `slot` (byte offset in `dv`, `frameSize` bytes) into `out`.
@@ -97,6 +104,15 @@ export const RX_BAD = 2;
  */
 export function rxSlot(dv: DataView, slot: number, frameSize: number, status: number, out: RxFrame, vnet = 0): number {
   if ((status & TP_STATUS_USER) === 0) return RX_EMPTY;
+  if (status & TP_STATUS_VLAN_VALID) {
+    out.vlanTci = dv.getUint16(slot + TP_VLAN_TCI, true);
+    const tpid = status & TP_STATUS_VLAN_TPID_VALID ? dv.getUint16(slot + TP_VLAN_TPID, true) : 0;
+    out.vlanTpid = tpid === 0 ? ETH_VLAN : tpid;
+  } else {
+    out.vlanTci = -1;
+    out.vlanTpid = 0;
+  }
+  if (status & TP_STATUS_COPY) return RX_COPY;
   const len = dv.getUint32(slot + TP_LEN, true);
   const snap = dv.getUint32(slot + TP_SNAPLEN, true);
   const mac = dv.getUint16(slot + TP_MAC, true);
@@ -106,14 +122,6 @@ export function rxSlot(dv: DataView, slot: number, frameSize: number, status: nu
   out.off = slot + mac;
   out.hdr = vnet === 0 ? -1 : slot + mac - vnet;
   out.len = snap;
-  if (status & TP_STATUS_VLAN_VALID) {
-    out.vlanTci = dv.getUint16(slot + TP_VLAN_TCI, true);
-    const tpid = status & TP_STATUS_VLAN_TPID_VALID ? dv.getUint16(slot + TP_VLAN_TPID, true) : 0;
-    out.vlanTpid = tpid === 0 ? ETH_VLAN : tpid;
-  } else {
-    out.vlanTci = -1;
-    out.vlanTpid = 0;
-  }
   return RX_FRAME;
 }
 

@@ -27,8 +27,8 @@ import { NotFoundError, UsageError } from '../errors.js';
 import { linkKind, linkShow } from '../net/ip.js';
 import { closeFd } from '../sys/libc.js';
 import { bridgeAddPort, ifIndex, setUp } from '../sys/netdev.js';
-import { openPacketSocket, type PacketRings } from '../sys/packet.js';
-import { PACKET_VNET_LEN, ringGeometry, RX_MAC_OFFSET } from '../sys/tpacket.js';
+import { openPacketSender, openPacketSocket, type PacketRings } from '../sys/packet.js';
+import { PACKET_VNET_LEN, ringGeometry } from '../sys/tpacket.js';
 import { createTap, setTapOffload, setVnetHdrSize, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN } from '../sys/tun.js';
 import { setNonBlocking } from '../sys/unix-socket.js';
 
@@ -40,20 +40,14 @@ const UPLINK_RCVBUF = 4 << 20;
 // frames. Slots are sized for the device's MTU when the switch starts.
 const RING_BYTES = 8 << 20;
 const RING_MIN_FRAMES = 256;
-// With a vnet header a slot holds a GSO frame: 64 KiB slots, which take
-// frames up to 65456 bytes (the slot less the kernel's headers). TCP's TSO
-// and GRO frames stay below that at usual MSSs (a 64 KiB size goal less
-// MAX_TCP_HEADER, in whole segments: 65226 bytes at MSS 1448); a bigger one
-// arrives cut and is dropped (rxDropped), and a bigger guest frame is
-// segmented here before the TX ring. 128 KiB slots would take every
-// possible frame at twice the kernel memory. RX: 512 slots (32 MiB), a
-// burst of 512 frames of any size (DPDK's net_af_packet default is 512 of
-// 2 KiB); TX: 128 (8 MiB), twice a batch (the ring is sent and emptied at
-// the end of every batch).
-const GSO_SLOT = 64 << 10;
-const GSO_MAX_FRAME = GSO_SLOT - RX_MAC_OFFSET - PACKET_VNET_LEN - 4;
-const GSO_RX_SLOTS = 512;
-const GSO_TX_SLOTS = 128;
+// With a vnet header the slots stay MTU-sized (and hold the header too):
+// GSO frames, up to 64 KiB, go around the rings instead. Received, the
+// kernel marks the slot TP_STATUS_COPY and queues the whole frame on the
+// socket (read() then); sent, through a second, ring-less packet socket
+// (sys/packet.ts openPacketSender) after the ring's queued frames. 64 KiB
+// slots for everything measured slower on small frames (a slot per 64 KiB:
+// every slot header in the same cache sets, a page per frame) and cost
+// 40 MiB of kernel memory per switch.
 // What the tap may hand us: the TCP offloads the switch validates, passes on
 // and can segment. Not USO (TUN_F_USO4/6): the switch neither offers UDP
 // segmentation to guests nor can do it in software, so the kernel would hand
@@ -71,6 +65,8 @@ export interface Uplink {
   rings?: PacketRings;
   /** Frames carry a virtio_net_hdr of PACKET_VNET_LEN bytes both ways (offloads on). */
   vnetHdr: boolean;
+  /** The send-only packet socket for frames bigger than a TX slot (offloads on), or -1. */
+  senderFd: number;
   close(): void;
 }
 
@@ -94,7 +90,7 @@ export function openUplink(opts: { dev?: string; bridge?: string; offloads?: boo
       closeFd(tap.fd);
       throw e;
     }
-    return { fd: tap.fd, kind: 'tap', ifname: tap.name, device: br, vnetHdr: tap.vnetHdr, close: () => closeFd(tap.fd) };
+    return { fd: tap.fd, kind: 'tap', ifname: tap.name, device: br, vnetHdr: tap.vnetHdr, senderFd: -1, close: () => closeFd(tap.fd) };
   }
   if (opts.dev) {
     const dev = opts.dev;
@@ -105,11 +101,18 @@ export function openUplink(opts: { dev?: string; bridge?: string; offloads?: boo
     }
     // Slots for a frame of the MTU plus Ethernet and VLAN headers.
     const maxFrame = Math.min(65535, Math.max(1500, link.mtu) + 18);
-    const rings = offloads
-      ? { rx: ringGeometry(GSO_MAX_FRAME, 0, GSO_RX_SLOTS, PACKET_VNET_LEN), tx: ringGeometry(GSO_MAX_FRAME, 0, GSO_TX_SLOTS, PACKET_VNET_LEN) }
-      : { rx: ringGeometry(maxFrame, RING_BYTES, RING_MIN_FRAMES), tx: ringGeometry(maxFrame, RING_BYTES, RING_MIN_FRAMES) };
+    const vnet = offloads ? PACKET_VNET_LEN : 0;
+    const rings = { rx: ringGeometry(maxFrame, RING_BYTES, RING_MIN_FRAMES, vnet), tx: ringGeometry(maxFrame, RING_BYTES, RING_MIN_FRAMES, vnet) };
     const fd = openPacketSocket(dev, true, UPLINK_RCVBUF, rings, offloads);
-    return { fd, kind: 'packet', ifname: dev, device: dev, rings, vnetHdr: offloads, close: () => closeFd(fd) };
+    let senderFd = -1;
+    try {
+      if (offloads) senderFd = openPacketSender(dev);
+    } catch (e) {
+      closeFd(fd);
+      throw e;
+    }
+    const close = (): void => { closeFd(fd); if (senderFd >= 0) closeFd(senderFd); };
+    return { fd, kind: 'packet', ifname: dev, device: dev, rings, vnetHdr: offloads, senderFd, close };
   }
   return null;
 }

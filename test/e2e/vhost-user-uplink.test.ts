@@ -127,7 +127,7 @@ describe('vhost-user switch uplink: frames byte-exact both ways through a veth',
           assert.deepEqual(vlanGot, inTagged.map(hex), 'tagged frames arrive with their tag');
 
           // A full ring: the switch stopped, the far end sends more than the
-          // uplink can queue (512 ring slots of 64 KiB with offloads on; a tap queues ~1000).
+          // uplink can queue (4096 ring slots; a tap queues ~1000).
           const before = await list();
           const port0 = (r: ListReply): UplinkStats => r.ports.find((p) => p.port === 0)!.stats;
           const burst = Array.from({ length: 5000 }, (_, i) => frame(GUEST, HOST, `f-${i}`, i % 2 ? 1514 : 64));

@@ -16,12 +16,15 @@
 // With a vnet header (offloads on: uplink.ts), each frame in either direction
 // has a struct virtio_net_hdr in front: plain frames get an all-zero one; a
 // received one that asks for an offload goes to the sink beside the frame.
+// GSO frames do not fit the rings' MTU-sized slots: PacketRingIo reads one
+// whole from the socket where the kernel marked its slot TP_STATUS_COPY, and
+// sends one through a ring-less socket after kicking the ring (in order).
 import { c } from '../../sys/libc.js';
 import { mapShared, unmap, type Mapping } from '../../sys/mmap.js';
 import { kickTxRing, ringsBytes, type PacketRings } from '../../sys/packet.js';
 import { CAN_ALL } from '../switch/offload.js';
 import {
-  PACKET_VNET_LEN, reinsertVlan, RX_BAD, RX_FRAME, rxSlot, TP_STATUS_KERNEL, TP_STATUS_SEND_REQUEST, TX_DATA_OFFSET, txCapacity, txSlotHeader, type RxFrame,
+  PACKET_VNET_LEN, reinsertVlan, RX_BAD, RX_COPY, RX_FRAME, rxSlot, TP_STATUS_KERNEL, TP_STATUS_SEND_REQUEST, TX_DATA_OFFSET, txCapacity, txSlotHeader, type RxFrame,
 } from '../../sys/tpacket.js';
 import { type ChainScratch, MAX_FRAME_LEN, readFrame, type SplitQueue } from '../virtq/index.js';
 import { fromPacket, packetRingBlock, packetRingNext, toPacket, toTap, type PacketRingBlock } from '../virtq/native.js';
@@ -64,10 +67,26 @@ export interface UplinkIo {
 // TX slot states that mean "the kernel still owns it" (SEND_REQUEST, SENDING).
 const TX_BUSY = 1 | 2;
 
-/** The rings of packet socket `fd` (with PACKET_VNET_HDR if `vnetHdr`), mapped into this thread (unmapped by close()). */
-export function openPacketRingIo(fd: number, rings: PacketRings, vnetHdr = false): PacketRingIo {
+/** Frames bigger than a ring slot, with their vnet header: read from the ring's socket, written to a ring-less one. */
+export interface WholeFrameIo {
+  /** One frame queued whole on the socket (header first) into buf; its length, or <= 0 for none. */
+  read(buf: Uint8Array): number;
+  /** Sends buf[0, len) (header first); false: refused. */
+  write(buf: Uint8Array, len: number): boolean;
+}
+
+/**
+ * The rings of packet socket `fd` (with PACKET_VNET_HDR if `vnetHdr`), mapped
+ * into this thread (unmapped by close()); `senderFd`: the ring-less socket
+ * for frames bigger than a TX slot (uplink.ts), or -1.
+ */
+export function openPacketRingIo(fd: number, rings: PacketRings, vnetHdr = false, senderFd = -1): PacketRingIo {
   const map: Mapping = mapShared(fd, ringsBytes(rings));
-  return new PacketRingIo(fd, rings, map.buffer, () => kickTxRing(fd), () => unmap(map), vnetHdr);
+  const whole: WholeFrameIo | null = vnetHdr && senderFd >= 0 ? {
+    read: (buf) => Number(c.read(fd, buf, buf.length)),
+    write: (buf, len) => Number(c.write(senderFd, buf, len)) === len,
+  } : null;
+  return new PacketRingIo(fd, rings, map.buffer, () => kickTxRing(fd), () => unmap(map), vnetHdr, whole);
 }
 
 /**
@@ -82,8 +101,10 @@ export function offloadHeader(b: Uint8Array, at: number, out: Uint8Array, shift 
   if (shift !== 0) {
     const hdrLen = out[2]! | (out[3]! << 8);
     const start = out[6]! | (out[7]! << 8);
-    if (hdrLen !== 0) { out[2] = (hdrLen + shift) & 0xff; out[3] = (hdrLen + shift) >>> 8; }
-    if (out[0]! & 1) { out[6] = (start + shift) & 0xff; out[7] = (start + shift) >>> 8; }
+    // Past 0xffff: 0xffff, which no frame of ours is long enough for (validation drops it).
+    const h = Math.min(hdrLen + shift, 0xffff), c = Math.min(start + shift, 0xffff);
+    if (hdrLen !== 0) { out[2] = h & 0xff; out[3] = h >>> 8; }
+    if (out[0]! & 1) { out[6] = c & 0xff; out[7] = c >>> 8; }
   }
   return out;
 }
@@ -107,7 +128,9 @@ export class PacketRingIo implements UplinkIo {
   private readonly txFrames: number;
   private readonly txSize: number;
   private readonly txMax: number;
-  get maxSend(): number { return this.txMax; }
+  readonly maxSend: number;
+  // A frame with its header, for the WholeFrameIo both ways.
+  private readonly whole = new Uint8Array(PACKET_VNET_LEN + MAX_FRAME_LEN);
   private rxNext = 0;
   private txNext = 0;
   private queued = 0;
@@ -117,7 +140,8 @@ export class PacketRingIo implements UplinkIo {
   private readonly rxBlock: PacketRingBlock | null;
   private readonly txBlock: PacketRingBlock | null;
 
-  constructor(readonly fd: number, rings: PacketRings, mem: ArrayBuffer, private readonly kick: () => boolean, private readonly release: () => void, vnetHdr = false) {
+  constructor(readonly fd: number, rings: PacketRings, mem: ArrayBuffer, private readonly kick: () => boolean, private readonly release: () => void,
+    vnetHdr = false, private readonly wholeIo: WholeFrameIo | null = null) {
     if (mem.byteLength < ringsBytes(rings)) throw new RangeError(`ring memory of ${mem.byteLength} bytes, ${ringsBytes(rings)} needed`);
     this.u8 = new Uint8Array(mem);
     this.dv = new DataView(mem);
@@ -130,6 +154,7 @@ export class PacketRingIo implements UplinkIo {
     this.vnet = vnetHdr ? PACKET_VNET_LEN : 0;
     this.offloads = vnetHdr ? CAN_ALL : 0;
     this.txMax = txCapacity(this.txSize, this.vnet);
+    this.maxSend = wholeIo !== null && vnetHdr ? MAX_FRAME_LEN : this.txMax;
     this.rxBlock = packetRingBlock(mem, 0, this.rxSize, this.rxFrames);
     this.txBlock = packetRingBlock(mem, this.txBase, this.txSize, this.txFrames);
   }
@@ -182,8 +207,9 @@ export class PacketRingIo implements UplinkIo {
   }
 
   sendFlat(buf: Uint8Array, off: number, len: number, hdr: Uint8Array | null = null): boolean {
-    if (!(len >= 0 && len <= this.txMax && off >= 0 && off + len <= buf.length)) return false;
+    if (!(len >= 0 && len <= this.maxSend && off >= 0 && off + len <= buf.length)) return false;
     if (hdr !== null && this.vnet === 0) return false;
+    if (len > this.txMax) return this.sendWhole(buf, off, len, hdr);
     const slot = this.txSlot();
     if (slot < 0) return false;
     const at = slot + TX_DATA_OFFSET;
@@ -192,6 +218,18 @@ export class PacketRingIo implements UplinkIo {
     this.u8.set(buf.subarray(off, off + len), at + this.vnet);
     this.commit(slot, len);
     return true;
+  }
+
+  /** A frame bigger than a slot: after what the ring holds (kicked first, so it does not overtake), through the ring-less socket. */
+  private sendWhole(buf: Uint8Array, off: number, len: number, hdr: Uint8Array | null): boolean {
+    const io = this.wholeIo!;
+    this.flush();
+    const w = this.whole;
+    const v = this.vnet;
+    if (hdr !== null) w.set(hdr.subarray(0, v), 0);
+    else w.fill(0, 0, v);
+    w.set(buf.subarray(off, off + len), v);
+    return io.write(w, v + len);
   }
 
   flush(): void {
@@ -208,8 +246,9 @@ export class PacketRingIo implements UplinkIo {
       // Acquire: the slot's header and frame are read only after its status.
       const status = Atomics.load(i32, slot >> 2);
       const r = rxSlot(this.dv, slot, this.rxSize, status, f, this.vnet);
-      if (r !== RX_FRAME && r !== RX_BAD) break;
+      if (r !== RX_FRAME && r !== RX_BAD && r !== RX_COPY) break;
       if (r === RX_BAD) this.bad++;
+      else if (r === RX_COPY) this.receiveWhole(sink);
       else if (f.vlanTci < 0) sink(this.u8, f.off, f.len, f.hdr < 0 ? null : offloadHeader(this.u8, f.hdr, this.rxHdr));
       else {
         // The kernel took the tag off into the header: the guest gets it back in the frame.
@@ -222,6 +261,21 @@ export class PacketRingIo implements UplinkIo {
       this.rxNext = this.rxNext + 1 === this.rxFrames ? 0 : this.rxNext + 1;
     }
     return n;
+  }
+
+  /** The frame of a TP_STATUS_COPY slot, read whole from the socket (f holds the slot's VLAN tag). */
+  private receiveWhole(sink: FrameSink): void {
+    const v = this.vnet;
+    const w = this.whole;
+    const n = this.wholeIo === null || v === 0 ? -1 : this.wholeIo.read(w);
+    if (n < v + 14) { this.bad++; return; }
+    const f = this.f;
+    if (f.vlanTci < 0) { sink(w, v, n - v, offloadHeader(w, 0, this.rxHdr)); return; }
+    f.off = v;
+    f.len = n - v;
+    const len = reinsertVlan(w, f, this.tagged);
+    if (len < 0) this.bad++;
+    else sink(this.tagged, 0, len, offloadHeader(w, 0, this.rxHdr, 4));
   }
 
   close(): void {
