@@ -23,7 +23,8 @@ import { Serve } from '../test/lib/serve.js';
 import { Testpmd, parseTestpmd } from '../test/lib/testpmd.js';
 import { dpdkRunDir, removeLater } from './leftovers.js';
 
-export type UplinkBackend = 'qnh-packet' | 'qnh-tap' | 'dpdk';
+/** qnh-packet-nogso: `--uplink` with `--offloads off` (no vnet header, the MTU-sized ring slots of before). */
+export type UplinkBackend = 'qnh-packet' | 'qnh-packet-nogso' | 'qnh-tap' | 'dpdk';
 export type UplinkDirection = 'out' | 'in';
 export interface UplinkRow {
   direction: UplinkDirection; backend: UplinkBackend; frameBytes: number;
@@ -59,7 +60,7 @@ async function withBackend<T>(lab: Lab, backend: UplinkBackend, fn: () => Promis
       forget();
     }
   }
-  const args = backend === 'qnh-packet' ? ['--uplink', 'up0'] : ['--br', 'br0'];
+  const args = backend === 'qnh-packet' ? ['--uplink', 'up0'] : backend === 'qnh-packet-nogso' ? ['--uplink', 'up0', '--offloads', 'off'] : ['--br', 'br0'];
   const serve = new Serve(['--socket', lab.sock, ...args, '--poll', 'busy', '--allow-unsealed-memory'], lab.ns);
   try {
     await serve.ready([lab.sock]);

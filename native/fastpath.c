@@ -20,9 +20,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
-#define QNH_ABI 2
+#define QNH_ABI 3
 
 struct qnh_region {
   uint64_t gpa;   // guest-physical start
@@ -244,14 +245,16 @@ static inline int pring_ok(const struct qnh_pring *p) {
 // Guest TX ring -> packet TX ring. Frames are marked SEND_REQUEST, not sent:
 // the caller kicks the socket once. Returns frames moved; ring->stop says why
 // it stopped (QNH_STOP_RX_EMPTY: the TX ring is full).
-int qnh_to_packet(double tx_block, double ring_block, uint32_t max, uint32_t tx_hdr, double dst_mac, double src_mac) {
+// `vnet`: bytes of virtio_net_hdr the kernel takes before each frame
+// (PACKET_VNET_HDR: 10, else 0); a plain frame gets an all-zero one.
+int qnh_to_packet(double tx_block, double ring_block, uint32_t max, uint32_t tx_hdr, uint32_t vnet, double dst_mac, double src_mac) {
   struct qnh_ring *tx = (struct qnh_ring *)(uintptr_t)tx_block;
   struct qnh_pring *p = (struct qnh_pring *)(uintptr_t)ring_block;
   struct qnh_mem *tmem = (struct qnh_mem *)(uintptr_t)tx->mem;
   if (!(dst_mac >= 0 && dst_mac < 281474976710656.0 && src_mac >= 0 && src_mac < 281474976710656.0)) { p->stop = QNH_STOP_MAC; return 0; }
-  if ((tx_hdr != 10 && tx_hdr != 12) || !pring_ok(p)) { p->stop = QNH_STOP_TX_OTHER; return 0; }
+  if ((tx_hdr != 10 && tx_hdr != 12) || (vnet != 0 && vnet != 10) || !pring_ok(p)) { p->stop = QNH_STOP_TX_OTHER; return 0; }
   const uint64_t want_dst = (uint64_t)dst_mac, want_src = (uint64_t)src_mac;
-  const uint32_t cap = p->frame_size - TP_TX_DATA;
+  const uint32_t cap = p->frame_size - TP_TX_DATA - vnet;
   uint32_t why = QNH_STOP_MAX;
   uint32_t n = 0;
   for (; n < max; n++) {
@@ -260,20 +263,21 @@ int qnh_to_packet(double tx_block, double ring_block, uint32_t max, uint32_t tx_
     uint32_t len;
     const uint8_t *src = single_buffer(tx, tmem, (uint32_t)th, 0, &len);
     if (src == NULL || len < tx_hdr + ETH_MIN || len - tx_hdr > cap) { why = QNH_STOP_TX_OTHER; break; }
-    // An offload header (flags or gso_type set) is completed in software for
-    // the uplink, in TypeScript (as in qnh_forward): never sent as it is.
+    // An offload header (flags or gso_type set) is checked (and passed on or
+    // completed) in TypeScript, as in qnh_forward: never sent from here.
     if ((src[0] | src[1]) != 0) { why = QNH_STOP_TX_OTHER; break; }
     const uint32_t flen = len - tx_hdr;
     uint8_t *slot = (uint8_t *)(uintptr_t)(p->base + (uint64_t)p->next * p->frame_size);
     // Acquire: the kernel is done with the slot's data before we write it.
     if (__atomic_load_n((uint32_t *)slot, __ATOMIC_ACQUIRE) & TP_BUSY) { why = QNH_STOP_RX_EMPTY; break; }
-    uint8_t *dst = slot + TP_TX_DATA;
+    uint8_t *dst = slot + TP_TX_DATA + vnet;
+    memset(slot + TP_TX_DATA, 0, vnet);
     memcpy(dst, src + tx_hdr, flen);
     // Checked on our copy, as qnh_forward does: the slot stays ours (not
     // marked) on a mismatch, and the frame is left for the general path.
     if (mac_at(dst) != want_dst || mac_at(dst + 6) != want_src) { why = QNH_STOP_MAC; break; }
-    __atomic_store_n((uint32_t *)(slot + 4), flen, __ATOMIC_RELAXED);   // tp_len
-    __atomic_store_n((uint32_t *)(slot + 8), flen, __ATOMIC_RELAXED);   // tp_snaplen
+    __atomic_store_n((uint32_t *)(slot + 4), vnet + flen, __ATOMIC_RELAXED);   // tp_len
+    __atomic_store_n((uint32_t *)(slot + 8), vnet + flen, __ATOMIC_RELAXED);   // tp_snaplen
     __atomic_store_n((uint32_t *)slot, TP_SEND_REQUEST, __ATOMIC_RELEASE);
     p->next = p->next + 1 == p->frame_count ? 0 : p->next + 1;
     tx->last_avail = (tx->last_avail + 1) & 0xffff;
@@ -289,12 +293,14 @@ int qnh_to_packet(double tx_block, double ring_block, uint32_t max, uint32_t tx_
 // ring->stop: QNH_STOP_TX_EMPTY (no frame waiting), QNH_STOP_TX_OTHER (the
 // next slot needs TypeScript: a VLAN tag, a bad header), QNH_STOP_MAC,
 // QNH_STOP_RX_EMPTY / QNH_STOP_RX_OTHER (the guest's next buffer).
-int qnh_from_packet(double ring_block, double rx_block, uint32_t max, uint32_t rx_hdr, double dst_mac, double src_mac) {
+// `vnet`: the kernel's virtio_net_hdr (10 bytes) sits right before each
+// frame; one asking for an offload stops the loop (TypeScript checks it).
+int qnh_from_packet(double ring_block, double rx_block, uint32_t max, uint32_t rx_hdr, uint32_t vnet, double dst_mac, double src_mac) {
   struct qnh_pring *p = (struct qnh_pring *)(uintptr_t)ring_block;
   struct qnh_ring *rx = (struct qnh_ring *)(uintptr_t)rx_block;
   struct qnh_mem *rmem = (struct qnh_mem *)(uintptr_t)rx->mem;
   if (!(dst_mac >= 0 && dst_mac < 281474976710656.0 && src_mac >= 0 && src_mac < 281474976710656.0)) { p->stop = QNH_STOP_MAC; return 0; }
-  if ((rx_hdr != 10 && rx_hdr != 12) || !pring_ok(p)) { p->stop = QNH_STOP_TX_OTHER; return 0; }
+  if ((rx_hdr != 10 && rx_hdr != 12) || (vnet != 0 && vnet != 10) || !pring_ok(p)) { p->stop = QNH_STOP_TX_OTHER; return 0; }
   const uint64_t want_dst = (uint64_t)dst_mac, want_src = (uint64_t)src_mac;
   uint32_t why = QNH_STOP_MAX;
   uint32_t n = 0;
@@ -305,7 +311,9 @@ int qnh_from_packet(double ring_block, double rx_block, uint32_t max, uint32_t r
     if (!(status & TP_STATUS_USER)) { why = QNH_STOP_TX_EMPTY; break; }
     if (status & TP_STATUS_VLAN_VALID) { why = QNH_STOP_TX_OTHER; break; }
     uint32_t flen = load32(slot + 4), snap = load32(slot + 8), mac = load16(slot + 12);
-    if (snap != flen || flen < ETH_MIN || mac < TP_HDRLEN || mac > p->frame_size || flen > p->frame_size - mac) { why = QNH_STOP_TX_OTHER; break; }
+    if (snap != flen || flen < ETH_MIN || mac < TP_HDRLEN + vnet || mac > p->frame_size || flen > p->frame_size - mac) { why = QNH_STOP_TX_OTHER; break; }
+    // NEEDS_CSUM or a gso_type (DATA_VALID alone is a plain frame).
+    if (vnet != 0 && ((slot[mac - vnet] & 1) | slot[mac - vnet + 1]) != 0) { why = QNH_STOP_TX_OTHER; break; }
     const uint8_t *frame = slot + mac;
     if (mac_at(frame) != want_dst || mac_at(frame + 6) != want_src) { why = QNH_STOP_MAC; break; }
     int32_t rh = peek_head(rx, QNH_STOP_RX_EMPTY, QNH_STOP_RX_OTHER, &why);
@@ -335,11 +343,14 @@ int qnh_from_packet(double ring_block, double rx_block, uint32_t max, uint32_t r
 // 12 bytes; the guest may change the rest while the kernel copies it, which
 // only garbles its own frame. tx->stop: as qnh_forward, QNH_STOP_RX_EMPTY when
 // the tap refused.
-int qnh_to_tap(double tx_block, int fd, uint32_t max, uint32_t tx_hdr, double dst_mac, double src_mac) {
+// `vnet`: the tap's virtio_net_hdr size (IFF_VNET_HDR: 10, else 0), an
+// all-zero one written before each frame in the same writev().
+int qnh_to_tap(double tx_block, int fd, uint32_t max, uint32_t tx_hdr, uint32_t vnet, double dst_mac, double src_mac) {
   struct qnh_ring *tx = (struct qnh_ring *)(uintptr_t)tx_block;
   struct qnh_mem *tmem = (struct qnh_mem *)(uintptr_t)tx->mem;
   if (!(dst_mac >= 0 && dst_mac < 281474976710656.0 && src_mac >= 0 && src_mac < 281474976710656.0)) { tx->stop = QNH_STOP_MAC; return 0; }
-  if ((tx_hdr != 10 && tx_hdr != 12) || fd < 0) { tx->stop = QNH_STOP_TX_OTHER; return 0; }
+  if ((tx_hdr != 10 && tx_hdr != 12) || (vnet != 0 && vnet != 10) || fd < 0) { tx->stop = QNH_STOP_TX_OTHER; return 0; }
+  static const uint8_t zero_hdr[10];
   const uint64_t want_dst = (uint64_t)dst_mac, want_src = (uint64_t)src_mac;
   uint32_t why = QNH_STOP_MAX;
   uint32_t n = 0;
@@ -354,7 +365,8 @@ int qnh_to_tap(double tx_block, int fd, uint32_t max, uint32_t tx_hdr, double ds
     uint8_t macs[12];
     memcpy(macs, src + tx_hdr, 12);
     if (mac_at(macs) != want_dst || mac_at(macs + 6) != want_src) { why = QNH_STOP_MAC; break; }
-    if (write(fd, src + tx_hdr, flen) != (ssize_t)flen) { why = QNH_STOP_RX_EMPTY; break; }
+    struct iovec iov[2] = { { (void *)zero_hdr, vnet }, { (void *)(src + tx_hdr), flen } };
+    if (writev(fd, iov, 2) != (ssize_t)(vnet + flen)) { why = QNH_STOP_RX_EMPTY; break; }
     tx->last_avail = (tx->last_avail + 1) & 0xffff;
     push_used(tx, (uint32_t)th, 0);
   }

@@ -26,6 +26,8 @@ const PACKET_VERSION = 10;
 const PACKET_TX_RING = 13;
 const PACKET_LOSS = 14;
 const PACKET_QDISC_BYPASS = 20;
+const PACKET_VNET_HDR = 15;
+const PACKET_COPY_THRESH = 7;
 const TPACKET_V2 = 1;
 const MSG_DONTWAIT = 0x40;
 
@@ -55,9 +57,16 @@ export function kickTxRing(fd: number): boolean {
  * (a switch uplink), for as long as the socket lives (the kernel counts
  * membership per socket and drops it on close). `rcvbuf`: receive buffer in
  * bytes (the default, rmem_default, is ~208 KiB of skb truesize: a few
- * hundred frames, where a tap queues 1000).
+ * hundred frames, where a tap queues 1000). `vnetHdr`: every frame read or
+ * written carries a struct virtio_net_hdr (tpacket.ts PACKET_VNET_LEN) in
+ * front, so GSO and partial-checksum frames cross as they are; both rings of
+ * TPACKET_V2 honour it (tpacket_rcv fills it in before the MAC header,
+ * tpacket_snd parses it). With rings, a received frame bigger than its slot
+ * (a GSO skb up to 64 KiB; slots stay MTU-sized) is also queued whole on the
+ * socket, its slot marked TP_STATUS_COPY (PACKET_COPY_THRESH), to be read()
+ * with its header; `rcvbuf` bounds how many wait there.
  */
-export function openPacketSocket(ifname: string, promiscuous = false, rcvbuf = 0, rings?: PacketRings): number {
+export function openPacketSocket(ifname: string, promiscuous = false, rcvbuf = 0, rings?: PacketRings, vnetHdr = false): number {
   const index = ifIndex(ifname);
   if (index === 0) throw new Error(`no interface ${ifname}`);
   const fd = check(c.socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, ETH_P_ALL_BE), 'socket', 'AF_PACKET');
@@ -72,6 +81,9 @@ export function openPacketSocket(ifname: string, promiscuous = false, rcvbuf = 0
       // FORCE passes rmem_max (needs CAP_NET_ADMIN); otherwise the kernel caps at rmem_max.
       if (setsockoptRaw(fd, SOL_SOCKET, SO_RCVBUFFORCE, size, 4) !== 0) setsockoptRaw(fd, SOL_SOCKET, SO_RCVBUF, size, 4);
     }
+    // Before the rings: the kernel refuses to change it once they exist (EBUSY).
+    if (vnetHdr) setInt(fd, SOL_PACKET, PACKET_VNET_HDR, 1, 'PACKET_VNET_HDR');
+    if (vnetHdr && rings) setInt(fd, SOL_PACKET, PACKET_COPY_THRESH, 1, 'PACKET_COPY_THRESH');
     if (rings) {
       // Rings before bind, so no frame arrives into the socket's plain queue.
       setInt(fd, SOL_PACKET, PACKET_VERSION, TPACKET_V2, 'PACKET_VERSION');
@@ -94,6 +106,30 @@ export function openPacketSocket(ifname: string, promiscuous = false, rcvbuf = 0
       mreq.writeUInt16LE(PACKET_MR_PROMISC, 4);
       check(setsockoptRaw(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq, 16), 'setsockopt', 'PACKET_ADD_MEMBERSHIP promiscuous');
     }
+    return fd;
+  } catch (e) {
+    closeFd(fd);
+    throw e;
+  }
+}
+
+/**
+ * A send-only packet socket on `ifname` (protocol 0: it receives nothing),
+ * with PACKET_VNET_HDR and no ring: the uplink's way out for frames bigger
+ * than its TX ring's slots (GSO frames up to 64 KiB), since a socket with a
+ * TX ring sends every write() through the ring.
+ */
+export function openPacketSender(ifname: string): number {
+  const index = ifIndex(ifname);
+  if (index === 0) throw new Error(`no interface ${ifname}`);
+  const fd = check(c.socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), 'socket', 'AF_PACKET');
+  try {
+    setInt(fd, SOL_PACKET, PACKET_VNET_HDR, 1, 'PACKET_VNET_HDR');
+    setInt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, 1, 'PACKET_QDISC_BYPASS');
+    const sll = Buffer.alloc(20);
+    sll.writeUInt16LE(AF_PACKET, 0);
+    sll.writeInt32LE(index, 4);
+    check(bindRaw(fd, sll, 20), 'bind', ifname);
     return fd;
   } catch (e) {
     closeFd(fd);

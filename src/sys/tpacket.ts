@@ -16,8 +16,10 @@ export const TP_VLAN_TPID = 26;
 export const TPACKET2_HDRLEN = 32 + 20;
 /** Where TX frame data starts in a slot (TPACKET2_HDRLEN - sizeof(sockaddr_ll), no PACKET_TX_HAS_OFF). */
 export const TX_DATA_OFFSET = 32;
-/** Where the kernel puts an Ethernet frame in an RX slot: TPACKET_ALIGN(HDRLEN + 16) - 14. */
+/** Where the kernel puts an Ethernet frame in an RX slot: TPACKET_ALIGN(HDRLEN + 16) - 14 (plus the vnet header's size with PACKET_VNET_HDR). */
 export const RX_MAC_OFFSET = 66;
+/** struct virtio_net_hdr as PACKET_VNET_HDR puts it before each frame (RX: right before the MAC header; TX: before the frame data). */
+export const PACKET_VNET_LEN = 10;
 
 // tp_status bits.
 export const TP_STATUS_KERNEL = 0;
@@ -46,12 +48,13 @@ export interface RingGeometry {
  * A ring whose slots hold a frame of `maxFrame` bytes (Ethernet header
  * included, plus a VLAN tag) in about `bytes` of memory, at least `minFrames`
  * slots. Slots are powers of two so every block holds whole slots and a
- * slot's offset is index * frameSize.
+ * slot's offset is index * frameSize. `vnet`: the bytes of virtio_net_hdr
+ * each slot carries too (PACKET_VNET_HDR), 0 without.
  */
-export function ringGeometry(maxFrame: number, bytes: number, minFrames = 64): RingGeometry {
+export function ringGeometry(maxFrame: number, bytes: number, minFrames = 64, vnet = 0): RingGeometry {
   if (!(Number.isInteger(maxFrame) && maxFrame >= ETH_MIN && maxFrame <= 65535)) throw new RangeError(`frame size ${maxFrame} out of range`);
   let frameSize = 256;
-  while (frameSize < RX_MAC_OFFSET + maxFrame + 4) frameSize *= 2;
+  while (frameSize < RX_MAC_OFFSET + vnet + maxFrame + 4) frameSize *= 2;
   const blockSize = Math.max(frameSize, 16 * PAGE);
   const perBlock = blockSize / frameSize;
   const blockCount = Math.max(1, Math.ceil(Math.max(bytes / blockSize, minFrames / perBlock)));
@@ -75,6 +78,8 @@ export interface RxFrame {
   /** TCI of a tag the kernel stripped (to put back), or -1. */
   vlanTci: number;
   vlanTpid: number;
+  /** Offset of the frame's virtio_net_hdr (PACKET_VNET_HDR), or -1. */
+  hdr: number;
 }
 
 // rxSlot() results besides RX_FRAME.
@@ -83,22 +88,22 @@ export const RX_FRAME = 0;
 export const RX_EMPTY = 1;
 /** The slot is ours but holds no usable frame (truncated, out of bounds, too short): release it and count a drop. */
 export const RX_BAD = 2;
+/**
+ * The frame was bigger than the slot (a GSO skb): the slot holds it cut, and
+ * the kernel queued it whole on the socket as well (TP_STATUS_COPY, with
+ * PACKET_COPY_THRESH set): read it from there, then release the slot. `out`
+ * has its VLAN tag only.
+ */
+export const RX_COPY = 3;
 
 /**
  * Reads the slot at `slot` (byte offset in `dv`, `frameSize` bytes) into `out`.
  * `status` is the slot's tp_status as the caller loaded it (with acquire
- * semantics, before reading anything else of the slot).
+ * semantics, before reading anything else of the slot). `vnet`: the size of
+ * the virtio_net_hdr right before the frame (PACKET_VNET_HDR), or 0.
  */
-export function rxSlot(dv: DataView, slot: number, frameSize: number, status: number, out: RxFrame): number {
+export function rxSlot(dv: DataView, slot: number, frameSize: number, status: number, out: RxFrame, vnet = 0): number {
   if ((status & TP_STATUS_USER) === 0) return RX_EMPTY;
-  const len = dv.getUint32(slot + TP_LEN, true);
-  const snap = dv.getUint32(slot + TP_SNAPLEN, true);
-  const mac = dv.getUint16(slot + TP_MAC, true);
-  // A frame cut to the slot (snaplen < len: it was bigger than the ring's
-  // slots) is not delivered in part.
-  if (snap !== len || snap < ETH_MIN || mac < TPACKET2_HDRLEN || mac > frameSize || snap > frameSize - mac) return RX_BAD;
-  out.off = slot + mac;
-  out.len = snap;
   if (status & TP_STATUS_VLAN_VALID) {
     out.vlanTci = dv.getUint16(slot + TP_VLAN_TCI, true);
     const tpid = status & TP_STATUS_VLAN_TPID_VALID ? dv.getUint16(slot + TP_VLAN_TPID, true) : 0;
@@ -107,6 +112,16 @@ export function rxSlot(dv: DataView, slot: number, frameSize: number, status: nu
     out.vlanTci = -1;
     out.vlanTpid = 0;
   }
+  if (status & TP_STATUS_COPY) return RX_COPY;
+  const len = dv.getUint32(slot + TP_LEN, true);
+  const snap = dv.getUint32(slot + TP_SNAPLEN, true);
+  const mac = dv.getUint16(slot + TP_MAC, true);
+  // A frame cut to the slot (snaplen < len: it was bigger than the ring's
+  // slots) is not delivered in part.
+  if (snap !== len || snap < ETH_MIN || mac < TPACKET2_HDRLEN + vnet || mac > frameSize || snap > frameSize - mac) return RX_BAD;
+  out.off = slot + mac;
+  out.hdr = vnet === 0 ? -1 : slot + mac - vnet;
+  out.len = snap;
   return RX_FRAME;
 }
 
@@ -126,8 +141,8 @@ export function reinsertVlan(ring: Uint8Array, f: RxFrame, dst: Uint8Array): num
   return len;
 }
 
-/** The largest frame a TX slot of `frameSize` bytes carries. */
-export const txCapacity = (frameSize: number): number => frameSize - TX_DATA_OFFSET;
+/** The largest frame a TX slot of `frameSize` bytes carries (after a `vnet`-byte header). */
+export const txCapacity = (frameSize: number, vnet = 0): number => frameSize - TX_DATA_OFFSET - vnet;
 
 /** Fills in the header of TX slot `slot` for a frame of `len` bytes already written at slot + TX_DATA_OFFSET (status is the caller's, last). */
 export function txSlotHeader(dv: DataView, slot: number, len: number): void {

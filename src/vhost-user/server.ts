@@ -118,9 +118,9 @@ export class VhostUserServer {
 
   async start(): Promise<void> {
     try {
-      this.uplink = openUplink({ dev: this.opts.uplink, bridge: this.opts.bridge });
+      this.uplink = openUplink({ dev: this.opts.uplink, bridge: this.opts.bridge, offloads: this.opts.offloads ?? true });
       if (this.uplink) {
-        await this.worker.setUplink(this.uplink.fd, this.uplink.rings);
+        await this.worker.setUplink(this.uplink.fd, this.uplink.rings, this.uplink.vnetHdr, this.uplink.senderFd);
         this.log(`uplink: ${this.uplink.kind === 'tap' ? `tap ${this.uplink.ifname} on bridge ${this.uplink.device}` : `packet socket on ${this.uplink.device}`}`);
       }
       for (const s of this.opts.sockets) await this.addPort({ socket: s, client: this.opts.client ?? false });

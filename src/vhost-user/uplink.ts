@@ -18,13 +18,18 @@
 //   host's own use of DEV beside us would end).
 // - `--br BR`: a tap of ours attached to bridge BR (what `--br` always did,
 //   now one tap for the whole switch instead of one per port).
+// With offloads on (the default), both carry a virtio_net_hdr with every
+// frame (PACKET_VNET_HDR; IFF_VNET_HDR + TUNSETOFFLOAD): a guest's TSO frame
+// or partial checksum goes to the kernel as it is (it segments or checksums
+// only if the device cannot), and a GSO/partial-checksum skb from the host
+// side comes to us whole, for guests that take it (switch/offload.ts).
 import { NotFoundError, UsageError } from '../errors.js';
 import { linkKind, linkShow } from '../net/ip.js';
 import { closeFd } from '../sys/libc.js';
 import { bridgeAddPort, ifIndex, setUp } from '../sys/netdev.js';
-import { openPacketSocket, type PacketRings } from '../sys/packet.js';
-import { ringGeometry } from '../sys/tpacket.js';
-import { createTap } from '../sys/tun.js';
+import { openPacketSender, openPacketSocket, type PacketRings } from '../sys/packet.js';
+import { PACKET_VNET_LEN, ringGeometry } from '../sys/tpacket.js';
+import { createTap, setTapOffload, setVnetHdrSize, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN } from '../sys/tun.js';
 import { setNonBlocking } from '../sys/unix-socket.js';
 
 // 4 MiB of skb truesize: ~1500 full-size or ~5000 small frames (only used
@@ -35,6 +40,19 @@ const UPLINK_RCVBUF = 4 << 20;
 // frames. Slots are sized for the device's MTU when the switch starts.
 const RING_BYTES = 8 << 20;
 const RING_MIN_FRAMES = 256;
+// With a vnet header the slots stay MTU-sized (and hold the header too):
+// GSO frames, up to 64 KiB, go around the rings instead. Received, the
+// kernel marks the slot TP_STATUS_COPY and queues the whole frame on the
+// socket (read() then); sent, through a second, ring-less packet socket
+// (sys/packet.ts openPacketSender) after the ring's queued frames. 64 KiB
+// slots for everything measured slower on small frames (a slot per 64 KiB:
+// every slot header in the same cache sets, a page per frame) and cost
+// 40 MiB of kernel memory per switch.
+// What the tap may hand us: the TCP offloads the switch validates, passes on
+// and can segment. Not USO (TUN_F_USO4/6): the switch neither offers UDP
+// segmentation to guests nor can do it in software, so the kernel would hand
+// us UDP GSO frames only to be dropped; without it the kernel segments them.
+const TAP_OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
 
 export interface Uplink {
   fd: number;
@@ -45,16 +63,26 @@ export interface Uplink {
   device: string;
   /** The packet socket's rings (the data path maps them), none for a tap. */
   rings?: PacketRings;
+  /** Frames carry a virtio_net_hdr of PACKET_VNET_LEN bytes both ways (offloads on). */
+  vnetHdr: boolean;
+  /** The send-only packet socket for frames bigger than a TX slot (offloads on), or -1. */
+  senderFd: number;
   close(): void;
 }
 
-export function openUplink(opts: { dev?: string; bridge?: string }): Uplink | null {
+export function openUplink(opts: { dev?: string; bridge?: string; offloads?: boolean }): Uplink | null {
+  const offloads = opts.offloads ?? true;
   if (opts.dev && opts.bridge) throw new UsageError('--uplink and --br are exclusive: --br BR is itself an uplink (a tap on bridge BR)', "run 'qemu-net-helper vhost-user serve --help'");
   if (opts.bridge) {
     const br = opts.bridge;
     if (ifIndex(br) === 0) throw new NotFoundError(`bridge '${br}' does not exist`, `create it ('ip link add ${br} type bridge') or pass another --br`);
-    const tap = createTap({ name: 'vhu%d' });
+    const tap = createTap({ name: 'vhu%d', vnetHdr: offloads });
     try {
+      if (tap.vnetHdr) {
+        // The packet socket's header size: one codec for both kinds.
+        setVnetHdrSize(tap.fd, PACKET_VNET_LEN);
+        setTapOffload(tap.fd, TAP_OFFLOADS);
+      }
       setNonBlocking(tap.fd, true);
       bridgeAddPort(br, tap.name);
       setUp(tap.name);
@@ -62,7 +90,7 @@ export function openUplink(opts: { dev?: string; bridge?: string }): Uplink | nu
       closeFd(tap.fd);
       throw e;
     }
-    return { fd: tap.fd, kind: 'tap', ifname: tap.name, device: br, close: () => closeFd(tap.fd) };
+    return { fd: tap.fd, kind: 'tap', ifname: tap.name, device: br, vnetHdr: tap.vnetHdr, senderFd: -1, close: () => closeFd(tap.fd) };
   }
   if (opts.dev) {
     const dev = opts.dev;
@@ -73,9 +101,18 @@ export function openUplink(opts: { dev?: string; bridge?: string }): Uplink | nu
     }
     // Slots for a frame of the MTU plus Ethernet and VLAN headers.
     const maxFrame = Math.min(65535, Math.max(1500, link.mtu) + 18);
-    const rings = { rx: ringGeometry(maxFrame, RING_BYTES, RING_MIN_FRAMES), tx: ringGeometry(maxFrame, RING_BYTES, RING_MIN_FRAMES) };
-    const fd = openPacketSocket(dev, true, UPLINK_RCVBUF, rings);
-    return { fd, kind: 'packet', ifname: dev, device: dev, rings, close: () => closeFd(fd) };
+    const vnet = offloads ? PACKET_VNET_LEN : 0;
+    const rings = { rx: ringGeometry(maxFrame, RING_BYTES, RING_MIN_FRAMES, vnet), tx: ringGeometry(maxFrame, RING_BYTES, RING_MIN_FRAMES, vnet) };
+    const fd = openPacketSocket(dev, true, UPLINK_RCVBUF, rings, offloads);
+    let senderFd = -1;
+    try {
+      if (offloads) senderFd = openPacketSender(dev);
+    } catch (e) {
+      closeFd(fd);
+      throw e;
+    }
+    const close = (): void => { closeFd(fd); if (senderFd >= 0) closeFd(senderFd); };
+    return { fd, kind: 'packet', ifname: dev, device: dev, rings, vnetHdr: offloads, senderFd, close };
   }
   return null;
 }

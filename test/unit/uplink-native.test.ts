@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { ringsBytes, type PacketRings } from '../../src/sys/packet.js';
-import { RX_MAC_OFFSET, ringGeometry, TP_STATUS_SEND_REQUEST, TP_STATUS_USER, TP_STATUS_VLAN_VALID, TX_DATA_OFFSET, txCapacity } from '../../src/sys/tpacket.js';
+import { PACKET_VNET_LEN, RX_MAC_OFFSET, ringGeometry, TP_STATUS_SEND_REQUEST, TP_STATUS_USER, TP_STATUS_VLAN_VALID, TX_DATA_OFFSET, txCapacity } from '../../src/sys/tpacket.js';
 import { c, closeFd } from '../../src/sys/libc.js';
 import { dgramPair } from '../../src/sys/packet.js';
 import { setNonBlocking } from '../../src/sys/unix-socket.js';
@@ -206,6 +206,87 @@ describe('uplink native fast path', { skip: hasFastPath ? false : 'no native lib
       assert.equal(io.fastSend(o.q, 64, 12, DST, SRC), 1);
       assert.equal(stopReason, STOP_TX_OTHER);
       assert.equal(o.q.lastAvail, 1, 'the offload frame is still the next one');
+    } finally {
+      closeFd(mine);
+      closeFd(peer);
+    }
+  });
+
+  // PACKET_VNET_HDR / IFF_VNET_HDR: a virtio_net_hdr before each frame on the kernel's side.
+  const V = PACKET_VNET_LEN;
+  const vRings: PacketRings = { rx: ringGeometry(1518, 0, 64, V), tx: ringGeometry(1518, 0, 64, V) };
+  const vTxBase = vRings.rx.blockSize * vRings.rx.blockCount;
+  const vIo = (): { io: PacketRingIo; dv: DataView; u8: Uint8Array } => {
+    const mem = new ArrayBuffer(ringsBytes(vRings));
+    return { io: new PacketRingIo(-1, vRings, mem, () => true, () => {}, true), dv: new DataView(mem), u8: new Uint8Array(mem) };
+  };
+
+  test('with a vnet header: guest TX -> TX slot gets an all-zero header before the frame, tp_len counting it; a frame filling the slot still fits', () => {
+    const a = side();
+    const r = vIo();
+    const cap = txCapacity(vRings.tx.frameSize, V);
+    const lens = [60, 1514, cap];
+    lens.forEach((l, i) => send(a, i, frame(l, DST, SRC, i)));
+    // Garbage where the header goes: it must be overwritten.
+    for (let i = 0; i < 3; i++) r.u8.fill(0xee, vTxBase + i * vRings.tx.frameSize + TX_DATA_OFFSET, vTxBase + (i + 1) * vRings.tx.frameSize);
+    send(a, 3, frame(cap + 1));
+    assert.equal(r.io.fastSend(a.q, 64, 12, DST, SRC), lens.length);
+    assert.equal(stopReason, STOP_TX_OTHER, 'stops in front of a frame bigger than a slot less the header');
+    lens.forEach((l, i) => {
+      const slot = vTxBase + i * vRings.tx.frameSize;
+      assert.equal(r.dv.getUint32(slot, true), TP_STATUS_SEND_REQUEST);
+      assert.equal(r.dv.getUint32(slot + 4, true), V + l);
+      assert.deepEqual(r.u8.subarray(slot + TX_DATA_OFFSET, slot + TX_DATA_OFFSET + V), new Uint8Array(V));
+      assert.deepEqual(r.u8.subarray(slot + TX_DATA_OFFSET + V, slot + TX_DATA_OFFSET + V + l), frame(l, DST, SRC, i));
+    });
+  });
+
+  test('with a vnet header: RX slot -> guest for plain (and DATA_VALID) frames; stops in front of NEEDS_CSUM or a gso_type, and of tp_mac leaving no room for the header', () => {
+    const b = side();
+    const r = vIo();
+    const mac = RX_MAC_OFFSET + V;
+    const put = (i: number, f: Uint8Array, hdr: number[], m = mac): void => {
+      const slot = i * vRings.rx.frameSize;
+      r.u8.set(Uint8Array.from(hdr), slot + m - V);
+      r.u8.set(f, slot + m);
+      r.dv.setUint32(slot + 4, f.length, true);
+      r.dv.setUint32(slot + 8, f.length, true);
+      r.dv.setUint16(slot + 12, m, true);
+      r.dv.setUint32(slot, TP_STATUS_USER, true);
+    };
+    put(0, frame(64, DST, SRC, 0), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    put(1, frame(1514, DST, SRC, 1), [2, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // DATA_VALID: a plain frame
+    for (let i = 0; i < 6; i++) post(b, i);
+    assert.equal(r.io.fastReceive(b.q, 64, 12, DST, SRC), 2);
+    assert.equal(stopReason, STOP_TX_EMPTY);
+    for (let i = 0; i < 2; i++) {
+      const got = b.g.read(BUF + 0x20000 + 0x1000 * i, 12 + (i ? 1514 : 64));
+      assert.deepEqual(got.subarray(0, 12), Uint8Array.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]), 'a plain header for the guest');
+      assert.deepEqual(got.subarray(12), frame(i ? 1514 : 64, DST, SRC, i));
+    }
+    for (const [hdr, m] of [[[1, 0, 0, 0, 0, 0, 34, 0, 16, 0], mac], [[0, 1, 54, 0, 0xa8, 5, 0, 0, 0, 0], mac], [[0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 52 + V - 1]] as const) {
+      put(2, frame(64), [...hdr], m);
+      assert.equal(r.io.fastReceive(b.q, 64, 12, DST, SRC), 0);
+      assert.equal(stopReason, STOP_TX_OTHER);
+      assert.notEqual(r.dv.getUint32(2 * vRings.rx.frameSize, true) & TP_STATUS_USER, 0, 'the slot is still ours, for TypeScript');
+    }
+  });
+
+  test('with a vnet header: guest TX -> tap writes an all-zero header and the frame in one datagram', () => {
+    const [mine, peer] = dgramPair();
+    try {
+      setNonBlocking(mine, true);
+      setNonBlocking(peer, true);
+      const io = new TapIo(mine, true);
+      const a = side();
+      send(a, 0, frame(64));
+      send(a, 1, frame(1514, DST, SRC, 1));
+      assert.equal(io.fastSend(a.q, 64, 12, DST, SRC), 2);
+      const buf = Buffer.alloc(65536);
+      assert.equal(Number(c.read(peer, buf, buf.length)), V + 64);
+      assert.deepEqual(new Uint8Array(buf.subarray(0, V + 64)), Uint8Array.from([...new Uint8Array(V), ...frame(64)]));
+      assert.equal(Number(c.read(peer, buf, buf.length)), V + 1514);
+      assert.deepEqual(new Uint8Array(buf.subarray(V, V + 1514)), frame(1514, DST, SRC, 1));
     } finally {
       closeFd(mine);
       closeFd(peer);

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ringsBytes, type PacketRings } from '../../src/sys/packet.js';
 import {
-  encodeTpacketReq, reinsertVlan, RX_BAD, RX_EMPTY, RX_FRAME, RX_MAC_OFFSET, ringGeometry, rxSlot, TP_STATUS_SEND_REQUEST, TP_STATUS_USER,
+  encodeTpacketReq, PACKET_VNET_LEN, reinsertVlan, RX_BAD, RX_COPY, RX_EMPTY, RX_FRAME, RX_MAC_OFFSET, TP_STATUS_COPY, ringGeometry, rxSlot, TP_STATUS_SEND_REQUEST, TP_STATUS_USER,
   TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID, TX_DATA_OFFSET, txCapacity, type RxFrame,
 } from '../../src/sys/tpacket.js';
 import { PacketRingIo } from '../../src/vhost-user/dataplane/uplink-io.js';
@@ -24,7 +24,7 @@ function kernelRx(dv: DataView, slot: number, o: { status: number; len: number; 
   dv.setUint32(slot, o.status, true);
 }
 
-const blank = (): RxFrame => ({ off: -1, len: -1, vlanTci: -1, vlanTpid: 0 });
+const blank = (): RxFrame => ({ off: -1, len: -1, vlanTci: -1, vlanTpid: 0, hdr: -1 });
 
 describe('uplink: TPACKET_V2 codec', () => {
   it('ring geometry: power-of-two slots holding MTU-sized frames, whole slots per block', () => {
@@ -47,7 +47,7 @@ describe('uplink: TPACKET_V2 codec', () => {
     assert.equal(rxSlot(dv, 2048, 2048, 0, f), RX_EMPTY);
     kernelRx(dv, 2048, { status: TP_STATUS_USER, len: 60 });
     assert.equal(rxSlot(dv, 2048, 2048, dv.getUint32(2048, true), f), RX_FRAME);
-    assert.deepEqual(f, { off: 2048 + RX_MAC_OFFSET, len: 60, vlanTci: -1, vlanTpid: 0 });
+    assert.deepEqual(f, { off: 2048 + RX_MAC_OFFSET, len: 60, vlanTci: -1, vlanTpid: 0, hdr: -1 });
     kernelRx(dv, 0, { status: TP_STATUS_USER | TP_STATUS_VLAN_VALID, len: 60, tci: 0x2064 });
     assert.equal(rxSlot(dv, 0, 2048, dv.getUint32(0, true), f), RX_FRAME);
     assert.equal(f.vlanTci, 0x2064);
@@ -65,6 +65,24 @@ describe('uplink: TPACKET_V2 codec', () => {
     assert.deepEqual([...out.subarray(12, 16)], [0x88, 0xa8, 0, 5]);
     assert.deepEqual([...out.subarray(16, 64)], [...fr.subarray(12)]);
     assert.equal(reinsertVlan(ring, f, new Uint8Array(63)), -1, 'no room: refused, nothing written past the end');
+  });
+
+  it('with a vnet header: the frame after it, the header offset; a cut frame marked TP_STATUS_COPY is RX_COPY with its VLAN tag, one cut without COPY is bad', () => {
+    const buf = new ArrayBuffer(4096);
+    const dv = new DataView(buf);
+    const f = blank();
+    const mac = RX_MAC_OFFSET + PACKET_VNET_LEN;
+    kernelRx(dv, 0, { status: TP_STATUS_USER, len: 60, mac });
+    assert.equal(rxSlot(dv, 0, 2048, dv.getUint32(0, true), f, PACKET_VNET_LEN), RX_FRAME);
+    assert.deepEqual(f, { off: mac, len: 60, vlanTci: -1, vlanTpid: 0, hdr: RX_MAC_OFFSET });
+    // tp_mac leaving no room for the header before it.
+    kernelRx(dv, 0, { status: TP_STATUS_USER, len: 60, mac: 52 + PACKET_VNET_LEN - 1 });
+    assert.equal(rxSlot(dv, 0, 2048, dv.getUint32(0, true), f, PACKET_VNET_LEN), RX_BAD);
+    kernelRx(dv, 2048, { status: TP_STATUS_USER | TP_STATUS_COPY | TP_STATUS_VLAN_VALID, len: 60000, snap: 2048 - mac, mac, tci: 9 });
+    assert.equal(rxSlot(dv, 2048, 2048, dv.getUint32(2048, true), f, PACKET_VNET_LEN), RX_COPY);
+    assert.equal(f.vlanTci, 9);
+    kernelRx(dv, 2048, { status: TP_STATUS_USER, len: 60000, snap: 2048 - mac, mac });
+    assert.equal(rxSlot(dv, 2048, 2048, dv.getUint32(2048, true), f, PACKET_VNET_LEN), RX_BAD);
   });
 
   it('hostile RX slot headers are refused, never read outside the slot', () => {

@@ -83,8 +83,8 @@ export class DataplaneWorker {
     await this.call('setMode', { port, mode });
   }
 
-  async setUplink(fd: number, rings?: PacketRings): Promise<void> {
-    await this.call('setUplink', rings ? { fd, rings } : { fd });
+  async setUplink(fd: number, rings?: PacketRings, vnetHdr = false, senderFd = -1): Promise<void> {
+    await this.call('setUplink', rings ? { fd, rings, vnetHdr, senderFd } : { fd, vnetHdr });
   }
 
   portDataplane(port: number): PortDataplane {

@@ -32,8 +32,12 @@ export type WorkerCommand =
   | { op: 'addPort'; port: number; queuePairs: number; mode: PortModeName }
   | { op: 'removePort'; port: number }
   | { op: 'setMode'; port: number; mode: PortModeName }
-  /** The uplink's fd (a tap, or an AF_PACKET socket with `rings` to map), or -1 for none. */
-  | { op: 'setUplink'; fd: number; rings?: PacketRings }
+  /**
+   * The uplink's fd (a tap, or an AF_PACKET socket with `rings` to map), or
+   * -1 for none; `vnetHdr`: its frames carry a virtio_net_hdr; `senderFd`:
+   * the packet socket for frames bigger than a TX slot.
+   */
+  | { op: 'setUplink'; fd: number; rings?: PacketRings; vnetHdr?: boolean; senderFd?: number }
   | { op: 'setMemory'; port: number; regions: RegionSpec[] }
   | { op: 'setLog'; port: number; log: LogSpec }
   | { op: 'startQueue'; port: number; q: number; spec: QueueSpec }

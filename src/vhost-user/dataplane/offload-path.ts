@@ -1,14 +1,19 @@
 // Frames whose virtio-net header asks for an offload (a partial checksum or
 // TCP segmentation), on their way out of the switch: passed on with their
-// header to a guest that negotiated the same offloads, completed or cut into
-// plain frames in software for any other guest and for the uplink. The frame
-// is a flat copy taken once from the sender's ring: the sender may rewrite
-// its buffers at any time, and what was validated must be what leaves.
+// header to a guest, or an uplink with a vnet header, that takes the same
+// offloads; completed or cut into plain frames in software for any other.
+// A guest's frame is a flat copy taken once from the sender's ring: the
+// sender may rewrite its buffers at any time, and what was validated must be
+// what leaves. The uplink's frames are read in place from its RX slot, which
+// the kernel leaves alone until we hand it back.
 import { completeChecksum, segmentTcp } from '../switch/gso.js';
 import { BAD_NOT_NEGOTIATED, CAN_CSUM, FrameLayout, GSO_NONE, HEADER_PEEK, needs, validate, VnetHeader } from '../switch/offload.js';
 import { ChainScratch, deliverFrame, MAX_FRAME_LEN, RX_NO_BUFFERS, RX_OK } from '../virtq/index.js';
 import type { PortStats } from './api.js';
 import type { WorkerQueue } from './port.js';
+
+/** Sends buf[0, len) out of the uplink with virtio_net_hdr `hdr` (null: a plain frame); false: dropped. */
+export type UplinkSend = (buf: Uint8Array, len: number, hdr: Uint8Array | null) => boolean;
 
 export class OffloadPath {
   readonly vh = new VnetHeader();
@@ -21,13 +26,13 @@ export class OffloadPath {
   // Target of the segment emitter (set before each segmentTcp call).
   private rx: WorkerQueue | null = null;
   private rc: ChainScratch | null = null;
-  private uplink: ((buf: Uint8Array, len: number) => void) | null = null;
+  private uplink: UplinkSend | null = null;
   private firstResult = RX_OK;
   private delivered = 0;
   private failed = 0;
   private emitted = 0;
   private readonly emit = (b: Uint8Array, len: number): void => {
-    if (this.uplink !== null) { this.uplink(b, len); return; }
+    if (this.uplink !== null) { this.uplink(b, len, null); return; }
     const rx = this.rx!;
     const r = deliverFrame(rx.q, this.rc!, rx.spec.hdrLen, rx.spec.mrgRxbuf, null, 0, b, 0, len);
     if (this.emitted++ === 0) this.firstResult = r;
@@ -50,6 +55,12 @@ export class OffloadPath {
     this.vh.read(b, 0);
     this.vh.write(b, 0);
     return true;
+  }
+
+  /** Takes the 10-byte header at b[0] (from the uplink) as the one to act on. */
+  setHeader(b: Uint8Array): void {
+    this.vh.read(b, 0);
+    this.vh.write(this.raw, 0);
   }
 
   /**
@@ -88,8 +99,17 @@ export class OffloadPath {
     return this.delivered;
   }
 
-  /** Sends the checked frame out of the uplink as plain frames (no uplink takes offloads yet). */
-  toUplink(send: (buf: Uint8Array, len: number) => void, flat: Uint8Array, len: number, st: PortStats): void {
+  /**
+   * Sends the checked frame out of the uplink, which takes `upOffloads` and
+   * frames up to `upMax`: as it is, header and all, when those cover it (the
+   * kernel segments or checksums it only where its device cannot), else as
+   * plain frames.
+   */
+  toUplink(send: UplinkSend, upOffloads: number, upMax: number, flat: Uint8Array, len: number, st: PortStats): void {
+    if (upOffloads !== 0 && (this.need & ~upOffloads) === 0 && len <= upMax) {
+      if (send(flat, len, this.raw) && this.gso) st.gsoPassed++;
+      return;
+    }
     this.uplink = send;
     this.software(flat, len);
     this.uplink = null;

@@ -87,9 +87,9 @@ export class UplinkRxPipe implements Pipe {
   private readonly sink: FrameSink;
   constructor(private readonly sw: SwitchCore, private readonly io: UplinkIo) {
     this.readFd = io.fd;
-    this.sink = (buf, off, len) => {
+    this.sink = (buf, off, len, hdr) => {
       sw.uplinkStats.rxFrames++;
-      sw.fromFlat(UPLINK, buf, off, len);
+      sw.fromFlat(UPLINK, buf, off, len, hdr);
     };
   }
   run(): number {

@@ -55,7 +55,7 @@ export class SwitchCore {
   private readonly rxChain = new ChainScratch();
   private readonly flat = Buffer.allocUnsafe(MAX_FRAME_LEN);
   private readonly offload = new OffloadPath();
-  private readonly sendUplink = (b: Uint8Array, len: number): void => this.toUplink(b, len);
+  private readonly sendUplink = (b: Uint8Array, len: number, hdr: Uint8Array | null): boolean => this.toUplink(b, len, hdr);
   private eventBudget = EVENTS_PER_SECOND;
   private eventSecond = 0;
   // Bumped when ports, modes or the uplink change: every port's cached
@@ -289,28 +289,48 @@ export class SwitchCore {
       st.txDropped++;
       return SENT;
     }
-    const dst = macAt(flat, 0);
-    const src = macAt(flat, 6);
-    const out = this.out;
-    const n = decide(this.fdb, this.topo, from.id, dst, src, this.now, out);
-    for (let i = 0; i < n; i++) {
-      const p = out[i]!;
-      if (p === UPLINK) { o.toUplink(this.sendUplink, flat, frameLen, st); continue; }
-      const to = this.ports.get(p);
-      const rx = to?.rxQueue(pair);
-      if (!to || !rx) continue;
-      const got = o.toGuest(rx, this.rxChain, to.recvOffloads, flat, frameLen, st);
-      if (got < 0 && n === 1 && this.lossless) return BACKPRESSURE;
-      if (got > 0) { to.stats.rxFrames += got; this.markDirty(rx); } else to.stats.rxDropped++;
-    }
-    this.learn(src, from.id);
+    if (!this.offloadedOut(from.id, pair, flat, frameLen, st)) return BACKPRESSURE;
     st.txFrames++;
     return SENT;
   }
 
-  /** Switches one frame held in buf[off, off + len) that entered on `ingress` (UPLINK, or a port for injected frames). */
-  fromFlat(ingress: number, buf: Uint8Array, off: number, len: number): void {
+  /**
+   * A frame from the uplink whose vnet header `hdr` asks for an offload (a
+   * GSO or partial-checksum skb of the host's): checked as a guest's would
+   * be, then passed on or completed per port. Read in place (flat: the
+   * frame in its RX slot).
+   */
+  private fromUplinkOffloaded(flat: Uint8Array, len: number, hdr: Uint8Array): void {
+    const st = this.uplinkStats;
+    this.offload.setHeader(hdr);
+    if (this.offload.check(this.uplink?.offloads ?? 0, flat, len) !== OFFLOAD_OK) { st.badOffload++; st.rxDropped++; return; }
+    this.offloadedOut(UPLINK, 0, flat, len, st);
+  }
+
+  /** Switches a checked offloaded frame from `ingress`, counting on `st`; false: back-pressure (nothing learned). */
+  private offloadedOut(ingress: number, pair: number, flat: Uint8Array, len: number, st: PortStats): boolean {
+    const o = this.offload;
+    const src = macAt(flat, 6);
+    const out = this.out;
+    const n = decide(this.fdb, this.topo, ingress, macAt(flat, 0), src, this.now, out);
+    for (let i = 0; i < n; i++) {
+      const p = out[i]!;
+      if (p === UPLINK) { o.toUplink(this.sendUplink, this.uplink?.offloads ?? 0, this.uplink?.maxSend ?? 0, flat, len, st); continue; }
+      const to = this.ports.get(p);
+      const rx = to?.rxQueue(pair);
+      if (!to || !rx) continue;
+      const got = o.toGuest(rx, this.rxChain, to.recvOffloads, flat, len, st);
+      if (got < 0 && n === 1 && this.lossless) return false;
+      if (got > 0) { to.stats.rxFrames += got; this.markDirty(rx); } else to.stats.rxDropped++;
+    }
+    this.learn(src, ingress);
+    return true;
+  }
+
+  /** Switches one frame held in buf[off, off + len) that entered on `ingress` (UPLINK with its offload header `hdr`, or a port for injected frames). */
+  fromFlat(ingress: number, buf: Uint8Array, off: number, len: number, hdr: Uint8Array | null = null): void {
     if (len < ETH_MIN) return;
+    if (hdr !== null) { this.fromUplinkOffloaded(buf.subarray(off, off + len), len, hdr); return; }
     const dst = macAt(buf, off);
     const src = macAt(buf, off + 6);
     const out = this.out;
@@ -350,10 +370,12 @@ export class SwitchCore {
     if (r === RX_OK) { to.stats.rxFrames++; this.markDirty(rx); } else to.stats.rxDropped++;
   }
 
-  /** A plain frame made here (segmented or checksummed in software: offload-path.ts) out of the uplink. */
-  private toUplink(buf: Uint8Array, len: number): void {
-    if (this.uplink?.sendFlat(buf, 0, len)) this.uplinkStats.txFrames++;
+  /** A frame of offload-path.ts (checked, with its header, or made plain in software) out of the uplink. */
+  private toUplink(buf: Uint8Array, len: number, hdr: Uint8Array | null): boolean {
+    const ok = this.uplink?.sendFlat(buf, 0, len, hdr) ?? false;
+    if (ok) this.uplinkStats.txFrames++;
     else this.uplinkStats.txDropped++;
+    return ok;
   }
 
   private toUplinkChain(chain: ChainScratch, hdrLen: number): void {

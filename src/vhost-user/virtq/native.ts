@@ -17,7 +17,7 @@ import koffi from 'koffi';
 import type { GuestMemory } from './memory.js';
 import type { SplitQueue } from './split.js';
 
-const ABI = 2;
+const ABI = 3;
 const RING_BLOCK = 56;
 const POS = 9; // u32 index of last_avail; last_used, avail_cache follow
 const STOP = 12; // u32 index of stop
@@ -36,9 +36,9 @@ export const NATIVE_LIBRARY = fileURLToPath(new URL('../../../native/libqnh-fast
 
 type Forward = (tx: number, rx: number, max: number, txHdr: number, rxHdr: number, dst: number, src: number) => number;
 type Address = (p: ArrayBufferView) => number | bigint;
-type ToPacket = (tx: number, ring: number, max: number, txHdr: number, dst: number, src: number) => number;
-type FromPacket = (ring: number, rx: number, max: number, rxHdr: number, dst: number, src: number) => number;
-type ToTap = (tx: number, fd: number, max: number, txHdr: number, dst: number, src: number) => number;
+type ToPacket = (tx: number, ring: number, max: number, txHdr: number, vnet: number, dst: number, src: number) => number;
+type FromPacket = (ring: number, rx: number, max: number, rxHdr: number, vnet: number, dst: number, src: number) => number;
+type ToTap = (tx: number, fd: number, max: number, txHdr: number, vnet: number, dst: number, src: number) => number;
 
 interface Lib { forward: Forward; address: Address; toPacket: ToPacket; fromPacket: FromPacket; toTap: ToTap }
 
@@ -55,9 +55,9 @@ function load(): Lib | null {
     return {
       forward: lib.func('int qnh_forward(double, double, uint32_t, uint32_t, uint32_t, double, double)') as Forward,
       address: lib.func('uint64_t qnh_address(const void *p)') as Address,
-      toPacket: lib.func('int qnh_to_packet(double, double, uint32_t, uint32_t, double, double)') as ToPacket,
-      fromPacket: lib.func('int qnh_from_packet(double, double, uint32_t, uint32_t, double, double)') as FromPacket,
-      toTap: lib.func('int qnh_to_tap(double, int, uint32_t, uint32_t, double, double)') as ToTap,
+      toPacket: lib.func('int qnh_to_packet(double, double, uint32_t, uint32_t, uint32_t, double, double)') as ToPacket,
+      fromPacket: lib.func('int qnh_from_packet(double, double, uint32_t, uint32_t, uint32_t, double, double)') as FromPacket,
+      toTap: lib.func('int qnh_to_tap(double, int, uint32_t, uint32_t, uint32_t, double, double)') as ToTap,
     };
   } catch (e) {
     fastPathStatus = `cannot load ${NATIVE_LIBRARY}: ${(e as Error).message}`;
@@ -188,28 +188,28 @@ export function packetRingBlock(mem: ArrayBuffer, offset: number, frameSize: num
  * frame from `src` to `dst`. `next`: the ring's next slot; returns frames
  * moved, the ring's next slot in ring.u32[PRING_NEXT] after the call.
  */
-export function toPacket(tx: SplitQueue, ring: PacketRingBlock, next: number, max: number, txHdr: number, dst: number, src: number): number {
+export function toPacket(tx: SplitQueue, ring: PacketRingBlock, next: number, max: number, txHdr: number, vnet: number, dst: number, src: number): number {
   if (lib === null || tx.log !== null || !(dst >= 0 && src >= 0)) return 0;
   const tb = ringBlock(tx);
   if (tb === null) return 0;
   tx.savePositions(tb.u32, POS);
   ring.u32[PRING_NEXT] = next;
   nativeCalls++;
-  const n = lib.toPacket(tb.addr, ring.addr, max, txHdr, dst, src);
+  const n = lib.toPacket(tb.addr, ring.addr, max, txHdr, vnet, dst, src);
   tx.loadPositions(tb.u32, POS);
   stopReason = ring.u32[PRING_NEXT + 1]!;
   return n;
 }
 
 /** The other way: packet RX ring slots (from `next`) into guest RX queue `rx`, slots handed back as they are delivered. */
-export function fromPacket(ring: PacketRingBlock, next: number, rx: SplitQueue, max: number, rxHdr: number, dst: number, src: number): number {
+export function fromPacket(ring: PacketRingBlock, next: number, rx: SplitQueue, max: number, rxHdr: number, vnet: number, dst: number, src: number): number {
   if (lib === null || rx.log !== null || !(dst >= 0 && src >= 0)) return 0;
   const rb = ringBlock(rx);
   if (rb === null) return 0;
   rx.savePositions(rb.u32, POS);
   ring.u32[PRING_NEXT] = next;
   nativeCalls++;
-  const n = lib.fromPacket(ring.addr, rb.addr, max, rxHdr, dst, src);
+  const n = lib.fromPacket(ring.addr, rb.addr, max, rxHdr, vnet, dst, src);
   rx.loadPositions(rb.u32, POS);
   stopReason = ring.u32[PRING_NEXT + 1]!;
   return n;
@@ -219,13 +219,13 @@ export function fromPacket(ring: PacketRingBlock, next: number, rx: SplitQueue, 
 export const packetRingNext = (ring: PacketRingBlock): number => ring.u32[PRING_NEXT]!;
 
 /** Guest TX queue `tx` -> tap `fd`: one write() per frame straight from guest memory, a run per call (native/fastpath.c qnh_to_tap). */
-export function toTap(tx: SplitQueue, fd: number, max: number, txHdr: number, dst: number, src: number): number {
+export function toTap(tx: SplitQueue, fd: number, max: number, txHdr: number, vnet: number, dst: number, src: number): number {
   if (lib === null || tx.log !== null || !(dst >= 0 && src >= 0)) return 0;
   const tb = ringBlock(tx);
   if (tb === null) return 0;
   tx.savePositions(tb.u32, POS);
   nativeCalls++;
-  const n = lib.toTap(tb.addr, fd, max, txHdr, dst, src);
+  const n = lib.toTap(tb.addr, fd, max, txHdr, vnet, dst, src);
   tx.loadPositions(tb.u32, POS);
   stopReason = tb.u32[STOP]!;
   return n;
