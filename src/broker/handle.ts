@@ -73,7 +73,7 @@ function helper(req: Extract<BrokerRequest, { op: 'helper' }>, caller: Caller, p
     }
     const lines: string[] = [];
     const r = serveHelper(a, sock, { host: cfg.host, ...paths, caller, fallbackOwnerPid: cfg.brokerPid ?? process.pid, log: (l) => lines.push(l) });
-    const verdict = `allowed: ${r.mode} ${r.choice.endpoint.kernel}/${r.choice.transport.transport} ${r.choice.endpoint.ifname}${r.durable ? ` (endpoint ${r.record.id})` : ''}`;
+    const verdict = `allowed: ${r.mode.name} ${r.choice.endpoint.kernel}/${r.choice.transport.transport} ${r.choice.endpoint.ifname}${r.durable ? ` (endpoint ${r.record.id})` : ''}`;
     return { reply: { v: 1, ok: true, exit: 0, ...(lines.length ? { lines } : {}) }, what, verdict, ...(r.durable ? { watch: r.record.id } : {}) };
   } finally {
     closeFd(sock);

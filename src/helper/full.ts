@@ -8,6 +8,7 @@ import { sendHelperFd, sendOnHelperSocket } from '../backends/transport/helper-f
 import { processCaller, type Caller } from '../access/caller.js';
 import { callerIsRoot, childEnv, configPaths, processHost, type HostContext } from '../host/context.js';
 import type { Choice } from '../policy/choose.js';
+import type { ParsedMode } from '../policy/mode.js';
 import { setupEndpoint, type SetupResult } from '../setup/endpoint.js';
 import { setCloseOnExec } from '../sys/libc.js';
 import { peerCred } from '../sys/unix-fd.js';
@@ -41,11 +42,11 @@ export function serveHelper(a: HelperArgs, sock: number, ctx: ServeContext): Pol
   const extended = a.socketpair !== undefined;
   const protocols = (extended ? (a.protocols ?? PLAIN_PROTOCOLS) : PLAIN_PROTOCOLS) as TransportName[];
   let reply: Record<string, unknown> = {};
-  const deliver = (choice: Choice, mode: string): void => {
+  const deliver = (choice: Choice, mode: ParsedMode): void => {
     if (a.explain) for (const e of choice.explain) ctx.log(`explain: ${e.kernel}/${e.transport}: ${e.decision}: ${e.reason}`);
     reply = {
       version: 1,
-      mode,
+      mode: mode.name,
       kernel: choice.endpoint.kernel,
       protocol: choice.transport.transport,
       ifname: choice.endpoint.ifname,

@@ -38,7 +38,7 @@ export function setupNic(spec: NicSpec, host: HostContext, env: NodeJS.ProcessEn
   const policy = policyFor(config, mode);
   // `run` waits for QEMU and releases everything itself; until QEMU runs, the
   // record's owner is this process, so gc cleans up if we are killed first.
-  const record = draftRecord(mode, selfOwner());
+  const record = draftRecord(mode.name, selfOwner());
   const rb = journalingRollback(record, host.stateDir);
   req.params.ownerPid = process.pid;
   req.params.endpointId = record.id;

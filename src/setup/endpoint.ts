@@ -4,7 +4,7 @@
 // the chosen candidate is realized, its fds are delivered, and only then is
 // the setup committed; any failure undoes everything made so far.
 import { kernels, transports } from '../backends/registry.js';
-import type { Mode, TransportName } from '../backends/types.js';
+import type { TransportName } from '../backends/types.js';
 import type { HostContext } from '../host/context.js';
 import { authorize, parseAcl } from '../access/acl.js';
 import type { Caller } from '../access/caller.js';
@@ -13,6 +13,7 @@ import { ConfigError, UsageError } from '../errors.js';
 import { completeRecord, draftRecord, journalingRollback } from '../lifecycle/record.js';
 import { closeChoiceFds, realize, type Choice } from '../policy/choose.js';
 import { loadProfile, policyFor } from '../policy/load.js';
+import type { ParsedMode } from '../policy/mode.js';
 import { buildRequest, type RequestFlags } from '../policy/request.js';
 import { loadEndpoint, newEndpointId, removeEndpoint, saveEndpoint, validEndpointId, type EndpointRecord } from '../state/endpoints.js';
 import type { OwnerRef } from '../state/owner.js';
@@ -41,11 +42,11 @@ export interface SetupOptions {
   manual?: boolean;
   id?: string;
   /** Hands the fds to QEMU; runs before the setup is committed, so a failed send undoes it. */
-  deliver?: (choice: Choice, mode: Mode) => void;
+  deliver?: (choice: Choice, mode: ParsedMode) => void;
 }
 
 export interface SetupResult {
-  mode: Mode;
+  mode: ParsedMode;
   record: EndpointRecord;
   choice: Choice;
   /** Whether a record stays behind (something outlives QEMU's fd). */
@@ -58,7 +59,7 @@ export function setupEndpoint(flags: SetupFlags, o: SetupOptions): SetupResult {
   if (flags.profile && !profile) throw new ConfigError(`no profile '${flags.profile}' in ${o.config}/profiles`, 'create it or drop --profile');
   const { mode, req } = buildRequest(flags, profile);
   checkStateDir(o.host.stateDir);
-  if (o.acl !== null) authorize(o.acl, parseAcl(o.acl), o.caller, resourcesOf(req, profile ? profileName! : null, o.caller));
+  if (o.acl !== null) authorize(o.acl, parseAcl(o.acl), o.caller, resourcesOf(mode, req, profile ? profileName! : null, o.caller));
   checkMacFree(req.mac, { host: o.host, config: o.config, caller: o.caller, profile: profile ? profileName! : null });
   const policy = policyFor(o.config, mode);
   const protocols = (profile?.protocols && !o.manual ? profile.protocols.filter((p) => o.protocols.includes(p)) : o.protocols);
@@ -66,7 +67,7 @@ export function setupEndpoint(flags: SetupFlags, o: SetupOptions): SetupResult {
   const id = o.id ?? newEndpointId();
   if (!validEndpointId(id)) throw new UsageError(`endpoint id '${id}' is not valid`, 'use letters, digits, . _ - (at most 64)');
   if (o.id && loadEndpoint(o.host.stateDir, id)) throw new UsageError(`endpoint '${id}' already exists`, `take it down first: qemu-net-helper down ${id}`);
-  const record = draftRecord(mode, o.manual ? null : o.owner, id);
+  const record = draftRecord(mode.name, o.manual ? null : o.owner, id);
   record.uid = o.caller.uid;
   record.lifetime = o.manual ? 'manual' : o.owner ? 'owner' : 'fd';
   if (o.manual) {
