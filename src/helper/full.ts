@@ -1,12 +1,11 @@
 // The policy path of the helper: profile and policy files (zod), candidate
-// choice, every kernel implementation. Loaded only when the arguments need it,
-// because zod and the rest cost tens of milliseconds QEMU would wait for. The
-// broker runs the same function for its clients, with QEMU's socket taken
-// from the client and the broker's own host context.
+// choice, every kernel implementation. Loaded only when the arguments need it
+// (serve.ts decides), because zod and the rest cost tens of milliseconds QEMU
+// would wait for; the broker reaches it the same way for its clients.
 import type { TransportName } from '../backends/types.js';
 import { sendHelperFd, sendOnHelperSocket } from '../backends/transport/helper-fd.js';
-import { processCaller, type Caller } from '../access/caller.js';
-import { callerIsRoot, childEnv, configPaths, processHost, type HostContext } from '../host/context.js';
+import type { Caller } from '../access/caller.js';
+import { childEnv, type HostContext } from '../host/context.js';
 import type { Choice } from '../policy/choose.js';
 import type { ParsedMode } from '../policy/mode.js';
 import { setupEndpoint, type SetupResult } from '../setup/endpoint.js';
@@ -67,16 +66,6 @@ export function serveHelper(a: HelperArgs, sock: number, ctx: ServeContext): Pol
   return { ...r, reply };
 }
 
-/** The helper run directly (root, or holding CAP_NET_ADMIN): serves QEMU and leaves a watcher for what outlives us. */
-export function runPolicyHelper(a: HelperArgs, env: NodeJS.ProcessEnv = process.env, log: (line: string) => void = (l) => process.stderr.write(l + '\n')): PolicyOutcome {
-  const trusted = callerIsRoot();
-  const sock = a.socketpair ?? a.fd;
-  const host = processHost(env);
-  const r = serveHelper(a, sock, { host, ...configPaths(a, env, trusted), caller: processCaller(), log });
-  if (r.durable) startWatcher(r.record, host, sock);
-  return r;
-}
-
 /** QEMU (or libvirt) is the process at the other end of the socketpair it made. */
 export function peerOwner(sock: number): OwnerRef | null {
   try {
@@ -88,7 +77,8 @@ export function peerOwner(sock: number): OwnerRef | null {
   }
 }
 
-function startWatcher(record: EndpointRecord, host: HostContext, sock: number): void {
+/** The direct helper exits after serving: a watcher process releases what outlives QEMU's fd. */
+export function startWatcher(record: EndpointRecord, host: HostContext, sock: number): void {
   // QEMU's socket must not leak into the watcher (it is inherited, not close-on-exec).
   setCloseOnExec(sock);
   const pid = spawnWatcher(record.id, childEnv(host));
