@@ -9,6 +9,7 @@ import { childEnv, type HostContext } from '../host/context.js';
 import type { Choice } from '../policy/choose.js';
 import type { ParsedMode } from '../policy/mode.js';
 import { setupEndpoint, type SetupResult } from '../setup/endpoint.js';
+import { helperRequest } from '../setup/request.js';
 import { setCloseOnExec } from '../sys/libc.js';
 import { peerCred } from '../sys/unix-fd.js';
 import { saveEndpoint, type EndpointRecord } from '../state/endpoints.js';
@@ -59,10 +60,9 @@ export function serveHelper(a: HelperArgs, sock: number, ctx: ServeContext): Pol
     if (extended) sendOnHelperSocket(sock, Buffer.from(JSON.stringify(reply) + '\n'), choice.transport.fds, label);
     else sendHelperFd(sock, choice.transport.fds[0]!, label);
   };
-  const r = setupEndpoint(a, {
-    host: ctx.host, acl: ctx.acl, config: ctx.config, caller: ctx.caller, protocols,
-    owner: peerOwner(sock), ...(ctx.fallbackOwnerPid !== undefined ? { fallbackOwnerPid: ctx.fallbackOwnerPid } : {}), deliver,
-  });
+  const r = setupEndpoint(helperRequest(a, protocols, peerOwner(sock), ctx.fallbackOwnerPid), {
+    host: ctx.host, config: ctx.config, admission: { acl: ctx.acl, caller: ctx.caller },
+  }, deliver);
   return { ...r, reply };
 }
 
