@@ -11,8 +11,6 @@ import { requireNetAdmin } from './run.js';
 import { serveHelperRequest, type LoadFull } from './serve.js';
 import { callerIsRoot, configPaths, processHost } from '../host/context.js';
 
-export type { FullHelper, LoadFull } from './serve.js';
-
 export function helperMain(argv: readonly string[], loadFull: LoadFull, env: NodeJS.ProcessEnv = process.env): number {
   try {
     const args = parseHelperArgs(argv);

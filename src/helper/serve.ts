@@ -38,7 +38,7 @@ export type HelperServed =
   | { path: 'policy'; outcome: PolicyOutcome };
 
 /** A profile file named after --br makes even QEMU's plain call a policy call (libvirt passes only --br). */
-export function profileExists(a: HelperArgs, config: string): boolean {
+function profileExists(a: HelperArgs, config: string): boolean {
   return a.bridgeGiven === true && existsSync(`${config}/profiles/${a.bridge}.json`);
 }
 

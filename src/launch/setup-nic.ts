@@ -7,8 +7,6 @@ import { prepareEndpoint, type PreparedEndpoint } from '../setup/endpoint.js';
 import { nicRequest } from '../setup/request.js';
 import type { NicSpec } from './nic-spec.js';
 
-export { transportsFor } from '../setup/request.js';
-
 /** Prepared, not handed on: committed once QEMU holds the fds, undone if anything fails before. */
 export function setupNic(spec: NicSpec, host: HostContext, env: NodeJS.ProcessEnv): PreparedEndpoint {
   const { config } = configPaths(spec.args, env, callerIsRoot());
