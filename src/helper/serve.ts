@@ -37,14 +37,18 @@ export type HelperServed =
   | { path: 'bridge'; tap: HelperResult }
   | { path: 'policy'; outcome: PolicyOutcome };
 
-/** A profile file named after --br makes even QEMU's plain call a policy call (libvirt passes only --br). */
-function profileExists(a: HelperArgs, config: string): boolean {
-  return a.bridgeGiven === true && existsSync(`${config}/profiles/${a.bridge}.json`);
+/**
+ * Whether the policy path serves `a`: any policy flag, or a profile file
+ * named after --br, which makes even QEMU's plain call a policy call
+ * (libvirt passes only --br).
+ */
+export function takesPolicyPath(a: HelperArgs, config: string): boolean {
+  return needsPolicy(a) || (a.bridgeGiven === true && existsSync(`${config}/profiles/${a.bridge}.json`));
 }
 
 /** Serves `a` on QEMU's socket `sock` (the caller's own fd, or the broker's copy of the client's). */
 export function serveHelperRequest(a: HelperArgs, sock: number, ctx: HelperRequestContext, loadFull: LoadFull): HelperServed {
-  if (!needsPolicy(a) && !profileExists(a, ctx.config)) {
+  if (!takesPolicyPath(a, ctx.config)) {
     const tap = serveBridgeTap(a, sock, {
       acl: ctx.acl, caller: ctx.caller, tunDevice: () => ctx.host().tunDevice,
       ...(ctx.requirePrivilege ? { requirePrivilege: ctx.requirePrivilege } : {}),

@@ -13,7 +13,9 @@ import { parseHelperArgs } from '../../src/helper/args.js';
 import { ENV, hostContext } from '../../src/host/context.js';
 import { parseNicSpec } from '../../src/launch/nic-spec.js';
 import { draftRecord } from '../../src/lifecycle/record.js';
-import { prepareEndpoint, type TierContext } from '../../src/setup/endpoint.js';
+import { PreparedEndpoint, prepareEndpoint, type TierContext } from '../../src/setup/endpoint.js';
+import type { Choice } from '../../src/policy/choose.js';
+import { modeOf } from '../../src/policy/mode.js';
 import { helperRequest, nicRequest, transportsFor, upRequest } from '../../src/setup/request.js';
 import { PreparedSetup, prepareSetup } from '../../src/setup/tier.js';
 import { listEndpoints, loadEndpoint } from '../../src/state/endpoints.js';
@@ -163,5 +165,47 @@ describe('prepareEndpoint: refusals come before anything is made', () => {
     assert.throws(() => prepareEndpoint(upRequest({ mode: 'bridge', id: '../x' }), ctx), (e: unknown) => e instanceof UsageError && /endpoint id '\.\.\/x' is not valid/.test(e.message));
     assert.equal(records(), 0);
     assert.deepEqual(listEndpoints(join(dir, 'state')), []);
+  });
+});
+
+describe('prepared endpoint: what stays after commit', () => {
+  let dir: string;
+  before(() => { dir = mkdtempSync(join(tmpdir(), 'qnh-tier-commit-')); });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  // A chosen candidate as realize returns it; no fds, since a unit test makes no tap.
+  const choice = (): Choice => ({
+    candidate: { kernel: 'macvtap', transport: 'macvtap' },
+    endpoint: { kernel: 'macvtap', ifname: 'macvtap7', devicePath: '/dev/tap77', fds: [], vnetHdr: true, mac: '52:54:00:00:00:07', mtu: 1500, owned: [], info: { parent: 'eth1' } },
+    transport: { transport: 'macvtap', fds: [], vnetHdrSize: 12, queues: 1, info: { chardev: '240:7' } },
+    explain: [],
+  } as Choice);
+  const prepared = (id: string, owns: boolean, manual: boolean): PreparedEndpoint => {
+    const { setup } = prepareSetup(draftRecord('vepa', null, id), dir, manual, (s) => {
+      s.rb.add('link', () => undefined, owns ? { backend: 'macvtap', obj: { kind: 'link', data: { ifname: 'macvtap7' } } } : undefined);
+    });
+    return new PreparedEndpoint(modeOf('vepa'), choice(), setup, manual);
+  };
+
+  it('something outlives the fds: the record is completed, given its owner, and kept', () => {
+    const qemu = { pid: 4242, startTime: '99' };
+    assert.equal(prepared('ep-a', true, false).commit(qemu), true);
+    const rec = loadEndpoint(dir, 'ep-a')!;
+    assert.equal(rec.ifname, 'macvtap7');
+    assert.equal(rec.devicePath, '/dev/tap77');
+    assert.equal(rec.transport, 'macvtap');
+    assert.deepEqual(rec.owner, qemu);
+    assert.equal(rec.info.state, 'active');
+  });
+  it('nothing outlives the fds: no record; `up` keeps one regardless', () => {
+    assert.equal(prepared('ep-b', false, false).commit(), false);
+    assert.equal(loadEndpoint(dir, 'ep-b'), null);
+    assert.equal(prepared('ep-c', false, true).commit(), true);
+    assert.equal(loadEndpoint(dir, 'ep-c')!.info.state, 'active');
+  });
+  it('undo before commit leaves nothing', () => {
+    const p = prepared('ep-d', true, false);
+    assert.ok(loadEndpoint(dir, 'ep-d'), 'journaled');
+    assert.deepEqual(p.undo(), []);
+    assert.equal(loadEndpoint(dir, 'ep-d'), null);
   });
 });
