@@ -4,10 +4,10 @@
 // The host context, ACL and configuration are the broker's own.
 import type { Caller } from '../access/caller.js';
 import { AccessDeniedError, BadFdError, describeError, ExitCode, UsageError } from '../errors.js';
-import { needsPolicy, parseHelperArgs } from '../helper/args.js';
-import { profileExists } from '../helper/main.js';
-import { checkHelperSocket, serveBridgeTap, socketLabel } from '../helper/run.js';
-import { serveHelper } from '../helper/full.js';
+import { parseHelperArgs } from '../helper/args.js';
+import { checkHelperSocket, socketLabel } from '../helper/run.js';
+import * as fullHelper from '../helper/full.js';
+import { serveHelperRequest } from '../helper/serve.js';
 import { pathsChosen, type HostContext } from '../host/context.js';
 import { gcAll } from '../lifecycle/gc.js';
 import { takeDown } from '../lifecycle/release.js';
@@ -61,19 +61,18 @@ function helper(req: Extract<BrokerRequest, { op: 'helper' }>, caller: Caller, p
     // QEMU runs as the user whose helper this is; a socket whose other end is
     // someone else's process would hand that process our fd.
     let peerUid: number | null = null;
-    try { peerUid = peerCred(sock).uid; } catch { /* checked by serveHelper */ }
+    try { peerUid = peerCred(sock).uid; } catch { /* checked by serveHelperRequest */ }
     if (peerUid !== null && !caller.isRoot && peerUid !== caller.uid) {
       throw new AccessDeniedError(`access denied: the socket passed with ${label} leads to a process of uid ${peerUid}, not to the caller's QEMU`, 'pass the socket QEMU or libvirt gave the helper');
     }
     const paths = pathsChosen(a, cfg, caller.isRoot);
-    if (!needsPolicy(a) && !profileExists(a, paths.config)) {
-      // qemu-bridge-helper's case: the same ioctl-only path as the direct helper (no `ip`, no policy files).
-      const t = serveBridgeTap(a, sock, { acl: paths.acl, caller, tunDevice: cfg.host.tunDevice });
-      return { reply: { v: 1, ok: true, exit: 0 }, what, verdict: `allowed: bridge bridge/tap ${t.tapName}` };
-    }
     const lines: string[] = [];
-    const r = serveHelper(a, sock, { host: cfg.host, ...paths, caller, fallbackOwnerPid: cfg.brokerPid ?? process.pid, log: (l) => lines.push(l) });
-    const verdict = `allowed: ${r.mode} ${r.choice.endpoint.kernel}/${r.choice.transport.transport} ${r.choice.endpoint.ifname}${r.durable ? ` (endpoint ${r.record.id})` : ''}`;
+    const served = serveHelperRequest(a, sock, {
+      host: () => cfg.host, acl: paths.acl, config: paths.config, caller, fallbackOwnerPid: cfg.brokerPid ?? process.pid, log: (l) => lines.push(l), leaveWatcher: false,
+    }, () => fullHelper);
+    if (served.path === 'bridge') return { reply: { v: 1, ok: true, exit: 0 }, what, verdict: `allowed: bridge bridge/tap ${served.tap.tapName}` };
+    const r = served.outcome;
+    const verdict = `allowed: ${r.mode.name} ${r.choice.endpoint.kernel}/${r.choice.transport.transport} ${r.choice.endpoint.ifname}${r.durable ? ` (endpoint ${r.record.id})` : ''}`;
     return { reply: { v: 1, ok: true, exit: 0, ...(lines.length ? { lines } : {}) }, what, verdict, ...(r.durable ? { watch: r.record.id } : {}) };
   } finally {
     closeFd(sock);

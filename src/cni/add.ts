@@ -1,10 +1,11 @@
-// CNI ADD: the attachment's record is drafted first (every object journaled
-// into it as it is made), IPAM is asked for addresses, the transport wires
-// the sandbox, and any failure undoes all of it, IPAM included.
+// CNI ADD through the setup tier: the attachment's record is drafted first
+// (every object journaled into it as it is made), IPAM is asked for
+// addresses, the transport wires the sandbox, and any failure undoes all of
+// it, IPAM included.
 import { ConfigError } from '../errors.js';
-import { draftRecord, journalingRollback } from '../lifecycle/record.js';
+import { draftRecord } from '../lifecycle/record.js';
+import { PreparedSetup } from '../setup/tier.js';
 import { reapConflicting, wantedBy } from '../lifecycle/reap.js';
-import { removeEndpoint, saveEndpoint } from '../state/endpoints.js';
 import type { HostContext } from '../backends/types.js';
 import type { NetConf } from './config.js';
 import type { CniEnv } from './env.js';
@@ -47,18 +48,18 @@ export async function cmdAdd(conf: NetConf, raw: Record<string, unknown>, env: C
   const record = draftRecord(conf.mode, null, attachmentId(conf.name, env.containerId, env.ifname));
   record.info.cni = info;
   record.transport = conf.transport;
-  saveEndpoint(host.stateDir, record);
-  const rb = journalingRollback(record, host.stateDir);
+  // On disk at once: DEL and gc find the attachment by its id even before it owns anything.
+  const setup = new PreparedSetup(record, host.stateDir, true);
   const ipam = conf.ipam ? new Ipam(conf, env, raw) : null;
-  let ipamDone = false;
   try {
     let ipRes: CniResult | null = null;
     if (ipam) {
       ipRes = ipam.add();
-      ipamDone = true;
+      // The first step, so undone last: the addresses go back once nothing uses them.
+      setup.rb.add('IPAM DEL', () => ipam.del());
     }
     const mac = conf.runtimeConfig?.mac ?? conf.mac;
-    const ctx: AddContext = { conf, env, host, rb, id: record.id, ...(mac ? { mac } : {}), ...(ipRes ? { ips: ipRes.ips, routes: ipRes.routes } : {}) };
+    const ctx: AddContext = { conf, env, host, rb: setup.rb, id: record.id, ...(mac ? { mac } : {}), ...(ipRes ? { ips: ipRes.ips, routes: ipRes.routes } : {}) };
     const a = attach(ctx);
     const ours = emptyResult(conf.cniVersion);
     ours.interfaces = [...a.hostInterfaces, a.sandbox];
@@ -75,17 +76,12 @@ export async function cmdAdd(conf: NetConf, raw: Record<string, unknown>, env: C
     record.mac = a.sandbox.mac ?? null;
     record.mtu = a.sandbox.mtu ?? 0;
     record.info = { ...record.info, state: 'active', cni: { ...info, result: ours } };
-    saveEndpoint(host.stateDir, record);
-    rb.commit();
+    setup.commit(true);
     return result;
   } catch (e) {
-    const failed = await rb.undoAll();
-    if (ipamDone) {
-      try { ipam!.del(); } catch (d) { failed.push(`IPAM DEL: ${(d as Error).message}`); }
-    }
-    // Kept when something could not be undone, so DEL or gc can retry from it.
-    if (failed.length === 0) removeEndpoint(host.stateDir, record.id);
-    else process.stderr.write(`qemu-net-helper: could not undo: ${failed.join('; ')}\n`);
+    // The record is kept when something could not be undone, so DEL or gc can retry from it.
+    const failed = await setup.undoAsync();
+    if (failed.length) process.stderr.write(`qemu-net-helper: could not undo: ${failed.join('; ')}\n`);
     throw e;
   }
 }

@@ -1,14 +1,15 @@
 // The policy path of the helper: profile and policy files (zod), candidate
-// choice, every kernel implementation. Loaded only when the arguments need it,
-// because zod and the rest cost tens of milliseconds QEMU would wait for. The
-// broker runs the same function for its clients, with QEMU's socket taken
-// from the client and the broker's own host context.
+// choice, every kernel implementation. Loaded only when the arguments need it
+// (serve.ts decides), because zod and the rest cost tens of milliseconds QEMU
+// would wait for; the broker reaches it the same way for its clients.
 import type { TransportName } from '../backends/types.js';
 import { sendHelperFd, sendOnHelperSocket } from '../backends/transport/helper-fd.js';
-import { processCaller, type Caller } from '../access/caller.js';
-import { callerIsRoot, childEnv, configPaths, processHost, type HostContext } from '../host/context.js';
+import type { Caller } from '../access/caller.js';
+import { childEnv, type HostContext } from '../host/context.js';
 import type { Choice } from '../policy/choose.js';
+import type { ParsedMode } from '../policy/mode.js';
 import { setupEndpoint, type SetupResult } from '../setup/endpoint.js';
+import { helperRequest } from '../setup/request.js';
 import { setCloseOnExec } from '../sys/libc.js';
 import { peerCred } from '../sys/unix-fd.js';
 import { saveEndpoint, type EndpointRecord } from '../state/endpoints.js';
@@ -41,11 +42,11 @@ export function serveHelper(a: HelperArgs, sock: number, ctx: ServeContext): Pol
   const extended = a.socketpair !== undefined;
   const protocols = (extended ? (a.protocols ?? PLAIN_PROTOCOLS) : PLAIN_PROTOCOLS) as TransportName[];
   let reply: Record<string, unknown> = {};
-  const deliver = (choice: Choice, mode: string): void => {
+  const deliver = (choice: Choice, mode: ParsedMode): void => {
     if (a.explain) for (const e of choice.explain) ctx.log(`explain: ${e.kernel}/${e.transport}: ${e.decision}: ${e.reason}`);
     reply = {
       version: 1,
-      mode,
+      mode: mode.name,
       kernel: choice.endpoint.kernel,
       protocol: choice.transport.transport,
       ifname: choice.endpoint.ifname,
@@ -59,21 +60,10 @@ export function serveHelper(a: HelperArgs, sock: number, ctx: ServeContext): Pol
     if (extended) sendOnHelperSocket(sock, Buffer.from(JSON.stringify(reply) + '\n'), choice.transport.fds, label);
     else sendHelperFd(sock, choice.transport.fds[0]!, label);
   };
-  const r = setupEndpoint(a, {
-    host: ctx.host, acl: ctx.acl, config: ctx.config, caller: ctx.caller, protocols,
-    owner: peerOwner(sock), ...(ctx.fallbackOwnerPid !== undefined ? { fallbackOwnerPid: ctx.fallbackOwnerPid } : {}), deliver,
-  });
+  const r = setupEndpoint(helperRequest(a, protocols, peerOwner(sock), ctx.fallbackOwnerPid), {
+    host: ctx.host, config: ctx.config, admission: { acl: ctx.acl, caller: ctx.caller },
+  }, deliver);
   return { ...r, reply };
-}
-
-/** The helper run directly (root, or holding CAP_NET_ADMIN): serves QEMU and leaves a watcher for what outlives us. */
-export function runPolicyHelper(a: HelperArgs, env: NodeJS.ProcessEnv = process.env, log: (line: string) => void = (l) => process.stderr.write(l + '\n')): PolicyOutcome {
-  const trusted = callerIsRoot();
-  const sock = a.socketpair ?? a.fd;
-  const host = processHost(env);
-  const r = serveHelper(a, sock, { host, ...configPaths(a, env, trusted), caller: processCaller(), log });
-  if (r.durable) startWatcher(r.record, host, sock);
-  return r;
 }
 
 /** QEMU (or libvirt) is the process at the other end of the socketpair it made. */
@@ -87,7 +77,8 @@ export function peerOwner(sock: number): OwnerRef | null {
   }
 }
 
-function startWatcher(record: EndpointRecord, host: HostContext, sock: number): void {
+/** The direct helper exits after serving: a watcher process releases what outlives QEMU's fd. */
+export function startWatcher(record: EndpointRecord, host: HostContext, sock: number): void {
   // QEMU's socket must not leak into the watcher (it is inherited, not close-on-exec).
   setCloseOnExec(sock);
   const pid = spawnWatcher(record.id, childEnv(host));

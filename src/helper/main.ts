@@ -1,21 +1,15 @@
 // Entry of the helper: QEMU runs us once per NIC and waits, so the plain
 // bridge case loads only what it needs (no oclif, no zod) and writes nothing
-// to stdout, which may be QEMU's monitor. Policy flags, or a profile named like
-// --br, load the policy path through `loadFull`, so that the bundled fast path
-// and the unbundled library can each supply it their own way.
-import { existsSync } from 'node:fs';
+// to stdout, which may be QEMU's monitor. Which path serves the request is
+// decided in serve.ts, the same function the broker calls; the policy path
+// comes through `loadFull`, so that the bundled fast path and the unbundled
+// library can each supply it their own way.
 import { describeError, ExitCode } from '../errors.js';
-import { HELPER_USAGE, needsPolicy, parseHelperArgs, type HelperArgs } from './args.js';
-import { runHelper } from './run.js';
-import { callerIsRoot, configPaths } from '../host/context.js';
-
-export type FullHelper = { runPolicyHelper: (a: HelperArgs, env?: NodeJS.ProcessEnv) => unknown };
-export type LoadFull = () => FullHelper;
-
-/** A profile file named after --br makes even QEMU's plain call a policy call (libvirt passes only --br). */
-export function profileExists(a: HelperArgs, config: string): boolean {
-  return a.bridgeGiven === true && existsSync(`${config}/profiles/${a.bridge}.json`);
-}
+import { processCaller } from '../access/caller.js';
+import { HELPER_USAGE, parseHelperArgs } from './args.js';
+import { requireNetAdmin } from './run.js';
+import { serveHelperRequest, type LoadFull } from './serve.js';
+import { callerIsRoot, configPaths, processHost } from '../host/context.js';
 
 export function helperMain(argv: readonly string[], loadFull: LoadFull, env: NodeJS.ProcessEnv = process.env): number {
   try {
@@ -24,8 +18,11 @@ export function helperMain(argv: readonly string[], loadFull: LoadFull, env: Nod
       process.stderr.write(HELPER_USAGE + '\n');
       return ExitCode.OK;
     }
-    if (needsPolicy(args) || profileExists(args, configPaths(args, env, callerIsRoot()).config)) loadFull().runPolicyHelper(args, env);
-    else runHelper(args, env);
+    const paths = configPaths(args, env, callerIsRoot());
+    serveHelperRequest(args, args.socketpair ?? args.fd, {
+      host: () => processHost(env), acl: paths.acl, config: paths.config, caller: processCaller(),
+      log: (l) => process.stderr.write(l + '\n'), requirePrivilege: requireNetAdmin, leaveWatcher: true,
+    }, loadFull);
     return ExitCode.OK;
   } catch (e) {
     const { exitCode, line } = describeError(e);

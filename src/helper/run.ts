@@ -3,9 +3,9 @@
 import { BadFdError, PermissionError } from '../errors.js';
 import { setupBridgeTap } from '../backends/kernel/bridge-tap.js';
 import { sendHelperFd } from '../backends/transport/helper-fd.js';
-import { processCaller, type Caller } from '../access/caller.js';
+import type { Caller } from '../access/caller.js';
 import { checkAccess } from '../access/acl.js';
-import { callerIsRoot, configPaths, hasNetAdmin, processHost } from '../host/context.js';
+import { hasNetAdmin } from '../host/context.js';
 import { Rollback } from '../state/rollback.js';
 import { SysError } from '../sys/libc.js';
 import { SOCK_STREAM, socketType } from '../sys/unix-fd.js';
@@ -47,7 +47,9 @@ export function socketLabel(args: Pick<HelperArgs, 'fd' | 'socketpair'>): string
 export interface BridgeServeContext {
   acl: string;
   caller: Caller;
-  tunDevice: string;
+  tunDevice: () => string;
+  /** Checked after the ACL (the helper run directly must hold CAP_NET_ADMIN). */
+  requirePrivilege?: () => void;
 }
 
 /** qemu-bridge-helper's job: ACL, a tap on the bridge, one byte and one fd on QEMU's socket `sock`. */
@@ -55,9 +57,10 @@ export function serveBridgeTap(args: HelperArgs, sock: number, ctx: BridgeServeC
   const label = socketLabel(args);
   checkHelperSocket(sock, label);
   checkAccess(ctx.acl, args.bridge, ctx.caller);
+  ctx.requirePrivilege?.();
   const rb = new Rollback();
   try {
-    const ep = setupBridgeTap({ bridge: args.bridge, vnetHdr: args.useVnet, tunDevice: ctx.tunDevice }, rb);
+    const ep = setupBridgeTap({ bridge: args.bridge, vnetHdr: args.useVnet, tunDevice: ctx.tunDevice() }, rb);
     sendHelperFd(sock, ep.tap.fd, label);
     // QEMU holds its own reference now; ours goes, and the tap lives as long as QEMU's.
     rb.undoAllSync();
@@ -68,13 +71,9 @@ export function serveBridgeTap(args: HelperArgs, sock: number, ctx: BridgeServeC
   }
 }
 
-export function runHelper(args: HelperArgs, env: NodeJS.ProcessEnv = process.env): HelperResult {
-  checkHelperSocket(args.fd);
-  const { acl } = configPaths(args, env, callerIsRoot());
-  const caller = processCaller();
-  checkAccess(acl, args.bridge, caller);
+/** The direct helper's plain-path privilege: without CAP_NET_ADMIN no tap can be made. */
+export function requireNetAdmin(): void {
   if (!hasNetAdmin()) {
     throw new PermissionError('no permission: the helper needs CAP_NET_ADMIN to create a tap and attach it to a bridge', 'run QEMU/libvirt with that capability for the helper, or run it as root');
   }
-  return serveBridgeTap(args, args.fd, { acl, caller, tunDevice: processHost(env).tunDevice });
 }

@@ -5,14 +5,13 @@ import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
 import { UsageError, NotFoundError } from '../errors.js';
 import { processHost } from '../host/context.js';
-import { completeRecord } from '../lifecycle/record.js';
 import { releaseEndpoint } from '../lifecycle/release.js';
-import { closeChoiceFds } from '../policy/choose.js';
-import { saveEndpoint, removeEndpoint } from '../state/endpoints.js';
-import { ownerOf } from '../state/owner.js';
+import { ownerOf, type OwnerRef } from '../state/owner.js';
 import { nicArgs, sharedMemoryArgs, shellLine, vhostUserNicArgs, wantsKvm, type NicFds } from './qemu-args.js';
 import { parseNicSpecs } from './nic-spec.js';
-import { setupNic, splitFds, type NicSetup } from './setup-nic.js';
+import type { PreparedEndpoint } from '../setup/endpoint.js';
+import { setupNic, splitFds } from './setup-nic.js';
+import type { NicSpec } from './nic-spec.js';
 
 export interface RunOptions {
   nics: readonly string[];
@@ -37,12 +36,11 @@ export async function runWithNics(o: RunOptions): Promise<number> {
   const specs = parseNicSpecs(o.nics);
   for (const w of specs.flatMap((x) => x.warnings)) log(`qemu-net-helper: warning: ${w}`);
   const host = processHost(env);
-  const done: NicSetup[] = [];
+  const done: { spec: NicSpec; prepared: PreparedEndpoint }[] = [];
   const undoAll = (): void => {
     for (const n of done.reverse()) {
-      const left = n.rb.undoAllSync();
-      if (left.length === 0) removeEndpoint(host.stateDir, n.record.id);
-      else log(`run: could not undo for ${n.spec.id}: ${left.join('; ')} (run 'qemu-net-helper gc')`);
+      const left = n.prepared.undo();
+      if (left.length > 0) log(`run: could not undo for ${n.spec.id}: ${left.join('; ')} (run 'qemu-net-helper gc')`);
     }
     done.length = 0;
   };
@@ -51,20 +49,21 @@ export async function runWithNics(o: RunOptions): Promise<number> {
   const args: string[] = [];
   try {
     for (const spec of specs) {
-      const n = setupNic(spec, host, env);
-      done.push(n);
-      if (o.explain) for (const e of n.choice.explain) log(`explain: ${spec.id}: ${e.kernel}/${e.transport}: ${e.decision}: ${e.reason}`);
-      const { queueFds, vhostFds } = splitFds(n.choice);
+      const prepared = setupNic(spec, host, env);
+      done.push({ spec, prepared });
+      const { choice } = prepared;
+      if (o.explain) for (const e of choice.explain) log(`explain: ${spec.id}: ${e.kernel}/${e.transport}: ${e.decision}: ${e.reason}`);
+      const { queueFds, vhostFds } = splitFds(choice);
       const number = (fds: number[]): number[] => fds.map((fd) => { passed.push(fd); return 2 + passed.length; });
-      const mac = n.choice.endpoint.mac ?? spec.mac;
-      if (n.choice.transport.transport === 'vhost-user') {
+      const mac = choice.endpoint.mac ?? spec.mac;
+      if (choice.transport.transport === 'vhost-user') {
         if (!args.includes('memory-backend=qnh-mem')) args.push(...sharedMemoryArgs(o.command));
-        args.push(...vhostUserNicArgs(spec.id, String(n.choice.transport.info.socket), mac, wantsKvm(o.command)));
+        args.push(...vhostUserNicArgs(spec.id, String(choice.transport.info.socket), mac, wantsKvm(o.command)));
       } else {
         const nic: NicFds = { id: spec.id, queueFds: number(queueFds), vhostFds: number(vhostFds), ...(mac ? { mac } : {}) };
         args.push(...nicArgs(nic));
       }
-      log(`run: ${spec.id}: ${n.choice.endpoint.kernel}/${n.choice.transport.transport} ${n.choice.endpoint.ifname}, ${queueFds.length} queue(s)${vhostFds.length ? ' with vhost-net' : ''}${mac ? `, mac ${mac}` : ''}`);
+      log(`run: ${spec.id}: ${choice.endpoint.kernel}/${choice.transport.transport} ${choice.endpoint.ifname}, ${queueFds.length} queue(s)${vhostFds.length ? ' with vhost-net' : ''}${mac ? `, mac ${mac}` : ''}`);
     }
   } catch (e) {
     undoAll();
@@ -80,15 +79,9 @@ export async function runWithNics(o: RunOptions): Promise<number> {
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['inherit', 'inherit', 'inherit', ...passed], env });
   // QEMU holds its own copies now (or never will, if exec failed): ours go, so
   // taps die with QEMU; what outlives fds is in the records, owned by QEMU.
-  for (const n of done) {
-    closeChoiceFds(n.choice);
-    n.rb.commit();
-    if (n.record.owned.length > 0) {
-      completeRecord(n.record, n.choice);
-      try { if (child.pid) n.record.owner = ownerOf(child.pid); } catch { /* already gone: we release below */ }
-      saveEndpoint(host.stateDir, n.record);
-    }
-  }
+  let qemu: OwnerRef | undefined;
+  try { if (child.pid) qemu = ownerOf(child.pid); } catch { /* already gone: we release below */ }
+  for (const n of done) n.prepared.commit(qemu);
   const forward = (sig: NodeJS.Signals): void => { try { child.kill(sig); } catch { /* gone */ } };
   for (const s of FORWARDED) process.on(s, forward);
   try {
@@ -103,8 +96,8 @@ export async function runWithNics(o: RunOptions): Promise<number> {
   } finally {
     for (const s of FORWARDED) process.off(s, forward);
     for (const n of done) {
-      if (n.record.owned.length === 0) continue;
-      const r = releaseEndpoint(n.record, host);
+      if (n.prepared.record.owned.length === 0) continue;
+      const r = releaseEndpoint(n.prepared.record, host);
       if (r.failed.length) log(`run: ${n.spec.id}: could not release ${r.failed.join('; ')} (run 'qemu-net-helper gc')`);
     }
   }

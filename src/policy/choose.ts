@@ -8,6 +8,7 @@ import type { Rollback } from '../state/rollback.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { EndpointRequest, HostContext, KernelBackend, KernelEndpoint, Transport, TransportName, TransportResult } from '../backends/types.js';
+import type { ParsedMode } from './mode.js';
 import type { Candidate, ModePolicy } from './schema.js';
 
 export type DevKind = 'bridge' | 'ethernet' | 'sriov-pf' | 'absent';
@@ -58,15 +59,17 @@ function whenMatches(want: string | undefined, kind: DevKind): boolean {
 // anything else (bad input, denied access, bugs) stops the search.
 const RETRYABLE = new Set<number>([ExitCode.UNSUPPORTED, ExitCode.EXHAUSTED, ExitCode.NOT_FOUND, ExitCode.SETUP_FAILED, ExitCode.PERMISSION]);
 
-export function realize(mode: string, full: ModePolicy, req: EndpointRequest, host: HostContext, reg: Registries, allowed: readonly TransportName[], rb: Rollback): Choice {
+export function realize(parsed: ParsedMode, full: ModePolicy, req: EndpointRequest, host: HostContext, reg: Registries, allowed: readonly TransportName[], rb: Rollback): Choice {
   const explain: ExplainEntry[] = [];
+  const mode = parsed.name;
   const dk = devKind(req.dev, host);
   // What --dev must be is decided by the candidates this caller can take at all.
   const usable = full.candidates.filter((c) => allowed.includes(c.transport));
   const policy = { ...full, candidates: usable.length ? usable : full.candidates };
   if (dk.kind === 'absent' && req.dev) {
     const needsDev = policy.candidates.every((c) => c.when && c.when.devKind !== 'absent' && c.when.devKind !== 'any');
-    if (needsDev || mode !== 'nat') throw new NotFoundError(`device '${req.dev}' does not exist in this network namespace`, `pass an existing interface with --dev (mode ${mode})`);
+    // A NAT network's --dev names the bridge it makes: absent is fine unless a candidate needs it.
+    if (needsDev || parsed.kind !== 'nat') throw new NotFoundError(`device '${req.dev}' does not exist in this network namespace`, `pass an existing interface with --dev (mode ${mode})`);
   }
   if (!req.dev && policy.candidates.every((c) => c.when && c.when.devKind !== 'absent' && c.when.devKind !== 'any')) {
     throw new UsageError(`mode ${mode} needs --dev=DEVICE (the uplink or parent interface)`, 'pass --dev or set "dev" in the profile');

@@ -6,6 +6,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { projectRoot } from '../paths.js';
 import { ConfigError, UsageError } from '../errors.js';
+import type { ParsedMode } from './mode.js';
 import { formatIssues, PolicyFileSchema, ProfileSchema, type ModePolicy, type Profile } from './schema.js';
 
 export function builtinPolicyDir(): string {
@@ -46,9 +47,9 @@ export function loadPolicies(config: string, builtin = builtinPolicyDir()): Map<
 }
 
 /** The policy of one mode (user files over built-ins); a usage error when none defines it. */
-export function policyFor(config: string, mode: string): LoadedPolicy {
-  const policy = loadPolicies(config).get(mode);
-  if (!policy) throw new UsageError(`no policy defines mode '${mode}'`);
+export function policyFor(config: string, mode: ParsedMode): LoadedPolicy {
+  const policy = loadPolicies(config).get(mode.name);
+  if (!policy) throw new UsageError(`no policy defines mode '${mode.name}'`);
   return policy;
 }
 

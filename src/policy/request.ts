@@ -1,7 +1,7 @@
 // Flags on the command line win over the profile, the profile over defaults.
-import { MODES, type EndpointRequest, type Mode } from '../backends/types.js';
-import { UsageError } from '../errors.js';
+import type { EndpointRequest } from '../backends/types.js';
 import { parseGuestMac } from '../net/mac.js';
+import { parseMode, type ParsedMode } from './mode.js';
 import type { Profile } from './schema.js';
 
 /** What a caller asks for: the helper's flags, `up`'s options and a broker request all are this. */
@@ -19,17 +19,13 @@ export interface RequestFlags {
   bridgeGiven?: boolean;
 }
 
-export function buildRequest(a: RequestFlags, profile: Profile | null): { mode: Mode; req: EndpointRequest } {
-  const modeText = a.mode ?? profile?.mode ?? 'bridge';
-  if (!(MODES as readonly string[]).includes(modeText)) {
-    throw new UsageError(`unknown mode '${modeText}'`, `use one of ${MODES.join(', ')}`);
-  }
-  const mode = modeText as Mode;
+export function buildRequest(a: RequestFlags, profile: Profile | null): { mode: ParsedMode; req: EndpointRequest } {
+  const mode = parseMode(a.mode ?? profile?.mode ?? 'bridge');
   // In bridge mode the bridge is --dev, else the profile's dev, else --br (QEMU's and libvirt's way to name it).
-  const dev = a.dev ?? profile?.dev ?? (mode === 'bridge' && !profile ? a.bridge : undefined);
+  const dev = a.dev ?? profile?.dev ?? (mode.kind === 'bridge' && !profile ? a.bridge : undefined);
   const macText = a.mac ?? profile?.mac;
   const req: EndpointRequest = {
-    mode,
+    mode: mode.name,
     vnetHdr: a.useVnet,
     queues: a.queues ?? profile?.queues ?? 1,
     params: {},

@@ -1,106 +1,129 @@
-// The one setup path: the helper's policy path, `up` and the broker all come
-// here. Flags and profile are merged, every resource the result names is
-// authorized for the caller, a record is drafted and journaled step by step,
-// the chosen candidate is realized, its fds are delivered, and only then is
-// the setup committed; any failure undoes everything made so far.
+// The policy setup of one NIC, for every way in that has a SetupRequest (the
+// helper's policy path, the broker, `up`, `run`): flags and profile are
+// merged, every resource the result names is authorized for the caller, a
+// record is drafted and journaled step by step, and the chosen candidate is
+// realized. The result is prepared: the caller hands its fds on (a socket,
+// QEMU's inheritance) and then commits, or undoes everything made so far.
 import { kernels, transports } from '../backends/registry.js';
-import type { Mode, TransportName } from '../backends/types.js';
 import type { HostContext } from '../host/context.js';
 import { authorize, parseAcl } from '../access/acl.js';
 import type { Caller } from '../access/caller.js';
 import { resourcesOf } from '../access/resources.js';
 import { ConfigError, UsageError } from '../errors.js';
-import { completeRecord, draftRecord, journalingRollback } from '../lifecycle/record.js';
+import { completeRecord, draftRecord } from '../lifecycle/record.js';
 import { closeChoiceFds, realize, type Choice } from '../policy/choose.js';
 import { loadProfile, policyFor } from '../policy/load.js';
-import { buildRequest, type RequestFlags } from '../policy/request.js';
-import { loadEndpoint, newEndpointId, removeEndpoint, saveEndpoint, validEndpointId, type EndpointRecord } from '../state/endpoints.js';
-import type { OwnerRef } from '../state/owner.js';
+import type { ParsedMode } from '../policy/mode.js';
+import { buildRequest } from '../policy/request.js';
+import { loadEndpoint, newEndpointId, validEndpointId, type EndpointRecord } from '../state/endpoints.js';
+import { selfOwner, type OwnerRef } from '../state/owner.js';
 import { checkStateDir } from '../state/state-dir.js';
 import { checkMacFree } from './mac-claim.js';
 import { reapConflicting, wantedBy } from '../lifecycle/reap.js';
+import type { SetupRequest } from './request.js';
+import { prepareSetup, type PreparedSetup } from './tier.js';
 
-export interface SetupFlags extends RequestFlags {
-  /** An explicit profile; otherwise a profile named like --br is used when it exists. */
-  profile?: string;
-}
-
-export interface SetupOptions {
+export interface TierContext {
   host: HostContext;
   /** Configuration directory (policies, profiles): fixed unless the caller is root. */
   config: string;
-  /** The ACL file; null only for root's own management commands (`up` run directly), which answer to none. */
-  acl: string | null;
-  caller: Caller;
-  /** Transports the caller can take, best first. */
-  protocols: readonly TransportName[];
-  /** The process whose exit ends the endpoint (QEMU); null when it cannot be known. */
-  owner: OwnerRef | null;
-  /** Who owns VF claims when the owner is unknown (the process that will watch the endpoint). */
-  fallbackOwnerPid?: number;
-  /** `up`: everything persistent, lives until `down`. */
-  manual?: boolean;
-  id?: string;
-  /** Hands the fds to QEMU; runs before the setup is committed, so a failed send undoes it. */
-  deliver?: (choice: Choice, mode: Mode) => void;
+  /**
+   * Who asks, and the ACL that answers for them (null: root's own `up`, which
+   * answers to none). Null for `run`, whose caller is the one making
+   * everything: it is checked against no ACL and no other endpoint's MAC.
+   */
+  admission: { acl: string | null; caller: Caller } | null;
+}
+
+/** A NIC set up and not yet handed on. */
+export class PreparedEndpoint {
+  constructor(readonly mode: ParsedMode, readonly choice: Choice, readonly setup: PreparedSetup, private readonly manual: boolean) {}
+
+  get record(): EndpointRecord { return this.setup.record; }
+
+  /**
+   * The fds are handed on (QEMU holds its own): ours close, the undo is
+   * forgotten, and the record stays when something outlives the fds (macvtap,
+   * routes, NAT, VF claims) or the endpoint is `up`'s. `owner` replaces the
+   * record's owner first (`run`: the QEMU it started). Returns whether it stays.
+   */
+  commit(owner?: OwnerRef): boolean {
+    closeChoiceFds(this.choice);
+    const durable = this.manual || this.record.owned.length > 0;
+    if (durable) {
+      completeRecord(this.record, this.choice);
+      if (owner) this.record.owner = owner;
+    }
+    this.setup.commit(durable);
+    return durable;
+  }
+
+  /**
+   * Undoes everything made for this NIC, our fds included (their undo steps
+   * close them); returns what could not be undone (the record then stays for gc).
+   */
+  undo(): string[] {
+    return this.setup.undo();
+  }
+}
+
+export function prepareEndpoint(r: SetupRequest, ctx: TierContext): PreparedEndpoint {
+  const profileName = r.profile?.name || null;
+  const profile = profileName ? loadProfile(ctx.config, profileName) : null;
+  if (r.profile?.required && !profile) throw new ConfigError(`${r.naming.prefix}no profile '${r.profile.name}' in ${ctx.config}/profiles`, `create it or drop ${r.naming.profileFlag}`);
+  const { mode, req } = buildRequest(r.flags, profile);
+  const usedProfile = profile ? profileName : null;
+  checkStateDir(ctx.host.stateDir);
+  const adm = ctx.admission;
+  if (adm && adm.acl !== null) authorize(adm.acl, parseAcl(adm.acl), adm.caller, resourcesOf(mode, req, usedProfile, adm.caller));
+  // An endpoint whose QEMU exited must not refuse this one: released first.
+  reapConflicting(wantedBy(req, adm?.caller.uid), ctx.host);
+  if (adm) checkMacFree(req.mac, { host: ctx.host, config: ctx.config, caller: adm.caller, profile: usedProfile });
+  const policy = policyFor(ctx.config, mode);
+  const protocols = profile?.protocols && r.profileNarrows ? profile.protocols.filter((p) => r.protocols.includes(p)) : r.protocols;
+
+  const id = r.id ?? newEndpointId();
+  if (!validEndpointId(id)) throw new UsageError(`endpoint id '${id}' is not valid`, 'use letters, digits, . _ - (at most 64)');
+  if (r.id && loadEndpoint(ctx.host.stateDir, id)) throw new UsageError(`endpoint '${id}' already exists`, `take it down first: qemu-net-helper down ${id}`);
+  const manual = r.lifetime === 'manual';
+  // `run` releases everything itself once QEMU exits; until QEMU runs, the
+  // record's owner is this process, so gc cleans up if we are killed first.
+  const record = draftRecord(mode.name, r.lifetime === 'run' ? selfOwner() : manual ? null : r.owner, id);
+  if (adm) record.uid = adm.caller.uid;
+  if (r.lifetime !== 'run') record.lifetime = r.lifetime;
+  if (manual) req.persist = true;
+  // Claims (SR-IOV VFs) belong to QEMU, not to the short-lived process making
+  // them; a manual endpoint's to init (pid 1), whose identity never changes.
+  const claimOwner = manual ? 1 : r.lifetime === 'run' ? process.pid : r.owner?.pid ?? r.fallbackOwnerPid;
+  if (claimOwner !== undefined) req.params.ownerPid = claimOwner;
+  req.params.endpointId = id;
+  if (adm) {
+    // Whoever asked owns what is made for them (the vhost-user switch's port: only their QEMU may connect).
+    req.params.ownerUid = adm.caller.uid;
+    req.params.ownerGid = adm.caller.gid;
+  }
+  const { setup, value: choice } = prepareSetup(record, ctx.host.stateDir, manual, (s) =>
+    realize(mode, policy, req, ctx.host, { kernels, transports }, protocols, s.rb));
+  return new PreparedEndpoint(mode, choice, setup, manual);
 }
 
 export interface SetupResult {
-  mode: Mode;
+  mode: ParsedMode;
   record: EndpointRecord;
   choice: Choice;
   /** Whether a record stays behind (something outlives QEMU's fd). */
   durable: boolean;
 }
 
-export function setupEndpoint(flags: SetupFlags, o: SetupOptions): SetupResult {
-  const profileName = flags.profile ?? (flags.bridgeGiven ? flags.bridge : undefined);
-  const profile = profileName ? loadProfile(o.config, profileName) : null;
-  if (flags.profile && !profile) throw new ConfigError(`no profile '${flags.profile}' in ${o.config}/profiles`, 'create it or drop --profile');
-  const { mode, req } = buildRequest(flags, profile);
-  checkStateDir(o.host.stateDir);
-  if (o.acl !== null) authorize(o.acl, parseAcl(o.acl), o.caller, resourcesOf(req, profile ? profileName! : null, o.caller));
-  // An endpoint whose QEMU exited must not refuse this one: released first.
-  reapConflicting(wantedBy(req, o.caller.uid), o.host);
-  checkMacFree(req.mac, { host: o.host, config: o.config, caller: o.caller, profile: profile ? profileName! : null });
-  const policy = policyFor(o.config, mode);
-  const protocols = (profile?.protocols && !o.manual ? profile.protocols.filter((p) => o.protocols.includes(p)) : o.protocols);
-
-  const id = o.id ?? newEndpointId();
-  if (!validEndpointId(id)) throw new UsageError(`endpoint id '${id}' is not valid`, 'use letters, digits, . _ - (at most 64)');
-  if (o.id && loadEndpoint(o.host.stateDir, id)) throw new UsageError(`endpoint '${id}' already exists`, `take it down first: qemu-net-helper down ${id}`);
-  const record = draftRecord(mode, o.manual ? null : o.owner, id);
-  record.uid = o.caller.uid;
-  record.lifetime = o.manual ? 'manual' : o.owner ? 'owner' : 'fd';
-  if (o.manual) {
-    req.persist = true;
-    saveEndpoint(o.host.stateDir, record);
-  }
-  const rb = journalingRollback(record, o.host.stateDir);
-  // Claims (SR-IOV VFs) belong to QEMU, not to the short-lived process making
-  // them; a manual endpoint's to init (pid 1), whose identity never changes.
-  const claimOwner = o.manual ? 1 : o.owner?.pid ?? o.fallbackOwnerPid;
-  if (claimOwner !== undefined) req.params.ownerPid = claimOwner;
-  req.params.endpointId = id;
-  // Whoever asked owns what is made for them (the vhost-user switch's port: only their QEMU may connect).
-  req.params.ownerUid = o.caller.uid;
-  req.params.ownerGid = o.caller.gid;
+/** Prepares, lets `deliver` hand the fds on (a failed send undoes it all), and commits. */
+export function setupEndpoint(r: SetupRequest, ctx: TierContext, deliver?: (choice: Choice, mode: ParsedMode) => void): SetupResult {
+  const p = prepareEndpoint(r, ctx);
   try {
-    const choice = realize(mode, policy, req, o.host, { kernels, transports }, protocols, rb);
-    o.deliver?.(choice, mode);
-    // Objects that outlive QEMU's fd (macvtap, routes, NAT, VF claims) stay;
-    // only our own fd references go.
-    closeChoiceFds(choice);
-    rb.commit();
-    const durable = o.manual === true || record.owned.length > 0;
-    if (durable) {
-      completeRecord(record, choice);
-      saveEndpoint(o.host.stateDir, record);
-    }
-    return { mode, record, choice, durable };
+    deliver?.(p.choice, p.mode);
   } catch (e) {
-    const left = rb.undoAllSync();
-    if (left.length === 0) removeEndpoint(o.host.stateDir, id);
+    p.undo();
     throw e;
   }
+  const durable = p.commit();
+  return { mode: p.mode, record: p.record, choice: p.choice, durable };
 }

@@ -6,6 +6,7 @@ import { UsageError } from '../errors.js';
 import type { HostContext } from '../host/context.js';
 import type { ExplainEntry } from '../policy/choose.js';
 import { setupEndpoint } from './endpoint.js';
+import { upRequest } from './request.js';
 import type { EndpointRecord } from '../state/endpoints.js';
 
 export interface UpOptions {
@@ -69,10 +70,6 @@ export interface UpContext {
 export function up(o: UpOptions, ctx: UpContext): UpResult {
   // No silent default (a persistent tap on br0 nobody asked for): say what you want.
   if (!o.mode && !o.profile) throw new UsageError('up needs --mode or --profile', "e.g. 'qemu-net-helper up --mode=bridge --br=br0'; see 'qemu-net-helper up --help'");
-  const r = setupEndpoint({
-    useVnet: o.vnetHdr ?? true, bridge: o.dev ?? 'br0',
-    ...(o.mode ? { mode: o.mode } : {}), ...(o.dev ? { dev: o.dev } : {}), ...(o.mac ? { mac: o.mac } : {}),
-    ...(o.mtu ? { mtu: o.mtu } : {}), ...(o.vfPool ? { vfPool: o.vfPool } : {}), ...(o.profile ? { profile: o.profile } : {}),
-  }, { ...ctx, protocols: o.transport ? [o.transport] : ['tap', 'macvtap'], owner: null, manual: true, ...(o.id ? { id: o.id } : {}) });
+  const r = setupEndpoint(upRequest(o), { host: ctx.host, config: ctx.config, admission: { acl: ctx.acl, caller: ctx.caller } });
   return { endpoint: r.record, explain: r.choice.explain, qemu: qemuArgsFor(r.record) };
 }

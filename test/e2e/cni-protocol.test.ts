@@ -152,6 +152,15 @@ describe('CNI plugin protocol', { skip }, () => {
     assert.equal(del.status, 0, del.stdout + del.stderr);
   });
 
+  it('an ADD failing after IPAM gave an address undoes everything, the address included (the setup tier\'s undo)', () => {
+    const s = sandbox();
+    const add = cni(h, call('ADD', s), conf({ dev: 'qnhnobr0' }));
+    assert.notEqual(add.status, 0, 'a missing bridge fails the ADD');
+    assert.match(String(add.json?.msg), /qnhnobr0/, add.stdout + add.stderr);
+    assert.equal(add.stderr, '', 'everything was undone: no "could not undo" line');
+    // afterEach: no record, no host interface, no lease left.
+  });
+
   it('prevResult: our interface and address are appended, indexes shifted, DNS merged', () => {
     const s = sandbox();
     const prevResult = { cniVersion: '1.1.0', interfaces: [{ name: 'dummy0', mac: '02:00:00:00:00:01' }], ips: [{ address: '192.0.2.5/24', interface: 0 }], dns: { nameservers: ['192.0.2.53'] } };

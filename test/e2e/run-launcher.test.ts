@@ -107,6 +107,17 @@ describe('run: QEMU as our child with policy-made NICs', () => {
     clean();
   });
 
+  it('a later NIC that fails undoes the earlier ones (a journaled macvtap included); a missing profile= is named with its --nic', () => {
+    const r = run(['--nic', 'mode=vepa,dev=up0,mac=52:54:00:00:0a:05', '--nic', 'mode=vepa,dev=qnhnodev0', '--', 'true']);
+    assert.equal(r.status, 5, r.stderr);
+    assert.match(r.stderr, /device 'qnhnodev0' does not exist/);
+    clean();
+    const p = run(['--nic', 'mode=vepa,dev=up0', '--nic', 'profile=qnhnone', '--', 'true']);
+    assert.equal(p.status, 8, p.stderr);
+    assert.match(p.stderr, /--nic 'profile=qnhnone': no profile 'qnhnone' in .*\/profiles/);
+    clean();
+  });
+
   const skip = guestSkipReason() ?? false;
   it('a 2-queue guest (2 vCPUs) pings the bridge; ethtool -l shows 2 combined; the tap has 2 queues', { skip }, async (t) => {
     const image = await ensureGuestImage();

@@ -35,7 +35,7 @@ describe('vhost-net moves frames (our driver as the guest)', () => {
     try {
       t.diagnostic(await driveArpPing(n, '10.99.0.1', '10.99.0.2', n.choice.endpoint.ifname));
     } finally {
-      n.rb.undoAllSync();
+      n.undo();
     }
   });
 
@@ -46,7 +46,7 @@ describe('vhost-net moves frames (our driver as the guest)', () => {
       assert.equal(n.choice.endpoint.kernel, 'macvtap');
       t.diagnostic(await driveArpPing(n, '10.98.0.1', '10.98.0.2', `${parent}p`));
     } finally {
-      n.rb.undoAllSync();
+      n.undo();
     }
     assert.doesNotMatch(ip('-o', 'link', 'show', 'type', 'macvtap'), new RegExp(`@${parent}`));
   });

@@ -60,7 +60,7 @@ describe('VLANs, dummy parents and run with vhost-net (lab kernel)', () => {
       assert.match(ip('-o', 'link', 'show', n.choice.endpoint.ifname), new RegExp(`@${up}\\.42`));
       t.diagnostic(await driveArpPing(n, '10.97.0.1', '10.97.0.2', `${up}p.42`));
     } finally {
-      n.rb.undoAllSync();
+      n.undo();
     }
     assert.doesNotMatch(links(), new RegExp(`${up}\\.42`));
   });
@@ -74,7 +74,7 @@ describe('VLANs, dummy parents and run with vhost-net (lab kernel)', () => {
       assert.doesNotMatch(vl, /"vlan":1,/);
       t.diagnostic(await driveArpPing(n, '10.96.0.1', '10.96.0.2', `${trunk}p.43`));
     } finally {
-      n.rb.undoAllSync();
+      n.undo();
     }
   });
 
@@ -106,7 +106,7 @@ describe('VLANs, dummy parents and run with vhost-net (lab kernel)', () => {
       assert.ok(counters(dummy).tx > before.tx);
     } finally {
       ga.close(); gb.close();
-      b.rb.undoAllSync(); a.rb.undoAllSync();
+      b.undo(); a.undo();
     }
     assert.doesNotMatch(ip('-o', 'link', 'show', 'type', 'macvtap'), new RegExp(`@${dummy}`));
   });

@@ -3,7 +3,8 @@
 // QEMU would set them up: the kernel lab's proof that vhost-net moves frames.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { splitFds, type NicSetup } from '../../src/launch/setup-nic.js';
+import { splitFds } from '../../src/launch/setup-nic.js';
+import type { PreparedEndpoint } from '../../src/setup/endpoint.js';
 import { vhostNet } from '../../src/sys/vhost-net.js';
 import { arpReplyFrom, arpRequest, icmpEcho, isEchoReply } from './frames.js';
 import { GuestMemfd, GuestRing, sleep } from './vhost-frontend.js';
@@ -71,7 +72,7 @@ export const counters = (dev: string): { rx: number; tx: number } => {
  * Plays the guest of a vhost-kernel NIC: ARP for gwIp, then 3 echo requests;
  * `dev` is the host-side link whose counters must show the frames.
  */
-export async function driveArpPing(n: NicSetup, gwIp: string, myIp: string, dev: string): Promise<string> {
+export async function driveArpPing(n: PreparedEndpoint, gwIp: string, myIp: string, dev: string): Promise<string> {
   assert.equal(n.choice.transport.transport, 'vhost-kernel');
   const { queueFds, vhostFds } = splitFds(n.choice);
   assert.equal(vhostFds.length, 1);

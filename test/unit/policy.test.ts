@@ -72,17 +72,17 @@ describe('policies and profiles', () => {
     const profile = { mode: 'vepa' as const, dev: 'eth1', mac: '52:54:00:aa:bb:cc', mtu: 9000 };
     const a = parseHelperArgs(['--fd=3', '--br=lan', '--mtu=1400']);
     const { mode, req } = buildRequest(a, profile);
-    assert.equal(mode, 'vepa');
+    assert.deepEqual(mode, { kind: 'uplink', name: 'vepa' });
     assert.equal(req.dev, 'eth1');
     assert.equal(req.mtu, 1400);
     assert.equal(req.mac!.toString('hex'), '525400aabbcc');
     const b = buildRequest(parseHelperArgs(['--fd=3', '--br=lan', '--mode=private', '--dev=eth2']), profile);
-    assert.equal(b.mode, 'private');
+    assert.equal(b.mode.name, 'private');
     assert.equal(b.req.dev, 'eth2');
   });
   it('defaults: bridge mode on --br', () => {
     const { mode, req } = buildRequest(parseHelperArgs(['--fd=3', '--br=br7']), null);
-    assert.equal(mode, 'bridge');
+    assert.equal(mode.kind, 'bridge');
     assert.equal(req.dev, 'br7');
   });
   it('bad mode and non-unicast MAC are usage errors', () => {
