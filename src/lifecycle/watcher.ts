@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { binPath } from '../paths.js';
 import type { HostContext } from '../host/context.js';
-import { c } from '../sys/libc.js';
+import { closeFd } from '../sys/libc.js';
 import { pidfdOpen } from '../sys/pidfd.js';
 import { unwatch, watchReadable } from '../sys/poller.js';
 import { loadEndpoint, saveEndpoint } from '../state/endpoints.js';
@@ -22,10 +22,10 @@ export function waitForExit(owner: OwnerRef, pollMs = 500): Promise<void> {
     try { pidfd = pidfdOpen(owner.pid); } catch { pidfd = -1; }
     // The pid could have been reused between the check and pidfd_open.
     if (pidfd >= 0 && ownerStatus(owner) === 'gone') {
-      c.close(pidfd);
+      closeFd(pidfd);
       return resolve();
     }
-    if (pidfd >= 0 && watchReadable(pidfd, () => { unwatch(pidfd); c.close(pidfd); resolve(); })) return;
+    if (pidfd >= 0 && watchReadable(pidfd, () => { unwatch(pidfd); closeFd(pidfd); resolve(); })) return;
     const t = setInterval(() => {
       if (ownerStatus(owner) === 'gone') {
         clearInterval(t);

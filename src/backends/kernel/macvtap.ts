@@ -23,7 +23,7 @@ import { checkInterfaceName, interfaceNameProblem } from '../../net/ifname.js';
 import { ip, IpError, ipJson, linkKind, linkShow, type LinkInfo } from '../../net/ip.js';
 import { checkGuestMac, formatMac, generateMac } from '../../net/mac.js';
 import type { Rollback } from '../../setup/rollback.js';
-import { c, check, closeFd, O_CLOEXEC, O_RDWR, SysError } from '../../sys/libc.js';
+import { closeFd, openReadWrite, SysError } from '../../sys/libc.js';
 import { ifIndex, setUp } from '../../sys/netdev.js';
 import { IFF_MULTI_QUEUE, IFF_VNET_HDR, setVnetHdrSize, tunFeatures, tunGetIff, tunSetIff, VNET_HDR_LEN } from '../../sys/tun.js';
 import type { Availability, EndpointRequest, HostContext, KernelBackend, KernelEndpoint, OwnedObject } from '../types.js';
@@ -114,10 +114,6 @@ export function macvtapDevNumbers(sysfsRoot: string, name: string, ifindex: numb
   return { major: Number(m[1]), minor: Number(m[2]) };
 }
 
-function openDev(path: string): number {
-  return check(c.open(path, O_RDWR | O_CLOEXEC), 'open', path);
-}
-
 /**
  * Opens the macvtap character device `count` times. /dev/tapN is used when it
  * is the right device; it may be missing (no udev/devtmpfs in a container) or
@@ -128,7 +124,7 @@ function openDev(path: string): number {
 export function openMacvtapDevice(ifindex: number, major: number, minor: number, count: number, scratchDirs: string[]): { fds: number[]; devicePath?: string } {
   const fds: number[] = [];
   const openAll = (path: string): void => {
-    while (fds.length < count) fds.push(openDev(path));
+    while (fds.length < count) fds.push(openReadWrite(path));
   };
   try {
     const standard = `/dev/tap${ifindex}`;

@@ -13,7 +13,7 @@
 //   each straight from guest memory, a whole run per native call.
 // A full TX ring or tap queue drops the frame (counted by the caller), as a
 // NIC does: the loop never blocks on the uplink.
-import { c } from '../../sys/libc.js';
+import { readFd, writeFd } from '../../sys/libc.js';
 import { mapShared, unmap, type Mapping } from '../../sys/mmap.js';
 import { kickTxRing, ringsBytes, type PacketRings } from '../../sys/packet.js';
 import {
@@ -207,7 +207,7 @@ export class TapIo implements UplinkIo {
   sendFlat(buf: Uint8Array, off: number, len: number): boolean {
     // A full tap queue (EAGAIN) or a frame above the MTU (EINVAL/EMSGSIZE) drops it.
     const b = off === 0 ? buf : buf.subarray(off, off + len);
-    return len > 0 && Number(c.write(this.fd, b, len)) === len;
+    return len > 0 && writeFd(this.fd, b, len) === len;
   }
 
   flush(): void {}
@@ -215,7 +215,7 @@ export class TapIo implements UplinkIo {
   receive(max: number, sink: FrameSink): number {
     let n = 0;
     for (; n < max; n++) {
-      const len = Number(c.read(this.fd, this.inbuf, this.inbuf.length));
+      const len = readFd(this.fd, this.inbuf, this.inbuf.length);
       if (len <= 0) break; // EAGAIN: nothing queued
       sink(this.inbuf, 0, len);
     }

@@ -13,6 +13,7 @@
 // module: nothing in the environment chooses code to load.
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+// koffi here binds our own library, not libc: it stays beside the ring layout it mirrors (sys/ wraps the kernel's ABI, this the fast path's).
 import koffi from 'koffi';
 import type { GuestMemory } from './memory.js';
 import type { SplitQueue } from './split.js';
