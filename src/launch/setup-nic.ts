@@ -23,7 +23,7 @@ export interface NicSetup {
   record: EndpointRecord;
 }
 
-export function transportsFor(spec: NicSpec): TransportName[] {
+function transportsFor(spec: NicSpec): TransportName[] {
   if (spec.vhost === 'user') return ['vhost-user'];
   if (spec.vhost === 'on') return ['vhost-kernel'];
   if (spec.vhost === 'off') return ['tap', 'macvtap'];

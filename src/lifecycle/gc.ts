@@ -23,7 +23,7 @@ export interface GcAllReport {
 }
 
 /** Why an endpoint is dead, or null while someone may still use it. */
-export function deadBecause(rec: EndpointRecord): string | null {
+function deadBecause(rec: EndpointRecord): string | null {
   // A setup whose process died before it finished: nobody will ever use it.
   const setupBy = rec.info.setupBy as OwnerRef | undefined;
   if (rec.info.state === 'setting-up' && setupBy !== undefined && ownerStatus(setupBy) === 'gone') return 'its setup was interrupted';
@@ -37,7 +37,7 @@ export function deadBecause(rec: EndpointRecord): string | null {
 }
 
 /** Releases every dead endpoint (of those `mine` selects). Endpoints with a live or unknown owner stay. */
-export function gcEndpoints(host: HostContext, mine: (r: EndpointRecord) => boolean = () => true): GcReport {
+function gcEndpoints(host: HostContext, mine: (r: EndpointRecord) => boolean = () => true): GcReport {
   // Records in a directory others can write could be anyone's: refuse to act on them.
   checkStateDir(host.stateDir);
   const report: GcReport = { released: [], kept: [], corrupt: [] };

@@ -21,7 +21,7 @@ export interface ReleaseReport {
   failed: string[];
 }
 
-export function describeOwned(kind: string, data: Record<string, unknown>): string {
+function describeOwned(kind: string, data: Record<string, unknown>): string {
   const name = data.ifname ?? data.pci ?? data.bridge ?? data.dst ?? '';
   return `${kind}${name ? ` ${String(name)}` : ''}`;
 }

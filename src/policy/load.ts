@@ -8,7 +8,7 @@ import { projectRoot } from '../paths.js';
 import { ConfigError, UsageError } from '../errors.js';
 import { formatIssues, PolicyFileSchema, ProfileSchema, type ModePolicy, type Profile } from './schema.js';
 
-export function builtinPolicyDir(): string {
+function builtinPolicyDir(): string {
   return join(projectRoot(), 'policies');
 }
 
@@ -52,7 +52,7 @@ export function policyFor(config: string, mode: string): LoadedPolicy {
   return policy;
 }
 
-export function profilePath(config: string, name: string): string {
+function profilePath(config: string, name: string): string {
   return join(config, 'profiles', `${name}.json`);
 }
 

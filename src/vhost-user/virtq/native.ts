@@ -33,7 +33,7 @@ export const STOP_MAC = 3;
 export const STOP_RX_EMPTY = 4;
 export const STOP_RX_OTHER = 5;
 
-export const NATIVE_LIBRARY = fileURLToPath(new URL('../../../native/libqnh-fastpath.so', import.meta.url));
+const NATIVE_LIBRARY = fileURLToPath(new URL('../../../native/libqnh-fastpath.so', import.meta.url));
 
 type Forward = (tx: number, rx: number, max: number, txHdr: number, rxHdr: number, dst: number, src: number) => number;
 type Address = (p: ArrayBufferView) => number | bigint;
