@@ -18,7 +18,7 @@ const QBH = '/usr/lib/qemu/qemu-bridge-helper';
 export interface LatencyRow { name: string; command: string; medianMs: number; p10Ms: number; p90Ms: number; runs: number }
 export interface LatencyResult { rows: LatencyRow[]; ratioToNode: number; ratioToQbh: number | null }
 
-export async function once(cmd: string[], needFd: boolean, env: NodeJS.ProcessEnv): Promise<number> {
+async function once(cmd: string[], needFd: boolean, env: NodeJS.ProcessEnv): Promise<number> {
   const [ours, theirs] = socketPair();
   const t0 = process.hrtime.bigint();
   const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'ignore', 'inherit', theirs], env });
@@ -40,7 +40,7 @@ export async function once(cmd: string[], needFd: boolean, env: NodeJS.ProcessEn
   return ms;
 }
 
-export function stats(name: string, command: string, xs: number[]): LatencyRow {
+function stats(name: string, command: string, xs: number[]): LatencyRow {
   const s = [...xs].sort((a, b) => a - b);
   const q = (p: number): number => Number(s[Math.min(s.length - 1, Math.floor(p * s.length))]!.toFixed(1));
   return { name, command, medianMs: q(0.5), p10Ms: q(0.1), p90Ms: q(0.9), runs: xs.length };

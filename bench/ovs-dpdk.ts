@@ -10,12 +10,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NetNs } from '../test/lib/netns.js';
 
-export const OVS_VSWITCHD_DPDK = '/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk';
+const OVS_VSWITCHD_DPDK = '/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk';
 const SCHEMA = '/usr/share/openvswitch/vswitch.ovsschema';
 const HUGEPAGES = '/proc/sys/vm/nr_hugepages';
 /** OVS adds --in-memory to DPDK's arguments, which refuses --no-huge: it needs real hugepages. */
 const PAGES = 600;
-export const OVS_INSTALL_HINT = 'apt-get install openvswitch-switch-dpdk (then stop/disable the openvswitch-switch service if your init started it)';
+const OVS_INSTALL_HINT = 'apt-get install openvswitch-switch-dpdk (then stop/disable the openvswitch-switch service if your init started it)';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

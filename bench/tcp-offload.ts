@@ -85,7 +85,7 @@ function guest(sw: SwitchCore, id: number, offloads: number): { port: WorkerPort
 }
 
 /** TCP payload Gbit per CPU second (median of 0.2 s windows). */
-export function runTcpOffload(kind: OffloadCase, seconds: number): { gbitPerCpuSecond: number; framesPerCpuSecond: number } {
+function runTcpOffload(kind: OffloadCase, seconds: number): { gbitPerCpuSecond: number; framesPerCpuSecond: number } {
   const sw = new SwitchCore(() => undefined);
   const a = guest(sw, 0, CAN_ALL);
   const b = guest(sw, 1, kind === 'gso-passed' ? CAN_ALL : 0);

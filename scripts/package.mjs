@@ -59,7 +59,13 @@ try {
   // dist/src/commands), a package.json stripped to what Node and oclif read.
   put(`${LIB}/bin/${NAME}.cjs`, readFileSync(join(ROOT, 'bin', `${NAME}.cjs`)), 0o755);
   for (const f of readdirSync(join(ROOT, 'dist')).filter((n) => n.endsWith('.cjs'))) put(`${LIB}/dist/${f}`, readFileSync(join(ROOT, 'dist', f)));
-  cpSync(join(ROOT, 'dist/src'), at(`${LIB}/dist/src`), { recursive: true, filter: (s) => statSync(s).isDirectory() || s.endsWith('.js') });
+  // Only output whose source still exists: tsc never deletes, so a tree built
+  // before a file moved (say, to test/lib) still holds the old .js.
+  const fromSource = (s) => {
+    const src = join(ROOT, relative(join(ROOT, 'dist'), s));
+    return statSync(s).isDirectory() ? existsSync(src) : s.endsWith('.js') && existsSync(src.replace(/\.js$/, '.ts'));
+  };
+  cpSync(join(ROOT, 'dist/src'), at(`${LIB}/dist/src`), { recursive: true, filter: fromSource });
   const { name, description, license, type, bin, engines, oclif, dependencies } = pkg;
   put(`${LIB}/package.json`, JSON.stringify({ name, version: pkg.version, description, license, type, bin, engines, oclif, dependencies }, null, 2) + '\n');
 

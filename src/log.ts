@@ -27,7 +27,7 @@ export function isJournalStream(env: NodeJS.ProcessEnv = process.env, fd = 2): b
 }
 
 /** One line as written: with its priority prefix for the journal. */
-export function formatLine(level: LogLevel, line: string, journal: boolean): string {
+function formatLine(level: LogLevel, line: string, journal: boolean): string {
   return journal ? `<${PRIORITY[level]}>${line}\n` : `${line}\n`;
 }
 

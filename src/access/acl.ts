@@ -18,7 +18,7 @@ import type { Caller } from './caller.js';
 const MAX_INCLUDE_DEPTH = 16;
 
 /** What a request can name. `iface` is a bare name: it matches a bridge and a --dev alike. */
-export const RESOURCE_KINDS = ['bridge', 'mode', 'dev', 'vf', 'profile', 'subnet'] as const;
+const RESOURCE_KINDS = ['bridge', 'mode', 'dev', 'vf', 'profile', 'subnet'] as const;
 export type ResourceKind = (typeof RESOURCE_KINDS)[number];
 export type RuleKind = ResourceKind | 'iface';
 
@@ -83,7 +83,7 @@ function parseRule(action: 'allow' | 'deny', words: string[], where: string): Om
 }
 
 /** QEMU's own ACL (qemu-bridge-helper's): an admin who has one can include it. */
-export const QEMU_BRIDGE_CONF = '/etc/qemu/bridge.conf';
+const QEMU_BRIDGE_CONF = '/etc/qemu/bridge.conf';
 
 /** How to create a missing ACL (the first-run message); suggests including QEMU's when it exists. */
 export function createAclHint(path: string, qemuConf = QEMU_BRIDGE_CONF): string {
@@ -160,7 +160,7 @@ export function decide(rules: readonly AclRule[], res: Resource, caller: Caller)
   return { allowed: allow !== null, rule: allow };
 }
 
-export function ruleText(r: AclRule): string {
+function ruleText(r: AclRule): string {
   const target = r.kind === 'iface' ? r.name ?? 'all' : `${r.kind}:${r.name ?? 'all'}`;
   const q = [...(r.users.length ? [`user=${r.users.join(',')}`] : []), ...(r.groups.length ? [`group=${r.groups.join(',')}`] : [])];
   return [r.action, target, ...q].join(' ');

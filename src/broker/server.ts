@@ -54,7 +54,7 @@ export interface Broker {
 }
 
 /** The listening fd systemd passed (LISTEN_FDS/LISTEN_PID), if any. */
-export function activationFd(env: NodeJS.ProcessEnv): number | null {
+function activationFd(env: NodeJS.ProcessEnv): number | null {
   if (env.LISTEN_PID !== String(process.pid)) return null;
   const n = Number(env.LISTEN_FDS ?? 0);
   return n >= 1 ? 3 : null;

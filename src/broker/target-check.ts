@@ -33,7 +33,7 @@ export function foreignIds(ids: ProcIds, procOwnerUid: number, caller: { uid: nu
 }
 
 /** The pid a pidfd stands for in our pid namespace (its fdinfo), or -1 once the process has exited. */
-export function pidOfPidfd(pidfd: number): number {
+function pidOfPidfd(pidfd: number): number {
   const m = /^Pid:\s+(-?\d+)\s*$/m.exec(readFileSync(`/proc/self/fdinfo/${pidfd}`, 'utf8'));
   if (!m) throw new SetupError('this kernel does not show the pid of a pidfd (Linux 5.4+ needed)');
   return Number(m[1]);
@@ -52,7 +52,7 @@ export interface TargetFacts {
  * process lives, so if the pidfd still names that pid afterwards, what was
  * read belongs to the pidfd's process.
  */
-export function targetFacts(pidfd: number, fd: number): TargetFacts {
+function targetFacts(pidfd: number, fd: number): TargetFacts {
   const gone = (): SetupError => new SetupError('the helper process exited before the broker could serve it');
   const pid = pidOfPidfd(pidfd);
   if (pid <= 0) throw gone();

@@ -11,7 +11,7 @@ import { fromOclif, oclifExit } from './usage.js';
 const LEADING = new Set(['--json']);
 
 /** argv as oclif expects it: `help [CMD...]` -> `CMD... --help`; `--json CMD` -> `CMD --json`. */
-export function normalizeArgv(argv: readonly string[]): string[] {
+function normalizeArgv(argv: readonly string[]): string[] {
   const a = [...argv];
   if (a[0] === 'help') return [...a.slice(1), '--help'];
   const lead: string[] = [];

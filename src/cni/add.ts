@@ -32,7 +32,7 @@ function attach(ctx: AddContext): Attached {
   }
 }
 
-export function confWithoutPrev(raw: Record<string, unknown>): Record<string, unknown> {
+function confWithoutPrev(raw: Record<string, unknown>): Record<string, unknown> {
   const { prevResult: _p, ...rest } = raw;
   return rest;
 }

@@ -6,8 +6,7 @@ import { z } from 'zod';
 import { CniCode, CniError } from './errors.js';
 
 const MODES = ['bridge', 'veb', 'vepa', 'private', 'passthrough', 'nat', 'route'] as const;
-export const TRANSPORTS = ['veth', 'tap', 'macvtap', 'vhost-user', 'vf'] as const;
-export type CniTransport = (typeof TRANSPORTS)[number];
+const TRANSPORTS = ['veth', 'tap', 'macvtap', 'vhost-user', 'vf'] as const;
 export type CniMode = (typeof MODES)[number];
 
 const ifname = z.string().min(1).max(15).regex(/^[^\s/:]+$/, 'an interface name (1-15 characters, no space, / or :)');

@@ -14,7 +14,7 @@ import { ENV, processHost, type HostContext } from '../host/context.js';
 import { CniCode, CniError } from './errors.js';
 
 export const PATHS_FILE_NAME = 'qemu-net-helper.json';
-export const SYSTEM_PATHS_FILE = '/etc/qemu-net-helper/cni.json';
+const SYSTEM_PATHS_FILE = '/etc/qemu-net-helper/cni.json';
 
 const absolute = z.string().regex(/^\/[^\0]*$/, 'an absolute path');
 const PathsSchema = z.object({ stateDir: absolute.optional(), switchControl: absolute.optional() }).strict();

@@ -16,7 +16,7 @@ import { readResult, type CniResult } from './result.js';
 import { definesCommand, negotiate } from './version.js';
 
 /** The plugin's path in CNI_PATH, like libcni's FindInPath. */
-export function findPlugin(type: string, path: readonly string[]): string {
+function findPlugin(type: string, path: readonly string[]): string {
   if (!path.length) throw new CniError(CniCode.INVALID_ENV, `CNI_PATH is empty: cannot find the IPAM plugin '${type}'`);
   for (const dir of path) {
     const p = join(dir, type);

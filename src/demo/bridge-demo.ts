@@ -7,9 +7,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UnsupportedError, PermissionError } from '../errors.js';
-import { tapsHeldBy } from '../qemu/fdinfo.js';
-import { qemuHelperPath } from '../qemu/helper-path.js';
-import { Qmp } from '../qemu/qmp.js';
+import { tapsHeldBy } from './fdinfo.js';
+import { qemuHelperPath } from './helper-path.js';
+import { Qmp } from './qmp.js';
 
 const QEMU = 'qemu-system-x86_64';
 const BIN = resolve(dirname(fileURLToPath(import.meta.url)), '../../../bin/qemu-net-helper.cjs');

@@ -35,7 +35,7 @@ export function deadBecause(rec: EndpointRecord): string | null {
 }
 
 /** Releases every dead endpoint (of those `mine` selects). Endpoints with a live or unknown owner stay. */
-export function gcEndpoints(host: HostContext, mine: (r: EndpointRecord) => boolean = () => true): GcReport {
+function gcEndpoints(host: HostContext, mine: (r: EndpointRecord) => boolean = () => true): GcReport {
   // Records in a directory others can write could be anyone's: refuse to act on them.
   checkStateDir(host.stateDir);
   const report: GcReport = { released: [], kept: [], corrupt: [] };

@@ -9,7 +9,7 @@ import type { EndpointRecord } from '../state/endpoints.js';
 import type { ReleaseReport } from './release.js';
 
 /** Set in the child: it must find itself in the recorded namespace, never hop again. */
-export const IN_NETNS_ENV = 'QEMU_NET_HELPER_IN_NETNS';
+const IN_NETNS_ENV = 'QEMU_NET_HELPER_IN_NETNS';
 
 function failure(rec: EndpointRecord, why: string): ReleaseReport {
   return { id: rec.id, released: [], skipped: [], failed: [`in network namespace ${rec.netns ? `net:[${rec.netns.inode}]` : '?'}: ${why}`] };

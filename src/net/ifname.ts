@@ -1,6 +1,6 @@
 import { UsageError } from '../errors.js';
 
-export const IFNAMSIZ = 16;
+const IFNAMSIZ = 16;
 
 /**
  * The kernel's own rule (dev_valid_name): 1..15 bytes, not "." or "..", no
@@ -22,7 +22,7 @@ export function checkInterfaceName(name: string, what: string): string {
   return name;
 }
 
-export function printable(s: string): string {
+function printable(s: string): string {
   // eslint-disable-next-line no-control-regex
   return s.replace(/[\x00-\x1f\x7f]/g, (ch) => `\\x${ch.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }

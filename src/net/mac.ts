@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { UsageError } from '../errors.js';
 
-export const MAC_LEN = 6;
+const MAC_LEN = 6;
 
 export function formatMac(mac: Uint8Array): string {
   return Array.from(mac.subarray(0, MAC_LEN), (b) => b.toString(16).padStart(2, '0')).join(':');
@@ -22,11 +22,7 @@ export function isMulticastMac(mac: Uint8Array): boolean {
   return (mac[0]! & 0x01) !== 0;
 }
 
-export function isLocallyAdministered(mac: Uint8Array): boolean {
-  return (mac[0]! & 0x02) !== 0;
-}
-
-export function isZeroMac(mac: Uint8Array): boolean {
+function isZeroMac(mac: Uint8Array): boolean {
   return mac.subarray(0, MAC_LEN).every((b) => b === 0);
 }
 
@@ -56,7 +52,7 @@ export function parseGuestMac(text: string, what = 'guest MAC'): Buffer {
 }
 
 /** QEMU's OUI, used by QEMU and libvirt for the MACs they make. */
-export const QEMU_OUI = [0x52, 0x54, 0x00] as const;
+const QEMU_OUI = [0x52, 0x54, 0x00] as const;
 
 /**
  * A random guest address 52:54:00:xx:xx:xx. QEMU numbers its own defaults

@@ -14,7 +14,7 @@ function inodeOf(path: string): number | null {
 }
 
 /** nsfs bind mounts of network namespace `inode`, from mountinfo; /run/netns and /var/run/netns first. */
-export function netnsMounts(inode: number, mountinfo = '/proc/self/mountinfo'): string[] {
+function netnsMounts(inode: number, mountinfo = '/proc/self/mountinfo'): string[] {
   let text: string;
   try { text = readFileSync(mountinfo, 'utf8'); } catch { return []; }
   const out: string[] = [];
@@ -37,7 +37,7 @@ export function ownNetnsRef(): NetnsRef {
 }
 
 /** How `/proc/self/ns/net` names a namespace (what holders.ts compares). */
-export function netnsName(ref: NetnsRef): string {
+function netnsName(ref: NetnsRef): string {
   return `net:[${ref.inode}]`;
 }
 

@@ -9,7 +9,7 @@ import { SAFE_PATH } from '../host/context.js';
 
 export type NftFamily = 'ip' | 'ip6' | 'inet';
 
-export class NftError extends SetupError {
+class NftError extends SetupError {
   readonly stderr: string;
   constructor(what: string, stderr: string) {
     super(`nft ${what} failed: ${firstErrorLine(stderr)}`);
@@ -84,17 +84,4 @@ export function nftTableExists(family: NftFamily, name: string, nft: string | nu
     if (e instanceof NftError && /No such file or directory/i.test(e.stderr)) return false;
     throw e;
   }
-}
-
-/** The objects of one table as nft's JSON gives them (table, chain, rule entries); [] when it does not exist. */
-export function nftTableObjects(family: NftFamily, name: string, nft: string | null): Record<string, unknown>[] {
-  let out: string;
-  try {
-    out = run(['-j', 'list', 'table', family, name], undefined, `list table ${family} ${name}`, nft);
-  } catch (e) {
-    if (e instanceof NftError && /No such file or directory/i.test(e.stderr)) return [];
-    throw e;
-  }
-  const doc = JSON.parse(out) as { nftables?: Record<string, unknown>[] };
-  return (doc.nftables ?? []).filter((o) => !('metainfo' in o));
 }

@@ -5,7 +5,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { NotFoundError, PermissionError, SetupError } from '../errors.js';
 
-export const PROC_SYS = '/proc/sys';
+const PROC_SYS = '/proc/sys';
 
 /** Path of net.ipv4.conf.<dev>.<key>; interface names may contain dots, which are fine in a path. */
 export function ipv4ConfPath(dev: string, key: string): string {

@@ -37,7 +37,7 @@ export interface Registries {
   transports: ReadonlyMap<string, Transport>;
 }
 
-export function devKind(dev: string | undefined, host: HostContext): { kind: DevKind; detail: string } {
+function devKind(dev: string | undefined, host: HostContext): { kind: DevKind; detail: string } {
   if (!dev) return { kind: 'absent', detail: 'no --dev given' };
   const l = linkShow(dev);
   if (!l) return { kind: 'absent', detail: `${dev} does not exist` };

@@ -9,7 +9,7 @@ import { ConfigError, UsageError } from '../errors.js';
 import type { ParsedMode } from './mode.js';
 import { formatIssues, PolicyFileSchema, ProfileSchema, type ModePolicy, type Profile } from './schema.js';
 
-export function builtinPolicyDir(): string {
+function builtinPolicyDir(): string {
   return join(projectRoot(), 'policies');
 }
 
@@ -53,7 +53,7 @@ export function policyFor(config: string, mode: ParsedMode): LoadedPolicy {
   return policy;
 }
 
-export function profilePath(config: string, name: string): string {
+function profilePath(config: string, name: string): string {
   return join(config, 'profiles', `${name}.json`);
 }
 

@@ -9,9 +9,9 @@ const mac = z.string().regex(/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/, 'a MAC addr
 const cidr = z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'an IPv4 prefix like 10.213.0.0/24');
 const ipv4 = z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/, 'an IPv4 address');
 
-export const TRANSPORTS = ['tap', 'macvtap', 'socket', 'vhost-kernel', 'vhost-user'] as const;
+const TRANSPORTS = ['tap', 'macvtap', 'socket', 'vhost-kernel', 'vhost-user'] as const;
 // ethernet: any existing non-bridge device (an SR-IOV PF too); plain: ethernet but not a PF.
-export const DEV_KINDS = ['bridge', 'ethernet', 'plain', 'sriov-pf', 'absent', 'any'] as const;
+const DEV_KINDS = ['bridge', 'ethernet', 'plain', 'sriov-pf', 'absent', 'any'] as const;
 
 export const CandidateSchema = z.object({
   kernel: z.string().min(1),
@@ -51,7 +51,6 @@ export const ProfileSchema = z.object({
 
 export type Candidate = z.infer<typeof CandidateSchema>;
 export type ModePolicy = z.infer<typeof ModePolicySchema>;
-export type PolicyFile = z.infer<typeof PolicyFileSchema>;
 export type Profile = z.infer<typeof ProfileSchema>;
 
 /** One line per problem: file, field path, what was expected. */

@@ -14,7 +14,7 @@ import { loadProfile } from '../policy/load.js';
 import { listEndpoints } from '../state/endpoints.js';
 
 /** Profiles (by name) whose `mac` is `text`; invalid profiles are skipped (they fail where they are used). */
-export function profilesPinning(config: string, text: string): string[] {
+function profilesPinning(config: string, text: string): string[] {
   let names: string[];
   try { names = readdirSync(join(config, 'profiles')); } catch { return []; }
   const out: string[] = [];

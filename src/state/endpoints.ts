@@ -133,7 +133,7 @@ export function removeEndpoint(stateDir: string, id: string): boolean {
 // when), so that `down` of an id released before stays an idempotent success
 // while a mistyped id is reported as unknown. The state directory is a tmpfs
 // (/run): they last until reboot; gc drops those older than TOMBSTONE_DAYS.
-export const TOMBSTONE_DAYS = 7;
+const TOMBSTONE_DAYS = 7;
 export interface Tombstone { uid: number; releasedAt: string }
 const tombstoneSchema = z.looseObject({ uid: z.number().int(), releasedAt: z.string() });
 function releasedDir(stateDir: string): string { return join(stateDir, 'released'); }

@@ -26,7 +26,7 @@ import { isOwnerRef, ownerStatus, sameOwner, type OwnerRef } from './owner.js';
 
 export const CLAIM_VERSION = 1;
 /** How long a claimant waits for a VF whose lock someone else holds right now. */
-export const DEFAULT_LOCK_WAIT_MS = 3000;
+const DEFAULT_LOCK_WAIT_MS = 3000;
 
 export interface ClaimRecord {
   version: typeof CLAIM_VERSION;
@@ -85,7 +85,7 @@ function checkPci(pci: string): string {
   return pci;
 }
 
-export function claimDir(stateDir: string): string { return join(stateDir, 'vf'); }
+function claimDir(stateDir: string): string { return join(stateDir, 'vf'); }
 const lockPath = (stateDir: string, pci: string): string => join(claimDir(stateDir), `${pci}.lock`);
 const recordPath = (stateDir: string, pci: string): string => join(claimDir(stateDir), `${pci}.json`);
 

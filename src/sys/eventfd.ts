@@ -1,8 +1,8 @@
+// The vring kick/call eventfds the front-end hands us: signal, drain, recognise.
 import { readFileSync } from 'node:fs';
-import { c, check, koffi } from './libc.js';
+import { c, koffi } from './libc.js';
 
 const lib = koffi.load('libc.so.6');
-const eventfdRaw = lib.func('int eventfd(unsigned int initval, int flags)');
 const pollRaw = lib.func('int poll(void *fds, unsigned long n, int timeout)');
 const POLLIN = 0x1;
 const POLLOUT = 0x4;
@@ -19,8 +19,6 @@ function ready(fd: number, events: number): boolean {
   pfd.writeInt16LE(0, 6);
   return Number(pollRaw(pfd, 1, 0)) === 1 && (pfd.readInt16LE(6) & events) !== 0;
 }
-const EFD_NONBLOCK = 0o4000;
-const EFD_CLOEXEC = 0o2000000;
 
 const one = Buffer.alloc(8);
 one.writeBigUInt64LE(1n);
@@ -33,10 +31,6 @@ export function isEventFd(fd: number): boolean {
   } catch {
     return false;
   }
-}
-
-export function eventfd(): number {
-  return check(eventfdRaw(0, EFD_NONBLOCK | EFD_CLOEXEC), 'eventfd');
 }
 
 /** Signals the eventfd (a vring call/kick) unless that would block. */

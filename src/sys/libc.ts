@@ -87,6 +87,23 @@ export function closeFd(fd: number): void {
   if (fd >= 0) c.close(fd);
 }
 
+/** Opens a device node read-write and close-on-exec; SysError (with errno) on failure. */
+export function openReadWrite(path: string): number {
+  return check(c.open(path, O_RDWR | O_CLOEXEC), 'open', path);
+}
+
+// read/write for per-frame paths: no SysError, no allocation; a negative
+// result (EAGAIN on a non-blocking fd, or a real error) is left to the caller.
+/** read(2) into buf[0, len): bytes read, 0 at end of file, negative on error. */
+export function readFd(fd: number, buf: Uint8Array, len: number): number {
+  return Number(c.read(fd, buf, len));
+}
+
+/** write(2) of buf[0, len): bytes written, negative on error. */
+export function writeFd(fd: number, buf: Uint8Array, len: number): number {
+  return Number(c.write(fd, buf, len));
+}
+
 /** Address of a Buffer's bytes, for building kernel structs that hold pointers. */
 export function addressOf(buf: Buffer | Uint8Array): bigint {
   return koffi.address(buf) as bigint;

@@ -1,7 +1,7 @@
 // Link operations through the classic SIOC* ioctls. They are one syscall each
 // (~µs) with no extra module to load, which keeps the helper's start-up close
 // to bare Node; richer operations (macvlan, veth, routes) live in src/net/.
-import { c, check, closeFd, SysError, O_CLOEXEC as SOCK_CLOEXEC } from './libc.js';
+import { c, check, SysError, O_CLOEXEC as SOCK_CLOEXEC } from './libc.js';
 import { AF_UNIX } from './unix-fd.js';
 
 const SOCK_DGRAM = 2;
@@ -22,11 +22,6 @@ let ctl = -1;
 function ctlSock(): number {
   if (ctl < 0) ctl = check(c.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0), 'socket');
   return ctl;
-}
-
-export function closeCtlSock(): void {
-  closeFd(ctl);
-  ctl = -1;
 }
 
 function req(name: string): Buffer {

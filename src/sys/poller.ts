@@ -54,12 +54,3 @@ export function unwatch(fd: number): void {
   h.stop();
   h.close();
 }
-
-export function isWatched(fd: number): boolean {
-  return handles.has(fd);
-}
-
-/** Lets the process exit while fd is watched (like socket.unref()). */
-export function unrefWatch(fd: number): void {
-  handles.get(fd)?.unref();
-}

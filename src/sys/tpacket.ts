@@ -5,15 +5,14 @@
 // contents are shared with the kernel and read as untrusted input anyway:
 // every offset and length from a slot header is checked against the slot.
 
-/** struct tpacket2_hdr fields (byte offsets). */
-export const TP_STATUS = 0;
-export const TP_LEN = 4;
-export const TP_SNAPLEN = 8;
-export const TP_MAC = 12;
-export const TP_VLAN_TCI = 24;
-export const TP_VLAN_TPID = 26;
+/** struct tpacket2_hdr fields (byte offsets; tp_status is at 0). */
+const TP_LEN = 4;
+const TP_SNAPLEN = 8;
+const TP_MAC = 12;
+const TP_VLAN_TCI = 24;
+const TP_VLAN_TPID = 26;
 /** TPACKET2_HDRLEN: the aligned header plus a struct sockaddr_ll. */
-export const TPACKET2_HDRLEN = 32 + 20;
+const TPACKET2_HDRLEN = 32 + 20;
 /** Where TX frame data starts in a slot (TPACKET2_HDRLEN - sizeof(sockaddr_ll), no PACKET_TX_HAS_OFF). */
 export const TX_DATA_OFFSET = 32;
 /** Where the kernel puts an Ethernet frame in an RX slot: TPACKET_ALIGN(HDRLEN + 16) - 14 (plus the vnet header's size with PACKET_VNET_HDR). */
@@ -25,10 +24,8 @@ export const PACKET_VNET_LEN = 10;
 export const TP_STATUS_KERNEL = 0;
 export const TP_STATUS_USER = 1;
 export const TP_STATUS_COPY = 2;
-export const TP_STATUS_LOSING = 4;
 export const TP_STATUS_VLAN_VALID = 0x10;
 export const TP_STATUS_VLAN_TPID_VALID = 0x40;
-export const TP_STATUS_AVAILABLE = 0;
 export const TP_STATUS_SEND_REQUEST = 1;
 
 const ETH_MIN = 14;

@@ -14,14 +14,13 @@ export const TUN_F_TSO6 = 0x04;
 export const TUN_F_TSO_ECN = 0x08;
 const TUNSETPERSIST = 0x400454cb;
 
-export const IFF_TUN = 0x0001;
 export const IFF_TAP = 0x0002;
 export const IFF_MULTI_QUEUE = 0x0100;
-export const IFF_NO_PI = 0x1000;
+const IFF_NO_PI = 0x1000;
 export const IFF_VNET_HDR = 0x4000;
 
 export const DEFAULT_TUN_DEVICE = '/dev/net/tun';
-export const IFNAMSIZ = 16;
+const IFNAMSIZ = 16;
 
 function ifreq(name: string, flags: number): Buffer {
   const r = Buffer.alloc(40);
@@ -58,7 +57,7 @@ export interface TapRequest {
 }
 
 /** Opens the clone device; errors keep their errno so callers can say "no tun" vs "no permission". */
-export function openTunDevice(path = DEFAULT_TUN_DEVICE): number {
+function openTunDevice(path = DEFAULT_TUN_DEVICE): number {
   return check(c.open(path, O_RDWR | O_CLOEXEC), 'open', path);
 }
 

@@ -26,7 +26,7 @@ const PortSchema = z.object({
   owner: z.object({ uid: id, gid: id }).strict().optional(),
 }).strict();
 
-export const SwitchConfigSchema = z.object({
+const SwitchConfigSchema = z.object({
   /** The control socket. */
   control: socketPath.optional(),
   /** Default port mode. */

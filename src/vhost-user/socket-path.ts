@@ -111,7 +111,7 @@ function finish(path: string, fd: number, setAccess: () => void, asUser?: Owner)
 }
 
 /** No symbolic link anywhere on the path (resolved parent equals the parent as written), the last part not a link either. */
-export function checkPlainPath(path: string): void {
+function checkPlainPath(path: string): void {
   if (!isAbsolute(path) || normalize(path) !== path) throw new AccessDeniedError(`access denied: ${path} is not an absolute, normalized path`, 'give the socket\'s full path without . or .. parts');
   const dir = dirname(path);
   let real: string;

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { qemuHelperPath, qemuWouldSplit } from '../../src/qemu/helper-path.js';
+import { qemuHelperPath, qemuWouldSplit } from '../../src/demo/helper-path.js';
 
 // Compiled tests live in dist/test/lib; the project root is three levels up.
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');

@@ -5,7 +5,7 @@ import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync, sta
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NetNs } from './netns.js';
-import { Qmp } from '../../src/qemu/qmp.js';
+import { Qmp } from '../../src/demo/qmp.js';
 
 export { Qmp };
 
@@ -73,7 +73,7 @@ export async function startQemu(ns: NetNs, extra: string[], env: NodeJS.ProcessE
   return { proc, qmp, stderr: () => err, exited, dir, quit };
 }
 
-export { tapsHeldBy } from '../../src/qemu/fdinfo.js';
+export { tapsHeldBy } from '../../src/demo/fdinfo.js';
 
 /**
  * macvtap fds have no `iff:` in fdinfo: match the character devices QEMU has

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { splitFds } from '../../src/launch/setup-nic.js';
 import type { PreparedEndpoint } from '../../src/setup/endpoint.js';
-import { vhostNet } from '../../src/sys/vhost-net.js';
+import { vhostNet } from './vhost-net.js';
 import { arpReplyFrom, arpRequest, icmpEcho, isEchoReply } from './frames.js';
 import { GuestMemfd, GuestRing, sleep } from './vhost-frontend.js';
 

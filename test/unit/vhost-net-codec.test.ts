@@ -1,8 +1,8 @@
-// /dev/vhost-net ioctl numbers and structs (src/sys/vhost-net.ts) against
+// /dev/vhost-net ioctl numbers and structs (test/lib/vhost-net.ts) against
 // <linux/vhost.h> values and hand-written bytes; VLAN link names and ids.
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
-import { encodeIndexValue, encodeMemTable, encodeVringAddr, VHOST } from '../../src/sys/vhost-net.js';
+import { encodeIndexValue, encodeMemTable, encodeVringAddr, VHOST } from '../lib/vhost-net.js';
 import { checkVlanId, vlanLinkName } from '../../src/backends/kernel/vlan.js';
 
 it('ioctl numbers are those of <linux/vhost.h>', () => {

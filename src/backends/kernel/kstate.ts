@@ -8,11 +8,11 @@ import { closeSync, constants as fsc, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { SetupError } from '../../errors.js';
 import { SysError } from '../../sys/libc.js';
-import { flockExclusive, sleepMs } from '../../sys/flock.js';
+import { flockExclusive } from '../../sys/flock.js';
 import { ensureDir, readFileOrNull, writeFileAtomic } from '../../state/atomic-file.js';
 
 /** Longest wait for another helper's lock; QEMU waits for us with no timeout of its own. */
-export const LOCK_TIMEOUT_MS = 10_000;
+const LOCK_TIMEOUT_MS = 10_000;
 
 /**
  * Runs fn holding an exclusive flock on `lockPath` (created if missing).
@@ -61,5 +61,3 @@ export function writeJson(path: string, value: unknown): void {
   // 0644: dnsmasq reads some of these files after dropping to user nobody.
   writeFileAtomic(path, JSON.stringify(value, null, 2) + '\n', 0o644);
 }
-
-export { sleepMs };

@@ -23,7 +23,7 @@ import { checkInterfaceName, interfaceNameProblem } from '../../net/ifname.js';
 import { ip, IpError, ipJson, linkKind, linkShow, type LinkInfo } from '../../net/ip.js';
 import { checkGuestMac, formatMac, generateMac } from '../../net/mac.js';
 import type { Rollback } from '../../state/rollback.js';
-import { c, check, closeFd, O_CLOEXEC, O_RDWR, SysError } from '../../sys/libc.js';
+import { closeFd, openReadWrite, SysError } from '../../sys/libc.js';
 import { ifIndex, setUp } from '../../sys/netdev.js';
 import { IFF_MULTI_QUEUE, IFF_VNET_HDR, setVnetHdrSize, tunFeatures, tunGetIff, tunSetIff, VNET_HDR_LEN } from '../../sys/tun.js';
 import type { Availability, EndpointRequest, HostContext, KernelBackend, KernelEndpoint, OwnedObject } from '../types.js';
@@ -35,12 +35,10 @@ import { ensureVlanLink, KIND_VLAN, releaseVlanLink } from './vlan.js';
 // coreutils' mknod at its fixed path: the caller's PATH must not choose what we run as root.
 const MKNOD = '/usr/bin/mknod';
 
-export { VNET_HDR_LEN };
-
-export const MACVTAP_MODES = ['vepa', 'bridge', 'private', 'passthru'] as const;
+const MACVTAP_MODES = ['vepa', 'bridge', 'private', 'passthru'] as const;
 export type MacvtapMode = (typeof MACVTAP_MODES)[number];
 
-export const OWNED_KIND = 'macvtap';
+const OWNED_KIND = 'macvtap';
 
 /** The macvtap mode for a request: params.macvtapMode wins, else derived from the policy mode. */
 export function macvtapModeFor(req: Pick<EndpointRequest, 'mode' | 'params'>): MacvtapMode {
@@ -89,7 +87,7 @@ function devMinor(rdev: bigint): number {
  * (`ip netns exec` remounts it): the ifindex file must agree with what the
  * kernel told us, or we would read another namespace's device.
  */
-export function macvtapDevNumbers(sysfsRoot: string, name: string, ifindex: number): { major: number; minor: number } {
+function macvtapDevNumbers(sysfsRoot: string, name: string, ifindex: number): { major: number; minor: number } {
   const base = join(sysfsRoot, 'class/net', name);
   let seen: string;
   try {
@@ -114,10 +112,6 @@ export function macvtapDevNumbers(sysfsRoot: string, name: string, ifindex: numb
   return { major: Number(m[1]), minor: Number(m[2]) };
 }
 
-function openDev(path: string): number {
-  return check(c.open(path, O_RDWR | O_CLOEXEC), 'open', path);
-}
-
 /**
  * Opens the macvtap character device `count` times. /dev/tapN is used when it
  * is the right device; it may be missing (no udev/devtmpfs in a container) or
@@ -128,7 +122,7 @@ function openDev(path: string): number {
 export function openMacvtapDevice(ifindex: number, major: number, minor: number, count: number, scratchDirs: string[]): { fds: number[]; devicePath?: string } {
   const fds: number[] = [];
   const openAll = (path: string): void => {
-    while (fds.length < count) fds.push(openDev(path));
+    while (fds.length < count) fds.push(openReadWrite(path));
   };
   try {
     const standard = `/dev/tap${ifindex}`;
@@ -176,7 +170,7 @@ export function openMacvtapDevice(ifindex: number, major: number, minor: number,
  * *with* it on) and IFF_MULTI_QUEUE, write them back with TUNSETIFF. Then the
  * header length, like createTap does for taps. Returns whether the header is on.
  */
-export function configureMacvtapFd(fd: number, vnetHdr: boolean, multiQueue: boolean): boolean {
+function configureMacvtapFd(fd: number, vnetHdr: boolean, multiQueue: boolean): boolean {
   const iff = tunGetIff(fd);
   if (!iff) throw new SetupError('the macvtap device does not answer TUNGETIFF');
   let flags = iff.flags;
@@ -337,14 +331,14 @@ export function setupMacvtap(req: EndpointRequest, host: HostContext, rb: Rollba
   };
 }
 
-export const KIND_DEVNODE = 'macvtap-devnode';
+const KIND_DEVNODE = 'macvtap-devnode';
 
 /**
  * Makes /dev/tapN for a macvtap that must be opened by path later (`up`),
  * when devtmpfs/udev did not. A /dev/tapN that is another device (an ifindex
  * clash between namespaces) is not ours to replace: that is an error.
  */
-export function persistentDeviceNode(ifindex: number, major: number, minor: number): OwnedObject {
+function persistentDeviceNode(ifindex: number, major: number, minor: number): OwnedObject {
   const path = `/dev/tap${ifindex}`;
   const st = statSync(path, { bigint: true, throwIfNoEntry: false });
   if (st) {
@@ -362,7 +356,7 @@ export function persistentDeviceNode(ifindex: number, major: number, minor: numb
 }
 
 /** Removes a device node we made, if it still is that device; else says why it was left alone. */
-export function releaseDeviceNode(obj: OwnedObject): string | undefined {
+function releaseDeviceNode(obj: OwnedObject): string | undefined {
   const path = dataString(obj.data, 'path', obj.kind);
   if (!/^\/dev\/tap\d+$/.test(path)) return `left alone: '${path}' is not a /dev/tapN path`;
   const major = dataNumber(obj.data, 'major', obj.kind);
@@ -380,7 +374,7 @@ export function releaseDeviceNode(obj: OwnedObject): string | undefined {
  * ifindex and marker: klink.ts): a name reused since by someone else's link
  * is left alone, and the returned note says why.
  */
-export function releaseMacvtap(obj: OwnedObject): string | undefined {
+function releaseMacvtap(obj: OwnedObject): string | undefined {
   if (obj.kind === KIND_DEVNODE) return releaseDeviceNode(obj);
   if (obj.kind === KIND_VLAN) {
     releaseVlanLink(obj);
@@ -390,7 +384,7 @@ export function releaseMacvtap(obj: OwnedObject): string | undefined {
   return releaseLink(obj, ['macvtap']);
 }
 
-export function probeMacvtap(req: Partial<EndpointRequest>, host: HostContext): Availability {
+function probeMacvtap(req: Partial<EndpointRequest>, host: HostContext): Availability {
   if (!host.netAdmin) return { available: false, reason: 'creating a macvtap needs CAP_NET_ADMIN' };
   const k = kernelHas(FEATURES.macvtap);
   if (k.present === false) return { available: false, reason: `no macvtap in this kernel: ${k.how}` };

@@ -79,7 +79,7 @@ function recordedDnsmasq(rec: NatRecord, dir: string, bridge: string): DnsmasqCo
 export function natDir(host: HostContext, bridge: string): string {
   return join(host.stateDir, 'nat', bridge);
 }
-export function natLock(host: HostContext): string {
+function natLock(host: HostContext): string {
   return join(host.stateDir, 'nat', 'lock');
 }
 export function recordPath(dir: string): string {
@@ -113,7 +113,7 @@ function deleteNatTable(host: HostContext, bridge: string, recorded: unknown): s
  * it is ours (dnsmasq: by its command line; table: name and comment; bridge:
  * ifindex and marker); returns why pieces were left alone.
  */
-export function teardownNetwork(host: HostContext, bridge: string): string[] {
+function teardownNetwork(host: HostContext, bridge: string): string[] {
   checkNatBridgeName(bridge);
   const notes: string[] = [];
   const dir = natDir(host, bridge);

@@ -47,13 +47,9 @@ import {
 } from './nat-network.js';
 
 // Re-exported: callers and tests know these as the NAT kernel's.
-export {
-  DEFAULT_NAT_BRIDGE, AUTO_NAT_RANGE, NAT_TABLE_PREFIX, NAT_BRIDGE_MARKER, MAX_NAT_PREFIX, MIN_NAT_PREFIX, natBridgeName, checkNatBridgeName, natTableName, natTableComment, natRuleset, subnetsInUse, pickDefaultSubnet, dhcpRange,
-} from './nat-plan.js';
+export { DEFAULT_NAT_BRIDGE, AUTO_NAT_RANGE, natBridgeName, natTableName, natRuleset, pickDefaultSubnet, dhcpRange } from './nat-plan.js';
 
-export { KIND_NAT, KIND_RESERVATION, teardownNetwork, leaveNetwork, dropReservation, type NatRecord } from './nat-network.js';
-
-export function setupNat(req: EndpointRequest, host: HostContext, rb: Rollback): KernelEndpoint {
+function setupNat(req: EndpointRequest, host: HostContext, rb: Rollback): KernelEndpoint {
   const o = natOptions(req, host);
   const tapName = stringParam(req.params, 'ifname');
   if (tapName !== undefined) checkInterfaceName(tapName, 'tap');
@@ -101,7 +97,7 @@ function recordedBridge(obj: OwnedObject): string | { note: string } {
   }
 }
 
-export function releaseNat(obj: OwnedObject, host: HostContext): string | undefined {
+function releaseNat(obj: OwnedObject, host: HostContext): string | undefined {
   switch (obj.kind) {
     case KIND_NAT: {
       const bridge = recordedBridge(obj);
@@ -122,7 +118,7 @@ export function releaseNat(obj: OwnedObject, host: HostContext): string | undefi
   }
 }
 
-export function probeNat(req: Partial<EndpointRequest>, host: HostContext): Availability {
+function probeNat(req: Partial<EndpointRequest>, host: HostContext): Availability {
   if (!host.netAdmin) return { available: false, reason: 'a NAT network needs CAP_NET_ADMIN' };
   const missing: string[] = [];
   const checks: [string, FeatureAnswer][] = [

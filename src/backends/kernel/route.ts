@@ -45,7 +45,7 @@ export const ROUTE_PROTO = '213';
 export const KIND_ROUTE = 'route';
 export const KIND_UPLINK = 'route-uplink';
 /** Uplink sysctls a routed guest needs; each restored on the last release. */
-export const UPLINK_KEYS = ['proxy_arp', 'forwarding'] as const;
+const UPLINK_KEYS = ['proxy_arp', 'forwarding'] as const;
 
 interface UplinkUser { tap: string; tapIndex: number; guestIp: string }
 interface UplinkState {
@@ -96,7 +96,7 @@ export function uplinkAcquire(host: HostContext, uplink: string, user: UplinkUse
 }
 
 /** Drops `user`; when no live user is left, puts back the values we changed. */
-export function uplinkRelease(host: HostContext, uplink: string, user: Pick<UplinkUser, 'tap' | 'tapIndex'>): void {
+function uplinkRelease(host: HostContext, uplink: string, user: Pick<UplinkUser, 'tap' | 'tapIndex'>): void {
   withLock(lockFile(host), () => {
     const file = stateFile(host, uplink);
     const st = readJson<UplinkState>(file);
@@ -131,7 +131,7 @@ function routeDel(dst: string, tap: string): void {
   }
 }
 
-export function setupRoute(req: EndpointRequest, host: HostContext, rb: Rollback): KernelEndpoint {
+function setupRoute(req: EndpointRequest, host: HostContext, rb: Rollback): KernelEndpoint {
   if (!req.guestIp) throw new UsageError('a routed guest needs its address', 'set "guestIp" in the profile');
   if (!isIPv4(req.guestIp)) throw new UsageError(`guest address '${req.guestIp}' is not an IPv4 address`, 'routed mode supports IPv4 guests');
   if (!req.dev) throw new UsageError('a routed guest needs an uplink', 'pass --dev=<uplink interface>');
@@ -270,7 +270,7 @@ export function releaseRoute(obj: OwnedObject, host: HostContext): string | unde
   throw new SetupError(`the route kernel cannot release objects of kind '${obj.kind}'`);
 }
 
-export function probeRoute(req: Partial<EndpointRequest>, host: HostContext): Availability {
+function probeRoute(req: Partial<EndpointRequest>, host: HostContext): Availability {
   if (!host.netAdmin) return { available: false, reason: 'routing a guest needs CAP_NET_ADMIN' };
   const k = kernelHas(FEATURES.tun);
   if (k.present === false) return { available: false, reason: `no tun/tap in this kernel: ${k.how}` };

@@ -152,7 +152,7 @@ function pfVfTable(pf: string): PfVfEntry[] | null {
   return Array.isArray(l.vfinfo_list) && l.vfinfo_list.length ? l.vfinfo_list : null;
 }
 
-export const pfAdminControl: VfControl = {
+const pfAdminControl: VfControl = {
   kind: 'pf-admin',
   check() { /* the PF driver decides; ip reports what it refuses */ },
   read(vf) {
@@ -185,7 +185,7 @@ export const pfAdminControl: VfControl = {
   },
 };
 
-export const netdevControl: VfControl = {
+const netdevControl: VfControl = {
   kind: 'netdev',
   check(want) {
     if (want.vlan) {
@@ -212,7 +212,7 @@ export const netdevControl: VfControl = {
 };
 
 /** pf-admin when the PF reports a VF table, else netdev; `force` from the policy's params. */
-export function selectControl(pf: string, force?: unknown): VfControl {
+function selectControl(pf: string, force?: unknown): VfControl {
   if (force === 'pf-admin') return pfAdminControl;
   if (force === 'netdev') return netdevControl;
   if (force !== undefined) throw new ConfigError(`vfControl must be 'pf-admin' or 'netdev', not ${JSON.stringify(force)}`);

@@ -125,12 +125,12 @@ export function setupVeth(req: EndpointRequest, _host: HostContext, rb: Rollback
  * veth ends only exist in pairs, so nothing is left to find in the other
  * namespace. Returns why it was left alone, if it was.
  */
-export function releaseVeth(obj: OwnedObject): string | undefined {
+function releaseVeth(obj: OwnedObject): string | undefined {
   if (obj.kind !== OWNED_KIND) throw new SetupError(`the veth kernel cannot release objects of kind '${obj.kind}'`);
   return releaseLink(obj, ['veth']);
 }
 
-export function probeVeth(req: Partial<EndpointRequest>, host: HostContext): Availability {
+function probeVeth(req: Partial<EndpointRequest>, host: HostContext): Availability {
   if (!host.netAdmin) return { available: false, reason: 'creating a veth pair needs CAP_NET_ADMIN' };
   const k = kernelHas(FEATURES.veth);
   if (k.present === false) return { available: false, reason: `no veth in this kernel: ${k.how}` };

@@ -27,11 +27,11 @@ function portSocket(host: HostContext, id: string): string {
 const isId = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xfffffffe;
 
 /** The user the port is for, when the caller named one (else the switch's default owner). */
-export function portOwner(params: Record<string, unknown>): { uid: number; gid: number } | null {
+function portOwner(params: Record<string, unknown>): { uid: number; gid: number } | null {
   return isId(params.ownerUid) && isId(params.ownerGid) ? { uid: params.ownerUid, gid: params.ownerGid } : null;
 }
 
-export function releasePort(obj: OwnedObject, host: HostContext): void {
+function releasePort(obj: OwnedObject, host: HostContext): void {
   if (obj.kind !== KIND_PORT) throw new SetupError(`the vswitch kernel cannot release objects of kind '${obj.kind}'`);
   const socket = dataString(obj.data, 'socket', obj.kind);
   // Only our switch, and only a port socket of ours: a forged record names neither another socket nor another switch.

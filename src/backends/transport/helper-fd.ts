@@ -8,7 +8,7 @@ import { sendAllWithFds, SendTimeoutError } from '../../sys/unix-fd.js';
 const ONE_ZERO_BYTE = new Uint8Array([0]);
 
 /** QEMU reads its helper's socket as soon as the helper runs: a socket still full after this is not QEMU waiting for us. */
-export const FD_SEND_TIMEOUT_MS = 5_000;
+const FD_SEND_TIMEOUT_MS = 5_000;
 
 /**
  * Sends `data` and `fds` on QEMU's socket `sock`, never blocking longer than

@@ -3,7 +3,7 @@
 // exits when QEMU does (a unix datagram socket gives no EOF, so it watches the
 // owner's pid). It holds nothing QEMU waits for.
 import { spawn } from 'node:child_process';
-import { c, closeFd } from '../../sys/libc.js';
+import { closeFd, readFd, writeFd } from '../../sys/libc.js';
 import { unwatch, watchReadable } from '../../sys/poller.js';
 import { binPath } from '../../paths.js';
 import type { OwnerRef } from '../../state/owner.js';
@@ -14,9 +14,9 @@ const MAX_FRAME = 65536;
 /** Moves frames from `from` to `to` until `from` has nothing left; drops what `to` cannot take now. */
 function pump(from: number, to: number, buf: Buffer): void {
   for (let i = 0; i < 256; i++) {
-    const n = Number(c.read(from, buf, MAX_FRAME));
+    const n = readFd(from, buf, MAX_FRAME);
     if (n <= 0) return;
-    c.write(to, buf, n);
+    writeFd(to, buf, n);
   }
 }
 

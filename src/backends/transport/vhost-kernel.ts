@@ -5,14 +5,14 @@
 // proved in the kernel lab (test/lab), selection and errors here.
 import { existsSync } from 'node:fs';
 import { PermissionError, UnsupportedError } from '../../errors.js';
-import { c, check, closeFd, O_CLOEXEC, O_RDWR, SysError } from '../../sys/libc.js';
+import { closeFd, openReadWrite, SysError } from '../../sys/libc.js';
 import type { HostContext, Transport } from '../types.js';
 import type { Rollback } from '../../state/rollback.js';
 
 function openVhostNet(host: HostContext, rb: Rollback): number {
   let vfd: number;
   try {
-    vfd = check(c.open(host.vhostNetDevice, O_RDWR | O_CLOEXEC), 'open', host.vhostNetDevice);
+    vfd = openReadWrite(host.vhostNetDevice);
   } catch (e) {
     if (e instanceof SysError && (e.code === 'EACCES' || e.code === 'EPERM')) throw new PermissionError(`no permission to open ${host.vhostNetDevice}`, 'add the user to the kvm group or run as root');
     if (e instanceof SysError) throw new UnsupportedError(`cannot open ${host.vhostNetDevice}: ${e.code}`, "load the vhost_net module ('modprobe vhost_net')");

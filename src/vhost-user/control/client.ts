@@ -9,7 +9,7 @@ import { MAX_LINE } from './codec.js';
 export type Reply = { ok: boolean; error?: string; [k: string]: unknown };
 
 /** The reply object ({"ok":false,...} included); throws only when no reply line arrives. */
-export function controlCall(path: string, req: object, timeoutMs = 10_000): Promise<Reply> {
+function controlCall(path: string, req: object, timeoutMs = 10_000): Promise<Reply> {
   return new Promise<Reply>((resolve, reject) => {
     const sock = connect(path);
     const chunks: Buffer[] = [];

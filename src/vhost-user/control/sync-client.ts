@@ -3,7 +3,7 @@
 // a new endpoint cannot await Node's net module. Connect, write one JSON
 // line, wait (bounded) for one reply line, close.
 import { SetupError } from '../../errors.js';
-import { c, closeFd, SysError, waitReadableSync } from '../../sys/libc.js';
+import { closeFd, readFd, SysError, waitReadableSync, writeFd } from '../../sys/libc.js';
 import { connectUnix } from '../../sys/unix-socket.js';
 import { MAX_LINE } from './codec.js';
 
@@ -19,7 +19,7 @@ export function controlRequest(path: string, req: object, timeoutMs = 10_000): C
   try {
     const out = Buffer.from(JSON.stringify(req) + '\n');
     // A unix socket takes a line this small whole, even non-blocking.
-    if (Number(c.write(fd, out, out.length)) !== out.length) throw new SetupError(`cannot write to the switch at ${path}`);
+    if (writeFd(fd, out, out.length) !== out.length) throw new SetupError(`cannot write to the switch at ${path}`);
     const buf = Buffer.alloc(MAX_LINE);
     let got = 0;
     const deadline = Date.now() + timeoutMs;
@@ -28,7 +28,7 @@ export function controlRequest(path: string, req: object, timeoutMs = 10_000): C
       if (nl >= 0) return JSON.parse(buf.subarray(0, nl).toString('utf8')) as ControlReply;
       if (got === buf.length) throw new SetupError(`the switch at ${path} answered a line longer than ${MAX_LINE} bytes`);
       if (!waitReadableSync(fd, Math.max(0, deadline - Date.now()))) throw new SetupError(`the switch at ${path} did not answer within ${timeoutMs / 1000} s`);
-      const n = Number(c.read(fd, buf.subarray(got), buf.length - got));
+      const n = readFd(fd, buf.subarray(got), buf.length - got);
       if (n === 0) throw new SetupError(`the switch at ${path} closed the connection without an answer`);
       if (n > 0) got += n;
     }

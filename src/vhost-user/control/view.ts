@@ -8,7 +8,7 @@ const counters = z.object({
   rxDropped: z.number(), badChains: z.number(), brokenQueues: z.number(),
 });
 export type Counters = z.infer<typeof counters>;
-export const COUNTER_NAMES = Object.keys(counters.shape) as (keyof Counters)[];
+const COUNTER_NAMES = Object.keys(counters.shape) as (keyof Counters)[];
 
 const owner = z.object({ uid: z.number().int(), gid: z.number().int() });
 // Loose: fields a newer switch adds pass through to --json untouched.
@@ -21,8 +21,6 @@ const macView = z.looseObject({ mac: z.string(), port: z.union([z.number().int()
 const listReply = z.looseObject({ ports: z.array(portView), uplink: uplinkView.nullable(), macs: z.array(macView) });
 
 export type PortView = z.infer<typeof portView>;
-export type UplinkView = z.infer<typeof uplinkView>;
-export type MacView = z.infer<typeof macView>;
 export type SwitchView = z.infer<typeof listReply>;
 
 /** The `list` reply -> a view; an error naming the first field that does not fit (a switch of another version). */
@@ -36,13 +34,13 @@ export function parseList(reply: unknown): SwitchView {
 }
 
 /** What a port is doing: `ready` (rings started), `connected`, or waiting for its front-end. */
-export function portState(p: PortView): string {
+function portState(p: PortView): string {
   if (p.ready) return 'ready';
   if (p.connected) return 'connected';
   return p.client ? 'connecting' : 'listening';
 }
 
-export const ownerText = (o: PortView['owner']): string => (o ? `${o.uid}:${o.gid}` : '-');
+const ownerText = (o: PortView['owner']): string => (o ? `${o.uid}:${o.gid}` : '-');
 
 /** "12.3s", "4m05s": a MAC entry's age for people. */
 export function ageText(ms: number | undefined): string {
@@ -53,7 +51,7 @@ export function ageText(ms: number | undefined): string {
 }
 
 /** Left-aligned columns, two spaces apart, header first. */
-export function table(header: string[], rows: string[][]): string {
+function table(header: string[], rows: string[][]): string {
   const all = [header, ...rows];
   const widths = header.map((_, c) => Math.max(...all.map((r) => (r[c] ?? '').length)));
   return all.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  ')).join('\n') + '\n';

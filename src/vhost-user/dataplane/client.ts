@@ -13,7 +13,7 @@ export type { PollMode } from './commands.js';
 type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void };
 type Args<O extends Op> = Omit<CommandOf<O>, 'op'>;
 
-export const ZERO_STATS: Readonly<PortStats> = zeroStats();
+const ZERO_STATS: Readonly<PortStats> = zeroStats();
 
 export class DataplaneWorker {
   private readonly worker: Worker;

@@ -19,7 +19,7 @@
 // GSO frames do not fit the rings' MTU-sized slots: PacketRingIo reads one
 // whole from the socket where the kernel marked its slot TP_STATUS_COPY, and
 // sends one through a ring-less socket after kicking the ring (in order).
-import { c } from '../../sys/libc.js';
+import { readFd, writeFd } from '../../sys/libc.js';
 import { mapShared, unmap, type Mapping } from '../../sys/mmap.js';
 import { kickTxRing, ringsBytes, type PacketRings } from '../../sys/packet.js';
 import { CAN_ALL } from '../switch/offload.js';
@@ -83,8 +83,8 @@ export interface WholeFrameIo {
 export function openPacketRingIo(fd: number, rings: PacketRings, vnetHdr = false, senderFd = -1): PacketRingIo {
   const map: Mapping = mapShared(fd, ringsBytes(rings));
   const whole: WholeFrameIo | null = vnetHdr && senderFd >= 0 ? {
-    read: (buf) => Number(c.read(fd, buf, buf.length)),
-    write: (buf, len) => Number(c.write(senderFd, buf, len)) === len,
+    read: (buf) => readFd(fd, buf, buf.length),
+    write: (buf, len) => writeFd(senderFd, buf, len) === len,
   } : null;
   return new PacketRingIo(fd, rings, map.buffer, () => kickTxRing(fd), () => unmap(map), vnetHdr, whole);
 }
@@ -325,7 +325,7 @@ export class TapIo implements UplinkIo {
 
   // A full tap queue (EAGAIN) or a frame above the MTU (EINVAL/EMSGSIZE) drops it.
   private write(b: Uint8Array, len: number): boolean {
-    return Number(c.write(this.fd, b, len)) === len;
+    return writeFd(this.fd, b, len) === len;
   }
 
   flush(): void {}
@@ -333,7 +333,7 @@ export class TapIo implements UplinkIo {
   receive(max: number, sink: FrameSink): number {
     let n = 0;
     for (; n < max; n++) {
-      const len = Number(c.read(this.fd, this.inbuf, this.inbuf.length));
+      const len = readFd(this.fd, this.inbuf, this.inbuf.length);
       if (len <= 0) break; // EAGAIN: nothing queued
       const v = this.vnet;
       if (len < v) { this.bad++; continue; }

@@ -9,7 +9,7 @@ import { Feature, hasFeature, ProtoFeature, Req, encodeAck, encodeU64Reply, enco
 import type { PortDataplane, QueueSpec } from '../dataplane/api.js';
 import { CAN_CSUM, CAN_ECN, CAN_TSO4, CAN_TSO6 } from '../switch/offload.js';
 import { offeredFeatures, offeredProtocolFeatures } from './features.js';
-import { DEFAULT_MEMORY_LIMITS, MemoryError, MemoryTable, regionSpec, viewsNeeded, type MemoryLimits } from './memory-table.js';
+import { DEFAULT_MEMORY_LIMITS, MemoryTable, regionSpec, viewsNeeded, type MemoryLimits } from './memory-table.js';
 import { waitForBudget, type MapBudget } from './map-budget.js';
 import { checkNotifyFd, sealRegions } from './fd-checks.js';
 import { DeviceError } from './errors.js';
@@ -396,7 +396,7 @@ function sameRegion(a: { guestPhysAddr: number; size: number; userAddr: number }
 }
 
 /** RARP announce from the guest's MAC, so switches learn where it moved (SEND_RARP). */
-export function rarpFrame(mac: Uint8Array): Uint8Array {
+function rarpFrame(mac: Uint8Array): Uint8Array {
   const f = new Uint8Array(60);
   f.fill(0xff, 0, 6);
   f.set(mac.subarray(0, 6), 6);
@@ -409,5 +409,3 @@ export function rarpFrame(mac: Uint8Array): Uint8Array {
   f.set(mac.subarray(0, 6), 32);
   return f;
 }
-
-export { MemoryError };

@@ -13,7 +13,7 @@ import { Feature, featureBit, ProtoFeature } from '../protocol/index.js';
 const bits = (list: number[]): bigint => list.reduce((m, b) => m | featureBit(b), 0n);
 
 /** The offloads offered with --offloads=on. */
-export const OFFLOAD_FEATURES: readonly number[] = [
+const OFFLOAD_FEATURES: readonly number[] = [
   Feature.CSUM, Feature.GUEST_CSUM, Feature.HOST_TSO4, Feature.HOST_TSO6, Feature.HOST_ECN,
   Feature.GUEST_TSO4, Feature.GUEST_TSO6, Feature.GUEST_ECN,
 ];

@@ -29,7 +29,7 @@ export type Direction = 'request' | 'reply';
  * must not carry REPLY; a reply must be exactly VERSION|REPLY, as QEMU's
  * vhost_user_read_header demands.
  */
-export function checkFlags(flags: number, direction: Direction, request: number): void {
+function checkFlags(flags: number, direction: Direction, request: number): void {
   const name = reqName(request);
   const version = flags & HdrFlag.VERSION_MASK;
   if (version !== HdrFlag.VERSION) {

@@ -39,7 +39,6 @@ export const Req = {
   GET_STATUS: 40,
 } as const;
 export type ReqName = keyof typeof Req;
-export type ReqId = (typeof Req)[ReqName];
 
 const NAMES = new Map<number, string>(Object.entries(Req).map(([k, v]) => [v, k]));
 // Ids the spec defines for other device types or for features we never offer.
@@ -53,11 +52,6 @@ for (const [id, name] of [
 /** Human-readable name of a request id, for logs and error messages. */
 export function reqName(id: number): string {
   return NAMES.get(id) ?? `UNKNOWN(${id})`;
-}
-
-/** True for the ids listed in {@link Req} (the ones decodeRequest understands). */
-export function isKnownRequest(id: number): id is ReqId {
-  return NAMES.has(id) && (Req as Record<string, number>)[NAMES.get(id)!] === id;
 }
 
 /** Header `flags` bits. Bits 4-31 are undefined by the spec. */
@@ -104,16 +98,13 @@ export const INFLIGHT_SIZE = 24;
  * other device messages a net back-end never receives.
  */
 export const MAX_PAYLOAD_SIZE = CONFIG_HEADER_SIZE + MAX_CONFIG_SIZE;
-export const MAX_MESSAGE_SIZE = HEADER_SIZE + MAX_PAYLOAD_SIZE;
 /** QEMU attaches at most VHOST_MEMORY_BASELINE_NREGIONS fds to one message. */
 export const MAX_FDS_PER_MESSAGE = 8;
-/** What the device layer reports for GET_MAX_MEM_SLOTS (ADD/REM_MEM_REG). */
-export const MAX_MEM_SLOTS = 32;
 
 // ---- vring ----
 /** SET_VRING_KICK/CALL/ERR u64: bits 0-7 ring index, bit 8 "no fd". */
 export const VRING_INDEX_MASK = 0xff;
-export const VRING_NOFD_BIT = 8;
+const VRING_NOFD_BIT = 8;
 export const VRING_NOFD_MASK = 1 << VRING_NOFD_BIT;
 /** SET_VRING_ADDR flags: VHOST_VRING_F_LOG (bit 0) is the only defined flag. */
 export const VRING_ADDR_F_LOG = 0x1;

@@ -7,7 +7,7 @@ import { EMPTY, Writer, checkU32, frame } from './wire.js';
 const REPLY_FLAGS = HdrFlag.VERSION | HdrFlag.REPLY;
 
 /** A reply with an arbitrary body (size = body length). */
-export function encodeReply(request: number, body: Uint8Array = EMPTY): Uint8Array {
+function encodeReply(request: number, body: Uint8Array = EMPTY): Uint8Array {
   return frame(request, REPLY_FLAGS, body);
 }
 

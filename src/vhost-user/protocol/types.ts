@@ -77,4 +77,3 @@ export type RequestBody =
 
 /** A validated front-end request. `needReply`: the NEED_REPLY header flag. */
 export type Request = RequestBody & { needReply: boolean };
-export type RequestKind = Request['kind'];

@@ -27,7 +27,7 @@ export function hex64(v: bigint): string {
 export function checkU32(what: string, v: number): void {
   if (!Number.isInteger(v) || v < 0 || v > U32_MAX) throw new RangeError(`${what} ${v} is not a u32`);
 }
-export function checkU64(what: string, v: bigint): void {
+function checkU64(what: string, v: bigint): void {
   if (typeof v !== 'bigint' || v < 0n || v > U64_MAX) throw new RangeError(`${what} ${String(v)} is not a u64`);
 }
 

@@ -10,8 +10,8 @@ export const UPLINK = -1;
 /** lookup(): no (live) entry. */
 export const UNKNOWN = -2;
 
-export const DEFAULT_AGE_MS = 300_000; // as Linux bridges and OVS
-export const DEFAULT_MAX_ENTRIES = 8192;
+const DEFAULT_AGE_MS = 300_000; // as Linux bridges and OVS
+const DEFAULT_MAX_ENTRIES = 8192;
 
 export type LearnResult = 'new' | 'moved' | 'refreshed' | 'full' | 'ignored';
 

@@ -12,7 +12,7 @@ import { FrameLayout, VnetHeader } from './offload.js';
  * summing 32-bit words and folding later gives the same result; a double
  * holds 2^21 such words exactly, more than a 64 KiB frame has.
  */
-export function onesSum(b: Uint8Array, off: number, len: number, sum: number): number {
+function onesSum(b: Uint8Array, off: number, len: number, sum: number): number {
   const dv = dataViewOf(b);
   let s = sum;
   let i = off;
@@ -24,7 +24,7 @@ export function onesSum(b: Uint8Array, off: number, len: number, sum: number): n
 }
 
 /** Folds a sum to 16 bits and complements it. */
-export function foldComplement(sum: number): number {
+function foldComplement(sum: number): number {
   let s = sum;
   while (s > 0xffff) s = (s % 0x10000) + Math.floor(s / 0x10000);
   return ~s & 0xffff;

@@ -11,7 +11,7 @@ export const GSO_TCPV6 = 4;
 export const GSO_ECN = 0x80;
 
 /** Software segmentation emits at most this many frames per GSO frame (a 64 KiB frame at MSS 256). */
-export const MAX_SEGMENTS = 256;
+const MAX_SEGMENTS = 256;
 /** Header bytes a validation may look at (Ethernet + 2 VLAN tags + IPv6 with options + TCP with options). */
 export const HEADER_PEEK = 320;
 

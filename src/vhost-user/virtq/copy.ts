@@ -17,7 +17,7 @@
 // which makes the DataView loop relatively better there; production mappings
 // (koffi views of mmap) are plain ArrayBuffers.
 
-export const SMALL_COPY_MAX = 256;
+const SMALL_COPY_MAX = 256;
 
 export function copyBytes(
   src: Uint8Array, srcDv: DataView, so: number,

@@ -6,7 +6,7 @@
 // copied again. Bits are set with an atomic OR: QEMU clears words
 // concurrently with an atomic exchange.
 
-export const LOG_PAGE = 4096;
+const LOG_PAGE = 4096;
 
 export class DirtyLog {
   constructor(readonly bits: Uint8Array) {}

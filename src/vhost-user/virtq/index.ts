@@ -5,6 +5,5 @@ export * from './chain.js';
 export * from './split.js';
 export * from './net.js';
 export * from './forward.js';
-export { copyBytes, SMALL_COPY_MAX } from './copy.js';
 export * from './walk.js';
 export * from './dirty-log.js';

@@ -13,6 +13,7 @@
 // module: nothing in the environment chooses code to load.
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+// koffi here binds our own library, not libc: it stays beside the ring layout it mirrors (sys/ wraps the kernel's ABI, this the fast path's).
 import koffi from 'koffi';
 import type { GuestMemory } from './memory.js';
 import type { SplitQueue } from './split.js';
@@ -32,7 +33,7 @@ export const STOP_MAC = 3;
 export const STOP_RX_EMPTY = 4;
 export const STOP_RX_OTHER = 5;
 
-export const NATIVE_LIBRARY = fileURLToPath(new URL('../../../native/libqnh-fastpath.so', import.meta.url));
+const NATIVE_LIBRARY = fileURLToPath(new URL('../../../native/libqnh-fastpath.so', import.meta.url));
 
 type Forward = (tx: number, rx: number, max: number, txHdr: number, rxHdr: number, dst: number, src: number) => number;
 type Address = (p: ArrayBufferView) => number | bigint;

@@ -7,8 +7,8 @@ import { BAD_SHORT_RX, type ChainScratch } from './chain.js';
 import { copyBytes, dataViewOf } from './copy.js';
 import type { SplitQueue } from './split.js';
 
-export const NET_HDR_LEN = 12;
-export const NET_HDR_LEN_LEGACY = 10;
+const NET_HDR_LEN = 12;
+const NET_HDR_LEN_LEGACY = 10;
 /** Largest frame we move (GSO frames included); the header comes on top. */
 export const MAX_FRAME_LEN = 65535;
 
@@ -24,7 +24,7 @@ export const RX_NO_BUFFERS = -1;
 /** Without MRG_RXBUF the next chain cannot hold header + frame: dropped. */
 export const RX_TOO_BIG = -2;
 /** The RX queue is broken (or the frame arguments are invalid). */
-export const RX_BROKEN = -3;
+const RX_BROKEN = -3;
 
 const EMPTY_U8: Uint8Array = new Uint8Array(0);
 const EMPTY_DV: DataView = new DataView(new ArrayBuffer(0));

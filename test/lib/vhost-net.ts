@@ -1,8 +1,9 @@
-// /dev/vhost-net ioctls: what QEMU does with the vhost fd we hand it, here so
-// the kernel lab can drive vhost-net itself (our virtqueue driver in the
-// guest's place) and prove the vhost-kernel transport's fds move frames. The
-// struct encoders are pure (unit-tested); the ioctls are thin.
-import { c, check } from './libc.js';
+// /dev/vhost-net ioctls: what QEMU does with the vhost fd we hand it, so the
+// kernel lab can drive vhost-net itself (our virtqueue driver in the guest's
+// place) and prove the vhost-kernel transport's fds move frames. Test code:
+// the product only opens /dev/vhost-net and hands the fd to QEMU. The struct
+// encoders are pure (unit-tested); the ioctls are thin.
+import { c, check } from '../../src/sys/libc.js';
 
 // _IO/_IOR/_IOW(VHOST_VIRTIO = 0xAF, nr, type) from <linux/vhost.h>.
 const ioc = (dir: number, nr: number, size: number): number => ((dir << 30) | (size << 16) | (0xaf << 8) | nr) >>> 0;

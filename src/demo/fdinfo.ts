@@ -1,3 +1,4 @@
+// The demo's (and tests') proof that QEMU got its taps: tun names in /proc/PID/fdinfo.
 import { readdirSync, readFileSync } from 'node:fs';
 
 /**
