@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 # flags, the package's lint, systemd-socket-activate and deb-systemd-helper),
 # netcat-openbsd (`nc -N -U`: a half-closing client of the switch's control socket),
 # fuse-overlayfs (a FUSE server the broker test stalls: a caller's fd on its file),
-# libnss-extrausers (accounts outside /etc/passwd, as LDAP/sssd would be: test/unit/nss.test.ts).
+# libnss-extrausers (accounts outside /etc/passwd, as LDAP/sssd would be: test/unit/sys/nss.test.ts).
 PKGS=(qemu-system-x86 qemu-utils busybox-static linux-image-amd64 iproute2 nftables dnsmasq-base
       dpdk dpdk-dev util-linux xz-utils cpio procps ethtool kmod
       libvirt-daemon libvirt-clients libvirt-daemon-driver-qemu

@@ -1,6 +1,7 @@
 // The source tree's shape: folders import one way (value imports; `import
-// type` and `export type` are erased and do not count) and no file grows past
-// 450 lines. The README's Architecture section draws the layers this keeps.
+// type` and `export type` are erased and do not count), no file grows past
+// 450 lines, and unit tests sit in folders mirroring src/. The README's
+// Architecture section draws the layers this keeps.
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, posix } from 'node:path';
@@ -169,6 +170,15 @@ describe('source structure', () => {
   it('has folders that import one way (value imports)', () => {
     const problems = describeCycles(folderGraph(files));
     assert.equal(problems.length, 0, `\n${problems.join('\n')}`);
+  });
+
+  it('has unit tests placed like the modules they test (test/unit/X/ mirrors src/X/)', () => {
+    const unit = join(repoRoot(), 'test', 'unit');
+    const folders = new Set(tsFiles(unit).filter((f) => f.includes('/')).map((f) => posix.dirname(f)));
+    const stray = [...folders].filter((d) => !existsSync(join(src, ...d.split('/')))).map((d) => `test/unit/${d}/ has no src/${d}/`);
+    // package.json's globs reach test/unit/*, */* and */*/*: a deeper test would never run.
+    const deep = tsFiles(unit).filter((f) => f.endsWith('.test.ts') && f.split('/').length > 3).map((f) => `test/unit/${f} is deeper than package.json's globs reach`);
+    assert.deepEqual([...stray, ...deep], []);
   });
 
   it(`has no file over ${MAX_LINES} lines`, () => {
