@@ -11,7 +11,8 @@ import { after, before, describe, it } from 'node:test';
 import { NetNs } from '../lib/netns.js';
 import { eventually } from '../lib/wait.js';
 import { BIN } from '../lib/paths.js';
-import { haveQemu, macvtapsHeldBy, startQemu, type QemuRun } from '../lib/qemu.js';
+import { haveQemu, macvtapsHeldBy, startQemu, type QemuRun, type RunAs } from '../lib/qemu.js';
+import { startTestBroker, type BrokerRun } from '../lib/broker.js';
 import { runHelperLikeLibvirt, closeAll } from '../lib/helper-run.js';
 
 const skip = haveQemu() ? false : 'qemu-system-x86_64 is not installed';
@@ -122,5 +123,71 @@ describe('a request reaps endpoints of exited owners before refusing', { skip },
       await q.quit();
     }
     await eventually('cleanup', () => macvtaps().length === 0 && records().length === 0, 20000);
+  });
+});
+
+describe('through the broker: an unprivileged QEMU quits, passthrough at once on the same device', { skip }, () => {
+  const NOBODY: RunAs = { uid: 65534, gid: 65534 };
+  const BROKER_ROUNDS = 5;
+  let ns: NetNs;
+  let broker: BrokerRun;
+  before(async () => {
+    ns = NetNs.create('qnh-rb');
+    ns.ip('link', 'add', 'veth0', 'type', 'veth', 'peer', 'name', 'veth1');
+    ns.ip('link', 'set', 'veth0', 'up');
+    ns.ip('link', 'set', 'veth1', 'up');
+    broker = await startTestBroker(ns, { acl: 'allow profile:pt\nallow profile:shared\nallow mode:veb\nallow mode:passthrough\nallow dev:veth0\n', profiles: { pt: { mode: 'passthrough', dev: 'veth0' }, shared: { mode: 'veb', dev: 'veth0' } } });
+  });
+  after(async () => {
+    await broker?.stop();
+    ns?.destroy();
+  });
+  const macvtaps = (): string[] => ns.links().filter((l) => l.startsWith('macvtap'));
+  const records = (): string[] => {
+    const d = join(broker.stateDir, 'endpoints');
+    return existsSync(d) ? readdirSync(d).filter((f) => f.endsWith('.json')) : [];
+  };
+  /** The broker's watcher process (watch-child.js), a child of the broker. */
+  const brokerWatcher = (): number => {
+    for (const name of readdirSync('/proc')) {
+      if (!/^\d+$/.test(name)) continue;
+      try {
+        const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+        const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+        if (ppid === broker.pid && readFileSync(`/proc/${name}/cmdline`, 'utf8').includes('watch-child')) return Number(name);
+      } catch { /* exited meanwhile */ }
+    }
+    throw new Error(`no watcher process under broker ${broker.pid}`);
+  };
+  const netdev = (profile: string): string[] => ['-netdev', `bridge,id=n0,br=${profile},helper=${BIN}`];
+
+  it(`${BROKER_ROUNDS}/${BROKER_ROUNDS} start, each with the broker's watcher stopped while the old QEMU quits`, async () => {
+    let q = await startQemu(ns, netdev('shared'), broker.clientEnv(), NOBODY);
+    const failures: string[] = [];
+    try {
+      for (let i = 0; i < BROKER_ROUNDS; i++) {
+        assert.equal(macvtapsHeldBy(ns, q.proc.pid!).length, 1, `round ${i}: QEMU holds its macvtap`);
+        const w = brokerWatcher();
+        process.kill(w, 'SIGSTOP');
+        let next: QemuRun | null = null;
+        try {
+          await q.quit();
+          next = await startQemu(ns, netdev('pt'), broker.clientEnv(), NOBODY);
+        } catch (e) {
+          failures.push(`round ${i}: ${(e as Error).message.split('\n')[0]}`);
+        } finally {
+          try { process.kill(w, 'SIGCONT'); } catch { /* it exited */ }
+        }
+        if (!next) {
+          await eventually('the broker frees veth0', () => macvtaps().length === 0, 20000);
+          next = await startQemu(ns, netdev('pt'), broker.clientEnv(), NOBODY);
+        }
+        q = next;
+      }
+    } finally {
+      await q.quit();
+    }
+    assert.equal(failures.length, 0, `${BROKER_ROUNDS - failures.length}/${BROKER_ROUNDS} succeeded; ${failures.slice(0, 3).join('; ')}`);
+    await eventually('the broker removes the last macvtap and every record', () => macvtaps().length === 0 && records().length === 0, 20000);
   });
 });
