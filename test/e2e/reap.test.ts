@@ -108,6 +108,24 @@ describe('a request reaps endpoints of exited owners before refusing', { skip },
     await eventually('cleanup', () => macvtaps().length === 0 && records().length === 0, 20000);
   });
 
+  it('`run` meets the same: its passthrough NIC right after QEMU quit (its watcher stopped) reaps, then works', async () => {
+    const q = await startQemu(ns, netdev('veb'), env);
+    const w = watcherPid();
+    assert.ok(w, 'the helper started a watcher');
+    process.kill(w, 'SIGSTOP');
+    try {
+      await q.quit();
+      // run appends QEMU's -netdev arguments to the child's: sh -c takes them as $0, $1...
+      const r = spawnSync('ip', ['netns', 'exec', ns.name, process.execPath, BIN, 'run', '--nic', 'mode=passthrough,dev=eth1', '--', 'sh', '-c', 'ip -d -o link show type macvtap'], { env, encoding: 'utf8', timeout: 120_000 });
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /macvtap mode passthru/, 'the child saw its passthru macvtap');
+      assert.equal(r.stdout.trim().split('\n').length, 1, `only that one: ${r.stdout}`);
+    } finally {
+      try { process.kill(w, 'SIGCONT'); } catch { /* it exited */ }
+    }
+    await eventually('cleanup', () => macvtaps().length === 0 && records().length === 0, 20000);
+  });
+
   it('with the old owner alive the request is still refused (exit 9), and the owner keeps its macvtap', async () => {
     const q = await startQemu(ns, netdev('passthrough'), env);
     try {
