@@ -14,6 +14,7 @@ import { BIN } from '../lib/paths.js';
 import { haveQemu, macvtapsHeldBy, startQemu, type QemuRun, type RunAs } from '../lib/qemu.js';
 import { startTestBroker, type BrokerRun } from '../lib/broker.js';
 import { runHelperLikeLibvirt, closeAll } from '../lib/helper-run.js';
+import { cni, type CniCall } from '../lib/cni.js';
 
 const skip = haveQemu() ? false : 'qemu-system-x86_64 is not installed';
 const ROUNDS = 20;
@@ -122,6 +123,28 @@ describe('a request reaps endpoints of exited owners before refusing', { skip },
       assert.equal(r.stdout.trim().split('\n').length, 1, `only that one: ${r.stdout}`);
     } finally {
       try { process.kill(w, 'SIGCONT'); } catch { /* it exited */ }
+    }
+    await eventually('cleanup', () => macvtaps().length === 0 && records().length === 0, 20000);
+  });
+
+  it('CNI ADD meets the same: a passthrough macvtap right after QEMU quit (its watcher stopped) reaps, then works; DEL removes it', async () => {
+    const sandbox = NetNs.create('qnhrS');
+    const q = await startQemu(ns, netdev('veb'), env);
+    const w = watcherPid();
+    assert.ok(w, 'the helper started a watcher');
+    process.kill(w, 'SIGSTOP');
+    try {
+      await q.quit();
+      const conf = { cniVersion: '1.1.0', name: 'qnhreap', type: 'qemu-net-helper', transport: 'macvtap', mode: 'passthrough', dev: 'eth1' };
+      const call = (command: string): CniCall => ({ command, containerId: 'reap1', netns: `/run/netns/${sandbox.name}`, ifname: 'net1', extraEnv: { QEMU_NET_HELPER_STATE_DIR: join(dir, 'state') } });
+      const add = cni(ns, call('ADD'), conf);
+      assert.equal(add.status, 0, add.stdout + add.stderr);
+      const d = sandbox.linkDetails('net1') as { linkinfo?: { info_kind?: string; info_data?: { mode?: string } } };
+      assert.equal(d.linkinfo?.info_data?.mode, 'passthru');
+      assert.equal(cni(ns, call('DEL'), conf).status, 0);
+    } finally {
+      try { process.kill(w, 'SIGCONT'); } catch { /* it exited */ }
+      sandbox.destroy();
     }
     await eventually('cleanup', () => macvtaps().length === 0 && records().length === 0, 20000);
   });
