@@ -149,6 +149,52 @@ describe('a request reaps endpoints of exited owners before refusing', { skip },
     await eventually('cleanup', () => macvtaps().length === 0 && records().length === 0, 20000);
   });
 
+  it('an owner that exited after handing its fd on (libvirt-style) is not reaped while the fd lives: refused (exit 9)', async () => {
+    // The owner: a process that runs the helper on a socketpair, gives the
+    // macvtap fd to a `sleep` and keeps its own copy until told to exit.
+    const unixFd = new URL('../../src/sys/unix-fd.js', import.meta.url).href;
+    const script = `
+      import { spawn } from 'node:child_process';
+      const { socketPair, recvWithFds } = await import(${JSON.stringify(unixFd)});
+      const [ours, theirs] = socketPair();
+      const h = spawn(process.execPath, [${JSON.stringify(BIN)}, 'helper', '--mode=veb', '--dev=eth1', '--fd=3'], { stdio: ['ignore', 'inherit', 'inherit', theirs] });
+      const code = await new Promise((r) => h.once('exit', r));
+      const { fds } = recvWithFds(ours, new Uint8Array(16), 0, 16, 0x40);
+      if (code !== 0 || fds.length !== 1) { console.log('helper failed ' + code); process.exit(1); }
+      const holder = spawn('sleep', ['600'], { stdio: ['ignore', 'ignore', 'ignore', fds[0]] });
+      console.log(String(holder.pid));
+      process.stdin.resume();
+      process.stdin.once('end', () => process.exit(0));`;
+    const owner = ns.spawn(process.execPath, ['--input-type=module', '-e', script], { env, stdio: ['pipe', 'pipe', 'inherit'] });
+    const ownerExit = new Promise((r) => owner.once('exit', r));
+    let out = '';
+    owner.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; });
+    await eventually('the owner got its macvtap and handed it to sleep', () => /^\d+\n/.test(out) || /failed/.test(out), 60000);
+    const holder = Number(out.trim());
+    assert.ok(holder > 0, out);
+    let w: number | null = null;
+    try {
+      const [held] = macvtapsHeldBy(ns, holder);
+      assert.ok(held, 'sleep holds the macvtap');
+      w = watcherPid();
+      assert.ok(w, 'the helper started a watcher');
+      process.kill(w, 'SIGSTOP');
+      owner.stdin!.end();
+      await ownerExit;
+      const r = await runHelperLikeLibvirt(ns, ['helper', '--mode=passthrough', '--dev=eth1', '--fd={FD}'], env);
+      closeAll(r.fds);
+      assert.equal(r.code, 9, r.stderr);
+      assert.match(r.stderr, /parent device 'eth1' already carries macvtap/);
+      assert.deepEqual(macvtapsHeldBy(ns, holder), [held], 'the process the fd was handed to keeps its macvtap');
+      assert.equal(records().length, 1, 'its record stays');
+    } finally {
+      if (w !== null) { try { process.kill(w, 'SIGCONT'); } catch { /* it exited */ } }
+      owner.kill('SIGKILL');
+      try { process.kill(holder, 'SIGKILL'); } catch { /* gone */ }
+    }
+    await eventually('the watcher adopts sleep, then releases after it is killed', () => macvtaps().length === 0 && records().length === 0, 30000);
+  });
+
   it('with the old owner alive the request is still refused (exit 9), and the owner keeps its macvtap', async () => {
     const q = await startQemu(ns, netdev('passthrough'), env);
     try {
