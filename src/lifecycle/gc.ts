@@ -8,7 +8,7 @@ import { removeStaleTemps } from '../state/atomic-file.js';
 import { ownerStatus, procState } from '../state/owner.js';
 import { deadBecause as deadBecauseGiven } from './liveness.js';
 import { checkStateDir } from '../state/state-dir.js';
-import { fdTargetOf, holdersOf } from './holders.js';
+import { fdHeldByOthers } from './holders.js';
 import { netnsGoneLine, releaseEndpoint, type ReleaseReport } from './release.js';
 import { locateNetns } from '../net/netns.js';
 
@@ -25,13 +25,7 @@ export interface GcAllReport {
 
 /** Why an endpoint is dead, or null while someone may still use it (the rule: liveness.ts; the facts: /proc). */
 export function deadBecause(rec: EndpointRecord): string | null {
-  return deadBecauseGiven(rec, {
-    ownerStatus,
-    fdHeld: () => {
-      const target = fdTargetOf(rec);
-      return target !== null && holdersOf(target, [process.pid], rec.info.netns as string | undefined).length > 0;
-    },
-  });
+  return deadBecauseGiven(rec, { ownerStatus, fdHeld: () => fdHeldByOthers(rec) });
 }
 
 /** Releases every dead endpoint (of those `mine` selects). Endpoints with a live or unknown owner stay. */

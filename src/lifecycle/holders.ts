@@ -72,3 +72,9 @@ export function holdersOf(t: FdTarget, except: number[] = [], netns?: string): n
   }
   return out;
 }
+
+/** Whether a process other than this one holds the endpoint's fd (false when it has none to follow). Scans /proc. */
+export function fdHeldByOthers(rec: EndpointRecord): boolean {
+  const target = fdTargetOf(rec);
+  return target !== null && holdersOf(target, [process.pid], rec.info.netns as string | undefined).length > 0;
+}

@@ -30,13 +30,15 @@ export function deadBecause(rec: EndpointRecord, facts: LivenessFacts): string |
 /**
  * Why a new request may release the endpoint standing in its way, or null.
  * Stricter than gc: only an owner known by (pid, start time) and seen gone,
- * or a setup whose process died. An 'fd' endpoint (owner unknown) is never
- * taken: its fd may be in flight in a socket (sent, not yet received), so
- * one look cannot tell it from a dead one; the watcher, which looks twice,
- * releases it. Manual endpoints wait for `down`; unknown owners count as alive.
+ * whose fd nobody else holds (libvirt's peer may have handed it to a QEMU the
+ * watcher has not adopted yet), or a setup whose process died. An 'fd'
+ * endpoint (owner unknown) is never taken: its fd may be in flight in a
+ * socket (sent, not yet received), so one look cannot tell it from a dead
+ * one; the watcher, which looks twice, releases it. Manual endpoints wait
+ * for `down`; unknown owners count as alive.
  */
-export function reapableBecause(rec: EndpointRecord, facts: Pick<LivenessFacts, 'ownerStatus'>): string | null {
+export function reapableBecause(rec: EndpointRecord, facts: LivenessFacts): string | null {
   if (interruptedSetup(rec, facts)) return 'its setup was interrupted';
-  if (lifetimeOf(rec) === 'owner' && rec.owner && facts.ownerStatus(rec.owner) === 'gone') return `owner pid ${rec.owner.pid} exited`;
+  if (lifetimeOf(rec) === 'owner' && rec.owner && facts.ownerStatus(rec.owner) === 'gone' && !facts.fdHeld()) return `owner pid ${rec.owner.pid} exited`;
   return null;
 }

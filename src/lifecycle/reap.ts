@@ -11,7 +11,7 @@ import { formatMac, parseMac } from '../net/mac.js';
 import { endpointDir, listEndpoints, type EndpointRecord } from '../state/endpoints.js';
 import { ownerStatus } from '../state/owner.js';
 import { existsSync, readdirSync } from 'node:fs';
-import { ownNetns } from './holders.js';
+import { fdHeldByOthers, ownNetns } from './holders.js';
 import { reapableBecause } from './liveness.js';
 import { releaseEndpoint, type ReleaseReport } from './release.js';
 
@@ -102,7 +102,12 @@ export function reapConflicting(w: Wanted, host: HostContext): Reaped[] {
     if (!('record' in e)) continue;
     const conflict = conflictOf(e.record, w, here);
     if (conflict === null) continue;
-    const dead = reapableBecause(e.record, { ownerStatus });
+    const rec = e.record;
+    const dead = reapableBecause(rec, {
+      ownerStatus,
+      // A scan of /proc, made only for a conflicting record whose owner is gone.
+      fdHeld: () => fdHeldByOthers(rec),
+    });
     if (dead === null) continue;
     out.push({ id: e.record.id, why: `${conflict} and ${dead}`, report: releaseEndpoint(e.record, host) });
   }

@@ -11,8 +11,10 @@ import { after, before, describe, it } from 'node:test';
 import { NetNs } from '../lib/netns.js';
 import { eventually } from '../lib/wait.js';
 import { BIN } from '../lib/paths.js';
-import { haveQemu, macvtapsHeldBy, startQemu, type QemuRun } from '../lib/qemu.js';
+import { haveQemu, macvtapsHeldBy, startQemu, type QemuRun, type RunAs } from '../lib/qemu.js';
+import { startTestBroker, type BrokerRun } from '../lib/broker.js';
 import { runHelperLikeLibvirt, closeAll } from '../lib/helper-run.js';
+import { cni, type CniCall } from '../lib/cni.js';
 
 const skip = haveQemu() ? false : 'qemu-system-x86_64 is not installed';
 const ROUNDS = 20;
@@ -107,6 +109,92 @@ describe('a request reaps endpoints of exited owners before refusing', { skip },
     await eventually('cleanup', () => macvtaps().length === 0 && records().length === 0, 20000);
   });
 
+  it('`run` meets the same: its passthrough NIC right after QEMU quit (its watcher stopped) reaps, then works', async () => {
+    const q = await startQemu(ns, netdev('veb'), env);
+    const w = watcherPid();
+    assert.ok(w, 'the helper started a watcher');
+    process.kill(w, 'SIGSTOP');
+    try {
+      await q.quit();
+      // run appends QEMU's -netdev arguments to the child's: sh -c takes them as $0, $1...
+      const r = spawnSync('ip', ['netns', 'exec', ns.name, process.execPath, BIN, 'run', '--nic', 'mode=passthrough,dev=eth1', '--', 'sh', '-c', 'ip -d -o link show type macvtap'], { env, encoding: 'utf8', timeout: 120_000 });
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /macvtap mode passthru/, 'the child saw its passthru macvtap');
+      assert.equal(r.stdout.trim().split('\n').length, 1, `only that one: ${r.stdout}`);
+    } finally {
+      try { process.kill(w, 'SIGCONT'); } catch { /* it exited */ }
+    }
+    await eventually('cleanup', () => macvtaps().length === 0 && records().length === 0, 20000);
+  });
+
+  it('CNI ADD meets the same: a passthrough macvtap right after QEMU quit (its watcher stopped) reaps, then works; DEL removes it', async () => {
+    const sandbox = NetNs.create('qnhrS');
+    const q = await startQemu(ns, netdev('veb'), env);
+    const w = watcherPid();
+    assert.ok(w, 'the helper started a watcher');
+    process.kill(w, 'SIGSTOP');
+    try {
+      await q.quit();
+      const conf = { cniVersion: '1.1.0', name: 'qnhreap', type: 'qemu-net-helper', transport: 'macvtap', mode: 'passthrough', dev: 'eth1' };
+      const call = (command: string): CniCall => ({ command, containerId: 'reap1', netns: `/run/netns/${sandbox.name}`, ifname: 'net1', extraEnv: { QEMU_NET_HELPER_STATE_DIR: join(dir, 'state') } });
+      const add = cni(ns, call('ADD'), conf);
+      assert.equal(add.status, 0, add.stdout + add.stderr);
+      const d = sandbox.linkDetails('net1') as { linkinfo?: { info_kind?: string; info_data?: { mode?: string } } };
+      assert.equal(d.linkinfo?.info_data?.mode, 'passthru');
+      assert.equal(cni(ns, call('DEL'), conf).status, 0);
+    } finally {
+      try { process.kill(w, 'SIGCONT'); } catch { /* it exited */ }
+      sandbox.destroy();
+    }
+    await eventually('cleanup', () => macvtaps().length === 0 && records().length === 0, 20000);
+  });
+
+  it('an owner that exited after handing its fd on (libvirt-style) is not reaped while the fd lives: refused (exit 9)', async () => {
+    // The owner: a process that runs the helper on a socketpair, gives the
+    // macvtap fd to a `sleep` and keeps its own copy until told to exit.
+    const unixFd = new URL('../../src/sys/unix-fd.js', import.meta.url).href;
+    const script = `
+      import { spawn } from 'node:child_process';
+      const { socketPair, recvWithFds } = await import(${JSON.stringify(unixFd)});
+      const [ours, theirs] = socketPair();
+      const h = spawn(process.execPath, [${JSON.stringify(BIN)}, 'helper', '--mode=veb', '--dev=eth1', '--fd=3'], { stdio: ['ignore', 'inherit', 'inherit', theirs] });
+      const code = await new Promise((r) => h.once('exit', r));
+      const { fds } = recvWithFds(ours, new Uint8Array(16), 0, 16, 0x40);
+      if (code !== 0 || fds.length !== 1) { console.log('helper failed ' + code); process.exit(1); }
+      const holder = spawn('sleep', ['600'], { stdio: ['ignore', 'ignore', 'ignore', fds[0]] });
+      console.log(String(holder.pid));
+      process.stdin.resume();
+      process.stdin.once('end', () => process.exit(0));`;
+    const owner = ns.spawn(process.execPath, ['--input-type=module', '-e', script], { env, stdio: ['pipe', 'pipe', 'inherit'] });
+    const ownerExit = new Promise((r) => owner.once('exit', r));
+    let out = '';
+    owner.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; });
+    await eventually('the owner got its macvtap and handed it to sleep', () => /^\d+\n/.test(out) || /failed/.test(out), 60000);
+    const holder = Number(out.trim());
+    assert.ok(holder > 0, out);
+    let w: number | null = null;
+    try {
+      const [held] = macvtapsHeldBy(ns, holder);
+      assert.ok(held, 'sleep holds the macvtap');
+      w = watcherPid();
+      assert.ok(w, 'the helper started a watcher');
+      process.kill(w, 'SIGSTOP');
+      owner.stdin!.end();
+      await ownerExit;
+      const r = await runHelperLikeLibvirt(ns, ['helper', '--mode=passthrough', '--dev=eth1', '--fd={FD}'], env);
+      closeAll(r.fds);
+      assert.equal(r.code, 9, r.stderr);
+      assert.match(r.stderr, /parent device 'eth1' already carries macvtap/);
+      assert.deepEqual(macvtapsHeldBy(ns, holder), [held], 'the process the fd was handed to keeps its macvtap');
+      assert.equal(records().length, 1, 'its record stays');
+    } finally {
+      if (w !== null) { try { process.kill(w, 'SIGCONT'); } catch { /* it exited */ } }
+      owner.kill('SIGKILL');
+      try { process.kill(holder, 'SIGKILL'); } catch { /* gone */ }
+    }
+    await eventually('the watcher adopts sleep, then releases after it is killed', () => macvtaps().length === 0 && records().length === 0, 30000);
+  });
+
   it('with the old owner alive the request is still refused (exit 9), and the owner keeps its macvtap', async () => {
     const q = await startQemu(ns, netdev('passthrough'), env);
     try {
@@ -122,5 +210,71 @@ describe('a request reaps endpoints of exited owners before refusing', { skip },
       await q.quit();
     }
     await eventually('cleanup', () => macvtaps().length === 0 && records().length === 0, 20000);
+  });
+});
+
+describe('through the broker: an unprivileged QEMU quits, passthrough at once on the same device', { skip }, () => {
+  const NOBODY: RunAs = { uid: 65534, gid: 65534 };
+  const BROKER_ROUNDS = 5;
+  let ns: NetNs;
+  let broker: BrokerRun;
+  before(async () => {
+    ns = NetNs.create('qnh-rb');
+    ns.ip('link', 'add', 'veth0', 'type', 'veth', 'peer', 'name', 'veth1');
+    ns.ip('link', 'set', 'veth0', 'up');
+    ns.ip('link', 'set', 'veth1', 'up');
+    broker = await startTestBroker(ns, { acl: 'allow profile:pt\nallow profile:shared\nallow mode:veb\nallow mode:passthrough\nallow dev:veth0\n', profiles: { pt: { mode: 'passthrough', dev: 'veth0' }, shared: { mode: 'veb', dev: 'veth0' } } });
+  });
+  after(async () => {
+    await broker?.stop();
+    ns?.destroy();
+  });
+  const macvtaps = (): string[] => ns.links().filter((l) => l.startsWith('macvtap'));
+  const records = (): string[] => {
+    const d = join(broker.stateDir, 'endpoints');
+    return existsSync(d) ? readdirSync(d).filter((f) => f.endsWith('.json')) : [];
+  };
+  /** The broker's watcher process (watch-child.js), a child of the broker. */
+  const brokerWatcher = (): number => {
+    for (const name of readdirSync('/proc')) {
+      if (!/^\d+$/.test(name)) continue;
+      try {
+        const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+        const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+        if (ppid === broker.pid && readFileSync(`/proc/${name}/cmdline`, 'utf8').includes('watch-child')) return Number(name);
+      } catch { /* exited meanwhile */ }
+    }
+    throw new Error(`no watcher process under broker ${broker.pid}`);
+  };
+  const netdev = (profile: string): string[] => ['-netdev', `bridge,id=n0,br=${profile},helper=${BIN}`];
+
+  it(`${BROKER_ROUNDS}/${BROKER_ROUNDS} start, each with the broker's watcher stopped while the old QEMU quits`, async () => {
+    let q = await startQemu(ns, netdev('shared'), broker.clientEnv(), NOBODY);
+    const failures: string[] = [];
+    try {
+      for (let i = 0; i < BROKER_ROUNDS; i++) {
+        assert.equal(macvtapsHeldBy(ns, q.proc.pid!).length, 1, `round ${i}: QEMU holds its macvtap`);
+        const w = brokerWatcher();
+        process.kill(w, 'SIGSTOP');
+        let next: QemuRun | null = null;
+        try {
+          await q.quit();
+          next = await startQemu(ns, netdev('pt'), broker.clientEnv(), NOBODY);
+        } catch (e) {
+          failures.push(`round ${i}: ${(e as Error).message.split('\n')[0]}`);
+        } finally {
+          try { process.kill(w, 'SIGCONT'); } catch { /* it exited */ }
+        }
+        if (!next) {
+          await eventually('the broker frees veth0', () => macvtaps().length === 0, 20000);
+          next = await startQemu(ns, netdev('pt'), broker.clientEnv(), NOBODY);
+        }
+        q = next;
+      }
+    } finally {
+      await q.quit();
+    }
+    assert.equal(failures.length, 0, `${BROKER_ROUNDS - failures.length}/${BROKER_ROUNDS} succeeded; ${failures.slice(0, 3).join('; ')}`);
+    await eventually('the broker removes the last macvtap and every record', () => macvtaps().length === 0 && records().length === 0, 20000);
   });
 });

@@ -72,19 +72,25 @@ describe('gc: deadBecause', () => {
 });
 
 describe('a new request: reapableBecause', () => {
-  it('takes an endpoint whose owner exited, or whose setup died', () => {
-    assert.equal(reapableBecause(rec(), facts({ 4242: 'gone' })), 'owner pid 4242 exited');
+  it('takes an endpoint whose owner exited and whose fd nobody holds, or whose setup died', () => {
+    assert.equal(reapableBecause(rec(), facts({ 4242: 'gone' }, false)), 'owner pid 4242 exited');
     assert.equal(reapableBecause(rec({ info: { state: 'setting-up', setupBy: helper } }), facts({ 4243: 'gone' })), 'its setup was interrupted');
   });
 
-  it('never one whose owner lives or cannot be seen', () => {
-    assert.equal(reapableBecause(rec(), facts({ 4242: 'alive' })), null);
-    assert.equal(reapableBecause(rec(), facts({ 4242: 'unknown' })), null);
+  it('never one whose owner lives or cannot be seen, and scans for fd holders only once the owner is gone', () => {
+    const f = facts({ 4242: 'alive' }, false);
+    assert.equal(reapableBecause(rec(), f), null);
+    assert.ok(!f.asked.includes('fd'), f.asked.join(', '));
+    assert.equal(reapableBecause(rec(), facts({ 4242: 'unknown' }, false)), null);
+  });
+
+  it('never one whose fd another process holds (handed on, the watcher has not adopted it yet)', () => {
+    assert.equal(reapableBecause(rec(), facts({ 4242: 'gone' }, true)), null);
   });
 
   it('never a manual endpoint, nor an fd endpoint (its fd may be in flight: only the watcher, looking twice, may)', () => {
-    assert.equal(reapableBecause(rec({ lifetime: 'manual', owner: qemu }), facts({ 4242: 'gone' })), null);
-    assert.equal(reapableBecause(rec({ lifetime: 'fd', owner: null }), facts({})), null);
+    assert.equal(reapableBecause(rec({ lifetime: 'manual', owner: qemu }), facts({ 4242: 'gone' }, false)), null);
+    assert.equal(reapableBecause(rec({ lifetime: 'fd', owner: null }), facts({}, false)), null);
     assert.notEqual(deadBecause(rec({ lifetime: 'fd', owner: null }), facts({}, false)), null, 'where gc would');
   });
 });
