@@ -6,11 +6,11 @@ import { describe, it } from 'node:test';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { HostContext } from '../../src/backends/types.js';
-import { ownNetns } from '../../src/lifecycle/holders.js';
-import { conflictOf, reapConflicting, wantedBy, type Wanted } from '../../src/lifecycle/reap.js';
-import { listEndpoints, releasedTombstone, saveEndpoint, type EndpointRecord } from '../../src/state/endpoints.js';
-import { ownerOf, type OwnerRef } from '../../src/state/owner.js';
+import type { HostContext } from '../../../src/backends/types.js';
+import { ownNetns } from '../../../src/lifecycle/holders.js';
+import { conflictOf, reapConflicting, wantedBy, type Wanted } from '../../../src/lifecycle/reap.js';
+import { listEndpoints, releasedTombstone, saveEndpoint, type EndpointRecord } from '../../../src/state/endpoints.js';
+import { ownerOf, type OwnerRef } from '../../../src/state/owner.js';
 
 const NS = 'net:[4026531840]';
 const OTHER_NS = 'net:[4026532999]';

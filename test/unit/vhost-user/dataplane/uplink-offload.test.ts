@@ -10,18 +10,18 @@
 // kernel header is dropped and counted too.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ringsBytes, type PacketRings } from '../../src/sys/packet.js';
-import { PACKET_VNET_LEN, RX_MAC_OFFSET, ringGeometry, TP_STATUS_COPY, TP_STATUS_SEND_REQUEST, TP_STATUS_USER, TX_DATA_OFFSET, TP_STATUS_VLAN_VALID } from '../../src/sys/tpacket.js';
-import type { QueueSpec } from '../../src/vhost-user/dataplane/api.js';
-import { GuestTxPipe, UplinkRxPipe } from '../../src/vhost-user/dataplane/pipes.js';
-import { WorkerPort } from '../../src/vhost-user/dataplane/port.js';
-import { SwitchCore } from '../../src/vhost-user/dataplane/switch-core.js';
-import { offloadHeader, PacketRingIo } from '../../src/vhost-user/dataplane/uplink-io.js';
-import { UPLINK } from '../../src/vhost-user/switch/fdb.js';
-import { VEB } from '../../src/vhost-user/switch/forwarding.js';
-import { CAN_ALL, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, VnetHeader } from '../../src/vhost-user/switch/offload.js';
-import { MockGuest, MockVirtq } from '../lib/mock-driver.js';
-import { tcpChecksumOk, tcpFrame } from '../lib/tcp-frames.js';
+import { ringsBytes, type PacketRings } from '../../../../src/sys/packet.js';
+import { PACKET_VNET_LEN, RX_MAC_OFFSET, ringGeometry, TP_STATUS_COPY, TP_STATUS_SEND_REQUEST, TP_STATUS_USER, TX_DATA_OFFSET, TP_STATUS_VLAN_VALID } from '../../../../src/sys/tpacket.js';
+import type { QueueSpec } from '../../../../src/vhost-user/dataplane/api.js';
+import { GuestTxPipe, UplinkRxPipe } from '../../../../src/vhost-user/dataplane/pipes.js';
+import { WorkerPort } from '../../../../src/vhost-user/dataplane/port.js';
+import { SwitchCore } from '../../../../src/vhost-user/dataplane/switch-core.js';
+import { offloadHeader, PacketRingIo } from '../../../../src/vhost-user/dataplane/uplink-io.js';
+import { UPLINK } from '../../../../src/vhost-user/switch/fdb.js';
+import { VEB } from '../../../../src/vhost-user/switch/forwarding.js';
+import { CAN_ALL, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, VnetHeader } from '../../../../src/vhost-user/switch/offload.js';
+import { MockGuest, MockVirtq } from '../../../lib/mock-driver.js';
+import { tcpChecksumOk, tcpFrame } from '../../../lib/tcp-frames.js';
 
 const BUF = 0x100000;
 const RXBUF = BUF + 0x200000;

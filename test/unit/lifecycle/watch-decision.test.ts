@@ -2,8 +2,8 @@
 // follows the fd to a new owner, releases, or stops, from what it saw.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { watchable, watchStep, type WatchLook } from '../../src/lifecycle/watch-decision.js';
-import type { OwnerRef } from '../../src/state/owner.js';
+import { watchable, watchStep, type WatchLook } from '../../../src/lifecycle/watch-decision.js';
+import type { OwnerRef } from '../../../src/state/owner.js';
 
 const qemu: OwnerRef = { pid: 4242, startTime: '1000' };
 const next: OwnerRef = { pid: 5000, startTime: '2000' };

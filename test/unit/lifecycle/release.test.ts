@@ -3,8 +3,8 @@
 // objects are named in reports.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { describeOwned, foreignMarker } from '../../src/lifecycle/release.js';
-import type { EndpointRecord } from '../../src/state/endpoints.js';
+import { describeOwned, foreignMarker } from '../../../src/lifecycle/release.js';
+import type { EndpointRecord } from '../../../src/state/endpoints.js';
 
 const r = { id: 'ep-1' } as EndpointRecord;
 

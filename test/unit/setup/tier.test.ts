@@ -7,18 +7,18 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Caller } from '../../src/access/caller.js';
-import { AccessDeniedError, ConfigError, UsageError } from '../../src/errors.js';
-import { parseHelperArgs } from '../../src/helper/args.js';
-import { ENV, hostContext } from '../../src/host/context.js';
-import { parseNicSpec } from '../../src/launch/nic-spec.js';
-import { draftRecord } from '../../src/lifecycle/record.js';
-import { PreparedEndpoint, prepareEndpoint, type TierContext } from '../../src/setup/endpoint.js';
-import type { Choice } from '../../src/policy/choose.js';
-import { modeOf } from '../../src/policy/mode.js';
-import { helperRequest, nicRequest, transportsFor, upRequest } from '../../src/setup/request.js';
-import { PreparedSetup, prepareSetup } from '../../src/setup/tier.js';
-import { listEndpoints, loadEndpoint } from '../../src/state/endpoints.js';
+import { Caller } from '../../../src/access/caller.js';
+import { AccessDeniedError, ConfigError, UsageError } from '../../../src/errors.js';
+import { parseHelperArgs } from '../../../src/helper/args.js';
+import { ENV, hostContext } from '../../../src/host/context.js';
+import { parseNicSpec } from '../../../src/launch/nic-spec.js';
+import { draftRecord } from '../../../src/lifecycle/record.js';
+import { PreparedEndpoint, prepareEndpoint, type TierContext } from '../../../src/setup/endpoint.js';
+import type { Choice } from '../../../src/policy/choose.js';
+import { modeOf } from '../../../src/policy/mode.js';
+import { helperRequest, nicRequest, transportsFor, upRequest } from '../../../src/setup/request.js';
+import { PreparedSetup, prepareSetup } from '../../../src/setup/tier.js';
+import { listEndpoints, loadEndpoint } from '../../../src/state/endpoints.js';
 
 const qemu = { pid: 4242, startTime: '99' };
 

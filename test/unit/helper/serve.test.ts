@@ -4,8 +4,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { parseHelperArgs } from '../../src/helper/args.js';
-import { takesPolicyPath } from '../../src/helper/serve.js';
+import { parseHelperArgs } from '../../../src/helper/args.js';
+import { takesPolicyPath } from '../../../src/helper/serve.js';
 
 describe('serveHelperRequest: plain bridge path or policy path', () => {
   let config: string;

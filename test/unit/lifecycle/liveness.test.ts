@@ -3,9 +3,9 @@
 // (state/owner.ts judgeOwner), on facts given rather than read from /proc.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { deadBecause, reapableBecause, type LivenessFacts, type OwnerStatus } from '../../src/lifecycle/liveness.js';
-import type { EndpointRecord } from '../../src/state/endpoints.js';
-import { judgeOwner, type OwnerRef } from '../../src/state/owner.js';
+import { deadBecause, reapableBecause, type LivenessFacts, type OwnerStatus } from '../../../src/lifecycle/liveness.js';
+import type { EndpointRecord } from '../../../src/state/endpoints.js';
+import { judgeOwner, type OwnerRef } from '../../../src/state/owner.js';
 
 const qemu: OwnerRef = { pid: 4242, startTime: '1000' };
 const helper: OwnerRef = { pid: 4243, startTime: '1001' };

@@ -1,13 +1,13 @@
 // The mode parsed once: what each kind means for the request and the ACL.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Caller } from '../../src/access/caller.js';
-import { resourcesOf } from '../../src/access/resources.js';
-import { MODES } from '../../src/backends/types.js';
-import { UsageError } from '../../src/errors.js';
-import { parseHelperArgs } from '../../src/helper/args.js';
-import { modeOf, parseMode } from '../../src/policy/mode.js';
-import { buildRequest } from '../../src/policy/request.js';
+import { Caller } from '../../../src/access/caller.js';
+import { resourcesOf } from '../../../src/access/resources.js';
+import { MODES } from '../../../src/backends/types.js';
+import { UsageError } from '../../../src/errors.js';
+import { parseHelperArgs } from '../../../src/helper/args.js';
+import { modeOf, parseMode } from '../../../src/policy/mode.js';
+import { buildRequest } from '../../../src/policy/request.js';
 
 const user = new Caller(1000, 1000, [], 1);
 const root = new Caller(0, 0, [], 1);
