@@ -7,9 +7,11 @@
 //   net_af_packet port on up0 (DPDK's PMDs, default ring sizes);
 // - ovs-dpdk: OVS-DPDK (bench/ovs-dpdk.ts, run in the lab's namespace) with a
 //   dpdkvhostuser port (the guest's) and a `type=dpdk` port on up0 through
-//   DPDK's net_af_packet PMD, switched by the NORMAL action. Where OVS cannot
-//   run (not installed, no hugepages) the result says why and the other
-//   back-ends are measured as before.
+//   DPDK's net_af_packet PMD, switched by the NORMAL action;
+// - ovs-afxdp: the same OVS with up0 as OVS's own AF_XDP port (`type=afxdp`,
+//   its default mode: native XDP on a veth).
+// Where OVS cannot run (not installed, no hugepages, the port refused) the
+// result says why and the other back-ends are measured as before.
 // Directions:
 // - out (guest -> uplink): testpmd virtio-user txonly into the back-end's port;
 //   rate = frames arriving on the far end of the veth (far0's rx_packets) per
@@ -29,9 +31,16 @@ import { Serve } from '../test/lib/serve.js';
 import { Testpmd, parseTestpmd } from '../test/lib/testpmd.js';
 import { dpdkRunDir, removeLater } from './leftovers.js';
 
-export type UplinkBackend = 'qnh-packet' | 'qnh-tap' | 'dpdk' | 'ovs-dpdk';
+export type UplinkBackend = 'qnh-packet' | 'qnh-tap' | 'dpdk' | OvsBackend;
+type OvsBackend = 'ovs-dpdk' | 'ovs-afxdp';
 /** The references our --uplink is compared with. */
-const REFERENCES = ['dpdk', 'ovs-dpdk'] as const;
+const REFERENCES = ['dpdk', 'ovs-dpdk', 'ovs-afxdp'] as const;
+/** How each OVS back-end attaches up0. */
+const OVS_UPLINK: Record<OvsBackend, string[]> = {
+  'ovs-dpdk': ['type=dpdk', 'options:dpdk-devargs=net_af_packet0,iface=up0'],
+  'ovs-afxdp': ['type=afxdp'],
+};
+const isOvs = (b: UplinkBackend): b is OvsBackend => b in OVS_UPLINK;
 export type UplinkDirection = 'out' | 'in';
 export interface UplinkRow {
   direction: UplinkDirection; backend: UplinkBackend; frameBytes: number;
@@ -44,8 +53,8 @@ export interface UplinkRow {
 export interface UplinkRatio { direction: UplinkDirection; frameBytes: number; versus: (typeof REFERENCES)[number]; ratio: number; perRound: number[] }
 export interface UplinkResult {
   rounds: number; rows: UplinkRow[]; ratios: UplinkRatio[]; raw: (UplinkRow & { round: number })[];
-  /** Why OVS-DPDK was not measured (its own words), or null. */
-  ovsUnavailable: string | null;
+  /** Why an OVS back-end was not measured (its own words), by back-end. */
+  ovsUnavailable: Partial<Record<OvsBackend, string>>;
 }
 
 const GUEST_MAC = '02:00:00:00:00:0a';
@@ -60,12 +69,12 @@ interface Lab { ns: NetNs; sock: string }
  * duration; fn gets the guest's vhost-user socket (lab.sock, or OVS's own).
  */
 async function withBackend<T>(lab: Lab, backend: UplinkBackend, fn: (sock: string) => Promise<T>): Promise<T> {
-  if (backend === 'ovs-dpdk') {
+  if (isOvs(backend)) {
     const o = await OvsDpdk.start(1, 1, lab.ns);
     try {
-      o.vsctl('add-port', 'br0', 'up0', '--', 'set', 'Interface', 'up0', 'type=dpdk', 'options:dpdk-devargs=net_af_packet0,iface=up0');
+      o.vsctl('add-port', 'br0', 'up0', '--', 'set', 'Interface', 'up0', ...OVS_UPLINK[backend]);
       const error = o.vsctl('get', 'Interface', 'up0', 'error').trim();
-      if (error !== '[]' && error !== '""') throw new Error(`OVS-DPDK refused its net_af_packet port on up0: ${error}`);
+      if (error !== '[]' && error !== '""') throw new Error(`OVS refused up0 as ${OVS_UPLINK[backend].join(' ')}: ${error}`);
       return await fn(o.sockets[0]!);
     } finally {
       await o.stop();
@@ -169,8 +178,12 @@ async function withLab<T>(dir: string, backend: UplinkBackend, fn: (lab: Lab) =>
  * medians of the per-round ratios qnh-packet / dpdk.
  */
 export async function benchUplink(seconds = 5, sizes = [64, 1514], rounds = 1, backends: UplinkBackend[] = ['qnh-packet', 'dpdk', 'ovs-dpdk', 'qnh-tap']): Promise<UplinkResult> {
-  let ovsUnavailable = backends.includes('ovs-dpdk') ? ovsMissing() : null;
-  if (ovsUnavailable) console.error(`uplink: OVS-DPDK not measured: ${ovsUnavailable}`);
+  const ovsUnavailable: Partial<Record<OvsBackend, string>> = {};
+  const missing = ovsMissing();
+  for (const b of backends.filter(isOvs)) {
+    if (missing) ovsUnavailable[b] = missing;
+  }
+  if (missing && backends.some(isOvs)) console.error(`uplink: OVS not measured: ${missing}`);
   const dir = mkdtempSync(join(tmpdir(), 'qnh-bench-up-'));
   const forgetDir = removeLater(dir);
   const raw: (UplinkRow & { round: number })[] = [];
@@ -181,7 +194,7 @@ export async function benchUplink(seconds = 5, sizes = [64, 1514], rounds = 1, b
           // Alternate the order too, so neither side always runs first.
           const order = round % 2 === 0 ? backends : [...backends].reverse();
           for (const backend of order) {
-            if (backend === 'ovs-dpdk' && ovsUnavailable) continue;
+            if (isOvs(backend) && ovsUnavailable[backend]) continue;
             let r: { mpps: number; offeredMpps: number };
             try {
               r = await withLab(dir, backend, (lab) => withBackend(lab, backend, (sock) => {
@@ -190,9 +203,9 @@ export async function benchUplink(seconds = 5, sizes = [64, 1514], rounds = 1, b
               }));
             } catch (e) {
               // OVS is a guest here: when it cannot run, the bench goes on without it.
-              if (backend !== 'ovs-dpdk') throw e;
-              ovsUnavailable = (e as Error).message.split('\n')[0]!;
-              console.error(`uplink: OVS-DPDK not measured: ${ovsUnavailable}`);
+              if (!isOvs(backend)) throw e;
+              ovsUnavailable[backend] = (e as Error).message.split('\n')[0]!;
+              console.error(`uplink: ${backend} not measured: ${ovsUnavailable[backend]}`);
               continue;
             }
             raw.push({ direction, backend, frameBytes, ...r, round });
