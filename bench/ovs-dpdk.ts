@@ -37,21 +37,22 @@ export class OvsDpdk {
   private stopped = false;
   private readonly onExit = (): void => this.cleanupSync();
 
-  private constructor(readonly dir: string, readonly ns: NetNs, private readonly pagesBefore: number) {
+  private constructor(readonly dir: string, readonly ns: NetNs, private readonly pagesBefore: number, private readonly ownNs: boolean) {
     process.on('exit', this.onExit);
   }
 
   /**
    * Starts ovsdb-server and ovs-vswitchd-dpdk (every thread on `cpu`, the PMD too)
    * with a bridge of `ports` vhost-user server ports; throws with OVS's own words on failure.
+   * In `ns` when given (the caller's devices are there, and the caller removes it), else in a namespace of its own.
    */
-  static async start(ports: number, cpu: number): Promise<OvsDpdk> {
+  static async start(ports: number, cpu: number, ns?: NetNs): Promise<OvsDpdk> {
     const why = ovsMissing();
     if (why) throw new Error(why);
     const before = Number(readFileSync(HUGEPAGES, 'utf8'));
     writeFileSync(HUGEPAGES, String(before + PAGES));
     // The namespace keeps OVS's internal taps (ovs-netdev, the bridge port) off the host.
-    const ovs = new OvsDpdk(mkdtempSync(join(tmpdir(), 'qnh-ovs-')), NetNs.create('qnhovs'), before);
+    const ovs = new OvsDpdk(mkdtempSync(join(tmpdir(), 'qnh-ovs-')), ns ?? NetNs.create('qnhovs'), before, !ns);
     try {
       await ovs.boot(ports, cpu);
       return ovs;
@@ -131,7 +132,7 @@ export class OvsDpdk {
     });
   }
 
-  /** Ends both daemons, removes the namespace (and OVS's taps in it), the files, and gives the hugepages back. */
+  /** Ends both daemons, removes its own namespace (and OVS's taps in it), the files, and gives the hugepages back. */
   async stop(): Promise<void> {
     if (this.stopped) return;
     for (const p of [this.vswitchd, this.ovsdb]) {
@@ -151,7 +152,7 @@ export class OvsDpdk {
     for (const p of [this.vswitchd, this.ovsdb]) {
       try { if (p && p.exitCode === null) p.kill('SIGKILL'); } catch { /* gone */ }
     }
-    this.ns.destroy();
+    if (this.ownNs) this.ns.destroy();
     rmSync(this.dir, { recursive: true, force: true });
     try { writeFileSync(HUGEPAGES, String(this.pagesBefore)); } catch { /* reported by the caller's check */ }
     process.off('exit', this.onExit);

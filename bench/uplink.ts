@@ -4,7 +4,14 @@
 // - qnh-packet: our switch with `--uplink up0` (AF_PACKET rings);
 // - qnh-tap: our switch with `--br br0` (a tap of ours on a bridge with up0);
 // - dpdk: testpmd io-forwarding between a net_vhost port (the guest's) and a
-//   net_af_packet port on up0 (DPDK's PMDs, default ring sizes).
+//   net_af_packet port on up0 (DPDK's PMDs, default ring sizes);
+// - ovs-dpdk: OVS-DPDK (bench/ovs-dpdk.ts, run in the lab's namespace) with a
+//   dpdkvhostuser port (the guest's) and a `type=dpdk` port on up0 through
+//   DPDK's net_af_packet PMD, switched by the NORMAL action;
+// - ovs-afxdp: the same OVS with up0 as OVS's own AF_XDP port (`type=afxdp`,
+//   its default mode: native XDP on a veth).
+// Where OVS cannot run (not installed, no hugepages, the port refused) the
+// result says why and the other back-ends are measured as before.
 // Directions:
 // - out (guest -> uplink): testpmd virtio-user txonly into the back-end's port;
 //   rate = frames arriving on the far end of the veth (far0's rx_packets) per
@@ -19,12 +26,22 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { withNetNs, type NetNs } from '../test/lib/netns.js';
+import { OvsDpdk, ovsMissing } from './ovs-dpdk.js';
 import { Serve } from '../test/lib/serve.js';
 import { Testpmd, parseTestpmd } from '../test/lib/testpmd.js';
 import { dpdkRunDir, removeLater } from './leftovers.js';
 
 /** qnh-packet-nogso: `--uplink` with `--offloads off` (no vnet header, the MTU-sized ring slots of before). */
-export type UplinkBackend = 'qnh-packet' | 'qnh-packet-nogso' | 'qnh-tap' | 'dpdk';
+export type UplinkBackend = 'qnh-packet' | 'qnh-packet-nogso' | 'qnh-tap' | 'dpdk' | OvsBackend;
+type OvsBackend = 'ovs-dpdk' | 'ovs-afxdp';
+/** The references our --uplink is compared with. */
+const REFERENCES = ['dpdk', 'ovs-dpdk', 'ovs-afxdp'] as const;
+/** How each OVS back-end attaches up0. */
+const OVS_UPLINK: Record<OvsBackend, string[]> = {
+  'ovs-dpdk': ['type=dpdk', 'options:dpdk-devargs=net_af_packet0,iface=up0'],
+  'ovs-afxdp': ['type=afxdp'],
+};
+const isOvs = (b: UplinkBackend): b is OvsBackend => b in OVS_UPLINK;
 export type UplinkDirection = 'out' | 'in';
 export interface UplinkRow {
   direction: UplinkDirection; backend: UplinkBackend; frameBytes: number;
@@ -33,8 +50,13 @@ export interface UplinkRow {
   /** out: frames/s the generator sent into the back-end; in: frames/s the sender put on the wire. */
   offeredMpps: number;
 }
-export interface UplinkRatio { direction: UplinkDirection; frameBytes: number; ratio: number; perRound: number[] }
-export interface UplinkResult { rounds: number; rows: UplinkRow[]; ratios: UplinkRatio[]; raw: (UplinkRow & { round: number })[] }
+/** qnh-packet / `versus`, median of the per-round ratios. */
+export interface UplinkRatio { direction: UplinkDirection; frameBytes: number; versus: (typeof REFERENCES)[number]; ratio: number; perRound: number[] }
+export interface UplinkResult {
+  rounds: number; rows: UplinkRow[]; ratios: UplinkRatio[]; raw: (UplinkRow & { round: number })[];
+  /** Why an OVS back-end was not measured (its own words), by back-end. */
+  ovsUnavailable: Partial<Record<OvsBackend, string>>;
+}
 
 const GUEST_MAC = '02:00:00:00:00:0a';
 const WARM = 2;
@@ -43,8 +65,22 @@ const median = (xs: number[]): number => (xs.length ? [...xs].sort((a, b) => a -
 
 interface Lab { ns: NetNs; sock: string }
 
-/** The back-end of `backend` serving `lab.sock` with the uplink up0, pinned to CPU 1, for fn's duration. */
-async function withBackend<T>(lab: Lab, backend: UplinkBackend, fn: () => Promise<T>): Promise<T> {
+/**
+ * The back-end of `backend` with the uplink up0, pinned to CPU 1, for fn's
+ * duration; fn gets the guest's vhost-user socket (lab.sock, or OVS's own).
+ */
+async function withBackend<T>(lab: Lab, backend: UplinkBackend, fn: (sock: string) => Promise<T>): Promise<T> {
+  if (isOvs(backend)) {
+    const o = await OvsDpdk.start(1, 1, lab.ns);
+    try {
+      o.vsctl('add-port', 'br0', 'up0', '--', 'set', 'Interface', 'up0', ...OVS_UPLINK[backend]);
+      const error = o.vsctl('get', 'Interface', 'up0', 'error').trim();
+      if (error !== '[]' && error !== '""') throw new Error(`OVS refused up0 as ${OVS_UPLINK[backend].join(' ')}: ${error}`);
+      return await fn(o.sockets[0]!);
+    } finally {
+      await o.stop();
+    }
+  }
   if (backend === 'dpdk') {
     const prefix = `qnh-upd-${process.pid}`;
     const forget = removeLater(dpdkRunDir(prefix));
@@ -54,7 +90,7 @@ async function withBackend<T>(lab: Lab, backend: UplinkBackend, fn: () => Promis
     });
     try {
       if (!(await t.waitFor(/Port statistics|Rx-pps/, 20000))) throw new Error(`DPDK back-end did not start: ${t.output().slice(-2000)}`);
-      return await fn();
+      return await fn(lab.sock);
     } finally {
       await t.stop();
       forget();
@@ -67,7 +103,7 @@ async function withBackend<T>(lab: Lab, backend: UplinkBackend, fn: () => Promis
     execFileSync('taskset', ['-a', '-p', '-c', '1', String(serve.proc.pid)], { stdio: 'ignore' });
     const tap = /uplink: tap (\S+) on bridge/.exec(serve.log())?.[1];
     if (tap) lab.ns.ip('link', 'set', tap, 'mtu', '9000');
-    return await fn();
+    return await fn(lab.sock);
   } finally {
     await serve.stop();
   }
@@ -142,7 +178,13 @@ async function withLab<T>(dir: string, backend: UplinkBackend, fn: (lab: Lab) =>
  * back-end back to back. Rows are medians over the rounds; ratios are
  * medians of the per-round ratios qnh-packet / dpdk.
  */
-export async function benchUplink(seconds = 5, sizes = [64, 1514], rounds = 1, backends: UplinkBackend[] = ['qnh-packet', 'dpdk', 'qnh-tap']): Promise<UplinkResult> {
+export async function benchUplink(seconds = 5, sizes = [64, 1514], rounds = 1, backends: UplinkBackend[] = ['qnh-packet', 'dpdk', 'ovs-dpdk', 'qnh-tap']): Promise<UplinkResult> {
+  const ovsUnavailable: Partial<Record<OvsBackend, string>> = {};
+  const missing = ovsMissing();
+  for (const b of backends.filter(isOvs)) {
+    if (missing) ovsUnavailable[b] = missing;
+  }
+  if (missing && backends.some(isOvs)) console.error(`uplink: OVS not measured: ${missing}`);
   const dir = mkdtempSync(join(tmpdir(), 'qnh-bench-up-'));
   const forgetDir = removeLater(dir);
   const raw: (UplinkRow & { round: number })[] = [];
@@ -153,7 +195,20 @@ export async function benchUplink(seconds = 5, sizes = [64, 1514], rounds = 1, b
           // Alternate the order too, so neither side always runs first.
           const order = round % 2 === 0 ? backends : [...backends].reverse();
           for (const backend of order) {
-            const r = await withLab(dir, backend, (lab) => withBackend(lab, backend, () => (direction === 'out' ? out(lab, frameBytes, seconds) : into(lab, frameBytes, seconds))));
+            if (isOvs(backend) && ovsUnavailable[backend]) continue;
+            let r: { mpps: number; offeredMpps: number };
+            try {
+              r = await withLab(dir, backend, (lab) => withBackend(lab, backend, (sock) => {
+                const at = { ...lab, sock };
+                return direction === 'out' ? out(at, frameBytes, seconds) : into(at, frameBytes, seconds);
+              }));
+            } catch (e) {
+              // OVS is a guest here: when it cannot run, the bench goes on without it.
+              if (!isOvs(backend)) throw e;
+              ovsUnavailable[backend] = (e as Error).message.split('\n')[0]!;
+              console.error(`uplink: ${backend} not measured: ${ovsUnavailable[backend]}`);
+              continue;
+            }
             raw.push({ direction, backend, frameBytes, ...r, round });
             console.error(`round ${round + 1}/${rounds} ${direction} ${frameBytes} B ${backend}: ${r.mpps.toFixed(3)} Mpps (offered ${r.offeredMpps.toFixed(3)})`);
           }
@@ -169,15 +224,18 @@ export async function benchUplink(seconds = 5, sizes = [64, 1514], rounds = 1, b
     for (const frameBytes of sizes) {
       for (const backend of backends) {
         const mine = raw.filter((r) => r.direction === direction && r.frameBytes === frameBytes && r.backend === backend);
+        if (mine.length === 0) continue;
         rows.push({ direction, backend, frameBytes, mpps: median(mine.map((r) => r.mpps)), offeredMpps: median(mine.map((r) => r.offeredMpps)) });
       }
-      const perRound: number[] = [];
-      for (let round = 0; round < rounds; round++) {
-        const at = (b: UplinkBackend): number => raw.find((r) => r.round === round && r.direction === direction && r.frameBytes === frameBytes && r.backend === b)?.mpps ?? 0;
-        if (at('dpdk') > 0) perRound.push(at('qnh-packet') / at('dpdk'));
+      for (const versus of REFERENCES) {
+        const perRound: number[] = [];
+        for (let round = 0; round < rounds; round++) {
+          const at = (b: UplinkBackend): number => raw.find((r) => r.round === round && r.direction === direction && r.frameBytes === frameBytes && r.backend === b)?.mpps ?? 0;
+          if (at(versus) > 0) perRound.push(at('qnh-packet') / at(versus));
+        }
+        if (perRound.length) ratios.push({ direction, frameBytes, versus, ratio: median(perRound), perRound });
       }
-      if (perRound.length) ratios.push({ direction, frameBytes, ratio: median(perRound), perRound });
     }
   }
-  return { rounds, rows, ratios, raw };
+  return { rounds, rows, ratios, raw, ovsUnavailable };
 }

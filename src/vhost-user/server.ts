@@ -72,6 +72,8 @@ export interface PortInfo {
   connected: boolean;
   ready: boolean;
   owner: Owner;
+  /** Virtio feature bits the connected front-end acked, as hex ("0x0" with none connected): which offloads it took. */
+  features: string;
   stats: PortStats;
 }
 
@@ -86,6 +88,7 @@ interface Port {
   byTenant: boolean;
   listen: OwnedSocket | null;
   conn: Connection | null;
+  device: VhostUserNetDevice | null;
   retry: NodeJS.Timeout | null;
   removed: boolean;
   started: Set<number>;
@@ -138,7 +141,7 @@ export class VhostUserServer {
     const port: Port = {
       id: this.nextId++, path: req.socket, client: req.client ?? this.opts.client ?? false, mode: req.mode ?? this.opts.mode ?? 'veb',
       owner, sockMode: req.byTenant ? 0o600 : this.rootSocketMode, byTenant: req.byTenant ?? false,
-      listen: null, conn: null, retry: null, removed: false, started: new Set(), ready: false,
+      listen: null, conn: null, device: null, retry: null, removed: false, started: new Set(), ready: false,
     };
     await this.worker.addPort(port.id, this.queuePairs, port.mode);
     try {
@@ -284,6 +287,7 @@ export class VhostUserServer {
     });
     conn = new Connection(fd, device, (m, level) => this.log(`port ${port.id}: ${m}`, level));
     port.conn = conn;
+    port.device = device;
     port.ready = false;
     port.started.clear();
     this.log(`port ${port.id}: front-end connected`);
@@ -293,6 +297,7 @@ export class VhostUserServer {
     void conn.done.then((why) => {
       if (port.conn === c) {
         port.conn = null;
+        port.device = null;
         port.ready = false;
         port.started.clear();
       }
@@ -327,7 +332,8 @@ export class VhostUserServer {
   async list(): Promise<PortInfo[]> {
     await this.fresh(this.worker.refreshStats(), () => undefined);
     return [...this.ports.values()].filter((p) => !p.removed).map((p) => ({
-      port: p.id, socket: p.path, client: p.client, mode: p.mode, connected: p.conn !== null, ready: p.ready, owner: { ...p.owner }, stats: this.worker.statsOf(p.id),
+      port: p.id, socket: p.path, client: p.client, mode: p.mode, connected: p.conn !== null, ready: p.ready, owner: { ...p.owner },
+      features: `0x${(p.conn ? p.device?.negotiatedFeatures ?? 0n : 0n).toString(16)}`, stats: this.worker.statsOf(p.id),
     }));
   }
 

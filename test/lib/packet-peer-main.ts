@@ -20,6 +20,14 @@ const fd = openPacketSocket(process.argv[2]!, true);
 const one = Buffer.alloc(4);
 one.writeInt32LE(1);
 check(setsockopt(fd, SOL_PACKET, PACKET_AUXDATA, one, 4), 'setsockopt', 'PACKET_AUXDATA');
+// A burst of segments cut from a few GSO frames (hundreds of full-size
+// frames at once) overflows the default receive buffer before this process
+// gets to read; we run as root in the test's namespace, so force 8 MiB.
+const SOL_SOCKET = 1;
+const SO_RCVBUFFORCE = 33;
+const rcvbuf = Buffer.alloc(4);
+rcvbuf.writeInt32LE(8 << 20);
+check(setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf, 4), 'setsockopt', 'SO_RCVBUFFORCE');
 
 // msghdr -> iovec -> buf, and the control buffer: module-level, never moved.
 const buf = Buffer.alloc(65536);

@@ -14,7 +14,7 @@ export interface TestpmdResult { ports: PortCounters[]; output: string; rxPps: n
 export interface TestpmdOptions {
   /** --vdev arguments, e.g. net_virtio_user0,path=/tmp/a.sock,queues=1 */
   vdevs: string[];
-  forwardMode: 'txonly' | 'rxonly' | 'io' | 'mac' | 'macswap' | 'icmpecho';
+  forwardMode: 'txonly' | 'rxonly' | 'io' | 'mac' | 'macswap' | 'icmpecho' | 'csum';
   /** CPU pinning: "0@0,1@1" (main@cpu, fwd@cpu). */
   lcores?: string;
   /** Forwarding cores (each needs an lcore beyond the main one). */
@@ -76,7 +76,7 @@ export class Testpmd {
 
 export function parseTestpmd(out: string, exitCode: number | null = 0): TestpmdResult {
   const ports: PortCounters[] = [];
-  const re = /Forward statistics for port (\d+)\s+-+\s+RX-packets:\s*(\d+)\s+RX-dropped:\s*(\d+)\s+RX-total:\s*\d+\s+TX-packets:\s*(\d+)\s+TX-dropped:\s*(\d+)/g;
+  const re = /Forward statistics for port (\d+)\s+-+\s+RX-packets:\s*(\d+)\s+RX-dropped:\s*(\d+)\s+RX-total:\s*\d+\s+(?:Bad-[^\n]*\n\s*)*TX-packets:\s*(\d+)\s+TX-dropped:\s*(\d+)/g;
   for (const m of out.matchAll(re)) {
     const c = { port: Number(m[1]), rxPackets: Number(m[2]), rxDropped: Number(m[3]), txPackets: Number(m[4]), txDropped: Number(m[5]) };
     const i = ports.findIndex((p) => p.port === c.port);
@@ -85,6 +85,19 @@ export function parseTestpmd(out: string, exitCode: number | null = 0): TestpmdR
   const rxPps = [...out.matchAll(/Rx-pps:\s+(\d+)/g)].map((m) => Number(m[1]));
   const txPps = [...out.matchAll(/Tx-pps:\s+(\d+)/g)].map((m) => Number(m[1]));
   return { ports, output: out, rxPps, txPps, exitCode };
+}
+
+export interface NicStats { port: number; rxPackets: number; rxBytes: number; txPackets: number; txBytes: number }
+
+/** The last `--stats-period` block of each port ("NIC statistics for port N": packets and bytes as the PMD counted them). */
+export function lastNicStats(out: string): NicStats[] {
+  const byPort = new Map<number, NicStats>();
+  const re = /NIC statistics for port (\d+)\s+#+\s+RX-packets:\s*(\d+)\s+RX-missed:\s*\d+\s+RX-bytes:\s*(\d+)[\s\S]*?TX-packets:\s*(\d+)\s+TX-errors:\s*\d+\s+TX-bytes:\s*(\d+)/g;
+  for (const m of out.matchAll(re)) {
+    const port = Number(m[1]);
+    byPort.set(port, { port, rxPackets: Number(m[2]), rxBytes: Number(m[3]), txPackets: Number(m[4]), txBytes: Number(m[5]) });
+  }
+  return [...byPort.values()];
 }
 
 /** testpmd's virtio-user sometimes fails its first handshake with EINTR (DPDK 22.11 does not retry). */

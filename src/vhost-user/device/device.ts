@@ -358,6 +358,9 @@ export class VhostUserNetDevice {
     for (let i = 0; i < this.vrings.length; i++) if (!running.includes(i)) await this.maybeStart(i);
   }
 
+  /** The virtio feature bits the front-end acked (SET_FEATURES); 0 before that and after a reset. */
+  get negotiatedFeatures(): bigint { return this.features; }
+
   async reset(): Promise<void> {
     await this.dp.reset();
     for (const v of this.vrings) {
