@@ -1,7 +1,8 @@
 // The plug-in points. Policy (what the user wants), kernel implementation (how
 // the host wires it) and transport (how QEMU gets the packets) are independent:
 // a policy names (kernel, transport) candidates by name, the registries below
-// resolve them, and adding one touches one file plus its registry line.
+// resolve them, and adding one touches its module, its registry line and the
+// policy file naming it; transports match on the kind a kernel yields.
 import type { Rollback } from '../state/rollback.js';
 
 export type Mode = 'veb' | 'vepa' | 'private' | 'bridge' | 'nat' | 'route' | 'passthrough';
@@ -64,8 +65,29 @@ export interface Availability {
   reason: string;
 }
 
+/**
+ * What a kernel implementation hands a transport: transports match on this,
+ * never on kernel names, so a new kernel implementation that yields a known
+ * kind is its module, its registry line and the policy file naming it.
+ */
+export type EndpointKind =
+  /** Open tap queue fds (bridge, route, nat). */
+  | 'tap'
+  /** Open macvtap queue fds. */
+  | 'macvtap'
+  /** A host netdev with no fd yet, for a transport to stack one on (an SR-IOV VF). */
+  | 'netdev'
+  /** The host end of a veth pair, whose frames a relay carries. */
+  | 'veth'
+  /** A port of our vhost-user switch. */
+  | 'vswitch-port'
+  /** Nothing a transport can carry (cni-sandbox: it only releases what CNI made). */
+  | 'none';
+
 export interface KernelBackend {
   readonly name: string;
+  /** The kind of endpoint setup() yields (what a transport needs to accept it). */
+  readonly yields: EndpointKind;
   /** Cheap capability check for `probe` and candidate selection; must not change anything. */
   probe(req: Partial<EndpointRequest>, host: HostContext): Availability;
   /** Makes the endpoint, registering an undo on `rb` for every object as soon as it exists. */
@@ -91,8 +113,8 @@ export interface Transport {
   readonly name: TransportName;
   /** Whether this transport can run here at all (device present, ...). */
   probe(host: HostContext): Availability;
-  /** Whether it can carry this kernel endpoint (e.g. tap needs a tap fd). */
-  accepts(kernel: string): boolean;
+  /** Whether it can carry an endpoint of this kind (e.g. tap needs tap fds). */
+  accepts(kind: EndpointKind): boolean;
   /** Turns the kernel endpoint into fds for QEMU; undo steps go on rb. */
   attach(ep: KernelEndpoint, req: EndpointRequest, host: HostContext, rb: Rollback): TransportResult;
 }

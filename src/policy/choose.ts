@@ -88,7 +88,7 @@ export function realize(parsed: ParsedMode, full: ModePolicy, req: EndpointReque
     if (!kernel) { entry('skipped', `kernel implementation '${cand.kernel}' is unknown`); continue; }
     const transport = reg.transports.get(cand.transport);
     if (!transport) { entry('skipped', `transport '${cand.transport}' is unknown`); continue; }
-    if (!transport.accepts(cand.kernel)) { entry('skipped', `transport ${cand.transport} cannot carry a ${cand.kernel} endpoint`); continue; }
+    if (!transport.accepts(kernel.yields)) { entry('skipped', `transport ${cand.transport} cannot carry a ${cand.kernel} endpoint`); continue; }
     if (!whenMatches(cand.when?.devKind, dk.kind)) { entry('skipped', `needs --dev of kind ${cand.when!.devKind}: ${dk.detail}`); continue; }
     const tp = transport.probe(host);
     if (!tp.available) { entry('skipped', `transport ${cand.transport}: ${tp.reason}`); continue; }

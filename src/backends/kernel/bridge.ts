@@ -38,6 +38,7 @@ import { setBridgePortVlan } from './vlan.js';
 
 export const bridgeBackend: KernelBackend = {
   name: 'bridge',
+  yields: 'tap',
   probe(req: Partial<EndpointRequest>, host: HostContext): Availability {
     if (!existsSync(host.tunDevice)) return { available: false, reason: `${host.tunDevice} is missing (tun module not loaded)` };
     if (!host.netAdmin) return { available: false, reason: 'no CAP_NET_ADMIN' };

@@ -50,6 +50,7 @@ export function releaseSandboxObject(obj: OwnedObject): void {
 
 export const cniSandboxBackend: KernelBackend = {
   name: CNI_SANDBOX,
+  yields: 'none',
   probe(): Availability { return { available: false, reason: 'made only by the CNI plugin (CNI_COMMAND=ADD)' }; },
   setup(): KernelEndpoint { throw new SetupError(`the ${CNI_SANDBOX} kernel is only used by the CNI plugin`); },
   release: (obj) => releaseSandboxObject(obj),

@@ -404,6 +404,7 @@ function probeMacvtap(req: Partial<EndpointRequest>, host: HostContext): Availab
 
 export const macvtapBackend: KernelBackend = {
   name: 'macvtap',
+  yields: 'macvtap',
   probe: probeMacvtap,
   setup: setupMacvtap,
   release: (obj) => releaseMacvtap(obj),

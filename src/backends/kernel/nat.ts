@@ -147,6 +147,7 @@ function probeNat(req: Partial<EndpointRequest>, host: HostContext): Availabilit
 
 export const natBackend: KernelBackend = {
   name: 'nat',
+  yields: 'tap',
   probe: probeNat,
   setup: setupNat,
   release: releaseNat,

@@ -286,6 +286,7 @@ function probeRoute(req: Partial<EndpointRequest>, host: HostContext): Availabil
 
 export const routeBackend: KernelBackend = {
   name: 'route',
+  yields: 'tap',
   probe: probeRoute,
   setup: setupRoute,
   release: releaseRoute,

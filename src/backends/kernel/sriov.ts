@@ -319,6 +319,7 @@ function restoreClaimed(rec: ClaimRecord, sysfsRoot: string): string | undefined
 
 export const sriovBackend: KernelBackend = {
   name: 'sriov',
+  yields: 'netdev',
 
   probe(req: Partial<EndpointRequest>, host: HostContext): Availability {
     try {

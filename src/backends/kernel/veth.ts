@@ -152,6 +152,7 @@ function probeVeth(req: Partial<EndpointRequest>, host: HostContext): Availabili
 
 export const vethBackend: KernelBackend = {
   name: 'veth',
+  yields: 'veth',
   probe: probeVeth,
   setup: setupVeth,
   release: (obj) => releaseVeth(obj),

@@ -43,6 +43,7 @@ function releasePort(obj: OwnedObject, host: HostContext): void {
 
 export const vswitchBackend: KernelBackend = {
   name: 'vswitch',
+  yields: 'vswitch-port',
   probe(req: Partial<EndpointRequest>, host: HostContext): Availability {
     if (!existsSync(host.switchControl)) return { available: false, reason: `no vhost-user switch control socket at ${host.switchControl}` };
     if (req.mode && !SWITCH_MODES[req.mode]) return { available: false, reason: `the switch has no ${req.mode} mode` };

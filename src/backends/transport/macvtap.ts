@@ -10,9 +10,10 @@ import type { Transport } from '../types.js';
 export const macvtapTransport: Transport = {
   name: 'macvtap',
   probe: () => existsSync('/sys/module/macvtap') || existsSync('/proc/sys/net') ? { available: true, reason: 'macvtap character devices' } : { available: false, reason: 'no macvtap support' },
-  accepts: (kernel) => kernel === 'macvtap' || kernel === 'sriov',
+  accepts: (kind) => kind === 'macvtap' || kind === 'netdev',
   attach(ep, req, host, rb) {
-    if (ep.kernel === 'macvtap') {
+    // A macvtap endpoint comes with its queue fds open; a netdev with none.
+    if (ep.fds.length > 0) {
       return { transport: 'macvtap', fds: ep.fds, vnetHdrSize: ep.vnetHdr ? 12 : 0, queues: ep.fds.length, info: { ifname: ep.ifname, chardev: ep.info.chardev, ...(ep.devicePath ? { devicePath: ep.devicePath } : {}) } };
     }
     // The VF's own port VLAN (sriov) stands for `vlan`: no VLAN link on top of it.

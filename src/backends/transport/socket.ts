@@ -12,7 +12,7 @@ import type { Transport } from '../types.js';
 export const socketTransport: Transport = {
   name: 'socket',
   probe: () => ({ available: true, reason: 'AF_PACKET relay to a datagram socket' }),
-  accepts: (kernel) => kernel === 'veth',
+  accepts: (kind) => kind === 'veth',
   attach(ep, req, host, rb) {
     const pkt = openPacketSocket(ep.ifname);
     rb.add(`close packet socket on ${ep.ifname}`, () => closeFd(pkt));

@@ -7,7 +7,7 @@ import type { Transport } from '../types.js';
 export const tapTransport: Transport = {
   name: 'tap',
   probe: (host) => existsSync(host.tunDevice) ? { available: true, reason: `${host.tunDevice} present` } : { available: false, reason: `${host.tunDevice} missing` },
-  accepts: (kernel) => kernel === 'bridge' || kernel === 'route' || kernel === 'nat',
+  accepts: (kind) => kind === 'tap',
   attach(ep, req) {
     const fds = ep.fds.slice(0, Math.max(1, req.queues));
     return { transport: 'tap', fds, vnetHdrSize: ep.vnetHdr ? 12 : 0, queues: fds.length, info: { ifname: ep.ifname } };

@@ -28,7 +28,7 @@ export const vhostKernelTransport: Transport = {
     ? { available: true, reason: `${host.vhostNetDevice} present` }
     : { available: false, reason: `${host.vhostNetDevice} missing (vhost_net module not loaded or no kernel support)` },
   // vhost-net takes any fd that is a tap or a macvtap queue (the kernel's tap_get_socket).
-  accepts: (kernel) => kernel === 'bridge' || kernel === 'route' || kernel === 'nat' || kernel === 'macvtap',
+  accepts: (kind) => kind === 'tap' || kind === 'macvtap',
   attach(ep, req, host, rb) {
     // fds: the queue fds first, then one vhost-net fd per queue, in the same order.
     const queueFds = ep.fds.slice(0, Math.max(1, req.queues));

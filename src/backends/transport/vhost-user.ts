@@ -6,7 +6,7 @@ import type { Transport } from '../types.js';
 export const vhostUserTransport: Transport = {
   name: 'vhost-user',
   probe: () => ({ available: true, reason: 'a socket path for -netdev vhost-user' }),
-  accepts: (kernel) => kernel === 'vswitch',
+  accepts: (kind) => kind === 'vswitch-port',
   attach(ep) {
     const socket = String(ep.info.socket);
     return {
