@@ -100,16 +100,16 @@ export function reapConflicting(w: Wanted, host: HostContext): Reaped[] {
   const out: Reaped[] = [];
   for (const e of listEndpoints(host.stateDir)) {
     if (!('record' in e)) continue;
-    const conflict = conflictOf(e.record, w, here);
-    if (conflict === null) continue;
     const rec = e.record;
+    const conflict = conflictOf(rec, w, here);
+    if (conflict === null) continue;
     const dead = reapableBecause(rec, {
       ownerStatus,
       // A scan of /proc, made only for a conflicting record whose owner is gone.
       fdHeld: () => fdHeldByOthers(rec),
     });
     if (dead === null) continue;
-    out.push({ id: e.record.id, why: `${conflict} and ${dead}`, report: releaseEndpoint(e.record, host) });
+    out.push({ id: rec.id, why: `${conflict} and ${dead}`, report: releaseEndpoint(rec, host) });
   }
   return out;
 }
