@@ -84,6 +84,11 @@ export function conflictOf(rec: EndpointRecord, w: Wanted, here: string | undefi
   return null;
 }
 
+/** reapableBecause on this host's processes; the fd holders are looked up (a /proc scan) only once the owner is gone. */
+export function reapableNow(rec: EndpointRecord): string | null {
+  return reapableBecause(rec, { ownerStatus, fdHeld: () => fdHeldByOthers(rec) });
+}
+
 export interface Reaped { id: string; why: string; report: ReleaseReport }
 
 /**
@@ -103,11 +108,7 @@ export function reapConflicting(w: Wanted, host: HostContext): Reaped[] {
     const rec = e.record;
     const conflict = conflictOf(rec, w, here);
     if (conflict === null) continue;
-    const dead = reapableBecause(rec, {
-      ownerStatus,
-      // A scan of /proc, made only for a conflicting record whose owner is gone.
-      fdHeld: () => fdHeldByOthers(rec),
-    });
+    const dead = reapableNow(rec);
     if (dead === null) continue;
     out.push({ id: rec.id, why: `${conflict} and ${dead}`, report: releaseEndpoint(rec, host) });
   }
