@@ -278,3 +278,50 @@ describe('through the broker: an unprivileged QEMU quits, passthrough at once on
     await eventually('the broker removes the last macvtap and every record', () => macvtaps().length === 0 && records().length === 0, 20000);
   });
 });
+
+describe('the broker\'s endpoint bound counts no endpoint whose owner exited', { skip }, () => {
+  const NOBODY: RunAs = { uid: 65534, gid: 65534 };
+  let ns: NetNs;
+  let broker: BrokerRun;
+  before(async () => {
+    ns = NetNs.create('qnh-rl');
+    ns.ip('link', 'add', 'veth0', 'type', 'veth', 'peer', 'name', 'veth1');
+    ns.ip('link', 'set', 'veth0', 'up');
+    ns.ip('link', 'set', 'veth1', 'up');
+    broker = await startTestBroker(ns, { acl: 'allow profile:shared\nallow mode:veb\nallow dev:veth0\n', profiles: { shared: { mode: 'veb', dev: 'veth0' } }, args: ['--max-endpoints-per-user', '1'] });
+  });
+  after(async () => {
+    await broker?.stop();
+    ns?.destroy();
+  });
+  const macvtaps = (): string[] => ns.links().filter((l) => l.startsWith('macvtap'));
+  const netdev = ['-netdev', `bridge,id=n0,br=shared,helper=${BIN}`];
+  const watcherOf = (brokerPid: number): number => {
+    for (const name of readdirSync('/proc')) {
+      if (!/^\d+$/.test(name)) continue;
+      try {
+        const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+        if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === brokerPid && readFileSync(`/proc/${name}/cmdline`, 'utf8').includes('watch-child')) return Number(name);
+      } catch { /* exited meanwhile */ }
+    }
+    throw new Error(`no watcher process under broker ${brokerPid}`);
+  };
+
+  it('at --max-endpoints-per-user 1: a second live QEMU is refused (exit 9); right after the first quits (watcher stopped) one is served', async () => {
+    const a = await startQemu(ns, netdev, broker.clientEnv(), NOBODY);
+    const w = watcherOf(broker.pid);
+    try {
+      await assert.rejects(startQemu(ns, netdev, broker.clientEnv(), NOBODY), /no more endpoints: uid 65534 has 1 endpoints/);
+      assert.ok(broker.decisions().some((l) => /refused \(exit 9\)/.test(l)), broker.decisions().join('\n'));
+      process.kill(w, 'SIGSTOP');
+      await a.quit();
+      const b = await startQemu(ns, netdev, broker.clientEnv(), NOBODY);
+      assert.equal(macvtapsHeldBy(ns, b.proc.pid!).length, 1);
+      await b.quit();
+    } finally {
+      try { process.kill(w, 'SIGCONT'); } catch { /* it exited */ }
+      await a.quit();
+    }
+    await eventually('the broker removes every macvtap', () => macvtaps().length === 0, 20000);
+  });
+});
