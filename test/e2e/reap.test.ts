@@ -4,13 +4,13 @@
 // owner's endpoint first and succeeds; with the owner alive it is refused.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { NetNs } from '../lib/netns.js';
 import { eventually } from '../lib/wait.js';
 import { BIN } from '../lib/paths.js';
+import { createParentLab, type ParentLab } from '../lib/parent-lab.js';
 import { haveQemu, macvtapsHeldBy, startQemu, type QemuRun, type RunAs } from '../lib/qemu.js';
 import { startTestBroker, type BrokerRun } from '../lib/broker.js';
 import { runHelperLikeLibvirt, closeAll } from '../lib/helper-run.js';
@@ -21,24 +21,14 @@ const ROUNDS = 20;
 
 describe('a request reaps endpoints of exited owners before refusing', { skip }, () => {
   let ns: NetNs;
-  let wire: NetNs;
   let dir: string;
   let env: NodeJS.ProcessEnv;
+  let lab: ParentLab;
   before(() => {
-    ns = NetNs.create();
-    wire = NetNs.create('qnhw');
-    ns.ip('link', 'add', 'eth1', 'type', 'veth', 'peer', 'name', 'weth1', 'netns', wire.name);
-    ns.ip('link', 'set', 'eth1', 'up');
-    wire.ip('link', 'set', 'weth1', 'up');
-    dir = mkdtempSync(join(tmpdir(), 'qnh-reap-'));
-    writeFileSync(join(dir, 'acl.conf'), 'allow all\n');
-    env = { ...process.env, QEMU_NET_HELPER_ACL: join(dir, 'acl.conf'), QEMU_NET_HELPER_STATE_DIR: join(dir, 'state'), QEMU_NET_HELPER_CONFIG: join(dir, 'config') };
+    lab = createParentLab('qnh-reap-');
+    ({ ns, dir, env } = lab);
   });
-  after(() => {
-    ns.destroy();
-    wire.destroy();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => lab.destroy());
 
   const macvtaps = (): string[] => ns.links().filter((l) => l.startsWith('macvtap'));
   const recordsDir = (): string => join(dir, 'state/endpoints');
