@@ -14,6 +14,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { withNetNs, type NetNs } from '../lib/netns.js';
+import { until } from '../lib/wait.js';
 
 const RELAY = fileURLToPath(new URL('../lib/tap-relay-main.js', import.meta.url));
 const skip = process.getuid?.() !== 0 || !existsSync('/dev/net/tun') ? 'needs root and /dev/net/tun' : false;
@@ -29,14 +30,6 @@ function lines(p: ReturnType<NetNs['spawn']>): string[] {
   const out: string[] = [];
   createInterface({ input: p.stdout! }).on('line', (l) => out.push(l));
   return out;
-}
-
-async function until(cond: () => boolean, ms: number, what: () => string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms: ${what()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 describe('software offloads against the kernel (tap with vnet header -> segmentation -> plain tap)', { skip }, () => {

@@ -7,14 +7,15 @@
 // to the kernel through the uplink) and segmented in software (toward the
 // guest without offloads).
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ControlClient } from '../lib/control-client.js';
-import { guestSkipReason, startGuest, vhostUserNicArgs, type Guest } from '../lib/guest.js';
-import { withNetNs, type NetNs } from '../lib/netns.js';
+import { guestSkipReason, markerTexts as texts, md5, startGuest, vhostUserNicArgs, type Guest } from '../lib/guest.js';
+import { withNetNs, nsShell } from '../lib/netns.js';
+import { until } from '../lib/wait.js';
 import { Serve } from '../lib/serve.js';
 
 const skip = guestSkipReason() ?? false;
@@ -26,24 +27,6 @@ const NO_OFFLOADS = 'csum=off,guest_csum=off,host_tso4=off,host_tso6=off,host_ec
 const OFFLOAD_BITS = { CSUM: 0, GUEST_CSUM: 1, GUEST_TSO4: 7, GUEST_TSO6: 8, HOST_TSO4: 11, HOST_TSO6: 12 };
 const KB = 2048;
 
-async function until(cond: () => boolean, timeoutMs: number, what: () => string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms: ${what()}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-const md5 = (b: Buffer): string => createHash('md5').update(b).digest('hex');
-const texts = (g: Guest, name: string): string[] => g.markers.filter((m) => m.name === name).map((m) => m.text);
-
-/** Runs a shell line in the namespace, resolving with its exit code. */
-function nsShell(ns: NetNs, line: string): Promise<number> {
-  return new Promise((resolve) => {
-    const p = ns.spawn('sh', ['-c', line], { stdio: 'ignore' });
-    p.on('exit', (code) => resolve(code ?? -1));
-  });
-}
 
 describe('offloads end to end: TCG guests and a host peer on the switch', { skip }, () => {
   let dir: string;

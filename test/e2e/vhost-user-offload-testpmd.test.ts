@@ -19,6 +19,7 @@ import { after, before, describe, it } from 'node:test';
 import { Feature } from '../../src/vhost-user/protocol/index.js';
 import { ControlClient } from '../lib/control-client.js';
 import { withNetNs } from '../lib/netns.js';
+import { until } from '../lib/wait.js';
 import { PacketPeer } from '../lib/packet-peer.js';
 import { pcapFile } from '../lib/pcap.js';
 import { Serve } from '../lib/serve.js';
@@ -39,7 +40,6 @@ const skip = !haveTestpmd() ? 'dpdk-testpmd is not installed (Debian package dpd
 const TRUST = '--allow-unsealed-memory'; // DPDK's --no-huge memory cannot be sealed (see vhost-user-dpdk.test.ts)
 const MSS = 1400; // segments of IPv4 and IPv6 frames both fit a 1500-byte MTU
 const PER_FAMILY = 8;
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 interface Sent { v6: boolean; size: number; seq: number; frame: Buffer; l3: number; l4: number; hdrEnd: number }
 
@@ -75,14 +75,6 @@ async function listPorts(ctl: string): Promise<PortList[]> {
 }
 
 const bit = (features: string, b: number): boolean => ((BigInt(features) >> BigInt(b)) & 1n) === 1n;
-
-async function until(cond: () => Promise<boolean> | boolean, ms: number, what: () => string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms: ${what()}`);
-    await sleep(200);
-  }
-}
 
 /** The uplink's copies of the test's frames: IPv4/IPv6 TCP to port 5001. */
 function tcpOf(frames: Buffer[]): { g: Buffer; v6: boolean; l3: number; l4: number }[] {

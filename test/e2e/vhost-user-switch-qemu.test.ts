@@ -15,6 +15,7 @@ import { after, before, describe, it } from 'node:test';
 import { ControlClient } from '../lib/control-client.js';
 import { guestSkipReason, startGuest, vhostUserNicArgs, type Guest } from '../lib/guest.js';
 import { withNetNs } from '../lib/netns.js';
+import { until } from '../lib/wait.js';
 import { PacketPeer } from '../lib/packet-peer.js';
 import { Serve } from '../lib/serve.js';
 import { macBytes } from '../lib/switch-guests.js';
@@ -25,14 +26,6 @@ const ip = (i: number): string => `10.3.0.${i + 1}`;
 const mac = (i: number): string => `52:54:00:33:00:0${i + 1}`;
 
 /** Waits until `cond` holds, failing with `what()` after timeoutMs. */
-async function until(cond: () => boolean, timeoutMs: number, what: () => string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms: ${what()}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 function reachTable(gs: Guest[]): string {
   return gs.map((g, i) => `${ip(i)}: ${[...gs.keys()].filter((j) => j !== i).map((j) => `${ip(j)}=${g.reach(ip(j))}`).join(' ')} uplink=${g.reach(UPLINK_IP)}`).join('\n');
 }

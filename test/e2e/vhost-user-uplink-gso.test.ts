@@ -8,14 +8,15 @@
 // AF_PACKET rings with PACKET_VNET_HDR) and `--br` (our tap on a bridge, with
 // IFF_VNET_HDR and TUNSETOFFLOAD).
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ControlClient } from '../lib/control-client.js';
-import { guestSkipReason, startGuest, vhostUserNicArgs, type Guest } from '../lib/guest.js';
-import { withNetNs, type NetNs } from '../lib/netns.js';
+import { guestSkipReason, markerTexts as texts, md5, startGuest, vhostUserNicArgs, type Guest } from '../lib/guest.js';
+import { withNetNs, nsShell } from '../lib/netns.js';
+import { until } from '../lib/wait.js';
 import { Serve } from '../lib/serve.js';
 
 const skip = guestSkipReason() ?? false;
@@ -23,23 +24,6 @@ const HOST_IP = '10.4.1.254';
 const GUEST_IP = '10.4.1.1';
 const KB = 2048;
 
-async function until(cond: () => boolean, timeoutMs: number, what: () => string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms: ${what()}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-const md5 = (b: Buffer): string => createHash('md5').update(b).digest('hex');
-const texts = (g: Guest, name: string): string[] => g.markers.filter((m) => m.name === name).map((m) => m.text);
-
-function nsShell(ns: NetNs, line: string): Promise<number> {
-  return new Promise((resolve) => {
-    const p = ns.spawn('sh', ['-c', line], { stdio: 'ignore' });
-    p.on('exit', (code) => resolve(code ?? -1));
-  });
-}
 
 type Stats = Record<string, number>;
 

@@ -1,5 +1,6 @@
 // Booting the tiny TCG test guest (image: guest-image.ts) and reading its
 // serial-console markers.
+import { createHash } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { NetNs } from './netns.js';
 import { ensureGuestImage, GuestSetupError, qemuBinary, type GuestImage } from './guest-image.js';
@@ -335,3 +336,9 @@ export function vhostUserNicArgs(socket: string, opts: { id?: string; mac?: stri
 }
 
 
+
+/** The texts of a guest's console markers named `name`, in order. */
+export const markerTexts = (g: Guest, name: string): string[] => g.markers.filter((m) => m.name === name).map((m) => m.text);
+
+/** MD5 of a byte string in hex: what the guest's busybox md5sum prints. */
+export const md5 = (b: Buffer): string => createHash('md5').update(b).digest('hex');

@@ -81,3 +81,11 @@ export async function withNetNs<T>(fn: (ns: NetNs) => Promise<T> | T, prefix?: s
     ns.destroy();
   }
 }
+
+/** Runs a shell line in the namespace, resolving with its exit code (-1 when killed by a signal). */
+export function nsShell(ns: NetNs, line: string): Promise<number> {
+  return new Promise((resolve) => {
+    const p = ns.spawn('sh', ['-c', line], { stdio: 'ignore' });
+    p.on('exit', (code) => resolve(code ?? -1));
+  });
+}
