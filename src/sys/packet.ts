@@ -125,7 +125,10 @@ export function openPacketSender(ifname: string): number {
   const fd = check(c.socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), 'socket', 'AF_PACKET');
   try {
     setInt(fd, SOL_PACKET, PACKET_VNET_HDR, 1, 'PACKET_VNET_HDR');
-    setInt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, 1, 'PACKET_QDISC_BYPASS');
+    // No PACKET_QDISC_BYPASS here (unlike the ring socket): the direct path
+    // drops a GSO skb the device cannot take whole (no TSO, tx checksumming
+    // off, an ECN or IPv6 GSO type it lacks) with ENOBUFS instead of
+    // segmenting it; through the qdisc path the kernel segments it in software.
     const sll = Buffer.alloc(20);
     sll.writeUInt16LE(AF_PACKET, 0);
     sll.writeInt32LE(index, 4);
