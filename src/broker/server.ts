@@ -17,6 +17,7 @@ import { pidfdOpen } from '../sys/pidfd.js';
 import { peerCred } from '../sys/unix-fd.js';
 import { listFor } from '../lifecycle/list.js';
 import { gcAll } from '../lifecycle/gc.js';
+import { reapableNow } from '../lifecycle/reap.js';
 import { listEndpoints } from '../state/endpoints.js';
 import { checkStateDir } from '../state/state-dir.js';
 import type { BrokerConfig, Handled } from './handle.js';
@@ -242,11 +243,18 @@ class BrokerCore {
     if (mayMakeEndpoint(p.req)) {
       let ofUser = this.pendingEndpoints.get(uid) ?? 0;
       let total = [...this.pendingEndpoints.values()].reduce((a, b) => a + b, 0);
-      for (const e of listEndpoints(this.cfg.host.stateDir)) {
+      const records = listEndpoints(this.cfg.host.stateDir);
+      for (const e of records) {
         total++;
         if ('record' in e && (e.record.uid ?? 0) === uid) ofUser++;
       }
-      const why = endpointRefusal(this.limits, uid, { total, ofUser });
+      let why = endpointRefusal(this.limits, uid, { total, ofUser });
+      if (why) {
+        // At a bound, endpoints whose owner exited hold no place: their watcher (or
+        // the request's own reap) releases them in a moment. Looked up only here.
+        const dead = records.flatMap((e) => ('record' in e && reapableNow(e.record) !== null ? [e.record] : []));
+        why = endpointRefusal(this.limits, uid, { total: total - dead.length, ofUser: ofUser - dead.filter((r) => (r.uid ?? 0) === uid).length });
+      }
       if (why) {
         closeFd(p.peer.pidfd);
         this.refusals.note(`endpoints:${uid}`, `broker: uid=${uid}: request refused: ${why}`);

@@ -84,6 +84,11 @@ export function conflictOf(rec: EndpointRecord, w: Wanted, here: string | undefi
   return null;
 }
 
+/** reapableBecause on this host's processes; the fd holders are looked up (a /proc scan) only once the owner is gone. */
+export function reapableNow(rec: EndpointRecord): string | null {
+  return reapableBecause(rec, { ownerStatus, fdHeld: () => fdHeldByOthers(rec) });
+}
+
 export interface Reaped { id: string; why: string; report: ReleaseReport }
 
 /**
@@ -100,16 +105,12 @@ export function reapConflicting(w: Wanted, host: HostContext): Reaped[] {
   const out: Reaped[] = [];
   for (const e of listEndpoints(host.stateDir)) {
     if (!('record' in e)) continue;
-    const conflict = conflictOf(e.record, w, here);
-    if (conflict === null) continue;
     const rec = e.record;
-    const dead = reapableBecause(rec, {
-      ownerStatus,
-      // A scan of /proc, made only for a conflicting record whose owner is gone.
-      fdHeld: () => fdHeldByOthers(rec),
-    });
+    const conflict = conflictOf(rec, w, here);
+    if (conflict === null) continue;
+    const dead = reapableNow(rec);
     if (dead === null) continue;
-    out.push({ id: e.record.id, why: `${conflict} and ${dead}`, report: releaseEndpoint(e.record, host) });
+    out.push({ id: rec.id, why: `${conflict} and ${dead}`, report: releaseEndpoint(rec, host) });
   }
   return out;
 }

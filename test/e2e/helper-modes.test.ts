@@ -9,6 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { NetNs } from '../lib/netns.js';
 import { eventually } from '../lib/wait.js';
 import { BIN } from '../lib/paths.js';
+import { createParentLab, type ParentLab } from '../lib/parent-lab.js';
 import { haveQemu, macvtapsHeldBy, startQemu } from '../lib/qemu.js';
 import { createFakeSriov, type FakeSriov } from '../lib/fake-sysfs.js';
 
@@ -19,21 +20,12 @@ describe('QEMU runs the helper in each mode', { skip }, () => {
   let wire: NetNs;
   let dir: string;
   let env: NodeJS.ProcessEnv;
+  let lab: ParentLab;
   before(() => {
-    ns = NetNs.create();
-    wire = NetNs.create('qnhw');
-    ns.ip('link', 'add', 'eth1', 'type', 'veth', 'peer', 'name', 'weth1', 'netns', wire.name);
-    ns.ip('link', 'set', 'eth1', 'up');
-    wire.ip('link', 'set', 'weth1', 'up');
-    dir = mkdtempSync(join(tmpdir(), 'qnh-modes-'));
-    writeFileSync(join(dir, 'acl.conf'), 'allow all\n');
-    env = { ...process.env, QEMU_NET_HELPER_ACL: join(dir, 'acl.conf'), QEMU_NET_HELPER_STATE_DIR: join(dir, 'state'), QEMU_NET_HELPER_CONFIG: join(dir, 'config') };
+    lab = createParentLab('qnh-modes-');
+    ({ ns, wire, dir, env } = lab);
   });
-  after(() => {
-    ns.destroy();
-    wire.destroy();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => lab.destroy());
 
   const macvtaps = (): string[] => ns.links().filter((l) => l.startsWith('macvtap'));
   const records = (): string[] => (existsSync(join(dir, 'state/endpoints')) ? readdirSync(join(dir, 'state/endpoints')) : []);

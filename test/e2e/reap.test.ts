@@ -4,13 +4,13 @@
 // owner's endpoint first and succeeds; with the owner alive it is refused.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { NetNs } from '../lib/netns.js';
 import { eventually } from '../lib/wait.js';
 import { BIN } from '../lib/paths.js';
+import { createParentLab, type ParentLab } from '../lib/parent-lab.js';
 import { haveQemu, macvtapsHeldBy, startQemu, type QemuRun, type RunAs } from '../lib/qemu.js';
 import { startTestBroker, type BrokerRun } from '../lib/broker.js';
 import { runHelperLikeLibvirt, closeAll } from '../lib/helper-run.js';
@@ -21,24 +21,14 @@ const ROUNDS = 20;
 
 describe('a request reaps endpoints of exited owners before refusing', { skip }, () => {
   let ns: NetNs;
-  let wire: NetNs;
   let dir: string;
   let env: NodeJS.ProcessEnv;
+  let lab: ParentLab;
   before(() => {
-    ns = NetNs.create();
-    wire = NetNs.create('qnhw');
-    ns.ip('link', 'add', 'eth1', 'type', 'veth', 'peer', 'name', 'weth1', 'netns', wire.name);
-    ns.ip('link', 'set', 'eth1', 'up');
-    wire.ip('link', 'set', 'weth1', 'up');
-    dir = mkdtempSync(join(tmpdir(), 'qnh-reap-'));
-    writeFileSync(join(dir, 'acl.conf'), 'allow all\n');
-    env = { ...process.env, QEMU_NET_HELPER_ACL: join(dir, 'acl.conf'), QEMU_NET_HELPER_STATE_DIR: join(dir, 'state'), QEMU_NET_HELPER_CONFIG: join(dir, 'config') };
+    lab = createParentLab('qnh-reap-');
+    ({ ns, dir, env } = lab);
   });
-  after(() => {
-    ns.destroy();
-    wire.destroy();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => lab.destroy());
 
   const macvtaps = (): string[] => ns.links().filter((l) => l.startsWith('macvtap'));
   const recordsDir = (): string => join(dir, 'state/endpoints');
@@ -276,5 +266,52 @@ describe('through the broker: an unprivileged QEMU quits, passthrough at once on
     }
     assert.equal(failures.length, 0, `${BROKER_ROUNDS - failures.length}/${BROKER_ROUNDS} succeeded; ${failures.slice(0, 3).join('; ')}`);
     await eventually('the broker removes the last macvtap and every record', () => macvtaps().length === 0 && records().length === 0, 20000);
+  });
+});
+
+describe('the broker\'s endpoint bound counts no endpoint whose owner exited', { skip }, () => {
+  const NOBODY: RunAs = { uid: 65534, gid: 65534 };
+  let ns: NetNs;
+  let broker: BrokerRun;
+  before(async () => {
+    ns = NetNs.create('qnh-rl');
+    ns.ip('link', 'add', 'veth0', 'type', 'veth', 'peer', 'name', 'veth1');
+    ns.ip('link', 'set', 'veth0', 'up');
+    ns.ip('link', 'set', 'veth1', 'up');
+    broker = await startTestBroker(ns, { acl: 'allow profile:shared\nallow mode:veb\nallow dev:veth0\n', profiles: { shared: { mode: 'veb', dev: 'veth0' } }, args: ['--max-endpoints-per-user', '1'] });
+  });
+  after(async () => {
+    await broker?.stop();
+    ns?.destroy();
+  });
+  const macvtaps = (): string[] => ns.links().filter((l) => l.startsWith('macvtap'));
+  const netdev = ['-netdev', `bridge,id=n0,br=shared,helper=${BIN}`];
+  const watcherOf = (brokerPid: number): number => {
+    for (const name of readdirSync('/proc')) {
+      if (!/^\d+$/.test(name)) continue;
+      try {
+        const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+        if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === brokerPid && readFileSync(`/proc/${name}/cmdline`, 'utf8').includes('watch-child')) return Number(name);
+      } catch { /* exited meanwhile */ }
+    }
+    throw new Error(`no watcher process under broker ${brokerPid}`);
+  };
+
+  it('at --max-endpoints-per-user 1: a second live QEMU is refused (exit 9); right after the first quits (watcher stopped) one is served', async () => {
+    const a = await startQemu(ns, netdev, broker.clientEnv(), NOBODY);
+    const w = watcherOf(broker.pid);
+    try {
+      await assert.rejects(startQemu(ns, netdev, broker.clientEnv(), NOBODY), /no more endpoints: uid 65534 has 1 endpoints/);
+      assert.ok(broker.decisions().some((l) => /refused \(exit 9\)/.test(l)), broker.decisions().join('\n'));
+      process.kill(w, 'SIGSTOP');
+      await a.quit();
+      const b = await startQemu(ns, netdev, broker.clientEnv(), NOBODY);
+      assert.equal(macvtapsHeldBy(ns, b.proc.pid!).length, 1);
+      await b.quit();
+    } finally {
+      try { process.kill(w, 'SIGCONT'); } catch { /* it exited */ }
+      await a.quit();
+    }
+    await eventually('the broker removes every macvtap', () => macvtaps().length === 0, 20000);
   });
 });

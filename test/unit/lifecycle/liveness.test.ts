@@ -1,11 +1,11 @@
 // The verdicts on endpoint records (lifecycle/liveness.ts): when gc may
-// release one, when a new request may, and the owner rule under both
-// (state/owner.ts judgeOwner), on facts given rather than read from /proc.
+// release one and when a new request may, on facts given rather than read
+// from /proc.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { deadBecause, reapableBecause, type LivenessFacts, type OwnerStatus } from '../../../src/lifecycle/liveness.js';
 import type { EndpointRecord } from '../../../src/state/endpoints.js';
-import { judgeOwner, type OwnerRef } from '../../../src/state/owner.js';
+import type { OwnerRef } from '../../../src/state/owner.js';
 
 const qemu: OwnerRef = { pid: 4242, startTime: '1000' };
 const helper: OwnerRef = { pid: 4243, startTime: '1001' };
@@ -27,15 +27,6 @@ function facts(status: Record<number, OwnerStatus>, fdHeld = true): LivenessFact
     fdHeld: () => { asked.push('fd'); return fdHeld; },
   };
 }
-
-describe('owner identity', () => {
-  it('alive only with the same start time; a reused pid, a missing or zombie process is gone; invisible is unknown', () => {
-    assert.equal(judgeOwner(qemu, { alive: true, startTime: '1000' }), 'alive');
-    assert.equal(judgeOwner(qemu, { alive: true, startTime: '2000' }), 'gone', 'the pid now belongs to a later process');
-    assert.equal(judgeOwner(qemu, { alive: false }), 'gone');
-    assert.equal(judgeOwner(qemu, { alive: 'unknown', reason: 'hidepid' }), 'unknown');
-  });
-});
 
 describe('gc: deadBecause', () => {
   it('an owner seen gone makes the endpoint dead; alive or unknown keeps it', () => {
