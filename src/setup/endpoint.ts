@@ -1,8 +1,8 @@
 // The policy setup of one NIC, for every way in that has a SetupRequest (the
 // helper's policy path, the broker, `up`, `run`): flags and profile are
-// merged, every resource the result names is authorized for the caller, a
-// record is drafted and journaled step by step, and the chosen candidate is
-// realized. The result is prepared: the caller hands its fds on (a socket,
+// merged, and through the tier's one order (tier.ts) every resource the
+// result names is authorized for the caller, the MAC and id checked, and the
+// chosen candidate realized into a journaled record. The result is prepared: the caller hands its fds on (a socket,
 // QEMU's inheritance) and then commits, or undoes everything made so far.
 import { kernels, transports } from '../backends/registry.js';
 import type { HostContext } from '../host/context.js';
@@ -10,18 +10,17 @@ import { authorize, parseAcl } from '../access/acl.js';
 import type { Caller } from '../access/caller.js';
 import { resourcesOf } from '../access/resources.js';
 import { ConfigError, UsageError } from '../errors.js';
-import { completeRecord, draftRecord } from '../lifecycle/record.js';
+import { completeRecord } from '../lifecycle/record.js';
 import { closeChoiceFds, realize, type Choice } from '../policy/choose.js';
 import { loadProfile, policyFor } from '../policy/load.js';
 import type { ParsedMode } from '../policy/mode.js';
 import { buildRequest } from '../policy/request.js';
 import { loadEndpoint, newEndpointId, validEndpointId, type EndpointRecord } from '../state/endpoints.js';
 import { selfOwner, type OwnerRef } from '../state/owner.js';
-import { checkStateDir } from '../state/state-dir.js';
 import { checkMacFree } from './mac-claim.js';
-import { reapConflicting, wantedBy } from '../lifecycle/reap.js';
+import { wantedBy } from '../lifecycle/reap.js';
 import type { SetupRequest } from './request.js';
-import { prepareSetup, type PreparedSetup } from './tier.js';
+import { prepareSetup, type PreparedSetup, type SetupDraft } from './tier.js';
 
 export interface TierContext {
   host: HostContext;
@@ -73,24 +72,19 @@ export function prepareEndpoint(r: SetupRequest, ctx: TierContext): PreparedEndp
   if (r.profile?.required && !profile) throw new ConfigError(`${r.naming.prefix}no profile '${r.profile.name}' in ${ctx.config}/profiles`, `create it or drop ${r.naming.profileFlag}`);
   const { mode, req } = buildRequest(r.flags, profile);
   const usedProfile = profile ? profileName : null;
-  checkStateDir(ctx.host.stateDir);
   const adm = ctx.admission;
-  if (adm && adm.acl !== null) authorize(adm.acl, parseAcl(adm.acl), adm.caller, resourcesOf(mode, req, usedProfile, adm.caller));
-  // An endpoint whose QEMU exited must not refuse this one: released first.
-  reapConflicting(wantedBy(req, adm?.caller.uid), ctx.host);
-  if (adm) checkMacFree(req.mac, { host: ctx.host, config: ctx.config, caller: adm.caller, profile: usedProfile });
-  const policy = policyFor(ctx.config, mode);
   const protocols = profile?.protocols && r.profileNarrows ? profile.protocols.filter((p) => r.protocols.includes(p)) : r.protocols;
-
   const id = r.id ?? newEndpointId();
-  if (!validEndpointId(id)) throw new UsageError(`endpoint id '${id}' is not valid`, 'use letters, digits, . _ - (at most 64)');
-  if (r.id && loadEndpoint(ctx.host.stateDir, id)) throw new UsageError(`endpoint '${id}' already exists`, `take it down first: qemu-net-helper down ${id}`);
   const manual = r.lifetime === 'manual';
-  // `run` releases everything itself once QEMU exits; until QEMU runs, the
-  // record's owner is this process, so gc cleans up if we are killed first.
-  const record = draftRecord(mode.name, r.lifetime === 'run' ? selfOwner() : manual ? null : r.owner, id);
-  if (adm) record.uid = adm.caller.uid;
-  if (r.lifetime !== 'run') record.lifetime = r.lifetime;
+  const draft: SetupDraft = {
+    mode: mode.name, id,
+    // `run` releases everything itself once QEMU exits; until QEMU runs, the
+    // record's owner is this process, so gc cleans up if we are killed first.
+    owner: r.lifetime === 'run' ? selfOwner() : manual ? null : r.owner,
+    ...(adm ? { uid: adm.caller.uid } : {}),
+    ...(r.lifetime !== 'run' ? { lifetime: r.lifetime } : {}),
+    wanted: wantedBy(req, adm?.caller.uid), saveNow: manual,
+  };
   if (manual) req.persist = true;
   // Claims (SR-IOV VFs) belong to QEMU, not to the short-lived process making
   // them; a manual endpoint's to init (pid 1), whose identity never changes.
@@ -102,8 +96,17 @@ export function prepareEndpoint(r: SetupRequest, ctx: TierContext): PreparedEndp
     req.params.ownerUid = adm.caller.uid;
     req.params.ownerGid = adm.caller.gid;
   }
-  const { setup, value: choice } = prepareSetup(record, ctx.host.stateDir, manual, (s) =>
-    realize(mode, policy, req, ctx.host, { kernels, transports }, protocols, s.rb));
+  const { setup, value: choice } = prepareSetup(draft, ctx.host, {
+    admit: () => { if (adm && adm.acl !== null) authorize(adm.acl, parseAcl(adm.acl), adm.caller, resourcesOf(mode, req, usedProfile, adm.caller)); },
+    vet: () => {
+      if (adm) checkMacFree(req.mac, { host: ctx.host, config: ctx.config, caller: adm.caller, profile: usedProfile });
+      const policy = policyFor(ctx.config, mode);
+      if (!validEndpointId(id)) throw new UsageError(`endpoint id '${id}' is not valid`, 'use letters, digits, . _ - (at most 64)');
+      if (r.id && loadEndpoint(ctx.host.stateDir, id)) throw new UsageError(`endpoint '${id}' already exists`, `take it down first: qemu-net-helper down ${id}`);
+      return policy;
+    },
+    realize: (s, policy) => realize(mode, policy, req, ctx.host, { kernels, transports }, protocols, s.rb),
+  });
   return new PreparedEndpoint(mode, choice, setup, manual);
 }
 

@@ -91,6 +91,20 @@ describe('CNI GC and STATUS with the IPAM plugin', { skip }, () => {
     assert.equal(del.status, 0, del.stdout);
   });
 
+  it('ADD with the IPAM plugin missing leaves no record behind: the same ADD then works without a DEL', () => {
+    const s = sandbox();
+    const call: CniCall = { command: 'ADD', containerId: 'noipam1', netns: `/run/netns/${s.name}`, ifname: 'eth0', extraEnv: env(), path: '/nonexistent' };
+    const r = cni(h, call, conf());
+    assert.equal(r.json?.code, 7, r.stdout);
+    assert.match(r.json.msg, /IPAM plugin 'host-local' not found in CNI_PATH/);
+    // Before the tier made the IPAM plugin's lookup a realize step, the drafted record stayed and the retry was refused as a second ADD.
+    assert.deepEqual(listEndpoints(stateDir), []);
+    assert.deepEqual(s.links(), ['lo']);
+    add(s, 'noipam1');
+    const del = cni(h, { command: 'DEL', containerId: 'noipam1', netns: `/run/netns/${s.name}`, ifname: 'eth0', extraEnv: env() }, conf());
+    assert.equal(del.status, 0, del.stdout);
+  });
+
   it('a host-local speaking CNI 1.1 is sent GC and STATUS; its GC frees nothing, our DEL of each collected attachment does',
     { skip: !HOST_LOCAL_11 ? 'set QNH_CNI_HOST_LOCAL_11 to an upstream host-local v1.5 or later (Debian 12 ships 1.1.1)' : existsSync('/usr/bin/strace') ? false : 'needs strace' }, () => {
       const version = cni(h, { command: 'VERSION', plugin: HOST_LOCAL_11! }, { cniVersion: '1.1.0' });

@@ -1,24 +1,26 @@
-// The setup tier: how each way in maps into its request, and the prepared
-// setup's order (journal as made, undo in reverse, record kept only when
-// something could not be undone). The steps here are fakes standing for
+// The setup tier: how each way in maps into its request, and the one order of
+// a prepared setup (state directory, admit, reap, vet, draft, realize; journal
+// as made, undo in reverse, record kept only when something could not be undone). The steps here are fakes standing for
 // kernel objects a unit test cannot make; the e2e suites make real ones.
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Caller } from '../../../src/access/caller.js';
 import { AccessDeniedError, ConfigError, UsageError } from '../../../src/errors.js';
 import { parseHelperArgs } from '../../../src/helper/args.js';
-import { ENV, hostContext } from '../../../src/host/context.js';
+import { ENV, hostContext, type HostContext } from '../../../src/host/context.js';
 import { parseNicSpec } from '../../../src/launch/nic-spec.js';
 import { draftRecord } from '../../../src/lifecycle/record.js';
 import { PreparedEndpoint, prepareEndpoint, type TierContext } from '../../../src/setup/endpoint.js';
 import type { Choice } from '../../../src/policy/choose.js';
 import { modeOf } from '../../../src/policy/mode.js';
 import { helperRequest, nicRequest, transportsFor, upRequest } from '../../../src/setup/request.js';
-import { PreparedSetup, prepareSetup } from '../../../src/setup/tier.js';
-import { listEndpoints, loadEndpoint } from '../../../src/state/endpoints.js';
+import { PreparedSetup, prepareSetup, type SetupDraft } from '../../../src/setup/tier.js';
+import { ownNetns } from '../../../src/lifecycle/holders.js';
+import { listEndpoints, loadEndpoint, releasedTombstone, saveEndpoint } from '../../../src/state/endpoints.js';
+import type { OwnerRef } from '../../../src/state/owner.js';
 
 const qemu = { pid: 4242, startTime: '99' };
 
@@ -103,39 +105,106 @@ describe('prepared setup: journal, commit, undo', () => {
     assert.equal(loadEndpoint(dir, 'tier-b')!.owned.length, 2);
   });
 
-  it('prepareSetup undoes what its steps made when they throw, and rethrows', () => {
-    const order: string[] = [];
-    assert.throws(() => prepareSetup(draftRecord('nat', null, 'tier-c'), dir, true, (s) => {
-      assert.ok(loadEndpoint(dir, 'tier-c'), 'saveNow: on disk before the first step');
-      s.rb.add('bridge', () => { order.push('bridge'); }, owned(1));
-      s.rb.add('tap', () => { order.push('tap'); });
-      throw new UsageError('no');
-    }), UsageError);
-    assert.deepEqual(order, ['tap', 'bridge']);
-    assert.equal(loadEndpoint(dir, 'tier-c'), null);
+});
+
+describe('prepareSetup: the one order of every way in', () => {
+  let dir: string;
+  before(() => { dir = mkdtempSync(join(tmpdir(), 'qnh-tier-order-')); });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const host = (): HostContext => ({ stateDir: dir }) as HostContext;
+  const draft = (id: string, over: Partial<SetupDraft> = {}): SetupDraft => ({ mode: 'vepa', id, owner: null, wanted: {}, saveNow: true, ...over });
+  const owned = (n: number) => ({ backend: 'fake', obj: { kind: 'thing', data: { n } } });
+  // This pid with another start time: an owner that has exited.
+  const gone: OwnerRef = { pid: process.pid, startTime: '1' };
+  const stale = (id: string): void => saveEndpoint(dir, { ...draftRecord('vepa', gone, id), lifetime: 'owner', info: { parent: 'eth1', state: 'active', netns: ownNetns() } });
+
+  it('admit, then the reap of an exited owner\'s endpoint in the way, then vet, then the draft, then realize', () => {
+    stale('old-eth1');
+    const seen: string[] = [];
+    const { setup, value } = prepareSetup(draft('new-eth1', { wanted: { dev: 'eth1' }, uid: 1000, lifetime: 'owner', transport: 'veth', info: { cni: { network: 'n' } } }), host(), {
+      admit: () => { seen.push(`admit: old ${loadEndpoint(dir, 'old-eth1') ? 'there' : 'gone'}`); },
+      vet: () => { seen.push(`vet: old ${loadEndpoint(dir, 'old-eth1') ? 'there' : 'gone'}, new ${loadEndpoint(dir, 'new-eth1') ? 'there' : 'not yet'}`); return 7; },
+      realize: (s, vetted) => { seen.push(`realize: new ${loadEndpoint(dir, 'new-eth1') ? 'there' : 'not yet'}`); return vetted * 6; },
+    });
+    assert.deepEqual(seen, ['admit: old there', 'vet: old gone, new not yet', 'realize: new there']);
+    assert.equal(value, 42, "vet's findings reach realize");
+    const rec = loadEndpoint(dir, 'new-eth1')!;
+    assert.equal(rec.mode, 'vepa');
+    assert.equal(rec.uid, 1000);
+    assert.equal(rec.lifetime, 'owner');
+    assert.equal(rec.transport, 'veth');
+    assert.equal(rec.owner, null);
+    assert.deepEqual(rec.info.cni, { network: 'n' });
+    assert.equal(rec.info.state, 'setting-up');
+    assert.ok(releasedTombstone(dir, 'old-eth1'), 'released the way down does');
+    setup.commit(false);
   });
 
-  it('commit forgets the undo; keep saves the record as completed, else it stays unsaved', () => {
+  it('a refusal in admit or vet makes nothing, and an admit refusal reaps nothing', () => {
+    stale('old-eth2');
+    assert.throws(() => prepareSetup(draft('x-admit', { wanted: { dev: 'eth1' } }), host(), { admit: () => { throw new UsageError('no'); }, vet: () => undefined, realize: () => assert.fail('realized') }), UsageError);
+    assert.ok(loadEndpoint(dir, 'old-eth2'), 'refused before the reap');
+    assert.throws(() => prepareSetup(draft('x-vet', { wanted: { dev: 'eth1' } }), host(), { vet: () => { throw new UsageError('taken'); }, realize: () => assert.fail('realized') }), UsageError);
+    assert.equal(loadEndpoint(dir, 'old-eth2'), null, 'reaped before vet');
+    assert.equal(loadEndpoint(dir, 'x-admit'), null);
+    assert.equal(loadEndpoint(dir, 'x-vet'), null);
+  });
+
+  it('a failed realize undoes in reverse, the first step (IPAM) last, and removes the record', () => {
+    const order: string[] = [];
+    let left: string[] | null = null;
+    assert.throws(() => prepareSetup(draft('x-undo'), host(), {
+      vet: () => undefined,
+      realize: (s) => {
+        s.rb.add('IPAM DEL', () => { order.push('ipam'); });
+        s.rb.add('veth', () => { order.push('veth'); }, owned(1));
+        s.rb.add('addresses', () => { order.push('addresses'); });
+        throw new UsageError('attach failed');
+      },
+      undoLeft: (l) => { left = l; },
+    }), (e: unknown) => e instanceof UsageError && e.message === 'attach failed');
+    assert.deepEqual(order, ['addresses', 'veth', 'ipam']);
+    assert.equal(left, null, 'told nothing when all was undone');
+    assert.equal(loadEndpoint(dir, 'x-undo'), null);
+  });
+
+  it('an undo that fails is reported and keeps the record, with what it owns, for gc or DEL', () => {
+    let left: string[] = [];
+    const order: string[] = [];
+    assert.throws(() => prepareSetup(draft('x-stuck'), host(), {
+      vet: () => undefined,
+      realize: (s) => {
+        s.rb.add('IPAM DEL', () => { order.push('ipam'); });
+        s.rb.add('link', () => { throw new Error('busy'); }, owned(2));
+        throw new UsageError('later step failed');
+      },
+      undoLeft: (l) => { left = l; },
+    }), UsageError);
+    assert.deepEqual(left, ['link: busy']);
+    assert.deepEqual(order, ['ipam'], 'the other undos still ran');
+    assert.deepEqual(loadEndpoint(dir, 'x-stuck')!.owned, [owned(2)]);
+  });
+
+  it('the state directory is checked first: one writable by others refuses before anything', () => {
+    const bad = join(dir, 'open');
+    mkdirSync(bad, { mode: 0o777 });
+    chmodSync(bad, 0o777);
+    assert.throws(() => prepareSetup(draft('x-dir'), { stateDir: bad } as HostContext, { admit: () => assert.fail('admitted'), vet: () => undefined, realize: () => undefined }),
+      (e: unknown) => e instanceof ConfigError && /writable by group or others/.test(e.message));
+  });
+
+  it('commit forgets the undo; keep saves the record as completed, else it stays as drafted', () => {
     let undone = false;
-    const { setup } = prepareSetup(draftRecord('bridge', null, 'tier-d'), dir, false, (s) => { s.rb.add('tap fd', () => { undone = true; }); });
+    const { setup } = prepareSetup(draft('tier-d', { saveNow: false }), host(), { vet: () => undefined, realize: (s) => { s.rb.add('tap fd', () => { undone = true; }); } });
+    assert.equal(loadEndpoint(dir, 'tier-d'), null, 'not saved before something outlives us');
     setup.record.ifname = 'tap9';
     setup.commit(true);
     assert.equal(undone, false);
     assert.equal(loadEndpoint(dir, 'tier-d')!.ifname, 'tap9');
     assert.throws(() => setup.undo(), /undo after it was committed/);
-    const other = prepareSetup(draftRecord('bridge', null, 'tier-e'), dir, false, () => 1).setup;
+    const other = prepareSetup(draft('tier-e', { saveNow: false }), host(), { vet: () => undefined, realize: () => 1 }).setup;
     other.commit(false);
     assert.equal(loadEndpoint(dir, 'tier-e'), null);
-  });
-
-  it('async undo awaits each step in reverse', async () => {
-    const order: string[] = [];
-    const s = new PreparedSetup(draftRecord('bridge', null, 'tier-f'), dir, true);
-    s.rb.add('ipam', async () => { await new Promise((r) => setTimeout(r, 5)); order.push('ipam'); });
-    s.rb.add('veth', () => { order.push('veth'); });
-    assert.deepEqual(await s.undoAsync(), []);
-    assert.deepEqual(order, ['veth', 'ipam']);
-    assert.equal(loadEndpoint(dir, 'tier-f'), null);
   });
 });
 
@@ -180,8 +249,9 @@ describe('prepared endpoint: what stays after commit', () => {
     explain: [],
   } as Choice);
   const prepared = (id: string, owns: boolean, manual: boolean): PreparedEndpoint => {
-    const { setup } = prepareSetup(draftRecord('vepa', null, id), dir, manual, (s) => {
-      s.rb.add('link', () => undefined, owns ? { backend: 'macvtap', obj: { kind: 'link', data: { ifname: 'macvtap7' } } } : undefined);
+    const { setup } = prepareSetup({ mode: 'vepa', id, owner: null, wanted: {}, saveNow: manual }, { stateDir: dir } as HostContext, {
+      vet: () => undefined,
+      realize: (s) => { s.rb.add('link', () => undefined, owns ? { backend: 'macvtap', obj: { kind: 'link', data: { ifname: 'macvtap7' } } } : undefined); },
     });
     return new PreparedEndpoint(modeOf('vepa'), choice(), setup, manual);
   };
