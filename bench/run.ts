@@ -1,7 +1,7 @@
 // `npm run bench`: every benchmark, each against its real alternative in the
 // same run. Prints Markdown tables (pasted into README) and writes JSON to
 // bench/results/latest.json. Select with arguments: helper, broker, vhost-user, switch4, uplink, offload.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT } from '../test/lib/paths.js';
 import { benchBrokerLatency } from './broker-latency.js';
@@ -84,5 +84,12 @@ if (all || which.has('offload')) {
   for (const row of r.rows) console.log(`| ${row.case} | ${row.gbitPerCpuSecond.toFixed(1)} | ${(row.framesPerCpuSecond / 1e3).toFixed(1)} | ${(row.gbitPerCpuSecond / (row.case.startsWith('uplink-') ? upMtu : mtu)).toFixed(2)}x |`);
 }
 
+// One bench at a time replaces only its own sections: the file keeps the
+// latest result of every bench, each with the date of its run.
 mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
-writeFileSync(join(ROOT, 'bench/results/latest.json'), JSON.stringify(results, null, 2) + '\n');
+const latest = join(ROOT, 'bench/results/latest.json');
+let kept: Record<string, unknown> = {};
+try { kept = JSON.parse(readFileSync(latest, 'utf8')) as Record<string, unknown>; } catch { kept = {}; }
+const dates = { ...(kept.dates as Record<string, string> | undefined) };
+for (const k of Object.keys(results)) if (k !== 'date' && k !== 'node') dates[k] = results.date as string;
+writeFileSync(latest, JSON.stringify({ ...kept, ...results, dates }, null, 2) + '\n');
