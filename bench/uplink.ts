@@ -136,7 +136,15 @@ async function into(lab: Lab, frameBytes: number, seconds: number): Promise<{ mp
   const gPrefix = `qnh-upi-guest-${process.pid}`;
   const sPrefix = `qnh-upi-send-${process.pid}`;
   const forget = [removeLater(dpdkRunDir(gPrefix)), removeLater(dpdkRunDir(sPrefix))];
-  const guest = new Testpmd({ vdevs: [`net_virtio_user0,path=${lab.sock},queues=1,mac=${GUEST_MAC}`], forwardMode: 'rxonly', lcores: '0@1,1@0', prefix: gPrefix });
+  // The receiving guest shares CPU 0 with the busy sender: it drains its ring
+  // once per scheduler slice, so the ring's size caps what it can take
+  // (256 descriptors per slice measured as ~32 k frames/s for every back-end).
+  // BENCH_UPLINK_GUEST_RING raises it (virtio-user queue_size, testpmd --rxd).
+  const ring = Number(process.env.BENCH_UPLINK_GUEST_RING ?? 256);
+  const guest = new Testpmd({
+    vdevs: [`net_virtio_user0,path=${lab.sock},queues=1,queue_size=${ring},mac=${GUEST_MAC}`], forwardMode: 'rxonly', lcores: '0@1,1@0', prefix: gPrefix,
+    extra: [`--rxd=${ring}`, `--txd=${ring}`],
+  });
   let sender: Testpmd | null = null;
   try {
     if (!(await guest.waitFor(/Rx-pps/, 20000))) throw new Error(`guest testpmd did not start: ${guest.output().slice(-1500)}`);
