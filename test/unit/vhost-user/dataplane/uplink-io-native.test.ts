@@ -13,42 +13,12 @@ import { c, closeFd } from '../../../../src/sys/libc.js';
 import { dgramPair } from '../../../../src/sys/packet.js';
 import { setNonBlocking } from '../../../../src/sys/unix-socket.js';
 import { PacketRingIo, TapIo } from '../../../../src/vhost-user/dataplane/uplink-io.js';
-import { SplitQueue } from '../../../../src/vhost-user/virtq/index.js';
 import { hasFastPath, stopReason, STOP_MAC, STOP_MAX, STOP_RX_EMPTY, STOP_RX_OTHER, STOP_TX_EMPTY, STOP_TX_OTHER } from '../../../../src/vhost-user/virtq/native.js';
-import { MockGuest, MockVirtq } from '../../../lib/mock-driver.js';
+import { frame, send, side, SIDE_BUF, SIDE_DST, SIDE_SRC, type Side } from '../../../lib/native-side.js';
 
-const QSIZE = 16;
-const BUF = 0x100000;
-const DST = 0x52540000000b;
-const SRC = 0x52540000000a;
-
-interface Side { g: MockGuest; drv: MockVirtq; q: SplitQueue }
-
-function side(): Side {
-  const g = new MockGuest([{ gpa: 0, size: 0x10000, ua: 0x7f0000000000 }, { gpa: BUF, size: 0x40000, ua: 0x7f1000000000 }], { guard: 64 });
-  const drv = MockVirtq.at(g, QSIZE, 0x1000);
-  const q = new SplitQueue(QSIZE, { eventIdx: true, indirectDesc: true });
-  assert.equal(q.setRings(g.mem, drv.descUA, drv.availUA, drv.usedUA), null);
-  q.setBase(0);
-  return { g, drv, q };
-}
-
-function frame(len: number, dst = DST, src = SRC, seed = 0): Uint8Array {
-  const f = new Uint8Array(len);
-  for (let i = 0; i < 6; i++) {
-    f[i] = Math.floor(dst / 2 ** (8 * (5 - i))) & 0xff;
-    f[6 + i] = Math.floor(src / 2 ** (8 * (5 - i))) & 0xff;
-  }
-  for (let i = 12; i < len; i++) f[i] = (i * 7 + seed) & 0xff;
-  return f;
-}
-
-function send(a: Side, slot: number, f: Uint8Array, hdr = 12): number {
-  const gpa = BUF + 0x1000 * slot;
-  a.g.write(gpa, new Uint8Array(hdr));
-  a.g.write(gpa + hdr, f);
-  return a.drv.addChain([{ addr: gpa, len: hdr + f.length }]);
-}
+const BUF = SIDE_BUF;
+const DST = SIDE_DST;
+const SRC = SIDE_SRC;
 
 /** A frame whose virtio-net header asks for an offload: flags (NEEDS_CSUM) or gso_type (TCPV4) set. */
 function sendOffload(a: Side, slot: number, f: Uint8Array, flags: number, gsoType: number): number {

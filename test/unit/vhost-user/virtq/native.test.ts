@@ -9,50 +9,19 @@ import { WorkerPort } from '../../../../src/vhost-user/dataplane/port.js';
 import { SwitchCore } from '../../../../src/vhost-user/dataplane/switch-core.js';
 import type { QueueSpec } from '../../../../src/vhost-user/dataplane/api.js';
 import { VEB } from '../../../../src/vhost-user/switch/forwarding.js';
-import { ChainScratch, SplitQueue } from '../../../../src/vhost-user/virtq/index.js';
+import { ChainScratch } from '../../../../src/vhost-user/virtq/index.js';
 import {
   fastForward, fastPathStatus, hasFastPath, nativeCalls, stopReason,
   STOP_MAC, STOP_MAX, STOP_RX_EMPTY, STOP_RX_OTHER, STOP_TX_EMPTY, STOP_TX_OTHER,
 } from '../../../../src/vhost-user/virtq/native.js';
 import { MockGuest, MockVirtq, writeDesc } from '../../../lib/mock-driver.js';
+import { frame, send, side, SIDE_BUF, SIDE_DST, SIDE_QSIZE, SIDE_SRC, type Side } from '../../../lib/native-side.js';
 
-const QSIZE = 16;
-const BUF = 0x100000; // buffers region: gpa BUF .. BUF + 0x40000
-const DST = 0x52540000000b;
-const SRC = 0x52540000000a;
+const QSIZE = SIDE_QSIZE;
+const BUF = SIDE_BUF;
+const DST = SIDE_DST;
+const SRC = SIDE_SRC;
 const disabled = process.env.QNH_NATIVE === '0';
-
-interface Side { g: MockGuest; drv: MockVirtq; q: SplitQueue }
-
-function side(): Side {
-  const g = new MockGuest([
-    { gpa: 0, size: 0x10000, ua: 0x7f0000000000 },
-    { gpa: BUF, size: 0x40000, ua: 0x7f1000000000 },
-  ], { guard: 64 });
-  const drv = MockVirtq.at(g, QSIZE, 0x1000);
-  const q = new SplitQueue(QSIZE, { eventIdx: true, indirectDesc: true });
-  assert.equal(q.setRings(g.mem, drv.descUA, drv.availUA, drv.usedUA), null);
-  q.setBase(0);
-  return { g, drv, q };
-}
-
-function frame(len: number, dst = DST, src = SRC, seed = 0): Uint8Array {
-  const f = new Uint8Array(len);
-  for (let i = 0; i < 6; i++) {
-    f[i] = Math.floor(dst / 2 ** (8 * (5 - i))) & 0xff;
-    f[6 + i] = Math.floor(src / 2 ** (8 * (5 - i))) & 0xff;
-  }
-  for (let i = 12; i < len; i++) f[i] = (i * 7 + seed) & 0xff;
-  return f;
-}
-
-/** Posts `f` behind a zeroed header of `hdr` bytes as one readable descriptor at buffer slot `slot`. */
-function send(a: Side, slot: number, f: Uint8Array, hdr = 12): number {
-  const gpa = BUF + 0x1000 * slot;
-  a.g.write(gpa, new Uint8Array(hdr));
-  a.g.write(gpa + hdr, f);
-  return a.drv.addChain([{ addr: gpa, len: hdr + f.length }]);
-}
 
 function post(b: Side, slot: number, len = 2048): number {
   return b.drv.addChain([{ addr: BUF + 0x20000 + 0x1000 * slot, len, write: true }]);
