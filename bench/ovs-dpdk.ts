@@ -35,6 +35,8 @@ export class OvsDpdk {
   private vswitchd: ChildProcess | null = null;
   private ovsdb: ChildProcess | null = null;
   private stopped = false;
+  /** DPDK --file-prefix of this OVS (its run directory under /var/run/dpdk), not the system OVS's default. */
+  private readonly prefix = `qnh-ovs-${process.pid}-${Date.now().toString(36)}`;
   private readonly onExit = (): void => this.cleanupSync();
 
   private constructor(readonly dir: string, readonly ns: NetNs, private readonly pagesBefore: number, private readonly ownNs: boolean) {
@@ -91,7 +93,7 @@ export class OvsDpdk {
       `--unixctl=${join(d, 'ovsdb.ctl')}`, `--log-file=${join(d, 'ovsdb.log')}`], { env: this.env, stdio: 'ignore' });
     await this.until(() => existsSync(join(d, 'db.sock')), 10000, 'ovsdb-server did not create its socket');
     this.vsctl('--no-wait', 'init');
-    this.vsctl('--no-wait', 'set', 'Open_vSwitch', '.', 'other_config:dpdk-init=true', 'other_config:dpdk-extra=--no-pci',
+    this.vsctl('--no-wait', 'set', 'Open_vSwitch', '.', 'other_config:dpdk-init=true', `other_config:dpdk-extra=--no-pci --file-prefix=${this.prefix}`,
       'other_config:dpdk-socket-mem=512', `other_config:pmd-cpu-mask=0x${(1 << cpu).toString(16)}`);
     // taskset first: every thread OVS starts (main, handlers, revalidators, PMD) stays on that core.
     this.vswitchd = this.ns.spawn('taskset', ['-c', String(cpu), OVS_VSWITCHD_DPDK, `unix:${join(d, 'db.sock')}`,
@@ -154,6 +156,8 @@ export class OvsDpdk {
     }
     if (this.ownNs) this.ns.destroy();
     rmSync(this.dir, { recursive: true, force: true });
+    // Its DPDK's run directory (one per --file-prefix), which DPDK leaves behind.
+    rmSync(`/var/run/dpdk/${this.prefix}`, { recursive: true, force: true });
     try { writeFileSync(HUGEPAGES, String(this.pagesBefore)); } catch { /* reported by the caller's check */ }
     process.off('exit', this.onExit);
   }

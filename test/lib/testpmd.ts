@@ -3,7 +3,7 @@
 // with --stats-period (otherwise it waits for Enter on stdin) and stops on
 // SIGINT, printing final per-port counters, which we parse.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 
 export const TESTPMD = '/usr/bin/dpdk-testpmd';
 export const haveTestpmd = (): boolean => existsSync(TESTPMD);
@@ -70,6 +70,8 @@ export class Testpmd {
     const t = setTimeout(() => this.proc.kill('SIGKILL'), timeoutMs);
     const code = await this.exited;
     clearTimeout(t);
+    // DPDK leaves a run directory per --file-prefix (its config and sockets) behind.
+    rmSync(`/var/run/dpdk/${this.opts.prefix}`, { recursive: true, force: true });
     return parseTestpmd(this.out, code);
   }
 }
