@@ -8,7 +8,7 @@ import { benchBrokerLatency } from './broker-latency.js';
 import { benchHelperLatency, type LatencyResult } from './helper-latency.js';
 import { benchSwitch4 } from './switch-4port.js';
 import { benchTcpOffload } from './tcp-offload.js';
-import { benchUplink, type UplinkBackend } from './uplink.js';
+import { benchUplink, type UplinkBackend, type UplinkDirection } from './uplink.js';
 import { benchVhostUser } from './vhost-user.js';
 
 const which = new Set(process.argv.slice(2));
@@ -63,13 +63,15 @@ if (all || which.has('switch4')) {
 
 if (all || which.has('uplink')) {
   const backends = (process.env.BENCH_UPLINK_BACKENDS ?? 'qnh-packet,dpdk,ovs-dpdk,ovs-afxdp,qnh-tap').split(',') as UplinkBackend[];
-  const r = await benchUplink(Number(process.env.BENCH_SECONDS ?? 5), [64, 1514], Number(process.env.BENCH_UPLINK_ROUNDS ?? 1), backends);
+  const directions = (process.env.BENCH_UPLINK_DIRECTIONS ?? 'out,in').split(',') as UplinkDirection[];
+  const sizes = (process.env.BENCH_UPLINK_SIZES ?? '64,1514').split(',').map(Number);
+  const r = await benchUplink(Number(process.env.BENCH_SECONDS ?? 5), sizes, Number(process.env.BENCH_UPLINK_ROUNDS ?? 1), backends, directions);
   results.uplink = r;
   console.log(`\n### Switch uplink vs DPDK net_vhost + net_af_packet (testpmd io) and OVS-DPDK (dpdkvhostuser + net_af_packet or AF_XDP, NORMAL) on the same veth (same generators, same run; median of ${r.rounds} round(s), ratio: median of the per-round ratios)\n`);
   console.log('| direction | frame B | back-end | Mpps through | Mpps offered |\n|---|---|---|---|---|');
   for (const row of r.rows) console.log(`| ${row.direction === 'out' ? 'guest -> uplink' : 'uplink -> guest'} | ${row.frameBytes} | ${row.backend} | ${row.mpps.toFixed(3)} | ${row.offeredMpps.toFixed(3)} |`);
   console.log('');
-  for (const x of r.ratios) console.log(`${x.direction === 'out' ? 'guest -> uplink' : 'uplink -> guest'} ${x.frameBytes} B: qnh-packet / ${({ dpdk: 'DPDK', 'ovs-dpdk': 'OVS-DPDK net_af_packet', 'ovs-afxdp': 'OVS-DPDK afxdp' } as const)[x.versus]} = ${x.ratio.toFixed(2)} (rounds: ${x.perRound.map((v) => v.toFixed(2)).join(', ')})`);
+  for (const x of r.ratios) console.log(`${x.direction === 'out' ? 'guest -> uplink' : 'uplink -> guest'} ${x.frameBytes} B: qnh-packet / ${({ dpdk: 'DPDK', 'dpdk-afxdp': 'DPDK net_af_xdp', 'ovs-dpdk': 'OVS-DPDK net_af_packet', 'ovs-afxdp': 'OVS-DPDK afxdp' } as const)[x.versus]} = ${x.ratio.toFixed(2)} (rounds: ${x.perRound.map((v) => v.toFixed(2)).join(', ')})`);
   for (const [b, why] of Object.entries(r.ovsUnavailable)) console.log(`\n${b} not measured: ${why}`);
 }
 

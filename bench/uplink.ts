@@ -32,10 +32,12 @@ import { Testpmd, parseTestpmd } from '../test/lib/testpmd.js';
 import { dpdkRunDir, removeLater } from './leftovers.js';
 
 /** qnh-packet-nogso: `--uplink` with `--offloads off` (no vnet header, the MTU-sized ring slots of before). */
-export type UplinkBackend = 'qnh-packet' | 'qnh-packet-nogso' | 'qnh-tap' | 'dpdk' | OvsBackend;
+export type UplinkBackend = 'qnh-packet' | 'qnh-packet-nogso' | 'qnh-tap' | 'dpdk' | 'dpdk-afxdp' | OvsBackend;
 type OvsBackend = 'ovs-dpdk' | 'ovs-afxdp';
 /** The references our --uplink is compared with. */
-const REFERENCES = ['dpdk', 'ovs-dpdk', 'ovs-afxdp'] as const;
+const REFERENCES = ['dpdk', 'dpdk-afxdp', 'ovs-dpdk', 'ovs-afxdp'] as const;
+/** DPDK's PMD on up0, by DPDK back-end. */
+const DPDK_UPLINK = { dpdk: 'net_af_packet0,iface=up0', 'dpdk-afxdp': 'net_af_xdp0,iface=up0,start_queue=0,queue_count=1' } as const;
 /** How each OVS back-end attaches up0. */
 const OVS_UPLINK: Record<OvsBackend, string[]> = {
   'ovs-dpdk': ['type=dpdk', 'options:dpdk-devargs=net_af_packet0,iface=up0'],
@@ -81,11 +83,11 @@ async function withBackend<T>(lab: Lab, backend: UplinkBackend, fn: (sock: strin
       await o.stop();
     }
   }
-  if (backend === 'dpdk') {
+  if (backend === 'dpdk' || backend === 'dpdk-afxdp') {
     const prefix = `qnh-upd-${process.pid}`;
     const forget = removeLater(dpdkRunDir(prefix));
     const t = new Testpmd({
-      vdevs: [`net_vhost0,iface=${lab.sock},queues=1,client=0`, 'net_af_packet0,iface=up0'],
+      vdevs: [`net_vhost0,iface=${lab.sock},queues=1,client=0`, DPDK_UPLINK[backend]],
       forwardMode: 'io', lcores: '0@1,1@1', prefix, netns: lab.ns.name,
     });
     try {
@@ -186,7 +188,7 @@ async function withLab<T>(dir: string, backend: UplinkBackend, fn: (lab: Lab) =>
  * back-end back to back. Rows are medians over the rounds; ratios are
  * medians of the per-round ratios qnh-packet / dpdk.
  */
-export async function benchUplink(seconds = 5, sizes = [64, 1514], rounds = 1, backends: UplinkBackend[] = ['qnh-packet', 'dpdk', 'ovs-dpdk', 'qnh-tap']): Promise<UplinkResult> {
+export async function benchUplink(seconds = 5, sizes = [64, 1514], rounds = 1, backends: UplinkBackend[] = ['qnh-packet', 'dpdk', 'ovs-dpdk', 'qnh-tap'], directions: UplinkDirection[] = ['out', 'in']): Promise<UplinkResult> {
   const ovsUnavailable: Partial<Record<OvsBackend, string>> = {};
   const missing = ovsMissing();
   for (const b of backends.filter(isOvs)) {
@@ -198,7 +200,7 @@ export async function benchUplink(seconds = 5, sizes = [64, 1514], rounds = 1, b
   const raw: (UplinkRow & { round: number })[] = [];
   try {
     for (let round = 0; round < rounds; round++) {
-      for (const direction of ['out', 'in'] as const) {
+      for (const direction of directions) {
         for (const frameBytes of sizes) {
           // Alternate the order too, so neither side always runs first.
           const order = round % 2 === 0 ? backends : [...backends].reverse();
@@ -228,7 +230,7 @@ export async function benchUplink(seconds = 5, sizes = [64, 1514], rounds = 1, b
   }
   const rows: UplinkRow[] = [];
   const ratios: UplinkRatio[] = [];
-  for (const direction of ['out', 'in'] as const) {
+  for (const direction of directions) {
     for (const frameBytes of sizes) {
       for (const backend of backends) {
         const mine = raw.filter((r) => r.direction === direction && r.frameBytes === frameBytes && r.backend === backend);

@@ -23,7 +23,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define QNH_ABI 3
+#define QNH_ABI 4
 
 struct qnh_region {
   uint64_t gpa;   // guest-physical start
@@ -372,5 +372,86 @@ int qnh_to_tap(double tx_block, int fd, uint32_t max, uint32_t tx_hdr, uint32_t 
   }
   __atomic_thread_fence(__ATOMIC_RELEASE);
   tx->stop = why;
+  return (int)n;
+}
+
+// ---- the uplink's way out through AF_XDP (dataplane/xsk-tx.ts) ----
+//
+// Guest TX chain -> a UMEM frame and a TX ring descriptor of an AF_XDP
+// socket, as qnh_to_packet does for the packet TX ring. Entry `prod` uses
+// UMEM frame `prod & (size - 1)`; a frame is free again once the kernel has
+// completed that many frames (it completes in order: only the count on the
+// completion ring is read, never an address). The caller kicks the socket.
+// The indexes the kernel writes (its completion count) are checked before use.
+
+struct qnh_xring {
+  uint64_t tx_prod;   // host address of the TX ring's producer index (u32, ours)
+  uint64_t tx_desc;   // TX ring entries: struct xdp_desc { u64 addr; u32 len; u32 options; }
+  uint64_t cq_prod;   // completion ring's producer index (the kernel's)
+  uint64_t cq_cons;   // completion ring's consumer index (ours)
+  uint64_t umem;      // host address of UMEM frame 0
+  uint32_t size;      // TX ring entries = completion ring entries = UMEM frames, a power of two
+  uint32_t frame_size;
+  uint32_t max_len;   // the largest frame sent from here (<= frame_size)
+  uint32_t stop;      // why the last call stopped (QNH_STOP_*)
+};
+_Static_assert(sizeof(struct qnh_xring) == 56, "AF_XDP ring block layout is shared with virtq/native.ts");
+_Static_assert(offsetof(struct qnh_xring, size) == 40 && offsetof(struct qnh_xring, stop) == 52, "AF_XDP ring block layout is shared with virtq/native.ts");
+
+// Frames in flight after taking the kernel's completions; a completion count
+// beyond what was sent is ignored.
+static inline uint32_t xsk_reclaim(struct qnh_xring *x, uint32_t prod, uint32_t *done) {
+  uint32_t completed = __atomic_load_n((uint32_t *)(uintptr_t)x->cq_prod, __ATOMIC_ACQUIRE);
+  if ((uint32_t)(completed - *done) <= (uint32_t)(prod - *done) && completed != *done) {
+    *done = completed;
+    __atomic_store_n((uint32_t *)(uintptr_t)x->cq_cons, completed, __ATOMIC_RELEASE);
+  }
+  return prod - *done;
+}
+
+// Returns frames moved; ring->stop: as qnh_to_packet (QNH_STOP_RX_EMPTY: every
+// UMEM frame is in flight).
+int qnh_to_xsk(double tx_block, double ring_block, uint32_t max, uint32_t tx_hdr, double dst_mac, double src_mac) {
+  struct qnh_ring *tx = (struct qnh_ring *)(uintptr_t)tx_block;
+  struct qnh_xring *x = (struct qnh_xring *)(uintptr_t)ring_block;
+  struct qnh_mem *tmem = (struct qnh_mem *)(uintptr_t)tx->mem;
+  if (!(dst_mac >= 0 && dst_mac < 281474976710656.0 && src_mac >= 0 && src_mac < 281474976710656.0)) { x->stop = QNH_STOP_MAC; return 0; }
+  if ((tx_hdr != 10 && tx_hdr != 12) || x->size == 0 || (x->size & (x->size - 1)) != 0 || x->max_len > x->frame_size || x->max_len < ETH_MIN) {
+    x->stop = QNH_STOP_TX_OTHER;
+    return 0;
+  }
+  const uint64_t want_dst = (uint64_t)dst_mac, want_src = (uint64_t)src_mac;
+  uint32_t *pprod = (uint32_t *)(uintptr_t)x->tx_prod;
+  uint32_t prod = __atomic_load_n(pprod, __ATOMIC_RELAXED);
+  uint32_t done = __atomic_load_n((uint32_t *)(uintptr_t)x->cq_cons, __ATOMIC_RELAXED);
+  uint32_t why = QNH_STOP_MAX;
+  uint32_t n = 0;
+  for (; n < max; n++) {
+    int32_t th = peek_head(tx, QNH_STOP_TX_EMPTY, QNH_STOP_TX_OTHER, &why);
+    if (th < 0) break;
+    uint32_t len;
+    const uint8_t *src = single_buffer(tx, tmem, (uint32_t)th, 0, &len);
+    if (src == NULL || len < tx_hdr + ETH_MIN || len - tx_hdr > x->max_len) { why = QNH_STOP_TX_OTHER; break; }
+    if ((src[0] | src[1]) != 0) { why = QNH_STOP_TX_OTHER; break; }   // offload header: as in qnh_to_packet
+    if (prod - done >= x->size && xsk_reclaim(x, prod, &done) >= x->size) { why = QNH_STOP_RX_EMPTY; break; }
+    const uint32_t flen = len - tx_hdr;
+    const uint32_t i = prod & (x->size - 1);
+    uint8_t *dst = (uint8_t *)(uintptr_t)(x->umem + (uint64_t)i * x->frame_size);
+    memcpy(dst, src + tx_hdr, flen);
+    // Checked on our copy, as qnh_forward does; the entry is not produced on a mismatch.
+    if (mac_at(dst) != want_dst || mac_at(dst + 6) != want_src) { why = QNH_STOP_MAC; break; }
+    uint8_t *d = (uint8_t *)(uintptr_t)x->tx_desc + 16 * (uint64_t)i;
+    uint64_t addr = (uint64_t)i * x->frame_size;
+    memcpy(d, &addr, 8);
+    memcpy(d + 8, &flen, 4);
+    memset(d + 12, 0, 4);
+    prod++;
+    tx->last_avail = (tx->last_avail + 1) & 0xffff;
+    push_used(tx, (uint32_t)th, 0);
+  }
+  // Release: frames and descriptors are in place before the kernel sees the entries
+  // (and our used entries before the caller publishes used.idx).
+  __atomic_store_n(pprod, prod, __ATOMIC_RELEASE);
+  x->stop = why;
   return (int)n;
 }

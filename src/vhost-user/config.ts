@@ -47,6 +47,8 @@ const SwitchConfigSchema = z.object({
   maxGuestMemory: z.string().regex(/^\d+[KMGT]?$/i, 'a size like "64G"').optional(),
   maxMemRegions: z.number().int().min(1).optional(),
   offloads: z.boolean().optional(),
+  /** How frames leave an `uplink` device: as the flag --uplink-tx. */
+  uplinkTx: z.enum(['auto', 'xdp', 'packet']).optional(),
 }).strict();
 
 export type SwitchConfig = z.infer<typeof SwitchConfigSchema>;
@@ -71,6 +73,7 @@ export interface SwitchSettings {
   maxGuestMemory?: string;
   maxMemRegions?: number;
   offloads: boolean;
+  uplinkTx: 'auto' | 'xdp' | 'packet';
 }
 
 /** The flags of `serve` that a file may also set (undefined: not given). */
@@ -94,6 +97,7 @@ export interface ServeFlags {
   'max-guest-memory'?: string;
   'max-mem-regions'?: number;
   offloads?: string;
+  'uplink-tx'?: string;
 }
 
 export function parseSwitchConfig(text: string, file: string): SwitchConfig {
@@ -166,6 +170,7 @@ export function mergeSettings(file: SwitchConfig | null, f: ServeFlags): SwitchS
     ...(maxGuestMemory ? { maxGuestMemory } : {}),
     ...(maxMemRegions !== undefined ? { maxMemRegions } : {}),
     offloads: f.offloads ? f.offloads === 'on' : file?.offloads ?? true,
+    uplinkTx: (f['uplink-tx'] ?? file?.uplinkTx ?? 'auto') as SwitchSettings['uplinkTx'],
   };
 }
 
@@ -196,6 +201,7 @@ export function settingsToFile(s: SwitchSettings, ports: { socket: string; mode:
     ...(s.maxGuestMemory ? { maxGuestMemory: s.maxGuestMemory } : {}),
     ...(s.maxMemRegions !== undefined ? { maxMemRegions: s.maxMemRegions } : {}),
     ...(s.offloads ? {} : { offloads: false }),
+    ...(s.uplinkTx !== 'auto' ? { uplinkTx: s.uplinkTx } : {}),
   };
 }
 

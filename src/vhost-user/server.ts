@@ -22,7 +22,7 @@ import { closeOwned, listenForOwner, type OwnedSocket, type SocketAccess } from 
 import { describeOwner, frontEndAllowed, isAdmin, type Owner } from './tenancy.js';
 import type { MemoryLimits } from './device/memory-table.js';
 import { MapBudget, MAP_BUDGET, SHARED_MAP_BUDGET } from './device/map-budget.js';
-import { openUplink, type Uplink } from './uplink.js';
+import { openUplink, type Uplink, type UplinkTx } from './uplink.js';
 
 // How long `list` waits for fresh counters from a busy data path before answering with the last ones.
 const FRESH_WAIT_MS = 1000;
@@ -45,6 +45,8 @@ export interface ServeOptions {
   allowUnsealedMemory?: boolean;
   /** Offer checksum/TSO/ECN offloads to front-ends (default true). */
   offloads?: boolean;
+  /** How `uplink` frames leave (uplink.ts UplinkTx; default auto). */
+  uplinkTx?: UplinkTx;
   /** Bounds on each port's guest memory table, checked before anything is mapped. */
   memoryLimits?: MemoryLimits;
   /** Log lines; `level` is absent for info (the default) and given for the rest. */
@@ -121,10 +123,11 @@ export class VhostUserServer {
 
   async start(): Promise<void> {
     try {
-      this.uplink = openUplink({ dev: this.opts.uplink, bridge: this.opts.bridge, offloads: this.opts.offloads ?? true });
+      this.uplink = openUplink({ dev: this.opts.uplink, bridge: this.opts.bridge, offloads: this.opts.offloads ?? true, tx: this.opts.uplinkTx ?? 'auto' });
       if (this.uplink) {
-        await this.worker.setUplink(this.uplink.fd, this.uplink.rings, this.uplink.vnetHdr, this.uplink.senderFd);
-        this.log(`uplink: ${this.uplink.kind === 'tap' ? `tap ${this.uplink.ifname} on bridge ${this.uplink.device}` : `packet socket on ${this.uplink.device}`}`);
+        const u = this.uplink;
+        await this.worker.setUplink(u.fd, u.rings, u.vnetHdr, u.senderFd, u.xsk);
+        this.log(`uplink: ${u.kind === 'tap' ? `tap ${u.ifname} on bridge ${u.device}` : `packet socket on ${u.device}, sending through ${u.txPath}`}`);
       }
       for (const s of this.opts.sockets) await this.addPort({ socket: s, client: this.opts.client ?? false });
     } catch (e) {

@@ -13,9 +13,15 @@
 //   handshake through the uplink would wait for; a V2 slot is ours as soon
 //   as the kernel wrote it, and a busy poller batches by itself. Not
 //   measured, chosen by what they need: recvmmsg/sendmmsg still copy each
-//   frame through a socket buffer; AF_XDP needs a BPF program on DEV and
-//   hands a frame to our socket or to the host's stack, never both (the
-//   host's own use of DEV beside us would end).
+//   frame through a socket buffer.
+//   Plain frames leave through an AF_XDP socket on DEV's queue 0 where the
+//   kernel gives us one (`--uplink-tx auto`, the default): measured on a
+//   veth, sending through AF_XDP moved 64-byte frames about twice as fast as
+//   a TPACKET TX ring (sys/xsk.ts, docs/BENCHMARKS.md). Receiving stays on
+//   the packet ring: AF_XDP would need a BPF program on DEV, which hands a
+//   frame to our socket or to the host's stack, never both (the host's own
+//   use of DEV beside us would end). Frames with a vnet header (offloads)
+//   keep the TX ring, which carries it; AF_XDP has no such header.
 // - `--br BR`: a tap of ours attached to bridge BR (what `--br` always did,
 //   now one tap for the whole switch instead of one per port).
 // With offloads on (the default), both carry a virtio_net_hdr with every
@@ -28,6 +34,7 @@ import { linkKind, linkShow } from '../net/ip.js';
 import { closeFd } from '../sys/libc.js';
 import { bridgeAddPort, ifIndex, setUp } from '../sys/netdev.js';
 import { openPacketSender, openPacketSocket, type PacketRings } from '../sys/packet.js';
+import { openXskSender, type XskTxInfo } from '../sys/xsk.js';
 import { PACKET_VNET_LEN, ringGeometry } from '../sys/tpacket.js';
 import { createTap, setTapOffload, setVnetHdrSize, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN } from '../sys/tun.js';
 import { setNonBlocking } from '../sys/unix-socket.js';
@@ -67,10 +74,34 @@ export interface Uplink {
   vnetHdr: boolean;
   /** The send-only packet socket for frames bigger than a TX slot (offloads on), or -1. */
   senderFd: number;
+  /** The AF_XDP socket plain frames leave through, or null (the TX ring sends them). */
+  xsk: XskTxInfo | null;
+  /** How frames leave, for the log: "AF_XDP (copy mode)", or the TX ring and why. */
+  txPath: string;
   close(): void;
 }
 
-export function openUplink(opts: { dev?: string; bridge?: string; offloads?: boolean }): Uplink | null {
+/** How `--uplink` frames leave: AF_XDP where it opens (auto), AF_XDP or fail (xdp), or the packet TX ring (packet). */
+export type UplinkTx = 'auto' | 'xdp' | 'packet';
+export const UPLINK_TX: readonly UplinkTx[] = ['auto', 'xdp', 'packet'];
+
+// UMEM: 8 MiB, as the TX ring: 4096 frames of 2 KiB, or 2048 of 4 KiB for a
+// device with a bigger MTU (frames above 4 KiB take the TX ring).
+const XSK_BYTES = 8 << 20;
+
+function openXsk(dev: string, maxFrame: number, tx: UplinkTx): { xsk: XskTxInfo | null; txPath: string } {
+  if (tx === 'packet') return { xsk: null, txPath: 'TX ring (--uplink-tx packet)' };
+  const frameSize = maxFrame <= 2048 ? 2048 : 4096;
+  try {
+    const xsk = openXskSender(dev, XSK_BYTES / frameSize, frameSize);
+    return { xsk, txPath: `AF_XDP (${xsk.zeroCopy ? 'zero-copy' : 'copy mode'}) for plain frames` };
+  } catch (e) {
+    if (tx === 'xdp') throw e;
+    return { xsk: null, txPath: `TX ring (no AF_XDP: ${(e as Error).message})` };
+  }
+}
+
+export function openUplink(opts: { dev?: string; bridge?: string; offloads?: boolean; tx?: UplinkTx }): Uplink | null {
   const offloads = opts.offloads ?? true;
   if (opts.dev && opts.bridge) throw new UsageError('--uplink and --br are exclusive: --br BR is itself an uplink (a tap on bridge BR)', "run 'qemu-net-helper vhost-user serve --help'");
   if (opts.bridge) {
@@ -90,7 +121,7 @@ export function openUplink(opts: { dev?: string; bridge?: string; offloads?: boo
       closeFd(tap.fd);
       throw e;
     }
-    return { fd: tap.fd, kind: 'tap', ifname: tap.name, device: br, vnetHdr: tap.vnetHdr, senderFd: -1, close: () => closeFd(tap.fd) };
+    return { fd: tap.fd, kind: 'tap', ifname: tap.name, device: br, vnetHdr: tap.vnetHdr, senderFd: -1, xsk: null, txPath: 'tap', close: () => closeFd(tap.fd) };
   }
   if (opts.dev) {
     const dev = opts.dev;
@@ -105,14 +136,22 @@ export function openUplink(opts: { dev?: string; bridge?: string; offloads?: boo
     const rings = { rx: ringGeometry(maxFrame, RING_BYTES, RING_MIN_FRAMES, vnet), tx: ringGeometry(maxFrame, RING_BYTES, RING_MIN_FRAMES, vnet) };
     const fd = openPacketSocket(dev, true, UPLINK_RCVBUF, rings, offloads);
     let senderFd = -1;
+    let out: ReturnType<typeof openXsk>;
     try {
       if (offloads) senderFd = openPacketSender(dev);
+      out = openXsk(dev, maxFrame, opts.tx ?? 'auto');
     } catch (e) {
       closeFd(fd);
+      if (senderFd >= 0) closeFd(senderFd);
       throw e;
     }
-    const close = (): void => { closeFd(fd); if (senderFd >= 0) closeFd(senderFd); };
-    return { fd, kind: 'packet', ifname: dev, device: dev, rings, vnetHdr: offloads, senderFd, close };
+    const { xsk, txPath } = out;
+    const close = (): void => {
+      closeFd(fd);
+      if (senderFd >= 0) closeFd(senderFd);
+      if (xsk) { closeFd(xsk.fd); closeFd(xsk.umemFd); }
+    };
+    return { fd, kind: 'packet', ifname: dev, device: dev, rings, vnetHdr: offloads, senderFd, xsk, txPath, close };
   }
   return null;
 }

@@ -1,6 +1,7 @@
 // The switch's uplink carrying frames byte-exact both ways, through a veth in a
-// throwaway namespace: `--uplink` (AF_PACKET rings) in event and busy mode,
-// and `--br` (a tap of ours on a bridge). 64- and 1514-byte frames guest ->
+// throwaway namespace: `--uplink` (AF_PACKET RX ring, AF_XDP out by default)
+// in event and busy mode, `--uplink-tx packet` (the TX ring out), and `--br`
+// (a tap of ours on a bridge). 64- and 1514-byte frames guest ->
 // uplink and uplink -> guest arrive unchanged and in order; with the switch
 // stopped (SIGSTOP) while the far end keeps sending, the uplink's ring fills
 // and the kernel drops the excess; once the switch runs again the guest gets
@@ -59,9 +60,10 @@ describe('vhost-user switch uplink: frames byte-exact both ways through a veth',
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   const variants = [
-    { name: '--uplink (AF_PACKET rings), event mode', kind: 'packet', args: ['--uplink', 'up0'] },
-    { name: '--uplink (AF_PACKET rings), busy mode', kind: 'packet', args: ['--uplink', 'up0', '--poll', 'busy'] },
-    { name: '--br (a tap on a bridge), event mode', kind: 'tap', args: ['--br', 'br0'] },
+    { name: '--uplink (AF_PACKET RX ring, AF_XDP out), event mode', kind: 'packet', args: ['--uplink', 'up0'], log: /sending through AF_XDP \(copy mode\)/ },
+    { name: '--uplink (AF_PACKET RX ring, AF_XDP out), busy mode', kind: 'packet', args: ['--uplink', 'up0', '--poll', 'busy'], log: /sending through AF_XDP \(copy mode\)/ },
+    { name: '--uplink --uplink-tx packet (AF_PACKET rings both ways), busy mode', kind: 'packet', args: ['--uplink', 'up0', '--uplink-tx', 'packet', '--poll', 'busy'], log: /sending through TX ring \(--uplink-tx packet\)/ },
+    { name: '--br (a tap on a bridge), event mode', kind: 'tap', args: ['--br', 'br0'], log: /uplink: tap \S+ on bridge br0/ },
   ] as const;
 
   for (const v of variants) {
@@ -86,6 +88,7 @@ describe('vhost-user switch uplink: frames byte-exact both ways through a veth',
           cl = await ControlClient.connect(ctl);
           const list = async (): Promise<ListReply> => (await cl!.request({ op: 'list' })) as unknown as ListReply;
           assert.equal((await list()).uplink.kind, v.kind);
+          assert.match(s.log(), v.log);
 
           // guest -> uplink
           const out = SIZES.flatMap((len) => Array.from({ length: 20 }, (_, i) => frame(HOST, GUEST, `o-${len}-${i}`, len)));

@@ -33,6 +33,7 @@ QEMU needs shared guest memory for vhost-user:
     client: Flags.boolean({ summary: 'connect to front-ends that listen (QEMU server=on), retrying until they appear' }),
     br: Flags.string({ summary: 'uplink: a tap of ours on this bridge' }),
     uplink: Flags.string({ summary: 'uplink: this host device, through an AF_PACKET socket (promiscuous)' }),
+    'uplink-tx': Flags.string({ summary: 'how frames leave the --uplink device: auto (AF_XDP on its queue 0 where the kernel allows, else the packet TX ring; the default), xdp (AF_XDP or fail), packet (the packet TX ring)', options: ['auto', 'xdp', 'packet'] }),
     mode: Flags.string({ summary: 'default port mode: veb (switch locally; the default), vepa (all to the uplink), private (only the uplink)', options: ['veb', 'vepa', 'private'] }),
     events: Flags.boolean({ summary: 'print events (connected, ready, disconnected, mac-learned, ...) as JSON lines on stdout' }),
     control: Flags.string({ summary: 'unix socket for JSON-line control: add-port, remove-port, set-mode, list, events (root only, mode 0600, unless --control-group)' }),
@@ -94,7 +95,7 @@ QEMU needs shared guest memory for vhost-user:
       server = new VhostUserServer({
         ...(defaultOwner ? { defaultOwner } : {}), memoryLimits,
         sockets: [], queuePairs: cfg.queues, poll: cfg.poll, log,
-        mode: cfg.mode, socketAccess, allowUnsealedMemory: cfg.allowUnsealedMemory, offloads: cfg.offloads,
+        mode: cfg.mode, socketAccess, allowUnsealedMemory: cfg.allowUnsealedMemory, offloads: cfg.offloads, uplinkTx: cfg.uplinkTx,
         ...(cfg.uplink && 'bridge' in cfg.uplink ? { bridge: cfg.uplink.bridge } : {}), ...(cfg.uplink && 'device' in cfg.uplink ? { uplink: cfg.uplink.device } : {}),
       });
       // Subscribed before start: the first port-added events are printed too.

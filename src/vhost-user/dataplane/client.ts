@@ -7,6 +7,7 @@ import { zeroStats, type LogSpec, type PortDataplane, type PortStats, type Queue
 import type { CommandOf, CommandResults, MacEntry, Op, PollMode, WorkerMessage } from './commands.js';
 import type { PortModeName } from '../switch/forwarding.js';
 import type { PacketRings } from '../../sys/packet.js';
+import type { XskTxInfo } from '../../sys/xsk.js';
 
 export type { PollMode } from './commands.js';
 
@@ -83,8 +84,8 @@ export class DataplaneWorker {
     await this.call('setMode', { port, mode });
   }
 
-  async setUplink(fd: number, rings?: PacketRings, vnetHdr = false, senderFd = -1): Promise<void> {
-    await this.call('setUplink', rings ? { fd, rings, vnetHdr, senderFd } : { fd, vnetHdr });
+  async setUplink(fd: number, rings?: PacketRings, vnetHdr = false, senderFd = -1, xsk: XskTxInfo | null = null): Promise<void> {
+    await this.call('setUplink', rings ? { fd, rings, vnetHdr, senderFd, ...(xsk ? { xsk } : {}) } : { fd, vnetHdr });
   }
 
   portDataplane(port: number): PortDataplane {

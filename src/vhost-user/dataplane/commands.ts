@@ -4,6 +4,7 @@
 import type { LogSpec, PortStats, QueueSpec, RegionSpec } from './api.js';
 import type { PortModeName } from '../switch/forwarding.js';
 import type { PacketRings } from '../../sys/packet.js';
+import type { XskTxInfo } from '../../sys/xsk.js';
 
 export type PollMode = 'event' | 'busy';
 
@@ -35,9 +36,10 @@ export type WorkerCommand =
   /**
    * The uplink's fd (a tap, or an AF_PACKET socket with `rings` to map), or
    * -1 for none; `vnetHdr`: its frames carry a virtio_net_hdr; `senderFd`:
-   * the packet socket for frames bigger than a TX slot.
+   * the packet socket for frames bigger than a TX slot; `xsk`: the AF_XDP
+   * socket plain frames leave through (its UMEM and rings mapped there too).
    */
-  | { op: 'setUplink'; fd: number; rings?: PacketRings; vnetHdr?: boolean; senderFd?: number }
+  | { op: 'setUplink'; fd: number; rings?: PacketRings; vnetHdr?: boolean; senderFd?: number; xsk?: XskTxInfo }
   | { op: 'setMemory'; port: number; regions: RegionSpec[] }
   | { op: 'setLog'; port: number; log: LogSpec }
   | { op: 'startQueue'; port: number; q: number; spec: QueueSpec }

@@ -22,12 +22,14 @@
 import { readFd, writeFd } from '../../sys/libc.js';
 import { mapShared, unmap, type Mapping } from '../../sys/mmap.js';
 import { kickTxRing, ringsBytes, type PacketRings } from '../../sys/packet.js';
+import { kickXsk, mapXsk, type XskTxInfo } from '../../sys/xsk.js';
 import { CAN_ALL } from '../switch/offload.js';
 import {
   PACKET_VNET_LEN, reinsertVlan, RX_BAD, RX_COPY, RX_FRAME, rxSlot, TP_STATUS_KERNEL, TP_STATUS_SEND_REQUEST, TX_DATA_OFFSET, txCapacity, txSlotHeader, type RxFrame,
 } from '../../sys/tpacket.js';
 import { type ChainScratch, MAX_FRAME_LEN, readFrame, type SplitQueue } from '../virtq/index.js';
-import { fromPacket, packetRingBlock, packetRingNext, toPacket, toTap, type PacketRingBlock } from '../virtq/native.js';
+import { fromPacket, packetRingBlock, packetRingNext, toPacket, toTap, toXsk, type PacketRingBlock } from '../virtq/native.js';
+import { XskTx } from './xsk-tx.js';
 
 /**
  * Where a received frame goes: the switch (buf[off, off + len)). `hdr`: its
@@ -78,15 +80,27 @@ export interface WholeFrameIo {
 /**
  * The rings of packet socket `fd` (with PACKET_VNET_HDR if `vnetHdr`), mapped
  * into this thread (unmapped by close()); `senderFd`: the ring-less socket
- * for frames bigger than a TX slot (uplink.ts), or -1.
+ * for frames bigger than a TX slot (uplink.ts), or -1; `xsk`: an AF_XDP
+ * socket that sends the plain frames instead of the TX ring (uplink.ts).
  */
-export function openPacketRingIo(fd: number, rings: PacketRings, vnetHdr = false, senderFd = -1): PacketRingIo {
+export function openPacketRingIo(fd: number, rings: PacketRings, vnetHdr = false, senderFd = -1, xsk: XskTxInfo | null = null): PacketRingIo {
   const map: Mapping = mapShared(fd, ringsBytes(rings));
   const whole: WholeFrameIo | null = vnetHdr && senderFd >= 0 ? {
     read: (buf) => readFd(fd, buf, buf.length),
     write: (buf, len) => writeFd(senderFd, buf, len) === len,
   } : null;
-  return new PacketRingIo(fd, rings, map.buffer, () => kickTxRing(fd), () => unmap(map), vnetHdr, whole);
+  let xmaps: ReturnType<typeof mapXsk> | null = null;
+  try {
+    xmaps = xsk ? mapXsk(xsk) : null;
+    const release = (): void => { unmap(map); xmaps?.close(); };
+    const io = new PacketRingIo(fd, rings, map.buffer, () => kickTxRing(fd), release, vnetHdr, whole);
+    if (xsk && xmaps) io.sendThrough(new XskTx(xsk, xmaps.umem, xmaps.tx, xmaps.cq, () => kickXsk(xsk.fd), io.maxRingFrame));
+    return io;
+  } catch (e) {
+    unmap(map);
+    xmaps?.close();
+    throw e;
+  }
 }
 
 /**
@@ -139,6 +153,9 @@ export class PacketRingIo implements UplinkIo {
   // The rings as the C fast path sees them (null without it).
   private readonly rxBlock: PacketRingBlock | null;
   private readonly txBlock: PacketRingBlock | null;
+  // Plain frames leave through this AF_XDP socket when there is one; frames
+  // with a vnet header (offloads) still take the TX ring, which carries it.
+  private xsk: XskTx | null = null;
 
   constructor(readonly fd: number, rings: PacketRings, mem: ArrayBuffer, private readonly kick: () => boolean, private readonly release: () => void,
     vnetHdr = false, private readonly wholeIo: WholeFrameIo | null = null) {
@@ -159,7 +176,29 @@ export class PacketRingIo implements UplinkIo {
     this.txBlock = packetRingBlock(mem, this.txBase, this.txSize, this.txFrames);
   }
 
+  /** The largest plain frame a TX slot holds (after the vnet header). */
+  get maxRingFrame(): number { return this.txMax; }
+
+  /** Sends plain frames through `xsk` from now on (the TX ring keeps the ones with a vnet header). */
+  sendThrough(xsk: XskTx): void { this.xsk = xsk; }
+
+  // Frames leave in the order the switch queued them, across both sockets:
+  // before queueing on one, what the other holds is handed to the kernel.
+  private beforeXsk(): void {
+    if (this.queued !== 0 && this.kick()) this.queued = 0;
+  }
+
+  private beforeRing(): void {
+    if (this.xsk !== null && this.xsk.unsent() !== 0) this.xsk.flush();
+  }
+
   fastSend(tx: SplitQueue, max: number, hdrLen: number, dst: number, src: number): number {
+    const x = this.xsk;
+    if (x !== null) {
+      if (x.block === null) return 0;
+      this.beforeXsk();
+      return toXsk(tx, x.block, max, hdrLen, dst, src);
+    }
     const b = this.txBlock;
     if (b === null) return 0;
     const n = toPacket(tx, b, this.txNext, max, hdrLen, this.vnet, dst, src);
@@ -197,6 +236,11 @@ export class PacketRingIo implements UplinkIo {
   sendChain(chain: ChainScratch, hdrLen: number): boolean {
     const len = chain.readable - hdrLen;
     if (len < 0 || len > this.txMax) return false;
+    if (this.xsk !== null && len <= this.xsk.maxLen) {
+      this.beforeXsk();
+      return this.xsk.putChain(chain, hdrLen);
+    }
+    this.beforeRing();
     const slot = this.txSlot();
     if (slot < 0) return false;
     const at = slot + TX_DATA_OFFSET;
@@ -209,7 +253,12 @@ export class PacketRingIo implements UplinkIo {
   sendFlat(buf: Uint8Array, off: number, len: number, hdr: Uint8Array | null = null): boolean {
     if (!(len >= 0 && len <= this.maxSend && off >= 0 && off + len <= buf.length)) return false;
     if (hdr !== null && this.vnet === 0) return false;
+    if (hdr === null && this.xsk !== null && len <= this.xsk.maxLen) {
+      this.beforeXsk();
+      return this.xsk.put(buf, off, len);
+    }
     if (len > this.txMax) return this.sendWhole(buf, off, len, hdr);
+    this.beforeRing();
     const slot = this.txSlot();
     if (slot < 0) return false;
     const at = slot + TX_DATA_OFFSET;
@@ -235,6 +284,7 @@ export class PacketRingIo implements UplinkIo {
   flush(): void {
     // A failed kick (ENOBUFS) leaves the slots marked: the next flush sends them.
     if (this.queued !== 0 && this.kick()) this.queued = 0;
+    this.xsk?.flush();
   }
 
   receive(max: number, sink: FrameSink): number {

@@ -175,7 +175,7 @@ const handlers: Handlers = {
     old?.close();
     // The rings are mapped here, in the thread that uses them (a mapping is
     // not transferable), and unmapped before the main thread closes the fd.
-    if (cmd.fd >= 0) sw.uplink = cmd.rings ? openPacketRingIo(cmd.fd, cmd.rings, cmd.vnetHdr ?? false, cmd.senderFd ?? -1) : new TapIo(cmd.fd, cmd.vnetHdr ?? false);
+    if (cmd.fd >= 0) sw.uplink = cmd.rings ? openPacketRingIo(cmd.fd, cmd.rings, cmd.vnetHdr ?? false, cmd.senderFd ?? -1, cmd.xsk ?? null) : new TapIo(cmd.fd, cmd.vnetHdr ?? false);
     rebuild();
     return null;
   },

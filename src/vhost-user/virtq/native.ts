@@ -18,7 +18,7 @@ import koffi from 'koffi';
 import type { GuestMemory } from './memory.js';
 import type { SplitQueue } from './split.js';
 
-const ABI = 3;
+const ABI = 4;
 const RING_BLOCK = 56;
 const POS = 9; // u32 index of last_avail; last_used, avail_cache follow
 const STOP = 12; // u32 index of stop
@@ -38,10 +38,11 @@ const NATIVE_LIBRARY = fileURLToPath(new URL('../../../native/libqnh-fastpath.so
 type Forward = (tx: number, rx: number, max: number, txHdr: number, rxHdr: number, dst: number, src: number) => number;
 type Address = (p: ArrayBufferView) => number | bigint;
 type ToPacket = (tx: number, ring: number, max: number, txHdr: number, vnet: number, dst: number, src: number) => number;
+type ToXsk = (tx: number, ring: number, max: number, txHdr: number, dst: number, src: number) => number;
 type FromPacket = (ring: number, rx: number, max: number, rxHdr: number, vnet: number, dst: number, src: number) => number;
 type ToTap = (tx: number, fd: number, max: number, txHdr: number, vnet: number, dst: number, src: number) => number;
 
-interface Lib { forward: Forward; address: Address; toPacket: ToPacket; fromPacket: FromPacket; toTap: ToTap }
+interface Lib { forward: Forward; address: Address; toPacket: ToPacket; fromPacket: FromPacket; toTap: ToTap; toXsk: ToXsk }
 
 /** 'native', or why the TypeScript path runs alone. */
 export let fastPathStatus = 'native';
@@ -59,6 +60,7 @@ function load(): Lib | null {
       toPacket: lib.func('int qnh_to_packet(double, double, uint32_t, uint32_t, uint32_t, double, double)') as ToPacket,
       fromPacket: lib.func('int qnh_from_packet(double, double, uint32_t, uint32_t, uint32_t, double, double)') as FromPacket,
       toTap: lib.func('int qnh_to_tap(double, int, uint32_t, uint32_t, uint32_t, double, double)') as ToTap,
+      toXsk: lib.func('int qnh_to_xsk(double, double, uint32_t, uint32_t, double, double)') as ToXsk,
     };
   } catch (e) {
     fastPathStatus = `cannot load ${NATIVE_LIBRARY}: ${(e as Error).message}`;
@@ -229,5 +231,51 @@ export function toTap(tx: SplitQueue, fd: number, max: number, txHdr: number, vn
   const n = lib.toTap(tb.addr, fd, max, txHdr, vnet, dst, src);
   tx.loadPositions(tb.u32, POS);
   stopReason = tb.u32[STOP]!;
+  return n;
+}
+
+// ---- the uplink's AF_XDP TX ring (dataplane/xsk-tx.ts) ------------------
+
+const XRING_BLOCK = 56;
+const XRING_STOP = 13; // u32 index of stop
+
+/** An AF_XDP TX ring, its completion ring and UMEM as the C side sees them (all state lives in the ring memory). */
+export interface XskRingBlock { u32: Uint32Array; addr: number }
+
+/**
+ * The block for an AF_XDP socket's rings: the TX ring mapping `tx` (producer
+ * index and entries at the given byte offsets), the completion ring `cq`,
+ * UMEM `umem` of `frames` frames of `frameSize` bytes; frames up to `maxLen`
+ * bytes. All must stay mapped while the block is used; null without the
+ * native library.
+ */
+export function xskRingBlock(tx: ArrayBuffer, txProd: number, txDesc: number, cq: ArrayBuffer, cqProd: number, cqCons: number,
+  umem: ArrayBuffer, frames: number, frameSize: number, maxLen: number): XskRingBlock | null {
+  if (lib === null || frames * frameSize > umem.byteLength || txDesc + frames * 16 > tx.byteLength) return null;
+  const buf = new ArrayBuffer(XRING_BLOCK);
+  const u64 = new BigUint64Array(buf, 0, 5);
+  const at = (b: ArrayBuffer, off: number): bigint => BigInt(addressOf(new Uint8Array(b, off, 1)));
+  u64[0] = at(tx, txProd);
+  u64[1] = at(tx, txDesc);
+  u64[2] = at(cq, cqProd);
+  u64[3] = at(cq, cqCons);
+  u64[4] = at(umem, 0);
+  const u32 = new Uint32Array(buf);
+  u32[10] = frames;
+  u32[11] = frameSize;
+  u32[12] = maxLen;
+  return { u32, addr: addressOf(u32) };
+}
+
+/** Guest TX queue `tx` -> the AF_XDP TX ring (queued, not kicked) while each frame is one readable descriptor from `src` to `dst`. */
+export function toXsk(tx: SplitQueue, ring: XskRingBlock, max: number, txHdr: number, dst: number, src: number): number {
+  if (lib === null || tx.log !== null || !(dst >= 0 && src >= 0)) return 0;
+  const tb = ringBlock(tx);
+  if (tb === null) return 0;
+  tx.savePositions(tb.u32, POS);
+  nativeCalls++;
+  const n = lib.toXsk(tb.addr, ring.addr, max, txHdr, dst, src);
+  tx.loadPositions(tb.u32, POS);
+  stopReason = ring.u32[XRING_STOP]!;
   return n;
 }

@@ -23,8 +23,8 @@ describe('switch configuration', () => {
   it('flags win over the file; --socket adds ports after the file\'s; defaults fill the rest', () => {
     const file = parseSwitchConfig('{"mode":"private","uplink":{"device":"eth1"},"ports":[{"socket":"/a.sock"}],"queues":2}', 'f');
     const s = mergeSettings(file, { ...noFlags, socket: ['/b.sock'], client: true, br: 'br0', mode: 'veb' });
-    assert.deepEqual(s, { mode: 'veb', uplink: { bridge: 'br0' }, ports: [{ socket: '/a.sock' }, { socket: '/b.sock', client: true }], queues: 2, poll: 'event', allowUnsealedMemory: false, statsInterval: 0, offloads: true });
-    assert.deepEqual(mergeSettings(null, noFlags), { mode: 'veb', ports: [], queues: 1, poll: 'event', allowUnsealedMemory: false, statsInterval: 0, offloads: true });
+    assert.deepEqual(s, { mode: 'veb', uplink: { bridge: 'br0' }, ports: [{ socket: '/a.sock' }, { socket: '/b.sock', client: true }], queues: 2, poll: 'event', allowUnsealedMemory: false, statsInterval: 0, offloads: true, uplinkTx: 'auto' });
+    assert.deepEqual(mergeSettings(null, noFlags), { mode: 'veb', ports: [], queues: 1, poll: 'event', allowUnsealedMemory: false, statsInterval: 0, offloads: true, uplinkTx: 'auto' });
     assert.throws(() => mergeSettings(file, { ...noFlags, socket: ['/a.sock'] }), /--socket \/a\.sock is given twice/);
     assert.throws(() => mergeSettings(null, { ...noFlags, br: 'br0', uplink: 'eth0' }), /exclusive/);
   });
@@ -50,5 +50,15 @@ describe('switch configuration', () => {
     assert.deepEqual(mergeSettings(parseSwitchConfig(JSON.stringify(out), 'f'), noFlags).ports, out.ports);
     assert.throws(() => parseSwitchConfig('{"ports":[{"socket":"/a.sock","owner":{"uid":-1,"gid":0}}]}', 'f'), /ports\.0\.owner\.uid/);
     assert.throws(() => parseSwitchConfig('{"maxGuestMemory":"lots"}', 'f'), /maxGuestMemory: a size/);
+  });
+
+  it('uplinkTx: in the file, the flag over it, written back only when not auto', () => {
+    const file = parseSwitchConfig('{"uplink":{"device":"eth1"},"uplinkTx":"packet"}', 'f');
+    assert.equal(mergeSettings(file, noFlags).uplinkTx, 'packet');
+    const s = mergeSettings(file, { ...noFlags, 'uplink-tx': 'xdp' });
+    assert.equal(s.uplinkTx, 'xdp');
+    assert.equal(settingsToFile(s, []).uplinkTx, 'xdp');
+    assert.equal('uplinkTx' in settingsToFile(mergeSettings(null, noFlags), []), false);
+    assert.throws(() => parseSwitchConfig('{"uplinkTx":"afxdp"}', 'f'), /uplinkTx/);
   });
 });
