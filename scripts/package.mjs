@@ -73,7 +73,7 @@ try {
   const flags = (v) => out('dpkg-buildflags', ['--get', v]).split(/\s+/).filter(Boolean).filter((f) => !f.startsWith('-ffile-prefix-map'));
   mkdirSync(at(`${LIB}/dist/native`), { recursive: true });
   const so = at(`${LIB}/dist/native/libqnh-fastpath.so`);
-  run(process.env.CC || 'cc', [...flags('CPPFLAGS'), ...flags('CFLAGS'), '-std=c11', '-Wall', '-Wextra', '-Werror', '-fPIC', '-shared', ...flags('LDFLAGS'), '-o', so, 'native/fastpath.c']);
+  run(process.env.CC || 'cc', [...flags('CPPFLAGS'), ...flags('CFLAGS'), '-std=c11', '-Wall', '-Wextra', '-Werror', '-fPIC', '-shared', ...flags('LDFLAGS'), '-o', so, 'native/forward.c', 'native/uplink.c']);
   run('strip', ['--strip-unneeded', '--remove-section=.comment', '--remove-section=.note', so]);
   chmodSync(so, 0o644);
 

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 # (modprobe in the kernel lab), libvirt (session mode as a real bridge_helper
 # client), podman + runc + containernetworking-plugins (the CNI plugin's real
 # runtime and its host-local IPAM; runc because crun refuses hybrid cgroup hosts),
-# gcc + libc6-dev (the switch's native fast path, native/fastpath.c),
+# gcc + libc6-dev (the switch's native fast path, native/*.c),
 # dpkg-dev + lintian + systemd (`npm run package` and its test: hardening
 # flags, the package's lint, systemd-socket-activate and deb-systemd-helper),
 # netcat-openbsd (`nc -N -U`: a half-closing client of the switch's control socket),

@@ -1,4 +1,4 @@
-// The native fast path (native/fastpath.c): one C call moves a run of frames
+// The native fast path (native/*.c): one C call moves a run of frames
 // from a guest's TX ring into another guest's RX ring when each is a single
 // descriptor and the switch's decision for them is already taken. Everything
 // else stays in TypeScript; the C function stops in front of it.
@@ -25,7 +25,7 @@ const STOP = 12; // u32 index of stop
 const REGION_TABLE_HEAD = 16;
 const REGION_ENTRY = 24;
 
-/** Why the last forward() stopped (native/fastpath.c QNH_STOP_*). */
+/** Why the last forward() stopped (native/ring.h QNH_STOP_*). */
 export const STOP_MAX = 0;
 export const STOP_TX_EMPTY = 1;
 export const STOP_TX_OTHER = 2;
@@ -221,7 +221,7 @@ export function fromPacket(ring: PacketRingBlock, next: number, rx: SplitQueue, 
 /** The ring's next slot after a toPacket()/fromPacket() call. */
 export const packetRingNext = (ring: PacketRingBlock): number => ring.u32[PRING_NEXT]!;
 
-/** Guest TX queue `tx` -> tap `fd`: one write() per frame straight from guest memory, a run per call (native/fastpath.c qnh_to_tap). */
+/** Guest TX queue `tx` -> tap `fd`: one write() per frame straight from guest memory, a run per call (native/uplink.c qnh_to_tap). */
 export function toTap(tx: SplitQueue, fd: number, max: number, txHdr: number, vnet: number, dst: number, src: number): number {
   if (lib === null || tx.log !== null || !(dst >= 0 && src >= 0)) return 0;
   const tb = ringBlock(tx);

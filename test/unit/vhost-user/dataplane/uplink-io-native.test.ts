@@ -1,4 +1,4 @@
-// The uplink's native fast path (native/fastpath.c qnh_to_packet and
+// The uplink's native fast path (native/uplink.c qnh_to_packet and
 // qnh_from_packet, through PacketRingIo.fastSend/fastReceive) over plain
 // memory, the test playing both the guest (mock driver) and the kernel (slot
 // headers): frames move byte for byte in one copy, and the loop stops in

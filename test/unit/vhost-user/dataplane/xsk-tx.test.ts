@@ -1,4 +1,4 @@
-// The uplink's AF_XDP TX ring (dataplane/xsk-tx.ts, and native/fastpath.c
+// The uplink's AF_XDP TX ring (dataplane/xsk-tx.ts, and native/uplink.c
 // qnh_to_xsk through PacketRingIo.fastSend) over plain memory, the test
 // playing the kernel (it consumes TX entries and produces completions):
 // frames land in the UMEM frame of their entry with a matching descriptor, a

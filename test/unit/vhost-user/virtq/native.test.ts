@@ -1,4 +1,4 @@
-// The native fast path (native/fastpath.c through virtq/native.ts): what it
+// The native fast path (native/*.c through virtq/native.ts): what it
 // moves is byte for byte what the TypeScript path would deliver, it stops in
 // front of everything else without consuming it, and hostile rings make it
 // stop, never read or write outside the guest's regions.
