@@ -62,12 +62,12 @@ if (all || which.has('switch4')) {
 }
 
 if (all || which.has('uplink')) {
-  const backends = (process.env.BENCH_UPLINK_BACKENDS ?? 'qnh-packet,dpdk,ovs-dpdk,ovs-afxdp,qnh-tap').split(',') as UplinkBackend[];
+  const backends = (process.env.BENCH_UPLINK_BACKENDS ?? 'qnh-packet,qnh-ringtx,dpdk,dpdk-afxdp,ovs-dpdk,ovs-afxdp,qnh-tap').split(',') as UplinkBackend[];
   const directions = (process.env.BENCH_UPLINK_DIRECTIONS ?? 'out,in').split(',') as UplinkDirection[];
   const sizes = (process.env.BENCH_UPLINK_SIZES ?? '64,1514').split(',').map(Number);
   const r = await benchUplink(Number(process.env.BENCH_SECONDS ?? 5), sizes, Number(process.env.BENCH_UPLINK_ROUNDS ?? 1), backends, directions);
   results.uplink = r;
-  console.log(`\n### Switch uplink vs DPDK net_vhost + net_af_packet (testpmd io) and OVS-DPDK (dpdkvhostuser + net_af_packet or AF_XDP, NORMAL) on the same veth (same generators, same run; median of ${r.rounds} round(s), ratio: median of the per-round ratios)\n`);
+  console.log(`\n### Switch uplink vs DPDK net_vhost + net_af_packet or net_af_xdp (testpmd io) and OVS-DPDK (dpdkvhostuser + net_af_packet or AF_XDP, NORMAL) on the same veth (same generators, same run; median of ${r.rounds} round(s), ratio: median of the per-round ratios)\n`);
   console.log('| direction | frame B | back-end | Mpps through | Mpps offered |\n|---|---|---|---|---|');
   for (const row of r.rows) console.log(`| ${row.direction === 'out' ? 'guest -> uplink' : 'uplink -> guest'} | ${row.frameBytes} | ${row.backend} | ${row.mpps.toFixed(3)} | ${row.offeredMpps.toFixed(3)} |`);
   console.log('');

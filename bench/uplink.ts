@@ -1,10 +1,15 @@
 // The switch's uplink against DPDK's own answer to the same job, same
 // generators, same veth, alternating in every round (the machine is shared:
 // rates swing from round to round, the ratio within a round much less):
-// - qnh-packet: our switch with `--uplink up0` (AF_PACKET rings);
+// - qnh-packet: our switch with `--uplink up0` (AF_PACKET RX ring; out through
+//   AF_XDP, the default `--uplink-tx auto`);
+// - qnh-ringtx: the same with `--uplink-tx packet` (out through the TPACKET TX
+//   ring, as before AF_XDP): the A/B that chose AF_XDP;
 // - qnh-tap: our switch with `--br br0` (a tap of ours on a bridge with up0);
 // - dpdk: testpmd io-forwarding between a net_vhost port (the guest's) and a
 //   net_af_packet port on up0 (DPDK's PMDs, default ring sizes);
+// - dpdk-afxdp: the same with DPDK's net_af_xdp PMD on up0 (its own XDP
+//   program, copy mode on a veth);
 // - ovs-dpdk: OVS-DPDK (bench/ovs-dpdk.ts, run in the lab's namespace) with a
 //   dpdkvhostuser port (the guest's) and a `type=dpdk` port on up0 through
 //   DPDK's net_af_packet PMD, switched by the NORMAL action;
@@ -32,7 +37,7 @@ import { Testpmd, parseTestpmd } from '../test/lib/testpmd.js';
 import { dpdkRunDir, removeLater } from './leftovers.js';
 
 /** qnh-packet-nogso: `--uplink` with `--offloads off` (no vnet header, the MTU-sized ring slots of before). */
-export type UplinkBackend = 'qnh-packet' | 'qnh-packet-nogso' | 'qnh-tap' | 'dpdk' | 'dpdk-afxdp' | OvsBackend;
+export type UplinkBackend = 'qnh-packet' | 'qnh-ringtx' | 'qnh-packet-nogso' | 'qnh-tap' | 'dpdk' | 'dpdk-afxdp' | OvsBackend;
 type OvsBackend = 'ovs-dpdk' | 'ovs-afxdp';
 /** The references our --uplink is compared with. */
 const REFERENCES = ['dpdk', 'dpdk-afxdp', 'ovs-dpdk', 'ovs-afxdp'] as const;
@@ -98,7 +103,7 @@ async function withBackend<T>(lab: Lab, backend: UplinkBackend, fn: (sock: strin
       forget();
     }
   }
-  const args = backend === 'qnh-packet' ? ['--uplink', 'up0'] : backend === 'qnh-packet-nogso' ? ['--uplink', 'up0', '--offloads', 'off'] : ['--br', 'br0'];
+  const args = { 'qnh-packet': ['--uplink', 'up0'], 'qnh-ringtx': ['--uplink', 'up0', '--uplink-tx', 'packet'], 'qnh-packet-nogso': ['--uplink', 'up0', '--offloads', 'off'], 'qnh-tap': ['--br', 'br0'] }[backend];
   const serve = new Serve(['--socket', lab.sock, ...args, '--poll', 'busy', '--allow-unsealed-memory'], lab.ns);
   try {
     await serve.ready([lab.sock]);
@@ -139,10 +144,12 @@ async function into(lab: Lab, frameBytes: number, seconds: number): Promise<{ mp
   const sPrefix = `qnh-upi-send-${process.pid}`;
   const forget = [removeLater(dpdkRunDir(gPrefix)), removeLater(dpdkRunDir(sPrefix))];
   // The receiving guest shares CPU 0 with the busy sender: it drains its ring
-  // once per scheduler slice, so the ring's size caps what it can take
-  // (256 descriptors per slice measured as ~32 k frames/s for every back-end).
-  // BENCH_UPLINK_GUEST_RING raises it (virtio-user queue_size, testpmd --rxd).
-  const ring = Number(process.env.BENCH_UPLINK_GUEST_RING ?? 256);
+  // once per scheduler slice, so the ring's size caps what it can take (256
+  // descriptors per slice measured as ~32 k frames/s for every back-end, 1024
+  // as 4x that). 4096 lets it take what the sender offers (the sender is then
+  // the limit: it also pays the kernel's delivery into the back-end's socket).
+  // BENCH_UPLINK_GUEST_RING sets it (virtio-user queue_size, testpmd --rxd).
+  const ring = Number(process.env.BENCH_UPLINK_GUEST_RING ?? 4096);
   const guest = new Testpmd({
     vdevs: [`net_virtio_user0,path=${lab.sock},queues=1,queue_size=${ring},mac=${GUEST_MAC}`], forwardMode: 'rxonly', lcores: '0@1,1@0', prefix: gPrefix,
     extra: [`--rxd=${ring}`, `--txd=${ring}`],
