@@ -38,30 +38,16 @@ int qnh_forward(double tx_block, double rx_block, uint32_t max, uint32_t tx_hdr,
   struct qnh_ring *rx = (struct qnh_ring *)(uintptr_t)rx_block;
   struct qnh_mem *tmem = (struct qnh_mem *)(uintptr_t)tx->mem;
   struct qnh_mem *rmem = (struct qnh_mem *)(uintptr_t)rx->mem;
-  // The caller passes 48-bit MACs; anything else is its bug, refused (a
-  // negative or NaN double has no defined conversion to an integer).
-  if (!(dst_mac >= 0 && dst_mac < 281474976710656.0 && src_mac >= 0 && src_mac < 281474976710656.0)) {
-    tx->stop = QNH_STOP_MAC;
-    return 0;
-  }
+  if (!macs_ok(dst_mac, src_mac)) { tx->stop = QNH_STOP_MAC; return 0; }
   const uint64_t want_dst = (uint64_t)dst_mac, want_src = (uint64_t)src_mac;
   uint32_t why = QNH_STOP_MAX;
   uint32_t n = 0;
   if ((tx_hdr != 10 && tx_hdr != 12) || (rx_hdr != 10 && rx_hdr != 12)) { tx->stop = QNH_STOP_TX_OTHER; return 0; }
   for (; n < max; n++) {
-    int32_t th = peek_head(tx, QNH_STOP_TX_EMPTY, QNH_STOP_TX_OTHER, &why);
-    if (th < 0) break;
-    uint32_t len;
-    // One device-readable buffer holding a header and an Ethernet frame.
-    const uint8_t *src = single_buffer(tx, tmem, (uint32_t)th, 0, &len);
-    if (src == NULL || len < tx_hdr + ETH_MIN || len - tx_hdr > MAX_FRAME) { why = QNH_STOP_TX_OTHER; break; }
-    // An offload header (flags or gso_type set: a partial checksum or a GSO
-    // frame) needs the switch's checks and per-receiver decision, in
-    // TypeScript. A guest rewriting these bytes after this read only gets a
-    // plain header delivered, which it could have sent anyway.
-    if ((src[0] | src[1]) != 0) { why = QNH_STOP_TX_OTHER; break; }
-    const uint8_t *frame = src + tx_hdr;
-    const uint32_t flen = len - tx_hdr;
+    int32_t th;
+    uint32_t flen;
+    const uint8_t *frame = next_plain_tx(tx, tmem, tx_hdr, MAX_FRAME, &th, &flen, &why);
+    if (frame == NULL) break;
 
     int32_t rh = peek_head(rx, QNH_STOP_RX_EMPTY, QNH_STOP_RX_OTHER, &why);
     if (rh < 0) break;
@@ -85,8 +71,7 @@ int qnh_forward(double tx_block, double rx_block, uint32_t max, uint32_t tx_hdr,
 
     rx->last_avail = (rx->last_avail + 1) & 0xffff;
     push_used(rx, (uint32_t)rh, rx_hdr + flen);
-    tx->last_avail = (tx->last_avail + 1) & 0xffff;
-    push_used(tx, (uint32_t)th, 0);
+    consume_tx(tx, th);
   }
   // The caller's release store of used.idx follows; keep our entries before it.
   __atomic_thread_fence(__ATOMIC_RELEASE);

@@ -120,4 +120,39 @@ static inline uint64_t mac_at(const uint8_t *p) {
          ((uint64_t)p[3] << 16) | ((uint64_t)p[4] << 8) | (uint64_t)p[5];
 }
 
+// The caller passes 48-bit MACs; anything else is its bug, refused (a
+// negative or NaN double has no defined conversion to an integer).
+static inline int macs_ok(double dst_mac, double src_mac) {
+  return dst_mac >= 0 && dst_mac < 281474976710656.0 && src_mac >= 0 && src_mac < 281474976710656.0;
+}
+
+// The next guest TX frame if it is one device-readable buffer holding a plain
+// virtio-net header of tx_hdr bytes and an Ethernet frame of ETH_MIN..max_len
+// bytes: the frame's start, with *head and *flen; else NULL with *why set
+// (QNH_STOP_TX_EMPTY, QNH_STOP_TX_OTHER). Nothing is consumed. An offload
+// header (flags or gso_type set: a partial checksum or a GSO frame) needs the
+// switch's checks and per-receiver decision, in TypeScript. A guest rewriting
+// these bytes after this read only gets a plain header delivered, which it
+// could have sent anyway.
+static inline const uint8_t *next_plain_tx(struct qnh_ring *tx, struct qnh_mem *m, uint32_t tx_hdr, uint32_t max_len,
+                                           int32_t *head, uint32_t *flen, uint32_t *why) {
+  int32_t th = peek_head(tx, QNH_STOP_TX_EMPTY, QNH_STOP_TX_OTHER, why);
+  if (th < 0) return NULL;
+  uint32_t len;
+  const uint8_t *src = single_buffer(tx, m, (uint32_t)th, 0, &len);
+  if (src == NULL || len < tx_hdr + ETH_MIN || len - tx_hdr > max_len || (src[0] | src[1]) != 0) {
+    *why = QNH_STOP_TX_OTHER;
+    return NULL;
+  }
+  *head = th;
+  *flen = len - tx_hdr;
+  return src + tx_hdr;
+}
+
+// Consumes TX chain `head` (used with length 0: the device wrote nothing).
+static inline void consume_tx(struct qnh_ring *tx, int32_t head) {
+  tx->last_avail = (tx->last_avail + 1) & 0xffff;
+  push_used(tx, (uint32_t)head, 0);
+}
+
 #endif

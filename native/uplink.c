@@ -49,28 +49,23 @@ int qnh_to_packet(double tx_block, double ring_block, uint32_t max, uint32_t tx_
   struct qnh_ring *tx = (struct qnh_ring *)(uintptr_t)tx_block;
   struct qnh_pring *p = (struct qnh_pring *)(uintptr_t)ring_block;
   struct qnh_mem *tmem = (struct qnh_mem *)(uintptr_t)tx->mem;
-  if (!(dst_mac >= 0 && dst_mac < 281474976710656.0 && src_mac >= 0 && src_mac < 281474976710656.0)) { p->stop = QNH_STOP_MAC; return 0; }
+  if (!macs_ok(dst_mac, src_mac)) { p->stop = QNH_STOP_MAC; return 0; }
   if ((tx_hdr != 10 && tx_hdr != 12) || (vnet != 0 && vnet != 10) || !pring_ok(p)) { p->stop = QNH_STOP_TX_OTHER; return 0; }
   const uint64_t want_dst = (uint64_t)dst_mac, want_src = (uint64_t)src_mac;
   const uint32_t cap = p->frame_size - TP_TX_DATA - vnet;
   uint32_t why = QNH_STOP_MAX;
   uint32_t n = 0;
   for (; n < max; n++) {
-    int32_t th = peek_head(tx, QNH_STOP_TX_EMPTY, QNH_STOP_TX_OTHER, &why);
-    if (th < 0) break;
-    uint32_t len;
-    const uint8_t *src = single_buffer(tx, tmem, (uint32_t)th, 0, &len);
-    if (src == NULL || len < tx_hdr + ETH_MIN || len - tx_hdr > cap) { why = QNH_STOP_TX_OTHER; break; }
-    // An offload header (flags or gso_type set) is checked (and passed on or
-    // completed) in TypeScript, as in qnh_forward: never sent from here.
-    if ((src[0] | src[1]) != 0) { why = QNH_STOP_TX_OTHER; break; }
-    const uint32_t flen = len - tx_hdr;
+    int32_t th;
+    uint32_t flen;
+    const uint8_t *frame = next_plain_tx(tx, tmem, tx_hdr, cap, &th, &flen, &why);
+    if (frame == NULL) break;
     uint8_t *slot = (uint8_t *)(uintptr_t)(p->base + (uint64_t)p->next * p->frame_size);
     // Acquire: the kernel is done with the slot's data before we write it.
     if (__atomic_load_n((uint32_t *)slot, __ATOMIC_ACQUIRE) & TP_BUSY) { why = QNH_STOP_RX_EMPTY; break; }
     uint8_t *dst = slot + TP_TX_DATA + vnet;
     memset(slot + TP_TX_DATA, 0, vnet);
-    memcpy(dst, src + tx_hdr, flen);
+    memcpy(dst, frame, flen);
     // Checked on our copy, as qnh_forward does: the slot stays ours (not
     // marked) on a mismatch, and the frame is left for the general path.
     if (mac_at(dst) != want_dst || mac_at(dst + 6) != want_src) { why = QNH_STOP_MAC; break; }
@@ -78,8 +73,7 @@ int qnh_to_packet(double tx_block, double ring_block, uint32_t max, uint32_t tx_
     __atomic_store_n((uint32_t *)(slot + 8), vnet + flen, __ATOMIC_RELAXED);   // tp_snaplen
     __atomic_store_n((uint32_t *)slot, TP_SEND_REQUEST, __ATOMIC_RELEASE);
     p->next = p->next + 1 == p->frame_count ? 0 : p->next + 1;
-    tx->last_avail = (tx->last_avail + 1) & 0xffff;
-    push_used(tx, (uint32_t)th, 0);
+    consume_tx(tx, th);
   }
   __atomic_thread_fence(__ATOMIC_RELEASE);
   p->stop = why;
@@ -97,7 +91,7 @@ int qnh_from_packet(double ring_block, double rx_block, uint32_t max, uint32_t r
   struct qnh_pring *p = (struct qnh_pring *)(uintptr_t)ring_block;
   struct qnh_ring *rx = (struct qnh_ring *)(uintptr_t)rx_block;
   struct qnh_mem *rmem = (struct qnh_mem *)(uintptr_t)rx->mem;
-  if (!(dst_mac >= 0 && dst_mac < 281474976710656.0 && src_mac >= 0 && src_mac < 281474976710656.0)) { p->stop = QNH_STOP_MAC; return 0; }
+  if (!macs_ok(dst_mac, src_mac)) { p->stop = QNH_STOP_MAC; return 0; }
   if ((rx_hdr != 10 && rx_hdr != 12) || (vnet != 0 && vnet != 10) || !pring_ok(p)) { p->stop = QNH_STOP_TX_OTHER; return 0; }
   const uint64_t want_dst = (uint64_t)dst_mac, want_src = (uint64_t)src_mac;
   uint32_t why = QNH_STOP_MAX;
@@ -146,27 +140,23 @@ int qnh_from_packet(double ring_block, double rx_block, uint32_t max, uint32_t r
 int qnh_to_tap(double tx_block, int fd, uint32_t max, uint32_t tx_hdr, uint32_t vnet, double dst_mac, double src_mac) {
   struct qnh_ring *tx = (struct qnh_ring *)(uintptr_t)tx_block;
   struct qnh_mem *tmem = (struct qnh_mem *)(uintptr_t)tx->mem;
-  if (!(dst_mac >= 0 && dst_mac < 281474976710656.0 && src_mac >= 0 && src_mac < 281474976710656.0)) { tx->stop = QNH_STOP_MAC; return 0; }
+  if (!macs_ok(dst_mac, src_mac)) { tx->stop = QNH_STOP_MAC; return 0; }
   if ((tx_hdr != 10 && tx_hdr != 12) || (vnet != 0 && vnet != 10) || fd < 0) { tx->stop = QNH_STOP_TX_OTHER; return 0; }
   static const uint8_t zero_hdr[10];
   const uint64_t want_dst = (uint64_t)dst_mac, want_src = (uint64_t)src_mac;
   uint32_t why = QNH_STOP_MAX;
   uint32_t n = 0;
   for (; n < max; n++) {
-    int32_t th = peek_head(tx, QNH_STOP_TX_EMPTY, QNH_STOP_TX_OTHER, &why);
-    if (th < 0) break;
-    uint32_t len;
-    const uint8_t *src = single_buffer(tx, tmem, (uint32_t)th, 0, &len);
-    if (src == NULL || len < tx_hdr + ETH_MIN || len - tx_hdr > MAX_FRAME) { why = QNH_STOP_TX_OTHER; break; }
-    if ((src[0] | src[1]) != 0) { why = QNH_STOP_TX_OTHER; break; }   // offload header: as in qnh_to_packet
-    const uint32_t flen = len - tx_hdr;
+    int32_t th;
+    uint32_t flen;
+    const uint8_t *frame = next_plain_tx(tx, tmem, tx_hdr, MAX_FRAME, &th, &flen, &why);
+    if (frame == NULL) break;
     uint8_t macs[12];
-    memcpy(macs, src + tx_hdr, 12);
+    memcpy(macs, frame, 12);
     if (mac_at(macs) != want_dst || mac_at(macs + 6) != want_src) { why = QNH_STOP_MAC; break; }
-    struct iovec iov[2] = { { (void *)zero_hdr, vnet }, { (void *)(src + tx_hdr), flen } };
+    struct iovec iov[2] = { { (void *)zero_hdr, vnet }, { (void *)frame, flen } };
     if (writev(fd, iov, 2) != (ssize_t)(vnet + flen)) { why = QNH_STOP_RX_EMPTY; break; }
-    tx->last_avail = (tx->last_avail + 1) & 0xffff;
-    push_used(tx, (uint32_t)th, 0);
+    consume_tx(tx, th);
   }
   __atomic_thread_fence(__ATOMIC_RELEASE);
   tx->stop = why;
@@ -213,7 +203,7 @@ int qnh_to_xsk(double tx_block, double ring_block, uint32_t max, uint32_t tx_hdr
   struct qnh_ring *tx = (struct qnh_ring *)(uintptr_t)tx_block;
   struct qnh_xring *x = (struct qnh_xring *)(uintptr_t)ring_block;
   struct qnh_mem *tmem = (struct qnh_mem *)(uintptr_t)tx->mem;
-  if (!(dst_mac >= 0 && dst_mac < 281474976710656.0 && src_mac >= 0 && src_mac < 281474976710656.0)) { x->stop = QNH_STOP_MAC; return 0; }
+  if (!macs_ok(dst_mac, src_mac)) { x->stop = QNH_STOP_MAC; return 0; }
   if ((tx_hdr != 10 && tx_hdr != 12) || x->size == 0 || (x->size & (x->size - 1)) != 0 || x->max_len > x->frame_size || x->max_len < ETH_MIN) {
     x->stop = QNH_STOP_TX_OTHER;
     return 0;
@@ -225,17 +215,14 @@ int qnh_to_xsk(double tx_block, double ring_block, uint32_t max, uint32_t tx_hdr
   uint32_t why = QNH_STOP_MAX;
   uint32_t n = 0;
   for (; n < max; n++) {
-    int32_t th = peek_head(tx, QNH_STOP_TX_EMPTY, QNH_STOP_TX_OTHER, &why);
-    if (th < 0) break;
-    uint32_t len;
-    const uint8_t *src = single_buffer(tx, tmem, (uint32_t)th, 0, &len);
-    if (src == NULL || len < tx_hdr + ETH_MIN || len - tx_hdr > x->max_len) { why = QNH_STOP_TX_OTHER; break; }
-    if ((src[0] | src[1]) != 0) { why = QNH_STOP_TX_OTHER; break; }   // offload header: as in qnh_to_packet
+    int32_t th;
+    uint32_t flen;
+    const uint8_t *frame = next_plain_tx(tx, tmem, tx_hdr, x->max_len, &th, &flen, &why);
+    if (frame == NULL) break;
     if (prod - done >= x->size && xsk_reclaim(x, prod, &done) >= x->size) { why = QNH_STOP_RX_EMPTY; break; }
-    const uint32_t flen = len - tx_hdr;
     const uint32_t i = prod & (x->size - 1);
     uint8_t *dst = (uint8_t *)(uintptr_t)(x->umem + (uint64_t)i * x->frame_size);
-    memcpy(dst, src + tx_hdr, flen);
+    memcpy(dst, frame, flen);
     // Checked on our copy, as qnh_forward does; the entry is not produced on a mismatch.
     if (mac_at(dst) != want_dst || mac_at(dst + 6) != want_src) { why = QNH_STOP_MAC; break; }
     uint8_t *d = (uint8_t *)(uintptr_t)x->tx_desc + 16 * (uint64_t)i;
@@ -244,8 +231,7 @@ int qnh_to_xsk(double tx_block, double ring_block, uint32_t max, uint32_t tx_hdr
     memcpy(d + 8, &flen, 4);
     memset(d + 12, 0, 4);
     prod++;
-    tx->last_avail = (tx->last_avail + 1) & 0xffff;
-    push_used(tx, (uint32_t)th, 0);
+    consume_tx(tx, th);
   }
   // Release: frames and descriptors are in place before the kernel sees the entries
   // (and our used entries before the caller publishes used.idx).
