@@ -63,7 +63,8 @@ export interface PortRequest {
   byTenant?: boolean;
 }
 
-export interface UplinkInfo { port: 'uplink'; kind: string; device: string; ifname: string; stats: PortStats }
+/** `tx`: how frames leave (uplink.ts txPath), for a packet socket. */
+export interface UplinkInfo { port: 'uplink'; kind: string; device: string; ifname: string; tx?: string; stats: PortStats }
 export type SwitchMac = Omit<MacEntry, 'port'> & { port: number | 'uplink' };
 
 export interface PortInfo {
@@ -348,7 +349,7 @@ export class VhostUserServer {
 
   uplinkInfo(): UplinkInfo | null {
     const u = this.uplink;
-    return u ? { port: 'uplink', kind: u.kind, device: u.device, ifname: u.ifname, stats: this.worker.statsOf(UPLINK_STATS_ID) } : null;
+    return u ? { port: 'uplink', kind: u.kind, device: u.device, ifname: u.ifname, ...(u.kind === 'packet' ? { tx: u.txPath } : {}), stats: this.worker.statsOf(UPLINK_STATS_ID) } : null;
   }
 
   /** Ports, uplink and MAC table at one moment: the control socket's `list` reply. */

@@ -16,7 +16,7 @@ const portView = z.looseObject({
   port: z.number().int(), socket: z.string(), client: z.boolean(), mode: z.string(),
   connected: z.boolean(), ready: z.boolean(), owner: owner.optional(), stats: counters,
 });
-const uplinkView = z.looseObject({ port: z.literal('uplink'), kind: z.string(), device: z.string(), ifname: z.string(), stats: counters });
+const uplinkView = z.looseObject({ port: z.literal('uplink'), kind: z.string(), device: z.string(), ifname: z.string(), tx: z.string().optional(), stats: counters });
 const macView = z.looseObject({ mac: z.string(), port: z.union([z.number().int().min(0), z.literal('uplink')]), ageMs: z.number().optional() });
 const listReply = z.looseObject({ ports: z.array(portView), uplink: uplinkView.nullable(), macs: z.array(macView) });
 
@@ -71,7 +71,7 @@ export function portsText(v: SwitchView): string {
 export function showText(v: SwitchView, control: string): string {
   const u = v.uplink;
   const head = `switch ${control}: ${v.ports.length} port(s), ${v.macs.length} learned MAC(s)\n`
-    + (u ? `uplink: ${u.kind === 'tap' ? `tap ${u.ifname} on bridge ${u.device}` : `packet socket on ${u.device}`}, tx ${u.stats.txFrames} rx ${u.stats.rxFrames} dropped ${u.stats.txDropped + u.stats.rxDropped}, MACs ${macsOf(v, 'uplink').join(',') || '-'}\n`
+    + (u ? `uplink: ${u.kind === 'tap' ? `tap ${u.ifname} on bridge ${u.device}` : `packet socket on ${u.device}${u.tx ? ` (out: ${u.tx})` : ''}`}, tx ${u.stats.txFrames} rx ${u.stats.rxFrames} dropped ${u.stats.txDropped + u.stats.rxDropped}, MACs ${macsOf(v, 'uplink').join(',') || '-'}\n`
       : 'uplink: none\n');
   return `${head}${portsText(v)}`;
 }

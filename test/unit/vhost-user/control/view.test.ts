@@ -33,6 +33,9 @@ describe('switch view', () => {
       '',
     ].join('\n'));
     assert.match(showText(v, '/run/sw.ctl'), /^switch \/run\/sw\.ctl: 2 port\(s\), 2 learned MAC\(s\)\nuplink: packet socket on eth1, tx 0 rx 2 dropped 0, MACs 02:00:00:00:00:99\n/);
+    // How frames leave, where the switch says it.
+    const withTx = parseList({ ...reply, uplink: { ...reply.uplink, tx: 'AF_XDP (copy mode) for plain frames' } });
+    assert.match(showText(withTx, '/run/sw.ctl'), /\nuplink: packet socket on eth1 \(out: AF_XDP \(copy mode\) for plain frames\), tx 0/);
     assert.equal(fdbText(v), [
       'PORT    MAC                AGE    SOCKET',
       '0       52:54:00:00:00:0a  1.5s   /run/a.sock',
