@@ -67,6 +67,7 @@ describe('CLI error style, help and exit codes', () => {
     { what: 'unknown command with leading --json', args: ['--json', 'nosuch'], msg: /unknown command 'nosuch'/ },
     { what: 'unknown flag of a topic command', args: ['vhost-user', 'serve', '--bogus'], msg: /unknown flag.*qemu-net-helper vhost-user serve --help/ },
     { what: '--json on a command without JSON output', args: ['daemon', '--json'], msg: /unknown flag --json/ },
+    { what: '--uplink-tx without an --uplink device', args: ['vhost-user', 'serve', '--socket', '/nonexistent/a.sock', '--br', 'br0', '--uplink-tx', 'xdp', '--config', 'none'], msg: /^qemu-net-helper: --uplink-tx xdp is for an --uplink device/m },
   ];
   for (const t of parseErrors) {
     it(`${t.what}: one line, exit 2${t.args.includes('--json') ? ', JSON error' : ''}`, () => {

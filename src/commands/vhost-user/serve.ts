@@ -73,6 +73,7 @@ QEMU needs shared guest memory for vhost-user:
       if (cfg.ports.length === 0 && !cfg.control) throw new UsageError('give at least one --socket, or --control to add ports at run time (or a --config file with them)', hint);
       if ('bridge' in (cfg.uplink ?? {})) checkInterfaceName((cfg.uplink as { bridge: string }).bridge, 'bridge');
       if ('device' in (cfg.uplink ?? {})) checkInterfaceName((cfg.uplink as { device: string }).device, 'uplink device');
+      if (cfg.uplinkTx !== 'auto' && !('device' in (cfg.uplink ?? {}))) throw new UsageError(`--uplink-tx ${cfg.uplinkTx} is for an --uplink device (a --br tap has one way out)`, hint);
       if (cfg.metrics) parseMetricsAddress(cfg.metrics);
       if (cfg.control) checkControlFree(cfg.control);
       const socketAccess = {
