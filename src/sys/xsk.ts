@@ -12,6 +12,10 @@
 // The UMEM is a memfd: the data-path worker maps it (and the rings, through
 // the socket) in its own thread; the kernel pinned its pages when it was
 // registered, so where it is mapped does not matter to the kernel.
+// Copy mode always (XDP_COPY: the kernel builds an skb per frame, on any
+// driver): binding a zero-copy socket makes some NIC drivers rebuild the
+// queue's rings, a hiccup for the host's own traffic on that device, and no
+// zero-copy hardware was at hand to verify it.
 import { c, check, closeFd, koffi, O_CLOEXEC as SOCK_CLOEXEC } from './libc.js';
 import { mapShared, unmap } from './mmap.js';
 import { ifIndex } from './netdev.js';
@@ -31,8 +35,7 @@ const XDP_TX_RING = 3;
 const XDP_UMEM_REG = 4;
 const XDP_UMEM_FILL_RING = 5;
 const XDP_UMEM_COMPLETION_RING = 6;
-const XDP_OPTIONS = 8;
-const XDP_OPTIONS_ZEROCOPY = 1;
+const XDP_COPY = 2;
 const MFD_CLOEXEC = 1;
 const MSG_DONTWAIT = 0x40;
 /** mmap offsets of the rings on the socket. */
@@ -58,8 +61,6 @@ export interface XskTxInfo {
   frameSize: number;
   tx: XskRingOffsets;
   cq: XskRingOffsets;
-  /** The kernel chose zero-copy (a driver that supports it), else copy mode (veth, any driver: an skb per frame). */
-  zeroCopy: boolean;
 }
 
 /** Bytes to map for a ring of `entries` entries of `entryLen` bytes. */
@@ -73,8 +74,7 @@ function setInt(fd: number, name: number, value: number, what: string): void {
 
 /**
  * An AF_XDP socket bound to queue 0 of `ifname`, send only, with a UMEM of
- * `frames` frames of `frameSize` bytes. The kernel picks zero-copy where the
- * driver has it, copy mode elsewhere. Throws a SysError where AF_XDP is not
+ * `frames` frames of `frameSize` bytes, in copy mode. Throws a SysError where AF_XDP is not
  * to be had (kernel without it: EAFNOSUPPORT; no CAP_NET_RAW: EPERM; the
  * queue taken by another AF_XDP socket: EBUSY): the caller falls back.
  */
@@ -112,15 +112,13 @@ export function openXskSender(ifname: string, frames: number, frameSize: number)
     const ring = (at: number): XskRingOffsets => ({
       producer: Number(off.readBigUInt64LE(at)), consumer: Number(off.readBigUInt64LE(at + 8)), desc: Number(off.readBigUInt64LE(at + 16)),
     });
-    // struct sockaddr_xdp: u16 family, u16 flags (0: zero-copy if the driver can, else copy), u32 ifindex, u32 queue, u32 shared fd.
+    // struct sockaddr_xdp: u16 family, u16 flags, u32 ifindex, u32 queue, u32 shared fd.
     const sxdp = Buffer.alloc(16);
     sxdp.writeUInt16LE(AF_XDP, 0);
+    sxdp.writeUInt16LE(XDP_COPY, 2);
     sxdp.writeUInt32LE(index, 4);
     check(bindRaw(fd, sxdp, 16), 'bind', `AF_XDP ${ifname} queue 0`);
-    const opts = Buffer.alloc(4);
-    const olen = [4];
-    const zeroCopy = c.getsockopt(fd, SOL_XDP, XDP_OPTIONS, opts, olen) === 0 && (opts.readUInt32LE(0) & XDP_OPTIONS_ZEROCOPY) !== 0;
-    return { fd, umemFd, frames, frameSize, tx: ring(32), cq: ring(96), zeroCopy };
+    return { fd, umemFd, frames, frameSize, tx: ring(32), cq: ring(96) };
   } catch (e) {
     if (umemFd >= 0) closeFd(umemFd);
     closeFd(fd);
@@ -129,9 +127,9 @@ export function openXskSender(ifname: string, frames: number, frameSize: number)
 }
 
 /**
- * Asks the kernel to send what the TX ring holds, without waiting. In copy
- * mode it sends a bounded batch per call (32 frames in Linux 6.x) and says
- * EAGAIN when more is left; 0 on success, else the errno.
+ * Asks the kernel to send what the TX ring holds, without waiting: in copy
+ * mode it sends there and then, a bounded batch per call (32 frames in Linux
+ * 6.x), and says EAGAIN when more is left; 0 on success, else the errno.
  */
 export function kickXsk(fd: number): number {
   return Number(sendtoRaw(fd, null, 0, MSG_DONTWAIT, null, 0)) >= 0 ? 0 : koffi.errno();

@@ -94,7 +94,7 @@ function openXsk(dev: string, maxFrame: number, tx: UplinkTx): { xsk: XskTxInfo 
   const frameSize = maxFrame <= 2048 ? 2048 : 4096;
   try {
     const xsk = openXskSender(dev, XSK_BYTES / frameSize, frameSize);
-    return { xsk, txPath: `AF_XDP (${xsk.zeroCopy ? 'zero-copy' : 'copy mode'}) for plain frames` };
+    return { xsk, txPath: 'AF_XDP (copy mode) for plain frames' };
   } catch (e) {
     if (tx === 'xdp') throw e;
     return { xsk: null, txPath: `TX ring (no AF_XDP: ${(e as Error).message})` };

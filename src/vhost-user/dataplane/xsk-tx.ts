@@ -15,7 +15,7 @@ import { xskRingBlock, type XskRingBlock } from '../virtq/native.js';
 
 const EAGAIN = 11;
 
-export interface XskTxGeometry { frames: number; frameSize: number; tx: XskRingOffsets; cq: XskRingOffsets; zeroCopy: boolean }
+export interface XskTxGeometry { frames: number; frameSize: number; tx: XskRingOffsets; cq: XskRingOffsets }
 
 export class XskTx {
   /** The largest frame put() takes: a UMEM frame, or the uplink's slot size if smaller. */
@@ -117,12 +117,11 @@ export class XskTx {
   }
 
   /**
-   * Has the kernel send what the ring holds. In copy mode each kick sends a
-   * batch there and then (32 frames in Linux 6.x; EAGAIN: more is left), so
+   * Has the kernel send what the ring holds. Each kick sends a batch there
+   * and then (copy mode: 32 frames in Linux 6.x; EAGAIN: more is left), so
    * kick while every kick makes progress; whatever the device refused (EBUSY,
    * ENOBUFS, or two kicks in a row that sent nothing) stays queued for the
-   * next flush. In zero-copy mode a kick only wakes the driver, which sends
-   * later: one is enough.
+   * next flush.
    */
   flush(): void {
     let left = this.unsent();
@@ -130,7 +129,7 @@ export class XskTx {
     // At most a kick per entry: the ring's indexes are read, not trusted.
     for (let i = 0; left !== 0 && i <= this.g.frames; i++) {
       const err = this.kick();
-      if (this.g.zeroCopy || (err !== 0 && err !== EAGAIN)) break;
+      if (err !== 0 && err !== EAGAIN) break;
       const now = this.unsent();
       // Each round either sends something (left only shrinks) or counts a stall.
       if (now < left) stalls = 0;

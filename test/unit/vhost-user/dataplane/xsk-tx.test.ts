@@ -20,7 +20,7 @@ const EBUSY = 16;
 const FRAMES = 8;
 const FRAME_SIZE = 2048;
 const g: XskTxGeometry = {
-  frames: FRAMES, frameSize: FRAME_SIZE, zeroCopy: false,
+  frames: FRAMES, frameSize: FRAME_SIZE,
   tx: { producer: 0, consumer: 64, desc: 128 }, cq: { producer: 0, consumer: 64, desc: 128 },
 };
 
