@@ -186,7 +186,6 @@ export class FrontendSocket {
     await this.call(Req.GET_FEATURES);
   }
 
-
   /** Closes the socket and any fds a partial reply carried. */
   close(): void {
     if (this.closed) return;

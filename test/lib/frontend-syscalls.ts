@@ -16,7 +16,6 @@ const O_CLOEXEC = 0o2000000;
 const EFD_NONBLOCK = 0o4000;
 const EFD_CLOEXEC = 0o2000000;
 
-
 /**
  * A memfd of `size` bytes. `sealable` (default): created with
  * MFD_ALLOW_SEALING, as QEMU does (the back-end seals it against shrinking);

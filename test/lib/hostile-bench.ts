@@ -165,7 +165,6 @@ export async function flows(p: VhostFrontend, q: VhostFrontend, n: number, tag: 
   }
 }
 
-
 /** Bump allocator over the scratch area of a guest's memory. */
 export class Scratch {
   private next: number;

@@ -74,6 +74,7 @@ export class VhostFrontend extends FrontendSocket {
   get rx(): GuestRing { return this.rings[0]!; }
   get tx(): GuestRing { return this.rings[1]!; }
 
+  // ---- handshake ----
 
   /** Creates the guest memory and rings (nothing is sent). Idempotent. */
   prepareGuest(o: HandshakeOptions = {}): void {
