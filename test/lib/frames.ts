@@ -51,3 +51,21 @@ export function isEchoReply(f: Uint8Array, fromIp: string, id: number, seq: numb
   if (b.length < 42 || b.readUInt16BE(12) !== 0x0800 || b[23] !== 1) return false;
   return b.subarray(26, 30).join('.') === fromIp && b[34] === 0 && b.readUInt16BE(38) === id && b.readUInt16BE(40) === seq;
 }
+
+/** A 60-byte Ethernet frame (local ethertype 0x88b5) carrying `tag` and `seq`. */
+export function testFrame(tag: number, seq: number, len = 60): Uint8Array {
+  const f = new Uint8Array(len);
+  f.set([0x02, 0, 0, 0, 0, 0xb0 + (tag & 0xf)], 0);
+  f.set([0x02, 0, 0, 0, 0, 0xa0 + (tag & 0xf)], 6);
+  f[12] = 0x88; f[13] = 0xb5;
+  const v = new DataView(f.buffer);
+  v.setUint32(14, tag >>> 0, true);
+  v.setUint32(18, seq >>> 0, true);
+  for (let i = 22; i < len; i++) f[i] = (seq + i) & 0xff;
+  return f;
+}
+
+export function frameSeq(f: Uint8Array): { tag: number; seq: number } {
+  const v = new DataView(f.buffer, f.byteOffset, f.byteLength);
+  return { tag: v.getUint32(14, true), seq: v.getUint32(18, true) };
+}

@@ -24,6 +24,20 @@ export function encodeRequest(request: number, payload: Uint8Array = EMPTY, opts
   return frame(request, HdrFlag.VERSION | (opts.needReply ? HdrFlag.NEED_REPLY : 0), payload, U32_MAX);
 }
 
+/**
+ * A header with any flags and any size field (true or not) followed by
+ * `payload`: the framing a hostile front-end can send.
+ */
+export function rawRequest(request: number, flags: number, size: number, payload: Uint8Array = EMPTY): Uint8Array {
+  const b = new Uint8Array(HEADER_SIZE + payload.length);
+  const v = new DataView(b.buffer);
+  v.setUint32(0, request, true);
+  v.setUint32(4, flags, true);
+  v.setUint32(8, size, true);
+  b.set(payload, HEADER_SIZE);
+  return b;
+}
+
 /** u64 payload: SET_FEATURES, SET_PROTOCOL_FEATURES, NET_SET_MTU, SET_STATUS... */
 export function u64(value: bigint): Uint8Array {
   return new Writer(U64_SIZE).u64(0, 'value', value).bytes;
