@@ -71,7 +71,7 @@ export async function runBridgeDemo(log: (line: string) => void = () => undefine
     let stderr = '';
     child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
     const exited = new Promise<void>((res) => child!.once('exit', () => res()));
-    qmp = await Promise.race([Qmp.connect(qmpPath), exited.then(() => { throw new Error(`QEMU exited: ${stderr.trim()}`); })]);
+    qmp = await Promise.race([Qmp.connect(qmpPath, undefined, undefined, () => child!.exitCode !== null || child!.signalCode !== null), exited.then(() => { throw new Error(`QEMU exited: ${stderr.trim()}`); })]);
     const pid = child.pid!;
     const taps: DemoTap[] = [];
     for (const name of tapsHeldBy(pid)) taps.push(describeTap(ns, name, 'at start-up (-netdev tap,helper=...)'));

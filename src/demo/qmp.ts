@@ -1,27 +1,26 @@
 // A minimal QMP client: enough to drive QEMU in the demo, tests and benchmarks
 // (capabilities, commands, quit). Events are ignored.
 import { connect, type Socket } from 'node:net';
+import { readJsonLines } from '../json-lines.js';
+
+type Waiter = { res: (msg: Record<string, unknown>) => void; rej: (e: Error) => void };
 
 export class Qmp {
-  private buf = '';
-  private waiters: ((msg: Record<string, unknown>) => void)[] = [];
+  private waiters: Waiter[] = [];
+  private closed = false;
   private constructor(private sock: Socket) {
-    sock.setEncoding('utf8');
-    sock.on('data', (d: string) => {
-      this.buf += d;
-      let i: number;
-      while ((i = this.buf.indexOf('\n')) >= 0) {
-        const line = this.buf.slice(0, i);
-        this.buf = this.buf.slice(i + 1);
-        if (!line.trim()) continue;
-        const msg = JSON.parse(line) as Record<string, unknown>;
-        if ('event' in msg) continue;
-        this.waiters.shift()?.(msg);
-      }
+    sock.on('error', () => undefined); // 'close' follows
+    readJsonLines(sock, (msg) => {
+      if (!('event' in msg)) this.waiters.shift()?.res(msg);
+    }, () => {
+      // QEMU gone (it quit, or died before it greeted): nothing waits for an answer that cannot come.
+      this.closed = true;
+      for (const w of this.waiters.splice(0)) w.rej(new Error('QMP connection closed'));
     });
   }
 
-  static async connect(path: string, timeoutMs = 10000, greetMs = 30_000): Promise<Qmp> {
+  /** Retries for `timeoutMs` while QEMU comes up; `gone` ends the retries early (QEMU exited: nothing will listen). */
+  static async connect(path: string, timeoutMs = 10000, greetMs = 30_000, gone: () => boolean = () => false): Promise<Qmp> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       try {
@@ -40,14 +39,15 @@ export class Qmp {
         }
         return q;
       } catch (e) {
-        if (Date.now() > deadline) throw e;
+        if (Date.now() > deadline || gone()) throw e;
         await new Promise((r) => setTimeout(r, 50));
       }
     }
   }
 
   private next(): Promise<Record<string, unknown>> {
-    return new Promise((res) => this.waiters.push(res));
+    if (this.closed) return Promise.reject(new Error('QMP connection closed'));
+    return new Promise((res, rej) => this.waiters.push({ res, rej }));
   }
 
   async cmd(execute: string, args?: Record<string, unknown>): Promise<Record<string, unknown>> {

@@ -8,7 +8,8 @@
 // within 2x of the quiet run's (taken as at least FLOOR_MS, as in
 // broker-soak), the pings lose at most 1, broker and switch RSS grow less
 // than 64 MiB, and no switch attack gets through.
-// Short (N=10 over 15 s per phase, 45 s of pings) in `npm test`;
+// Short (N=10 over 10 s per phase, 35 s of pings, the attack ~20 s of it:
+// 3 rounds of the broker attacker, 2 needed) in `npm test`;
 // QNH_SOAK_SECONDS=S (`npm run soak`) makes N=50 over S/2 seconds per phase.
 import assert from 'node:assert/strict';
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -30,7 +31,7 @@ const SWITCH_TENANT = resolve(ROOT, 'dist/test/lib/switch-tenant.js');
 const SECONDS = Number(process.env.QNH_SOAK_SECONDS ?? 0);
 const N = SECONDS > 0 ? 50 : 10;
 /** Each phase (alone, under attack) spreads a tenant's N rounds (a helper request and a list) over about this long. */
-const PHASE_SECONDS = SECONDS > 0 ? SECONDS / 2 : 15;
+const PHASE_SECONDS = SECONDS > 0 ? SECONDS / 2 : 10;
 const GAP_MS = Math.max(200, Math.round((PHASE_SECONDS * 1000) / N) - 300);
 /** Guest A pings B every PING_INTERVAL s from before the quiet phase; the attack lasts until the pings end. */
 const PING_INTERVAL = 0.5;

@@ -19,6 +19,35 @@ import { cni, type CniCall } from '../lib/cni.js';
 const skip = haveQemu() ? false : 'qemu-system-x86_64 is not installed';
 const ROUNDS = 20;
 
+/**
+ * The sequence every test here is about: QEMU `q` quits and `request` runs at
+ * once. With `watcher` (the old endpoint's) stopped meanwhile, the macvtap
+ * surely outlives its QEMU, however fast or slow this machine is; the watcher
+ * goes on afterwards, whatever happened.
+ */
+async function quitThenAtOnce<T>(q: QemuRun, watcher: number | null, request: () => T | Promise<T>): Promise<T> {
+  if (watcher !== null) process.kill(watcher, 'SIGSTOP');
+  try {
+    await q.quit();
+    return await request();
+  } finally {
+    if (watcher !== null) { try { process.kill(watcher, 'SIGCONT'); } catch { /* it exited */ } }
+  }
+}
+
+/** The broker's watcher process (watch-child.js), a child of the broker. */
+function brokerWatcher(brokerPid: number): number {
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === brokerPid && readFileSync(`/proc/${name}/cmdline`, 'utf8').includes('watch-child')) return Number(name);
+    } catch { /* exited meanwhile */ }
+  }
+  throw new Error(`no watcher process under broker ${brokerPid}`);
+}
+
 describe('a request reaps endpoints of exited owners before refusing', { skip }, () => {
   let ns: NetNs;
   let dir: string;
@@ -42,6 +71,16 @@ describe('a request reaps endpoints of exited owners before refusing', { skip },
     const rec = JSON.parse(readFileSync(join(recordsDir(), f), 'utf8')) as { watcher: { pid: number } | null };
     return rec.watcher?.pid ?? null;
   };
+  const cleanedUp = (): Promise<void> => eventually('cleanup', () => macvtaps().length === 0 && records().length === 0, 20000);
+
+  /** A QEMU on a `mode` macvtap quits with its watcher stopped, `request` runs at once; then everything is removed. */
+  const afterQuit = async (mode: string, request: () => void): Promise<void> => {
+    const q = await startQemu(ns, netdev(mode), env);
+    const w = watcherPid();
+    assert.ok(w, 'the helper started a watcher');
+    await quitThenAtOnce(q, w, request);
+    await cleanedUp();
+  };
 
   it(`QEMU quits, passthrough on the same device at once: ${ROUNDS}/${ROUNDS} succeed`, async () => {
     // The first owner holds a bridge-mode macvtap: passthrough needs eth1 alone.
@@ -51,18 +90,14 @@ describe('a request reaps endpoints of exited owners before refusing', { skip },
     try {
       for (let i = 0; i < ROUNDS; i++) {
         assert.equal(macvtapsHeldBy(ns, q.proc.pid!).length, 1, `round ${i}: QEMU holds its macvtap`);
-        // Every other round the old endpoint's watcher is stopped first: the
-        // macvtap then surely outlives its QEMU, however fast or slow this machine is.
+        // Every other round the old endpoint's watcher is stopped first.
         const w = i % 2 === 1 ? watcherPid() : null;
-        if (w !== null) { process.kill(w, 'SIGSTOP'); frozen++; }
+        if (w !== null) frozen++;
         let next: QemuRun | null = null;
         try {
-          await q.quit();
-          next = await startQemu(ns, netdev('passthrough'), env);
+          next = await quitThenAtOnce(q, w, () => startQemu(ns, netdev('passthrough'), env));
         } catch (e) {
           failures.push(`round ${i}${w !== null ? ' (watcher stopped)' : ''}: ${(e as Error).message.split('\n')[0]}`);
-        } finally {
-          if (w !== null) { try { process.kill(w, 'SIGCONT'); } catch { /* it exited */ } }
         }
         if (!next) {
           // Go on from a clean device, so one failure does not hide how the other rounds fare.
@@ -80,12 +115,7 @@ describe('a request reaps endpoints of exited owners before refusing', { skip },
   });
 
   it('`up` meets the same: passthrough right after QEMU quit (its watcher stopped) reaps, then works; down removes it', async () => {
-    const q = await startQemu(ns, netdev('passthrough'), env);
-    const w = watcherPid();
-    assert.ok(w, 'the helper started a watcher');
-    process.kill(w, 'SIGSTOP');
-    try {
-      await q.quit();
+    await afterQuit('passthrough', () => {
       const cli = (...args: string[]) => spawnSync('ip', ['netns', 'exec', ns.name, process.execPath, BIN, ...args], { env, encoding: 'utf8' });
       const up = cli('up', '--mode=passthrough', '--dev=eth1', '--id=after-quit');
       assert.equal(up.status, 0, up.stderr);
@@ -93,50 +123,34 @@ describe('a request reaps endpoints of exited owners before refusing', { skip },
       assert.equal(macvtaps().length, 1);
       const down = cli('down', 'after-quit');
       assert.equal(down.status, 0, down.stderr);
-    } finally {
-      try { process.kill(w, 'SIGCONT'); } catch { /* it exited */ }
-    }
-    await eventually('cleanup', () => macvtaps().length === 0 && records().length === 0, 20000);
+    });
   });
 
   it('`run` meets the same: its passthrough NIC right after QEMU quit (its watcher stopped) reaps, then works', async () => {
-    const q = await startQemu(ns, netdev('veb'), env);
-    const w = watcherPid();
-    assert.ok(w, 'the helper started a watcher');
-    process.kill(w, 'SIGSTOP');
-    try {
-      await q.quit();
+    await afterQuit('veb', () => {
       // run appends QEMU's -netdev arguments to the child's: sh -c takes them as $0, $1...
       const r = spawnSync('ip', ['netns', 'exec', ns.name, process.execPath, BIN, 'run', '--nic', 'mode=passthrough,dev=eth1', '--', 'sh', '-c', 'ip -d -o link show type macvtap'], { env, encoding: 'utf8', timeout: 120_000 });
       assert.equal(r.status, 0, r.stderr);
       assert.match(r.stdout, /macvtap mode passthru/, 'the child saw its passthru macvtap');
       assert.equal(r.stdout.trim().split('\n').length, 1, `only that one: ${r.stdout}`);
-    } finally {
-      try { process.kill(w, 'SIGCONT'); } catch { /* it exited */ }
-    }
-    await eventually('cleanup', () => macvtaps().length === 0 && records().length === 0, 20000);
+    });
   });
 
   it('CNI ADD meets the same: a passthrough macvtap right after QEMU quit (its watcher stopped) reaps, then works; DEL removes it', async () => {
     const sandbox = NetNs.create('qnhrS');
-    const q = await startQemu(ns, netdev('veb'), env);
-    const w = watcherPid();
-    assert.ok(w, 'the helper started a watcher');
-    process.kill(w, 'SIGSTOP');
     try {
-      await q.quit();
-      const conf = { cniVersion: '1.1.0', name: 'qnhreap', type: 'qemu-net-helper', transport: 'macvtap', mode: 'passthrough', dev: 'eth1' };
-      const call = (command: string): CniCall => ({ command, containerId: 'reap1', netns: `/run/netns/${sandbox.name}`, ifname: 'net1', extraEnv: { QEMU_NET_HELPER_STATE_DIR: join(dir, 'state') } });
-      const add = cni(ns, call('ADD'), conf);
-      assert.equal(add.status, 0, add.stdout + add.stderr);
-      const d = sandbox.linkDetails('net1') as { linkinfo?: { info_kind?: string; info_data?: { mode?: string } } };
-      assert.equal(d.linkinfo?.info_data?.mode, 'passthru');
-      assert.equal(cni(ns, call('DEL'), conf).status, 0);
+      await afterQuit('veb', () => {
+        const conf = { cniVersion: '1.1.0', name: 'qnhreap', type: 'qemu-net-helper', transport: 'macvtap', mode: 'passthrough', dev: 'eth1' };
+        const call = (command: string): CniCall => ({ command, containerId: 'reap1', netns: `/run/netns/${sandbox.name}`, ifname: 'net1', extraEnv: { QEMU_NET_HELPER_STATE_DIR: join(dir, 'state') } });
+        const add = cni(ns, call('ADD'), conf);
+        assert.equal(add.status, 0, add.stdout + add.stderr);
+        const d = sandbox.linkDetails('net1') as { linkinfo?: { info_kind?: string; info_data?: { mode?: string } } };
+        assert.equal(d.linkinfo?.info_data?.mode, 'passthru');
+        assert.equal(cni(ns, call('DEL'), conf).status, 0);
+      });
     } finally {
-      try { process.kill(w, 'SIGCONT'); } catch { /* it exited */ }
       sandbox.destroy();
     }
-    await eventually('cleanup', () => macvtaps().length === 0 && records().length === 0, 20000);
   });
 
   it('an owner that exited after handing its fd on (libvirt-style) is not reaped while the fd lives: refused (exit 9)', async () => {
@@ -199,7 +213,7 @@ describe('a request reaps endpoints of exited owners before refusing', { skip },
     } finally {
       await q.quit();
     }
-    await eventually('cleanup', () => macvtaps().length === 0 && records().length === 0, 20000);
+    await cleanedUp();
   });
 });
 
@@ -224,18 +238,6 @@ describe('through the broker: an unprivileged QEMU quits, passthrough at once on
     const d = join(broker.stateDir, 'endpoints');
     return existsSync(d) ? readdirSync(d).filter((f) => f.endsWith('.json')) : [];
   };
-  /** The broker's watcher process (watch-child.js), a child of the broker. */
-  const brokerWatcher = (): number => {
-    for (const name of readdirSync('/proc')) {
-      if (!/^\d+$/.test(name)) continue;
-      try {
-        const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-        const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-        if (ppid === broker.pid && readFileSync(`/proc/${name}/cmdline`, 'utf8').includes('watch-child')) return Number(name);
-      } catch { /* exited meanwhile */ }
-    }
-    throw new Error(`no watcher process under broker ${broker.pid}`);
-  };
   const netdev = (profile: string): string[] => ['-netdev', `bridge,id=n0,br=${profile},helper=${BIN}`];
 
   it(`${BROKER_ROUNDS}/${BROKER_ROUNDS} start, each with the broker's watcher stopped while the old QEMU quits`, async () => {
@@ -244,16 +246,11 @@ describe('through the broker: an unprivileged QEMU quits, passthrough at once on
     try {
       for (let i = 0; i < BROKER_ROUNDS; i++) {
         assert.equal(macvtapsHeldBy(ns, q.proc.pid!).length, 1, `round ${i}: QEMU holds its macvtap`);
-        const w = brokerWatcher();
-        process.kill(w, 'SIGSTOP');
         let next: QemuRun | null = null;
         try {
-          await q.quit();
-          next = await startQemu(ns, netdev('pt'), broker.clientEnv(), NOBODY);
+          next = await quitThenAtOnce(q, brokerWatcher(broker.pid), () => startQemu(ns, netdev('pt'), broker.clientEnv(), NOBODY));
         } catch (e) {
           failures.push(`round ${i}: ${(e as Error).message.split('\n')[0]}`);
-        } finally {
-          try { process.kill(w, 'SIGCONT'); } catch { /* it exited */ }
         }
         if (!next) {
           await eventually('the broker frees veth0', () => macvtaps().length === 0, 20000);
@@ -286,30 +283,17 @@ describe('the broker\'s endpoint bound counts no endpoint whose owner exited', {
   });
   const macvtaps = (): string[] => ns.links().filter((l) => l.startsWith('macvtap'));
   const netdev = ['-netdev', `bridge,id=n0,br=shared,helper=${BIN}`];
-  const watcherOf = (brokerPid: number): number => {
-    for (const name of readdirSync('/proc')) {
-      if (!/^\d+$/.test(name)) continue;
-      try {
-        const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-        if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === brokerPid && readFileSync(`/proc/${name}/cmdline`, 'utf8').includes('watch-child')) return Number(name);
-      } catch { /* exited meanwhile */ }
-    }
-    throw new Error(`no watcher process under broker ${brokerPid}`);
-  };
 
   it('at --max-endpoints-per-user 1: a second live QEMU is refused (exit 9); right after the first quits (watcher stopped) one is served', async () => {
     const a = await startQemu(ns, netdev, broker.clientEnv(), NOBODY);
-    const w = watcherOf(broker.pid);
+    const w = brokerWatcher(broker.pid);
     try {
       await assert.rejects(startQemu(ns, netdev, broker.clientEnv(), NOBODY), /no more endpoints: uid 65534 has 1 endpoints/);
       assert.ok(broker.decisions().some((l) => /refused \(exit 9\)/.test(l)), broker.decisions().join('\n'));
-      process.kill(w, 'SIGSTOP');
-      await a.quit();
-      const b = await startQemu(ns, netdev, broker.clientEnv(), NOBODY);
+      const b = await quitThenAtOnce(a, w, () => startQemu(ns, netdev, broker.clientEnv(), NOBODY));
       assert.equal(macvtapsHeldBy(ns, b.proc.pid!).length, 1);
       await b.quit();
     } finally {
-      try { process.kill(w, 'SIGCONT'); } catch { /* it exited */ }
       await a.quit();
     }
     await eventually('the broker removes every macvtap', () => macvtaps().length === 0, 20000);

@@ -16,7 +16,10 @@ import { Serve } from '../lib/serve.js';
 
 const skip = guestSkipReason() ?? false;
 const MAC = '52:54:00:44:00:02';
-const COUNT = 45;
+// Pings at 1 s: ~10 before the migration (boot, learning, 5 s), the rest
+// after it, from the destination: enough to count a loss of 2 and to see the
+// guest go on sending. Under load the migration takes longer, not the pings.
+const COUNT = 25;
 
 describe('live migration between two ports of the vhost-user switch', { skip }, () => {
   let dir: string;

@@ -140,8 +140,11 @@ describe('vhost-user switch uplink: frames byte-exact both ways through a veth',
           s.proc.kill('SIGSTOP');
           try {
             for (const f of burst) peer.send(f);
-            // The peer child writes what it reads from its stdin: wait until it wrote the last one.
-            await new Promise((r) => setTimeout(r, 3000));
+            // The peer child writes what it reads from its stdin: wait until it
+            // wrote the last one (the kernel queues each frame into the uplink's
+            // ring or drops it as it is written), and a moment for any deferred softirq.
+            await peer.sync();
+            await new Promise((r) => setTimeout(r, 500));
           } finally {
             s.proc.kill('SIGCONT');
           }

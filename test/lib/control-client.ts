@@ -1,29 +1,20 @@
 // A client of the switch's control socket (JSON lines), for tests: requests
 // answered in order, event lines collected apart.
 import { connect, type Socket } from 'node:net';
+import { readJsonLines } from '../../src/json-lines.js';
 
 export type Reply = { ok: boolean; error?: string; [k: string]: unknown };
 
 export class ControlClient {
   readonly events: Record<string, unknown>[] = [];
-  private buf = '';
   private readonly waiting: ((r: Reply) => void)[] = [];
   private closed = false;
 
   private constructor(readonly sock: Socket) {
-    sock.setEncoding('utf8');
-    sock.on('data', (d: string) => {
-      this.buf += d;
-      let i: number;
-      while ((i = this.buf.indexOf('\n')) >= 0) {
-        const line = this.buf.slice(0, i);
-        this.buf = this.buf.slice(i + 1);
-        const o = JSON.parse(line) as Record<string, unknown>;
-        if ('event' in o) this.events.push(o);
-        else this.waiting.shift()?.(o as Reply);
-      }
-    });
-    sock.on('close', () => { this.closed = true; });
+    readJsonLines(sock, (o) => {
+      if ('event' in o) this.events.push(o);
+      else this.waiting.shift()?.(o as Reply);
+    }, () => { this.closed = true; });
     sock.on('error', () => undefined);
   }
 

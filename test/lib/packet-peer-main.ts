@@ -1,6 +1,7 @@
 // Run inside a test namespace by packet-peer.ts: a packet socket on one
 // interface. Every frame it receives is printed as a hex line on stdout;
-// every hex line on stdin is sent as a frame. A VLAN tag the kernel took off
+// every hex line on stdin is sent as a frame, and a SYNC line is answered
+// SYNCED once every frame before it was written. A VLAN tag the kernel took off
 // a received frame (it does so before any packet socket sees it) is put back
 // from PACKET_AUXDATA, as libpcap does, so the frame is printed as it was on
 // the wire.
@@ -69,6 +70,8 @@ watchReadable(fd, () => {
   for (let f = receive(); f; f = receive()) process.stdout.write(`${f.toString('hex')}\n`);
 });
 createInterface({ input: process.stdin }).on('line', (l) => {
+  // Lines are handled in order and write() is synchronous: every frame before it is sent.
+  if (l === 'SYNC') { process.stdout.write('SYNCED\n'); return; }
   const f = Buffer.from(l.trim(), 'hex');
   if (f.length) c.write(fd, f, f.length);
 }).on('close', () => process.exit(0));

@@ -13,6 +13,7 @@ export class PacketPeer {
   readonly frames: Buffer[] = [];
   private readonly proc: ChildProcess;
   private ready = false;
+  private synced = 0;
   private err = '';
 
   constructor(ns: NetNs, ifname: string) {
@@ -20,6 +21,7 @@ export class PacketPeer {
     this.proc.stderr!.setEncoding('utf8').on('data', (d: string) => { this.err += d; });
     createInterface({ input: this.proc.stdout! }).on('line', (l) => {
       if (l === 'READY') this.ready = true;
+      else if (l === 'SYNCED') this.synced++;
       else this.frames.push(Buffer.from(l, 'hex'));
     });
     process.on('exit', () => { try { this.proc.kill('SIGKILL'); } catch { /* gone */ } });
@@ -35,6 +37,17 @@ export class PacketPeer {
 
   send(frame: Uint8Array): void {
     this.proc.stdin!.write(`${Buffer.from(frame).toString('hex')}\n`);
+  }
+
+  /** Resolves once the child has written every frame sent before this call to its socket. */
+  async sync(timeoutMs = 30000): Promise<void> {
+    const want = this.synced + 1;
+    this.proc.stdin!.write('SYNC\n');
+    const deadline = Date.now() + timeoutMs;
+    while (this.synced < want) {
+      if (Date.now() > deadline || this.proc.exitCode !== null) throw new Error(`packet peer: no SYNCED within ${timeoutMs} ms: ${this.err}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
   }
 
   /** Frames received so far that match. */

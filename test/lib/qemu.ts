@@ -47,7 +47,7 @@ export async function startQemu(ns: NetNs, extra: string[], env: NodeJS.ProcessE
   const exited = new Promise<number | null>((res) => proc.once('exit', (code) => res(code)));
   let race: { q: Qmp } | { code: number | null };
   try {
-    race = await Promise.race([Qmp.connect(qmpPath).then((q) => ({ q })), exited.then((code) => ({ code }))]);
+    race = await Promise.race([Qmp.connect(qmpPath, undefined, undefined, () => proc.exitCode !== null || proc.signalCode !== null).then((q) => ({ q })), exited.then((code) => ({ code }))]);
   } catch (e) {
     // Seen once in many runs: QEMU 7.2 accepted the QMP connection, then sat in a
     // blocking accept() and never greeted. Such a QEMU is killed and started once more.
@@ -63,7 +63,9 @@ export async function startQemu(ns: NetNs, extra: string[], env: NodeJS.ProcessE
   }
   const qmp = race.q;
   const quit = async (): Promise<void> => {
-    try { await Promise.race([qmp.cmd('quit'), new Promise((r) => setTimeout(r, 2000))]); } catch { /* gone */ }
+    // Bounded by a timer that is cleared once QEMU answered, so no test process is held for it.
+    let bound: NodeJS.Timeout | undefined;
+    try { await Promise.race([qmp.cmd('quit'), new Promise((r) => { bound = setTimeout(r, 2000); })]); } catch { /* gone */ } finally { clearTimeout(bound); }
     qmp.close();
     const t = setTimeout(() => proc.kill('SIGKILL'), 3000);
     await exited;

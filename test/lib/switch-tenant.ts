@@ -6,6 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import { connect } from 'node:net';
 import { resolve } from 'node:path';
+import { readJsonLines } from '../../src/json-lines.js';
 import { ROOT } from './paths.js';
 import { attack, type AttackJob } from './switch-attack.js';
 
@@ -18,27 +19,16 @@ export async function control(job: Extract<Job, { kind: 'control' }>): Promise<u
   const sock = connect(job.path);
   const err = await new Promise<string | null>((res) => { sock.once('connect', () => res(null)); sock.once('error', (e: NodeJS.ErrnoException) => res(e.code ?? e.message)); });
   if (err) return { connectError: err };
-  sock.setEncoding('utf8');
-  let buf = '';
-  const lines: string[] = [];
+  const lines: unknown[] = [];
   const events: unknown[] = [];
-  sock.on('data', (d: string) => {
-    buf += d;
-    let i: number;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      if ('event' in (JSON.parse(line) as object)) events.push(JSON.parse(line));
-      else lines.push(line);
-    }
-  });
+  readJsonLines(sock, (o) => { if ('event' in o) events.push(o); else lines.push(o); });
   const replies: unknown[] = [];
   for (const r of job.requests) {
     const want = lines.length + 1;
     sock.write(JSON.stringify(r) + '\n');
     const deadline = Date.now() + 10_000;
     while (lines.length < want && Date.now() < deadline && !sock.destroyed) await new Promise((res) => setTimeout(res, 10));
-    replies.push(lines.length >= want ? JSON.parse(lines[want - 1]!) : { noReply: true });
+    replies.push(lines.length >= want ? lines[want - 1] : { noReply: true });
   }
   await new Promise((res) => setTimeout(res, 200)); // events that follow the last reply
   sock.destroy();

@@ -105,9 +105,14 @@ export class DataplaneWorker {
   async stop(): Promise<void> {
     if (this.exited) return;
     const exited = new Promise((r) => this.worker.once('exit', r));
+    // The bound on a worker that does not answer is cleared once it has: a
+    // pending timer would hold the process (and `serve`'s exit) for its full 2 s.
+    let bound: NodeJS.Timeout | undefined;
     try {
-      await Promise.race([this.call('shutdown', {}), new Promise((r) => setTimeout(r, 2000))]);
-    } catch { /* already gone */ }
+      await Promise.race([this.call('shutdown', {}), new Promise((r) => { bound = setTimeout(r, 2000); })]);
+    } catch { /* already gone */ } finally {
+      clearTimeout(bound);
+    }
     // Let it finish on its own (it unmaps guest memory on the way out); force only if it hangs.
     const t = setTimeout(() => void this.worker.terminate(), 1000);
     await exited;

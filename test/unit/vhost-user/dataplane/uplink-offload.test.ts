@@ -12,64 +12,16 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ringsBytes, type PacketRings } from '../../../../src/sys/packet.js';
 import { PACKET_VNET_LEN, RX_MAC_OFFSET, ringGeometry, TP_STATUS_COPY, TP_STATUS_SEND_REQUEST, TP_STATUS_USER, TX_DATA_OFFSET, TP_STATUS_VLAN_VALID } from '../../../../src/sys/tpacket.js';
-import type { QueueSpec } from '../../../../src/vhost-user/dataplane/api.js';
 import { GuestTxPipe, UplinkRxPipe } from '../../../../src/vhost-user/dataplane/pipes.js';
-import { WorkerPort } from '../../../../src/vhost-user/dataplane/port.js';
 import { SwitchCore } from '../../../../src/vhost-user/dataplane/switch-core.js';
 import { offloadHeader, PacketRingIo } from '../../../../src/vhost-user/dataplane/uplink-io.js';
 import { UPLINK } from '../../../../src/vhost-user/switch/fdb.js';
-import { VEB } from '../../../../src/vhost-user/switch/forwarding.js';
 import { CAN_ALL, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, VnetHeader } from '../../../../src/vhost-user/switch/offload.js';
-import { MockGuest, MockVirtq } from '../../../lib/mock-driver.js';
+import { gsoHeader, guestMac as MAC, offloadGuest, type OffloadGuest, receivedWithHeader as received, sendWithHeader as send } from '../../../lib/offload-guest.js';
 import { tcpChecksumOk, tcpFrame } from '../../../lib/tcp-frames.js';
 
-const BUF = 0x100000;
-const RXBUF = BUF + 0x200000;
-const RX_SIZE = 0x11000;
-const MAC = (n: number): number[] => [0x52, 0x54, 0, 0, 0, n];
 const HOST = [0x52, 0x54, 0, 0, 0, 0x99];
 const V = PACKET_VNET_LEN;
-
-interface G { port: WorkerPort; rx: MockVirtq; tx: MockVirtq; g: MockGuest; sent: number }
-
-function guest(sw: SwitchCore, id: number, offloads: number): G {
-  const g = new MockGuest([{ gpa: 0, size: 0x10000, ua: 0x7f0000000000 }, { gpa: BUF, size: 0x400000, ua: 0x7f1000000000 }]);
-  const port = new WorkerPort(id, 1);
-  port.mem = g.mem;
-  const drv = [MockVirtq.at(g, 64, 0x1000), MockVirtq.at(g, 64, 0x6000)];
-  for (let q = 0; q < 2; q++) {
-    const spec: QueueSpec = {
-      size: 64, desc: drv[q]!.descUA, avail: drv[q]!.availUA, used: drv[q]!.usedUA, lastAvail: 0, eventIdx: true, indirect: true,
-      mrgRxbuf: true, hdrLen: 12, kickFd: -1, callFd: -1, enabled: true, logAll: false, logUsedGpa: -1, sendOffloads: offloads, recvOffloads: offloads,
-    };
-    port.startQueue(q, spec);
-  }
-  sw.ports.set(id, port);
-  sw.topo.set(id, VEB);
-  for (let i = 0; i < 48; i++) drv[0]!.addChain([{ addr: RXBUF + RX_SIZE * i, len: RX_SIZE, write: true }]);
-  return { port, rx: drv[0]!, tx: drv[1]!, g, sent: 0 };
-}
-
-function send(a: G, h: VnetHeader | null, frame: Uint8Array): void {
-  const gpa = BUF + 0x11000 * a.sent++;
-  const hb = new Uint8Array(12);
-  h?.write(hb, 0);
-  a.g.write(gpa, hb);
-  a.g.write(gpa + 12, frame);
-  a.tx.addChain([{ addr: gpa, len: 12 }, { addr: gpa + 12, len: frame.length }]);
-}
-
-function received(b: G): { hdr: VnetHeader; frame: Buffer }[] {
-  return b.rx.takeUsed().map((u) => {
-    const gpa = RXBUF + RX_SIZE * u.id;
-    const hdr = new VnetHeader();
-    hdr.read(b.g.read(gpa, 12), 0);
-    return { hdr, frame: Buffer.from(b.g.read(gpa + 12, u.len - 12)) };
-  });
-}
-
-const gsoHeader = (f: ReturnType<typeof tcpFrame>, type: number, mss: number): VnetHeader =>
-  Object.assign(new VnetHeader(), { flags: F_NEEDS_CSUM, gsoType: type, gsoSize: mss, hdrLen: f.hdrEnd, csumStart: f.l4, csumOffset: 16 });
 
 // MTU-sized slots with room for the header, as uplink.ts makes them with offloads on.
 const rings: PacketRings = { rx: ringGeometry(1518, 0, 64, V), tx: ringGeometry(1518, 0, 64, V) };
@@ -83,7 +35,7 @@ interface Kernel {
   kicks: number;
 }
 
-function setup(vnet = true): { sw: SwitchCore; a: G; c: G; u8: Uint8Array; dv: DataView; run: () => void; up: UplinkRxPipe; k: Kernel } {
+function setup(vnet = true): { sw: SwitchCore; a: OffloadGuest; c: OffloadGuest; u8: Uint8Array; dv: DataView; run: () => void; up: UplinkRxPipe; k: Kernel } {
   const sw = new SwitchCore(() => undefined);
   sw.now = Date.now();
   const mem = new ArrayBuffer(ringsBytes(rings));
@@ -93,7 +45,7 @@ function setup(vnet = true): { sw: SwitchCore; a: G; c: G; u8: Uint8Array; dv: D
     write: (buf: Uint8Array, len: number): boolean => { k.sent.push({ bytes: Buffer.from(buf.subarray(0, len)), ringBefore: k.kicks }); return true; },
   };
   sw.uplink = new PacketRingIo(-1, rings, mem, () => { k.kicks++; return true; }, () => {}, vnet, vnet ? whole : null);
-  const a = guest(sw, 1, CAN_ALL), c = guest(sw, 3, 0);
+  const a = offloadGuest(sw, 1, CAN_ALL), c = offloadGuest(sw, 3, 0);
   sw.refreshTopology();
   // Every MAC known: no flood copies beside the frames a test follows.
   sw.fdb.learn(0x525400000099, UPLINK, sw.now);

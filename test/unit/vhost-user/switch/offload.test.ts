@@ -4,73 +4,22 @@
 // and the native fast path stops in front of offload frames.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { QueueSpec } from '../../../../src/vhost-user/dataplane/api.js';
 import { GuestTxPipe } from '../../../../src/vhost-user/dataplane/pipes.js';
-import { WorkerPort } from '../../../../src/vhost-user/dataplane/port.js';
 import { SwitchCore } from '../../../../src/vhost-user/dataplane/switch-core.js';
-import { VEB } from '../../../../src/vhost-user/switch/forwarding.js';
 import { CAN_ALL, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, VnetHeader } from '../../../../src/vhost-user/switch/offload.js';
-import { MockGuest, MockVirtq } from '../../../lib/mock-driver.js';
+import { gsoHeader, guestMac as MAC, OFFLOAD_BUF, offloadGuest, type OffloadGuest, receivedWithHeader as received, sendWithHeader as send } from '../../../lib/offload-guest.js';
 import { sum16, tcpChecksumOk, tcpFrame } from '../../../lib/tcp-frames.js';
 
-const BUF = 0x100000;
-const RXBUF = BUF + 0x200000;
-const RX_SIZE = 0x11000; // header + a 64 KiB frame
-const MAC = (n: number): number[] => [0x52, 0x54, 0, 0, 0, n];
-const macNum = (n: number): number => 0x525400000000 + n;
+const BUF = OFFLOAD_BUF;
 
-interface G { port: WorkerPort; rx: MockVirtq; tx: MockVirtq; g: MockGuest; sent: number }
-
-function guest(sw: SwitchCore, id: number, offloads: number): G {
-  const g = new MockGuest([{ gpa: 0, size: 0x10000, ua: 0x7f0000000000 }, { gpa: BUF, size: 0x400000, ua: 0x7f1000000000 }]);
-  const port = new WorkerPort(id, 1);
-  port.mem = g.mem;
-  const drv = [MockVirtq.at(g, 64, 0x1000), MockVirtq.at(g, 64, 0x6000)];
-  for (let q = 0; q < 2; q++) {
-    const spec: QueueSpec = {
-      size: 64, desc: drv[q]!.descUA, avail: drv[q]!.availUA, used: drv[q]!.usedUA, lastAvail: 0, eventIdx: true, indirect: true,
-      mrgRxbuf: true, hdrLen: 12, kickFd: -1, callFd: -1, enabled: true, logAll: false, logUsedGpa: -1, sendOffloads: offloads, recvOffloads: offloads,
-    };
-    port.startQueue(q, spec);
-  }
-  sw.ports.set(id, port);
-  sw.topo.set(id, VEB);
-  sw.fdb.learn(macNum(id), id, sw.now);
-  for (let i = 0; i < 48; i++) drv[0]!.addChain([{ addr: RXBUF + RX_SIZE * i, len: RX_SIZE, write: true }]);
-  return { port, rx: drv[0]!, tx: drv[1]!, g, sent: 0 };
-}
-
-function send(a: G, h: VnetHeader | null, frame: Uint8Array): void {
-  const gpa = BUF + 0x11000 * a.sent++;
-  const hb = new Uint8Array(12);
-  h?.write(hb, 0);
-  a.g.write(gpa, hb);
-  a.g.write(gpa + 12, frame);
-  // Header and frame in separate descriptors, as Linux sends a GSO skb.
-  a.tx.addChain([{ addr: gpa, len: 12 }, { addr: gpa + 12, len: frame.length }]);
-}
-
-function received(b: G): { hdr: VnetHeader; frame: Buffer }[] {
-  const used = b.rx.takeUsed();
-  return used.map((u) => {
-    const gpa = RXBUF + RX_SIZE * u.id;
-    const hdr = new VnetHeader();
-    hdr.read(b.g.read(gpa, 12), 0);
-    return { hdr, frame: Buffer.from(b.g.read(gpa + 12, u.len - 12)) };
-  });
-}
-
-function setup(): { sw: SwitchCore; a: G; b: G; c: G; run: () => void } {
+function setup(): { sw: SwitchCore; a: OffloadGuest; b: OffloadGuest; c: OffloadGuest; run: () => void } {
   const sw = new SwitchCore(() => undefined);
   sw.now = Date.now();
-  const a = guest(sw, 1, CAN_ALL), b = guest(sw, 2, CAN_ALL), c = guest(sw, 3, 0);
+  const a = offloadGuest(sw, 1, CAN_ALL, true), b = offloadGuest(sw, 2, CAN_ALL, true), c = offloadGuest(sw, 3, 0, true);
   sw.refreshTopology();
   const pipe = new GuestTxPipe(sw, a.port, a.port.queues[1]!);
   return { sw, a, b, c, run: () => { for (let k = 0; k < 10; k++) pipe.run(); sw.flush(); } };
 }
-
-const gsoHeader = (f: ReturnType<typeof tcpFrame>, type: number, mss: number): VnetHeader =>
-  Object.assign(new VnetHeader(), { flags: F_NEEDS_CSUM, gsoType: type, gsoSize: mss, hdrLen: f.hdrEnd, csumStart: f.l4, csumOffset: 16 });
 
 test('a 64 KiB GSO frame passes as it is, header included, to a guest with TSO', () => {
   const { a, b, c, run } = setup();
