@@ -49,18 +49,9 @@ int qnh_forward(double tx_block, double rx_block, uint32_t max, uint32_t tx_hdr,
     const uint8_t *frame = next_plain_tx(tx, tmem, tx_hdr, MAX_FRAME, &th, &flen, &why);
     if (frame == NULL) break;
 
-    int32_t rh = peek_head(rx, QNH_STOP_RX_EMPTY, QNH_STOP_RX_OTHER, &why);
-    if (rh < 0) break;
-    uint32_t rlen;
-    // One device-writable buffer, all of it inside memory (as the TypeScript
-    // walk checks it: one whose tail lies outside is a bad chain there, not one
-    // to deliver into), that holds header + frame.
-    uint8_t *dstp = single_buffer(rx, rmem, (uint32_t)rh, F_WRITE, &rlen);
-    if (dstp == NULL || rlen < rx_hdr + flen) { why = QNH_STOP_RX_OTHER; break; }
-
-    // virtio_net_hdr: no offloads, GSO_NONE, num_buffers 1 (12-byte form).
-    memset(dstp, 0, rx_hdr);
-    if (rx_hdr == 12) dstp[10] = 1;
+    int32_t rh;
+    uint8_t *dstp = next_rx_buffer(rx, rmem, rx_hdr, flen, &rh, &why);
+    if (dstp == NULL) break;
     // memmove: a front-end may map one memory into two ports and make buffers overlap.
     memmove(dstp + rx_hdr, frame, flen);
     // The MACs are checked on our copy, not on the guest's buffer, which the

@@ -149,6 +149,25 @@ static inline const uint8_t *next_plain_tx(struct qnh_ring *tx, struct qnh_mem *
   return src + tx_hdr;
 }
 
+// The next guest RX buffer if it is one device-writable buffer, all of it
+// inside memory (as the TypeScript walk checks it: one whose tail lies outside
+// is a bad chain there, not one to deliver into), that holds an rx_hdr-byte
+// header and `flen` bytes: its start, the plain virtio_net_hdr already written
+// (no offloads, GSO_NONE, num_buffers 1 in the 12-byte form), with *head;
+// else NULL with *why set (QNH_STOP_RX_EMPTY, QNH_STOP_RX_OTHER). Nothing is
+// consumed: a buffer written but not used is still the device's.
+static inline uint8_t *next_rx_buffer(struct qnh_ring *rx, struct qnh_mem *m, uint32_t rx_hdr, uint32_t flen, int32_t *head, uint32_t *why) {
+  int32_t rh = peek_head(rx, QNH_STOP_RX_EMPTY, QNH_STOP_RX_OTHER, why);
+  if (rh < 0) return NULL;
+  uint32_t rlen;
+  uint8_t *dst = single_buffer(rx, m, (uint32_t)rh, F_WRITE, &rlen);
+  if (dst == NULL || rlen < rx_hdr + flen) { *why = QNH_STOP_RX_OTHER; return NULL; }
+  memset(dst, 0, rx_hdr);
+  if (rx_hdr == 12) dst[10] = 1;
+  *head = rh;
+  return dst;
+}
+
 // Consumes TX chain `head` (used with length 0: the device wrote nothing).
 static inline void consume_tx(struct qnh_ring *tx, int32_t head) {
   tx->last_avail = (tx->last_avail + 1) & 0xffff;

@@ -108,13 +108,9 @@ int qnh_from_packet(double ring_block, double rx_block, uint32_t max, uint32_t r
     if (vnet != 0 && ((slot[mac - vnet] & 1) | slot[mac - vnet + 1]) != 0) { why = QNH_STOP_TX_OTHER; break; }
     const uint8_t *frame = slot + mac;
     if (mac_at(frame) != want_dst || mac_at(frame + 6) != want_src) { why = QNH_STOP_MAC; break; }
-    int32_t rh = peek_head(rx, QNH_STOP_RX_EMPTY, QNH_STOP_RX_OTHER, &why);
-    if (rh < 0) break;
-    uint32_t rlen;
-    uint8_t *dstp = single_buffer(rx, rmem, (uint32_t)rh, F_WRITE, &rlen);
-    if (dstp == NULL || rlen < rx_hdr + flen) { why = QNH_STOP_RX_OTHER; break; }
-    memset(dstp, 0, rx_hdr);
-    if (rx_hdr == 12) dstp[10] = 1;
+    int32_t rh;
+    uint8_t *dstp = next_rx_buffer(rx, rmem, rx_hdr, flen, &rh, &why);
+    if (dstp == NULL) break;
     memcpy(dstp + rx_hdr, frame, flen);
     // Release: our reads of the slot are done before the kernel may refill it.
     __atomic_store_n((uint32_t *)slot, 0, __ATOMIC_RELEASE);
