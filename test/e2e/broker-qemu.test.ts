@@ -46,9 +46,7 @@ describe('unprivileged QEMU through the broker', { skip }, () => {
     ns.addBridge('brx');
     ns.addBridge('brdeny');
     ns.addBridge('brgrp');
-    ns.ip('link', 'add', 'veth0', 'type', 'veth', 'peer', 'name', 'veth1');
-    ns.ip('link', 'set', 'veth0', 'up');
-    ns.ip('link', 'set', 'veth1', 'up');
+    ns.addVeth('veth0', 'veth1');
     broker = await startTestBroker(ns, {
       acl: ACL,
       profiles: { lan: { mode: 'vepa', dev: 'veth0', mac: MAC }, lan2: { mode: 'vepa', dev: 'veth0', mac: MAC2 } },

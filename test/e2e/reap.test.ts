@@ -224,9 +224,7 @@ describe('through the broker: an unprivileged QEMU quits, passthrough at once on
   let broker: BrokerRun;
   before(async () => {
     ns = NetNs.create('qnh-rb');
-    ns.ip('link', 'add', 'veth0', 'type', 'veth', 'peer', 'name', 'veth1');
-    ns.ip('link', 'set', 'veth0', 'up');
-    ns.ip('link', 'set', 'veth1', 'up');
+    ns.addVeth('veth0', 'veth1');
     broker = await startTestBroker(ns, { acl: 'allow profile:pt\nallow profile:shared\nallow mode:veb\nallow mode:passthrough\nallow dev:veth0\n', profiles: { pt: { mode: 'passthrough', dev: 'veth0' }, shared: { mode: 'veb', dev: 'veth0' } } });
   });
   after(async () => {
@@ -272,9 +270,7 @@ describe('the broker\'s endpoint bound counts no endpoint whose owner exited', {
   let broker: BrokerRun;
   before(async () => {
     ns = NetNs.create('qnh-rl');
-    ns.ip('link', 'add', 'veth0', 'type', 'veth', 'peer', 'name', 'veth1');
-    ns.ip('link', 'set', 'veth0', 'up');
-    ns.ip('link', 'set', 'veth1', 'up');
+    ns.addVeth('veth0', 'veth1');
     broker = await startTestBroker(ns, { acl: 'allow profile:shared\nallow mode:veb\nallow dev:veth0\n', profiles: { shared: { mode: 'veb', dev: 'veth0' } }, args: ['--max-endpoints-per-user', '1'] });
   });
   after(async () => {

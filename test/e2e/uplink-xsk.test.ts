@@ -19,8 +19,7 @@ const SRC = 0x52540000000a;
 describe('uplink: AF_XDP sender on a veth (real kernel)', () => {
   it('frames arrive byte-exact and in order, all completed; no XDP program; a second user falls back, a forced one refuses', { timeout: 120_000 }, async () => {
     await withNetNs(async (ns) => {
-      ns.ip('link', 'add', 'up0', 'type', 'veth', 'peer', 'name', 'far0');
-      for (const l of ['up0', 'far0']) ns.ip('link', 'set', l, 'up');
+      ns.addVeth('up0', 'far0');
       const peer = new PacketPeer(ns, 'far0');
       try {
         await peer.started();

@@ -69,8 +69,7 @@ describe('vhost-user switch uplink: frames byte-exact both ways through a veth',
   for (const v of variants) {
     it(`${v.name}: 64 and 1514 B in order both ways; a full ring drops at the kernel, the switch loses nothing it took`, { timeout: 180_000 }, async () => {
       await withNetNs(async (ns) => {
-        ns.ip('link', 'add', 'up0', 'type', 'veth', 'peer', 'name', 'far0');
-        for (const l of ['up0', 'far0']) ns.ip('link', 'set', l, 'up');
+        ns.addVeth('up0', 'far0');
         if (v.kind === 'tap') {
           ns.addBridge('br0');
           ns.ip('link', 'set', 'up0', 'master', 'br0');

@@ -59,6 +59,13 @@ export class NetNs {
     this.ip('link', 'set', name, 'up');
   }
 
+  /** Adds the veth pair a <-> b, both up. */
+  addVeth(a: string, b: string): void {
+    this.ip('link', 'add', a, 'type', 'veth', 'peer', 'name', b);
+    this.ip('link', 'set', a, 'up');
+    this.ip('link', 'set', b, 'up');
+  }
+
   /** Interface names present in the namespace. */
   links(): string[] {
     const out = JSON.parse(this.ip('-json', 'link', 'show')) as { ifname: string }[];
