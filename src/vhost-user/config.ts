@@ -11,6 +11,10 @@ import { writeFileAtomic } from '../state/atomic-file.js';
 import type { PollMode } from './dataplane/client.js';
 import type { PortModeName } from './switch/forwarding.js';
 
+/** How `--uplink` frames leave (uplink.ts): AF_XDP where it opens, AF_XDP or fail, the packet TX ring. */
+export const UPLINK_TX = ['auto', 'xdp', 'packet'] as const;
+export type UplinkTx = (typeof UPLINK_TX)[number];
+
 export const DEFAULT_SWITCH_CONFIG = '/etc/qemu-net-helper/switch.json';
 
 const socketPath = z.string()
@@ -48,7 +52,7 @@ const SwitchConfigSchema = z.object({
   maxMemRegions: z.number().int().min(1).optional(),
   offloads: z.boolean().optional(),
   /** How frames leave an `uplink` device: as the flag --uplink-tx. */
-  uplinkTx: z.enum(['auto', 'xdp', 'packet']).optional(),
+  uplinkTx: z.enum(UPLINK_TX).optional(),
 }).strict();
 
 export type SwitchConfig = z.infer<typeof SwitchConfigSchema>;
@@ -73,7 +77,7 @@ export interface SwitchSettings {
   maxGuestMemory?: string;
   maxMemRegions?: number;
   offloads: boolean;
-  uplinkTx: 'auto' | 'xdp' | 'packet';
+  uplinkTx: UplinkTx;
 }
 
 /** The flags of `serve` that a file may also set (undefined: not given). */
@@ -170,7 +174,7 @@ export function mergeSettings(file: SwitchConfig | null, f: ServeFlags): SwitchS
     ...(maxGuestMemory ? { maxGuestMemory } : {}),
     ...(maxMemRegions !== undefined ? { maxMemRegions } : {}),
     offloads: f.offloads ? f.offloads === 'on' : file?.offloads ?? true,
-    uplinkTx: (f['uplink-tx'] ?? file?.uplinkTx ?? 'auto') as SwitchSettings['uplinkTx'],
+    uplinkTx: (f['uplink-tx'] ?? file?.uplinkTx ?? 'auto') as UplinkTx,
   };
 }
 

@@ -22,7 +22,8 @@ import { closeOwned, listenForOwner, type OwnedSocket, type SocketAccess } from 
 import { describeOwner, frontEndAllowed, isAdmin, type Owner } from './tenancy.js';
 import type { MemoryLimits } from './device/memory-table.js';
 import { MapBudget, MAP_BUDGET, SHARED_MAP_BUDGET } from './device/map-budget.js';
-import { openUplink, type Uplink, type UplinkTx } from './uplink.js';
+import type { UplinkTx } from './config.js';
+import { openUplink, type Uplink } from './uplink.js';
 
 // How long `list` waits for fresh counters from a busy data path before answering with the last ones.
 const FRESH_WAIT_MS = 1000;
@@ -45,7 +46,7 @@ export interface ServeOptions {
   allowUnsealedMemory?: boolean;
   /** Offer checksum/TSO/ECN offloads to front-ends (default true). */
   offloads?: boolean;
-  /** How `uplink` frames leave (uplink.ts UplinkTx; default auto). */
+  /** How `uplink` frames leave (config.ts UplinkTx; default auto). */
   uplinkTx?: UplinkTx;
   /** Bounds on each port's guest memory table, checked before anything is mapped. */
   memoryLimits?: MemoryLimits;

@@ -35,6 +35,7 @@ import { closeFd } from '../sys/libc.js';
 import { bridgeAddPort, ifIndex, setUp } from '../sys/netdev.js';
 import { openPacketSender, openPacketSocket, type PacketRings } from '../sys/packet.js';
 import { openXskSender, type XskTxInfo } from '../sys/xsk.js';
+import type { UplinkTx } from './config.js';
 import { PACKET_VNET_LEN, ringGeometry } from '../sys/tpacket.js';
 import { createTap, setTapOffload, setVnetHdrSize, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN } from '../sys/tun.js';
 import { setNonBlocking } from '../sys/unix-socket.js';
@@ -81,9 +82,6 @@ export interface Uplink {
   close(): void;
 }
 
-/** How `--uplink` frames leave: AF_XDP where it opens (auto), AF_XDP or fail (xdp), or the packet TX ring (packet). */
-export type UplinkTx = 'auto' | 'xdp' | 'packet';
-export const UPLINK_TX: readonly UplinkTx[] = ['auto', 'xdp', 'packet'];
 
 // UMEM: 8 MiB, as the TX ring: 4096 frames of 2 KiB, or 2048 of 4 KiB for a
 // device with a bigger MTU (frames above 4 KiB take the TX ring).

@@ -9,7 +9,7 @@ import { parseOwnerSpec } from '../../vhost-user/tenancy.js';
 import { DEFAULT_MEMORY_LIMITS, formatBytes, MAX_REGIONS, parseByteSize } from '../../vhost-user/device/memory-table.js';
 import { fastPathStatus } from '../../vhost-user/virtq/native.js';
 import { parseList, statsLines } from '../../vhost-user/control/view.js';
-import { DEFAULT_SWITCH_CONFIG, loadSwitchConfig, mergeSettings, saveSwitchConfig, settingsToFile, type SwitchSettings } from '../../vhost-user/config.js';
+import { DEFAULT_SWITCH_CONFIG, loadSwitchConfig, mergeSettings, saveSwitchConfig, settingsToFile, type SwitchSettings, UPLINK_TX } from '../../vhost-user/config.js';
 import { switchFamilies } from '../../vhost-user/metrics.js';
 import { render } from '../../metrics/exposition.js';
 import { parseMetricsAddress, serveMetrics, type MetricsEndpoint } from '../../metrics/http.js';
@@ -33,7 +33,7 @@ QEMU needs shared guest memory for vhost-user:
     client: Flags.boolean({ summary: 'connect to front-ends that listen (QEMU server=on), retrying until they appear' }),
     br: Flags.string({ summary: 'uplink: a tap of ours on this bridge' }),
     uplink: Flags.string({ summary: 'uplink: this host device, through an AF_PACKET socket (promiscuous)' }),
-    'uplink-tx': Flags.string({ summary: 'how frames leave the --uplink device: auto (AF_XDP on its queue 0 where the kernel allows, else the packet TX ring; the default), xdp (AF_XDP or fail), packet (the packet TX ring)', options: ['auto', 'xdp', 'packet'] }),
+    'uplink-tx': Flags.string({ summary: 'how frames leave the --uplink device: auto (AF_XDP on its queue 0 where the kernel allows, else the packet TX ring; the default), xdp (AF_XDP or fail), packet (the packet TX ring)', options: [...UPLINK_TX] }),
     mode: Flags.string({ summary: 'default port mode: veb (switch locally; the default), vepa (all to the uplink), private (only the uplink)', options: ['veb', 'vepa', 'private'] }),
     events: Flags.boolean({ summary: 'print events (connected, ready, disconnected, mac-learned, ...) as JSON lines on stdout' }),
     control: Flags.string({ summary: 'unix socket for JSON-line control: add-port, remove-port, set-mode, list, events (root only, mode 0600, unless --control-group)' }),

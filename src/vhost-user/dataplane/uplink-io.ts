@@ -183,20 +183,22 @@ export class PacketRingIo implements UplinkIo {
   sendThrough(xsk: XskTx): void { this.xsk = xsk; }
 
   // Frames leave in the order the switch queued them, across both sockets:
-  // before queueing on one, what the other holds is handed to the kernel.
-  private beforeXsk(): void {
+  // before queueing on one, what the other holds is handed to the kernel
+  // (kickRing() before the AF_XDP socket, beforeRing() before the TX ring).
+  /** Hands the TX ring's marked slots to the kernel; a failed kick (ENOBUFS) leaves them marked for the next one. */
+  private kickRing(): void {
     if (this.queued !== 0 && this.kick()) this.queued = 0;
   }
 
   private beforeRing(): void {
-    if (this.xsk !== null && this.xsk.unsent() !== 0) this.xsk.flush();
+    this.xsk?.flush(); // returns at once when nothing is unsent
   }
 
   fastSend(tx: SplitQueue, max: number, hdrLen: number, dst: number, src: number): number {
     const x = this.xsk;
     if (x !== null) {
       if (x.block === null) return 0;
-      this.beforeXsk();
+      this.kickRing();
       return toXsk(tx, x.block, max, hdrLen, dst, src);
     }
     const b = this.txBlock;
@@ -237,7 +239,7 @@ export class PacketRingIo implements UplinkIo {
     const len = chain.readable - hdrLen;
     if (len < 0 || len > this.txMax) return false;
     if (this.xsk !== null && len <= this.xsk.maxLen) {
-      this.beforeXsk();
+      this.kickRing();
       return this.xsk.putChain(chain, hdrLen);
     }
     this.beforeRing();
@@ -254,7 +256,7 @@ export class PacketRingIo implements UplinkIo {
     if (!(len >= 0 && len <= this.maxSend && off >= 0 && off + len <= buf.length)) return false;
     if (hdr !== null && this.vnet === 0) return false;
     if (hdr === null && this.xsk !== null && len <= this.xsk.maxLen) {
-      this.beforeXsk();
+      this.kickRing();
       return this.xsk.put(buf, off, len);
     }
     if (len > this.txMax) return this.sendWhole(buf, off, len, hdr);
@@ -282,8 +284,7 @@ export class PacketRingIo implements UplinkIo {
   }
 
   flush(): void {
-    // A failed kick (ENOBUFS) leaves the slots marked: the next flush sends them.
-    if (this.queued !== 0 && this.kick()) this.queued = 0;
+    this.kickRing();
     this.xsk?.flush();
   }
 
